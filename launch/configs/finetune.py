@@ -1,0 +1,79 @@
+"""WSRL online fine-tuning: `--config=launch/configs/finetune.py:<env-name>[,demo]`.
+
+`<env-name>` is a D4RL dataset name (`hopper-medium-v2`) or a task (`hopper`). Appending `,demo`
+gives a run of a few thousand steps that finishes in minutes on a CPU. Any field can be
+overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
+"""
+
+from ml_collections import config_dict
+
+import envs
+from launch.configs.families import FAMILIES
+
+
+def get_config(arg: str = "hopper-medium-v2"):
+  env_name, *options = [a.strip() for a in arg.split(",")]
+  unknown = set(options) - {"demo"}
+  if unknown:
+    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+  env_spec = envs.spec(env_name)  # Fails early, with suggestions, on an unknown name.
+  family = FAMILIES[env_spec.family]
+
+  c = config_dict.ConfigDict()
+  c.env_name = env_name
+  c.seed = 0
+  c.num_seeds = 4
+
+  # Online budget: environment steps per seed, the warmup included.
+  c.online_steps = family["online_steps"]
+  c.warmup_steps = 5_000
+  c.pretrained = ""             # a checkpoint directory; empty: start from scratch
+  c.init_actor = True           # which parts of the checkpoint to use (ablations)
+  c.init_critic = True
+  c.init_temperature = True
+  c.per_seed = ""               # e.g. "warmup_steps=0,5000;init_critic=true,false"
+
+  # SAC with a critic ensemble.
+  c.utd = 4
+  c.batch_size = 1024           # per environment step: utd critic minibatches of batch/utd
+  c.num_critics = 10
+  c.num_target_critics = 2
+  c.actor_hidden_sizes = family["actor_hidden_sizes"]
+  c.critic_hidden_sizes = family["critic_hidden_sizes"]
+  c.state_dependent_std = family["state_dependent_std"]
+  c.layer_norm = True
+  c.discount = 0.99
+  c.tau = 0.005
+  c.actor_learning_rate = 1e-4
+  c.critic_learning_rate = 3e-4
+  c.temperature_learning_rate = 1e-4
+  c.initial_temperature = 1.0
+  c.target_entropy = config_dict.placeholder(float)   # None: -action_size
+  c.backup_entropy = False
+  c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
+  c.reward_bias = config_dict.placeholder(float)
+  c.matmul_precision = "default"                      # default | high | highest | bfloat16
+
+  # Environment and replay.
+  c.replay_capacity = 2_000_000  # capped at online_steps
+  c.action_clip = family["action_clip"]
+  c.episode_length = 0          # 0: the task's (1000 for locomotion)
+  c.solver_iterations = 0       # 0: the model's own MuJoCo solver settings
+  c.solver_ls_iterations = 0
+
+  # Host loop.
+  c.steps_per_chunk = 5_000     # env steps per device call; the host logs between calls
+  c.eval_interval = 20_000
+  c.eval_episodes = 20
+  c.checkpoint_interval = 100_000
+  c.keep_checkpoints = 2
+
+  if "demo" in options:
+    c.num_seeds = 2
+    c.online_steps = 3_000
+    c.warmup_steps = 1_000
+    c.steps_per_chunk = 500
+    c.eval_interval = 1_000
+    c.checkpoint_interval = 1_000
+    c.eval_episodes = 2
+  return c

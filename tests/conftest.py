@@ -1,0 +1,54 @@
+"""Test-wide settings: the repository on sys.path and a compilation cache shared by the tests
+and the subprocesses they start (MJX programs take tens of seconds to compile on a CPU)."""
+
+import os
+import pathlib
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+CACHE_DIR = os.environ.setdefault(
+    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
+
+import jax  # noqa: E402
+
+jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
+
+import pytest  # noqa: E402
+
+# The one fine-tuning configuration every loop test compiles (and the end-to-end test reuses
+# through the compilation cache): hopper, 2 seeds, tiny networks, the real ensemble and UTD.
+TINY_OVERRIDES = dict(
+    num_seeds=2, online_steps=200, warmup_steps=50, steps_per_chunk=50, eval_interval=100,
+    checkpoint_interval=50, eval_episodes=2, episode_length=40, batch_size=64,
+    actor_hidden_sizes=(32, 32), critic_hidden_sizes=(32, 32), replay_capacity=120)
+
+
+def tiny_config(**overrides):
+  from launch.configs import finetune as finetune_config
+  config = finetune_config.get_config("hopper-medium-v2")
+  config.update(dict(TINY_OVERRIDES, **overrides))
+  return config
+
+
+def tiny_command_line_overrides():
+  """The same tiny config as `--config.x=y` flags for launch.finetune."""
+  flags = []
+  for name, value in TINY_OVERRIDES.items():
+    if isinstance(value, tuple):
+      value = "(" + ",".join(map(str, value)) + ")"
+    flags.append(f"--config.{name}={value}")
+  return flags
+
+
+@pytest.fixture(scope="session")
+def tiny_programs():
+  """Compiled once per session: (config, env, env_spec, Programs)."""
+  import envs
+  from wsrl_mjx import finetune
+  config = tiny_config()
+  env, env_spec = envs.make(config.env_name)
+  return config, env, env_spec, finetune.build_programs(config, env, env_spec)

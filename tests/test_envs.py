@@ -1,0 +1,121 @@
+"""The registry and the locomotion ports, checked against MuJoCo (C) and gym's formulas in numpy."""
+
+import functools
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import envs
+from envs import locomotion
+
+
+def test_registry_accepts_d4rl_names_and_returns_facts():
+  env_spec = envs.spec("hopper-medium-replay-v2")
+  assert (env_spec.task, env_spec.family) == ("hopper", "locomotion")
+  assert (env_spec.observation_size, env_spec.action_size) == (11, 3)
+  assert env_spec.episode_length == 1000
+  assert (env_spec.reward_scale, env_spec.reward_bias) == (1.0, 0.0)
+  assert env_spec.dataset_file == "hopper_medium_replay-v2.hdf5"
+  assert env_spec.normalized_score(3234.3) == pytest.approx(100.0)
+  assert env_spec.normalized_score(-20.272305) == pytest.approx(0.0)
+  assert envs.spec("walker2d").dataset_file is None
+  assert {"halfcheetah-expert-v2", "walker2d-medium-expert-v2", "hopper"} <= set(envs.names())
+
+
+def test_unknown_name_is_a_clear_error_with_suggestions():
+  with pytest.raises(ValueError, match=r"Unknown environment 'hoper-medium-v2'.*hopper-medium-v2"):
+    envs.spec("hoper-medium-v2")
+  with pytest.raises(ValueError, match="Known tasks"):
+    envs.make("cartpole")
+
+
+def gym_reference(task_name, mj_model, data, qpos_before, action):
+  """Observation, reward and termination as gym's v3 tasks compute them, in numpy."""
+  task = locomotion.TASKS[task_name]
+  qpos, qvel = data.qpos.copy(), data.qvel.copy()
+  dt = mj_model.opt.timestep * task.frame_skip
+  reward = (qpos[0] - qpos_before) / dt - task.ctrl_cost_weight * np.sum(np.square(action))
+  velocity = np.clip(qvel, -10, 10) if task_name != "halfcheetah" else qvel
+  observation = np.concatenate([qpos[1:], velocity])
+  done = False
+  if task_name == "hopper":
+    reward += 1.0
+    state = np.concatenate([qpos, qvel])[2:]
+    healthy = (np.all((state > -100) & (state < 100)) and qpos[1] > 0.7
+               and -0.2 < qpos[2] < 0.2)
+    done = not healthy
+  elif task_name == "walker2d":
+    reward += 1.0
+    done = not (0.8 < qpos[1] < 2.0 and -1.0 < qpos[2] < 1.0)
+  return observation, reward, done
+
+
+@functools.lru_cache(maxsize=None)
+def compiled(task_name):
+  """(env, spec, jitted reset, jitted step), compiled once per test session."""
+  env, env_spec = envs.make(task_name)
+  return env, env_spec, jax.jit(env.reset), jax.jit(env.step)
+
+
+@pytest.mark.parametrize("task_name", ["hopper", "walker2d", "halfcheetah"])
+def test_env_matches_mujoco_and_gym(task_name):
+  env, env_spec, reset, step = compiled(task_name)
+  assert env.observation_size == env_spec.observation_size
+  assert env.action_size == env_spec.action_size
+  state = reset(jax.random.PRNGKey(0))
+  assert state.obs.shape == (env_spec.observation_size,) and state.obs.dtype == jnp.float32
+
+  # Reset noise: positions within +-scale of qpos0 (uniform), as gym's reset_model.
+  scale = locomotion.TASKS[task_name].reset_noise_scale
+  qpos0 = env.mj_model.qpos0
+  assert np.all(np.abs(np.asarray(state.pipeline_state.qpos) - qpos0) <= scale + 1e-6)
+  np.testing.assert_allclose(state.obs[: len(qpos0) - 1], state.pipeline_state.qpos[1:])
+
+  # Step MJX and MuJoCo from the same state with the same actions.
+  mj_data = mujoco.MjData(env.mj_model)
+  mj_data.qpos[:] = np.asarray(state.pipeline_state.qpos)
+  mj_data.qvel[:] = np.asarray(state.pipeline_state.qvel)
+  mujoco.mj_forward(env.mj_model, mj_data)
+  rng = np.random.default_rng(0)
+  for t in range(20):
+    action = rng.uniform(-1, 1, env.action_size).astype(np.float32)
+    qpos_before = mj_data.qpos[0]
+    mj_data.ctrl[:] = action
+    for _ in range(env.frame_skip):
+      mujoco.mj_step(env.mj_model, mj_data)
+    state = step(state, jnp.asarray(action))
+    observation, reward, done = gym_reference(task_name, env.mj_model, mj_data, qpos_before,
+                                              action)
+    # One step from a shared state: MJX (float32) and MuJoCo (float64) agree to ~1e-4 here.
+    np.testing.assert_allclose(state.obs, observation, atol=1e-3, err_msg=f"step {t}")
+    assert float(state.reward) == pytest.approx(reward, abs=1e-3)
+    assert bool(state.done) == done
+    # Re-synchronise MuJoCo with MJX so that float32/float64 drift does not accumulate.
+    mj_data.qpos[:] = np.asarray(state.pipeline_state.qpos)
+    mj_data.qvel[:] = np.asarray(state.pipeline_state.qvel)
+    mujoco.mj_forward(env.mj_model, mj_data)
+
+
+def test_hopper_terminates_when_it_falls():
+  _, _, reset, step = compiled("hopper")
+  state = reset(jax.random.PRNGKey(0))
+  fallen = state.pipeline_state.replace(qpos=state.pipeline_state.qpos.at[1].set(0.5))
+  assert float(step(state.replace(pipeline_state=fallen), jnp.zeros(3)).done) == 1.0
+  assert float(step(state, jnp.zeros(3)).done) == 0.0
+
+
+def test_brax_training_wrappers_drive_the_env():
+  """Brax's own wrappers (vmap, episode limit, auto-reset) work on our envs unchanged."""
+  from brax.envs.wrappers import training as brax_training
+  env, _, _, _ = compiled("halfcheetah")
+  wrapped = brax_training.wrap(env, episode_length=5)
+
+  @jax.jit
+  def five_steps(key):
+    batch = wrapped.reset(jax.random.split(key, 2))
+    return jax.lax.fori_loop(0, 5, lambda _, s: wrapped.step(s, jnp.zeros((2, 6))), batch)
+
+  np.testing.assert_array_equal(five_steps(jax.random.PRNGKey(1)).info["truncation"], [1.0, 1.0])

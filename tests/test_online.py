@@ -1,0 +1,162 @@
+"""The fused loop: warmup, per-seed settings and independence, episode ends, divergence."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wsrl_mjx import finetune, per_seed, tanh_gaussian
+
+
+def settings_for(config, **per_seed_values):
+  settings, _ = per_seed.seed_settings(config)
+  settings = jax.tree.map(jnp.asarray, settings)
+  return settings.replace(**{k: jnp.asarray(v, getattr(settings, k).dtype)
+                             for k, v in per_seed_values.items()})
+
+
+def pretrained_params(programs, num_seeds, seed=123):
+  keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
+  return jax.jit(jax.vmap(programs.online.agent.init_params))(keys)
+
+
+def seed_slice(tree, i):
+  return jax.tree.map(lambda x: np.asarray(x[i]), tree)
+
+
+def assert_trees_equal(a, b):
+  jax.tree.map(np.testing.assert_array_equal, a, b)
+
+
+def test_warmup_collects_with_the_pretrained_policy_and_trains_nothing(tiny_programs):
+  config, _, _, programs = tiny_programs
+  chunk = config.steps_per_chunk
+  pretrained = pretrained_params(programs, config.num_seeds)
+  settings = settings_for(config, warmup_steps=[chunk, chunk])
+  state = programs.init(finetune.seed_keys(config), settings, pretrained)
+  assert_trees_equal(state.agent.params, pretrained)
+  before = jax.tree.map(np.asarray, state)
+
+  state, stats = programs.run(state, chunk)
+  # No parameter and no optimiser state moved; nothing was counted as an update.
+  assert_trees_equal(state.agent, before.agent)
+  np.testing.assert_array_equal(stats.updates, [0, 0])
+  np.testing.assert_array_equal(state.buffer.size, [chunk, chunk])
+
+  # Every stored action is the pretrained actor's sample with the loop's key for that step.
+  agent = programs.online.agent
+  for seed in range(config.num_seeds):
+    key = before.key[seed]
+    actor = seed_slice(pretrained.actor, seed)
+    rows = seed_slice(state.buffer.data, seed)
+    for t in range(chunk):
+      key, action_key, *_ = jax.random.split(key, 5)
+      mean, std = agent.actor.apply(actor, rows.observation[t])
+      expected, _ = tanh_gaussian.sample_and_log_prob(action_key, mean, std)
+      expected = np.clip(expected, -config.action_clip, config.action_clip)
+      np.testing.assert_allclose(rows.action[t], expected, rtol=1e-5, atol=1e-6)
+
+  # Right after warmup the next chunk trains.
+  state, stats = programs.run(state, chunk)
+  np.testing.assert_array_equal(stats.updates, [chunk, chunk])
+  assert not np.allclose(state.agent.params.critic["params"]["Dense_0"]["kernel"],
+                         before.agent.params.critic["params"]["Dense_0"]["kernel"])
+
+
+def test_init_switches_choose_checkpoint_or_fresh_parts_per_seed(tiny_programs):
+  config, _, _, programs = tiny_programs
+  pretrained = pretrained_params(programs, config.num_seeds)
+  settings = settings_for(config, init_actor=[True, False], init_critic=[False, True],
+                          init_temperature=[True, True])
+  state = programs.init(finetune.seed_keys(config), settings, pretrained)
+  fresh = programs.init(finetune.seed_keys(config), settings, None)
+  params, fresh_params = state.agent.params, fresh.agent.params
+  assert_trees_equal(seed_slice(params.actor, 0), seed_slice(pretrained.actor, 0))
+  assert_trees_equal(seed_slice(params.actor, 1), seed_slice(fresh_params.actor, 1))
+  assert_trees_equal(seed_slice(params.critic, 0), seed_slice(fresh_params.critic, 0))
+  assert_trees_equal(seed_slice(params.critic, 1), seed_slice(pretrained.critic, 1))
+  assert_trees_equal(seed_slice(params.target_critic, 1), seed_slice(pretrained.target_critic, 1))
+
+
+def test_seeds_are_independent_of_their_neighbours(tiny_programs):
+  """Seed A gives the same numbers whichever seed runs beside it, in either position."""
+  config, _, _, programs = tiny_programs
+  key_a, key_b, key_c = jax.random.split(jax.random.PRNGKey(9), 3)
+  settings = settings_for(config, warmup_steps=[10, 10])
+  first = programs.init(jnp.stack([key_a, key_b]), settings, None)
+  second = programs.init(jnp.stack([key_c, key_a]), settings, None)
+  for _ in range(2):
+    first, _ = programs.run(first, config.steps_per_chunk)
+    second, _ = programs.run(second, config.steps_per_chunk)
+  a_first, a_second = seed_slice(first, 0), seed_slice(second, 1)
+  np.testing.assert_array_equal(a_first.env_step, 2 * config.steps_per_chunk)
+  jax.tree.map(lambda x, y: np.testing.assert_allclose(x, y, rtol=1e-6, atol=1e-6),
+               a_first.agent.params, a_second.agent.params)
+  assert_trees_equal(a_first.buffer.data.action, a_second.buffer.data.action)
+  assert not np.allclose(seed_slice(first, 1).buffer.data.action, a_first.buffer.data.action)
+
+
+def test_per_seed_warmup_in_one_program(tiny_programs):
+  config, _, _, programs = tiny_programs
+  settings = settings_for(config, warmup_steps=[0, 10_000])
+  state = programs.init(finetune.seed_keys(config), settings, None)
+  before = jax.tree.map(np.asarray, state.agent.params)
+  state, stats = programs.run(state, config.steps_per_chunk)
+  np.testing.assert_array_equal(stats.updates, [config.steps_per_chunk, 0])
+  assert not np.allclose(state.agent.params.actor["params"]["mean"]["kernel"][0],
+                         before.actor["params"]["mean"]["kernel"][0])
+  assert_trees_equal(seed_slice(state.agent.params, 1), seed_slice(before, 1))
+
+
+def test_timeouts_reset_the_episode_but_are_not_terminals(tiny_programs):
+  config, _, _, programs = tiny_programs
+  length = config.episode_length
+  settings = settings_for(config, warmup_steps=[10_000, 10_000])
+  state = programs.init(finetune.seed_keys(config), settings, None)
+  state, stats = programs.run(state, config.steps_per_chunk)
+  data = seed_slice(state.buffer.data, 0)
+  terminal_rows = np.flatnonzero(data.terminal)
+  episode_ends = []
+  start = 0
+  for t in range(config.steps_per_chunk - 1):
+    continues = np.array_equal(data.observation[t + 1], data.next_observation[t])
+    if not continues:
+      episode_ends.append(t)
+      assert t - start + 1 == length or t in terminal_rows, (t, start)
+      start = t + 1
+    else:
+      assert t not in terminal_rows
+  # A random hopper falls before 40 steps or times out at 40; either way episodes end.
+  assert episode_ends and int(stats.completed_episodes[0]) >= len(episode_ends)
+  timeouts = [t for t in episode_ends if t not in terminal_rows]
+  assert all(data.terminal[t] == 0 for t in timeouts)
+
+
+def test_non_finite_seed_is_flagged_and_the_others_keep_learning(tiny_programs):
+  config, _, _, programs = tiny_programs
+  pretrained = pretrained_params(programs, config.num_seeds)
+  poisoned = pretrained.replace(critic=jax.tree.map(lambda x: x.at[1].set(jnp.nan),
+                                                    pretrained.critic))
+  settings = settings_for(config, warmup_steps=[5, 5])
+  state = programs.init(finetune.seed_keys(config), settings, poisoned)
+  before = jax.tree.map(np.asarray, state.agent)
+  state, stats = programs.run(state, config.steps_per_chunk)
+  diverged_at = np.asarray(state.diverged_at)
+  assert diverged_at[0] == -1 and diverged_at[1] == 6       # first update after warmup
+  assert int(stats.updates[0]) == config.steps_per_chunk - 5 and int(stats.updates[1]) == 0
+  assert np.all(np.isfinite(np.asarray(state.agent.params.actor["params"]["mean"]["kernel"][0])))
+  # The flagged seed keeps its last parameters (and keeps stepping its env).
+  assert_trees_equal(seed_slice(state.agent.params.actor, 1), seed_slice(before.params.actor, 1))
+  np.testing.assert_array_equal(state.env_step, [config.steps_per_chunk] * 2)
+
+
+def test_evaluation_is_deterministic_given_the_step(tiny_programs):
+  config, _, env_spec, programs = tiny_programs
+  state = programs.init(finetune.seed_keys(config), settings_for(config), None)
+  first = np.asarray(programs.evaluate(state.agent.params.actor, state.eval_key, state.env_step))
+  again = np.asarray(programs.evaluate(state.agent.params.actor, state.eval_key, state.env_step))
+  assert first.shape == (config.num_seeds, config.eval_episodes)
+  np.testing.assert_array_equal(first, again)
+  assert np.all(np.isfinite(first))
+  # A hopper standing still for <= 40 steps earns about 1 per step alive.
+  assert np.all(first <= config.episode_length * 1.5)

@@ -1,0 +1,244 @@
+"""SAC losses and update steps on a fixed batch, against a float64 numpy re-implementation."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from wsrl_mjx import networks
+from wsrl_mjx.agents import sac
+from wsrl_mjx.replay import Transition
+
+OBS, ACT = 5, 2
+CONFIG = sac.SACConfig(observation_size=OBS, action_size=ACT, actor_hidden_sizes=(8, 8),
+                       critic_hidden_sizes=(16, 16), num_critics=10, num_target_critics=2,
+                       utd=4, minibatch_size=8, reward_scale=2.0, reward_bias=-1.0)
+RATES = sac.LearningRates(actor=1e-3, critic=3e-3, temperature=1e-2)
+
+
+# --- an independent forward pass in numpy -------------------------------------------------------
+
+def np_mlp(params, x, layer_norm=True):
+  layers = sorted((k for k in params if k.startswith("Dense")), key=lambda k: int(k.split("_")[1]))
+  for i, name in enumerate(layers):
+    x = x @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(params[name]["bias"])
+    if layer_norm:
+      ln = params[f"LayerNorm_{i}"]
+      mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+      x = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
+    x = np.maximum(x, 0.0)
+  return x
+
+
+def np_critic(params, observation, action):
+  p = params["params"]
+  h = np_mlp(p["MLP_0"], np.concatenate([observation, action], -1))
+  return (h @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"]))[..., 0]
+
+
+def np_ensemble(params, observation, action):
+  n = jax.tree.leaves(params)[0].shape[0]
+  return np.stack([np_critic(jax.tree.map(lambda x: np.asarray(x)[i], params), observation, action)
+                   for i in range(n)])
+
+
+def np_actor(params, observation):
+  p = params["params"]
+  h = np_mlp(p["MLP_0"], observation)
+  mean = h @ np.asarray(p["mean"]["kernel"], np.float64) + np.asarray(p["mean"]["bias"])
+  log_std = h @ np.asarray(p["log_std"]["kernel"], np.float64) + np.asarray(p["log_std"]["bias"])
+  return mean, np.clip(np.exp(log_std), networks.STD_MIN, networks.STD_MAX)
+
+
+def np_sample(mean, std, noise):
+  pre = mean + std * noise
+  log_prob = np.sum(-0.5 * noise ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+                    - np.log(1 - np.tanh(pre) ** 2), -1)
+  return np.tanh(pre), log_prob
+
+
+# --- fixtures -----------------------------------------------------------------------------------
+
+@pytest.fixture(scope="module")
+def agent():
+  return sac.SAC(CONFIG)
+
+
+@pytest.fixture(scope="module")
+def state(agent):
+  params = agent.init_params(jax.random.PRNGKey(0))
+  # Make target critics differ from the online ones so the test can tell them apart.
+  params = params.replace(target_critic=jax.tree.map(lambda x: x * 0.9, params.target_critic))
+  return agent.init_state(params, RATES)
+
+
+@pytest.fixture(scope="module")
+def batch():
+  rng = np.random.default_rng(0)
+  n = CONFIG.batch_size
+  return Transition(
+      observation=jnp.asarray(rng.normal(size=(n, OBS)), jnp.float32),
+      action=jnp.asarray(rng.uniform(-0.99, 0.99, size=(n, ACT)), jnp.float32),
+      reward=jnp.asarray(rng.normal(size=(n,)), jnp.float32),
+      next_observation=jnp.asarray(rng.normal(size=(n, OBS)), jnp.float32),
+      terminal=jnp.asarray(rng.integers(0, 2, size=(n,)), jnp.float32))
+
+
+def first(batch, n):
+  return jax.tree.map(lambda x: x[:n], batch)
+
+
+# --- losses -------------------------------------------------------------------------------------
+
+def test_initialisation_follows_the_reference_layout(agent, state):
+  params = state.params
+  kernels = params.critic["params"]["MLP_0"]
+  assert kernels["Dense_0"]["kernel"].shape == (10, OBS + ACT, 16)        # ensemble axis first
+  assert "LayerNorm_0" in kernels and "LayerNorm_1" in kernels
+  # Orthogonal init: sqrt(2) on hidden layers, 1e-2 on the last hidden layer.
+  w = np.asarray(kernels["Dense_0"]["kernel"][0])                        # [7, 16]
+  np.testing.assert_allclose(w @ w.T, 2.0 * np.eye(OBS + ACT), atol=1e-4)
+  w_last = np.asarray(kernels["Dense_1"]["kernel"][0])
+  np.testing.assert_allclose(w_last.T @ w_last, 1e-4 * np.eye(16), atol=1e-8)
+  # Ensemble members are initialised independently.
+  assert not np.allclose(kernels["Dense_0"]["kernel"][0], kernels["Dense_0"]["kernel"][1])
+  assert float(agent.temperature(params)) == pytest.approx(1.0, rel=1e-6)
+
+
+def test_td_target_uses_two_distinct_random_target_critics(agent, state, batch):
+  key = jax.random.PRNGKey(7)
+  b = first(batch, CONFIG.minibatch_size)
+  got = np.asarray(agent.td_target(state.params, b, key))
+
+  action_key, subset_key = jax.random.split(key)
+  noise = np.asarray(jax.random.normal(action_key, (CONFIG.minibatch_size, ACT)), np.float64)
+  subset = np.asarray(jax.random.choice(subset_key, 10, (2,), replace=False))
+  assert subset[0] != subset[1]
+  mean, std = np_actor(state.params.actor, np.asarray(b.next_observation, np.float64))
+  next_action, _ = np_sample(mean, std, noise)
+  target_q = np_ensemble(state.params.target_critic, np.asarray(b.next_observation, np.float64),
+                         next_action)
+  expected = (np.asarray(b.reward) * 2.0 - 1.0
+              + 0.99 * (1 - np.asarray(b.terminal)) * target_q[subset].min(0))
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  # It is the target critics, not the online ones, that are evaluated.
+  online_q = np_ensemble(state.params.critic, np.asarray(b.next_observation, np.float64),
+                         next_action)
+  assert not np.allclose(online_q[subset].min(0), target_q[subset].min(0), atol=1e-3)
+
+
+def test_critic_loss_is_mean_squared_error_over_ensemble_and_batch(agent, state, batch):
+  b = first(batch, CONFIG.minibatch_size)
+  target = jnp.linspace(-1.0, 1.0, CONFIG.minibatch_size)
+  loss, _ = agent.critic_loss(state.params.critic, target, b)
+  q = np_ensemble(state.params.critic, np.asarray(b.observation, np.float64),
+                  np.asarray(b.action, np.float64))
+  assert float(loss) == pytest.approx(np.mean((q - np.asarray(target)[None]) ** 2), rel=1e-4)
+
+
+def test_actor_loss_uses_min_over_all_critics(agent, state, batch):
+  key = jax.random.PRNGKey(3)
+  loss, log_prob = agent.actor_loss(state.params.actor, state.params.critic, 0.5,
+                                    batch.observation, key)
+  observation = np.asarray(batch.observation, np.float64)
+  noise = np.asarray(jax.random.normal(key, (CONFIG.batch_size, ACT)), np.float64)
+  mean, std = np_actor(state.params.actor, observation)
+  action, expected_log_prob = np_sample(mean, std, noise)
+  q = np_ensemble(state.params.critic, observation, action).min(0)
+  np.testing.assert_allclose(log_prob, expected_log_prob, rtol=1e-4, atol=1e-4)
+  assert float(loss) == pytest.approx(np.mean(0.5 * expected_log_prob - q), rel=1e-4, abs=1e-5)
+
+
+def test_temperature_loss_pushes_toward_the_target_entropy(agent):
+  raw = jnp.float32(0.3)
+  assert agent.target_entropy == -ACT
+  loss = agent.temperature_loss(raw, entropy=-1.0)
+  assert float(loss) == pytest.approx(np.log1p(np.exp(0.3)) * (-1.0 + ACT), rel=1e-6)
+  # Entropy above target -> gradient lowers the temperature; below -> raises it.
+  assert float(jax.grad(agent.temperature_loss)(raw, 0.0)) > 0
+  assert float(jax.grad(agent.temperature_loss)(raw, -5.0)) < 0
+
+
+# --- update steps -------------------------------------------------------------------------------
+
+def adam_first_step(param, grad, lr):
+  return param - lr * grad / (np.abs(grad) + 1e-8)
+
+
+def test_critic_step_trains_only_the_critics(agent, state, batch):
+  b = first(batch, CONFIG.minibatch_size)
+  key = jax.random.PRNGKey(11)
+  new, _ = jax.jit(agent.critic_step)(state, b, key)
+  target = agent.td_target(state.params, b, key)
+  grads = jax.grad(lambda c: agent.critic_loss(c, target, b)[0])(state.params.critic)
+  expected = jax.tree.map(lambda p, g: adam_first_step(np.asarray(p), np.asarray(g), 3e-3),
+                          state.params.critic, grads)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6),
+               new.params.critic, expected)
+  polyak = jax.tree.map(lambda t, c: 0.995 * np.asarray(t) + 0.005 * np.asarray(c),
+                        state.params.target_critic, new.params.critic)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-5, atol=1e-7),
+               new.params.target_critic, polyak)
+  # Actor, temperature and their optimiser states are untouched.
+  for name in ("actor_opt_state", "temperature_opt_state"):
+    jax.tree.map(np.testing.assert_array_equal, getattr(new, name), getattr(state, name))
+  jax.tree.map(np.testing.assert_array_equal, new.params.actor, state.params.actor)
+  assert float(new.params.temperature) == float(state.params.temperature)
+
+
+def test_actor_step_trains_actor_and_temperature_only(agent, state, batch):
+  key = jax.random.PRNGKey(5)
+  new, metrics = jax.jit(agent.actor_temperature_step)(state, batch, key)
+  temperature = agent.temperature(state.params)
+  grads = jax.grad(lambda a: agent.actor_loss(a, state.params.critic, temperature,
+                                              batch.observation, key)[0])(state.params.actor)
+  expected = jax.tree.map(lambda p, g: adam_first_step(np.asarray(p), np.asarray(g), 1e-3),
+                          state.params.actor, grads)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6),
+               new.params.actor, expected)
+  entropy = float(metrics["entropy"])
+  temperature_grad = float(jax.grad(agent.temperature_loss)(state.params.temperature, entropy))
+  assert float(new.params.temperature) == pytest.approx(
+      adam_first_step(float(state.params.temperature), temperature_grad, 1e-2), rel=1e-5)
+  jax.tree.map(np.testing.assert_array_equal, new.params.critic, state.params.critic)
+  jax.tree.map(np.testing.assert_array_equal, new.params.target_critic, state.params.target_critic)
+  jax.tree.map(np.testing.assert_array_equal, new.critic_opt_state, state.critic_opt_state)
+
+
+def test_utd_update_runs_four_critic_steps_then_one_actor_step(agent, state, batch):
+  key = jax.random.PRNGKey(2)
+  update = jax.jit(agent.update)
+  new, metrics = update(state, batch, key)
+  assert bool(metrics["finite"])
+  assert int(new.critic_opt_state.inner_state[0].count) == 4
+  assert int(new.actor_opt_state.inner_state[0].count) == 1
+  assert int(new.temperature_opt_state.inner_state[0].count) == 1
+
+  # The same thing spelled out: critic steps on consecutive minibatches, then the actor step.
+  keys = jax.random.split(key, 5)
+  manual = state
+  for i in range(4):
+    minibatch = jax.tree.map(lambda x: x[i * 8:(i + 1) * 8], batch)
+    manual, _ = agent.critic_step(manual, minibatch, keys[i])
+  manual, _ = agent.actor_temperature_step(manual, batch, keys[4])
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               new.params, manual.params)
+
+  # A non-finite batch is reported, not hidden.
+  bad = batch.replace(reward=batch.reward.at[3].set(jnp.nan))
+  _, bad_metrics = update(state, bad, key)
+  assert not bool(bad_metrics["finite"])
+
+
+def test_learning_rates_can_differ_per_seed(agent, batch):
+  """Two seeds, one program: the learning rate lives in each seed's optimiser state."""
+  params = agent.init_params(jax.random.PRNGKey(0))
+  rates = sac.LearningRates(actor=jnp.array([1e-3, 0.0]), critic=jnp.array([3e-3, 0.0]),
+                            temperature=jnp.array([1e-2, 0.0]))
+  states = jax.vmap(agent.init_state, in_axes=(None, 0))(params, rates)
+  two = jax.tree.map(lambda x: jnp.stack([x, x]), batch)
+  new, _ = jax.jit(jax.vmap(agent.update))(states, two, jax.random.split(jax.random.PRNGKey(1), 2))
+  moved = jax.tree.map(lambda a, b: np.abs(np.asarray(a) - np.asarray(b)).max(axis=tuple(range(1, a.ndim))),
+                       new.params.critic, states.params.critic)
+  assert all(m[0] > 0 for m in jax.tree.leaves(moved))
+  assert all(m[1] == 0 for m in jax.tree.leaves(moved))

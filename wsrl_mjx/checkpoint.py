@@ -1,0 +1,142 @@
+"""Orbax checkpoints: resuming a run exactly, and handing agents from one phase to the next.
+
+A run directory holds `checkpoints/<env_step>/` with three items:
+
+- `train_state`: everything of every seed (agent, optimisers, replay buffer, env state, keys,
+  counters), so that a killed run resumed from it produces the same numbers;
+- `agent`: only the networks and temperature (`AgentParams`, leading seed axis); this is what
+  `--config.pretrained` reads and what the robot team loads;
+- `description`: a small JSON of what is inside (env, dimensions, network sizes, config).
+
+Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
+mid-write leaves the previous checkpoint as the latest readable one.
+"""
+
+from __future__ import annotations
+
+import json
+import pathlib
+from typing import Any
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+
+FORMAT_VERSION = 1
+CHECKPOINT_SUBDIR = "checkpoints"
+_ITEMS = ("train_state", "agent", "description")
+
+# Description fields that fix the agent's array shapes; a pretrained agent must match them.
+AGENT_SHAPE_FIELDS = ("observation_size", "action_size", "actor_hidden_sizes",
+                      "critic_hidden_sizes", "num_critics", "state_dependent_std", "layer_norm")
+
+
+class CheckpointError(ValueError):
+  """A checkpoint that cannot be used for what was asked, with the reason."""
+
+
+def _manager(directory: pathlib.Path, max_to_keep: int | None = None,
+             read_only: bool = False) -> ocp.CheckpointManager:
+  options = ocp.CheckpointManagerOptions(
+      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+      enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
+  return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+
+
+def abstract_like(tree):
+  """Shape/dtype/sharding of every leaf: the restore target for orbax."""
+  return jax.tree.map(
+      lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=getattr(x, "sharding", None)),
+      tree)
+
+
+class RunCheckpoints:
+  """The checkpoints of one run directory."""
+
+  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2):
+    self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_SUBDIR
+    self._manager = _manager(self.directory, max_to_keep=max_to_keep)
+
+  def latest_step(self) -> int | None:
+    return self._manager.latest_step()
+
+  def save(self, step: int, train_state, agent_params, description: dict[str, Any]) -> None:
+    description = dict(description, format_version=FORMAT_VERSION, env_step=int(step))
+    self._manager.save(step, args=ocp.args.Composite(
+        train_state=ocp.args.StandardSave(train_state),
+        agent=ocp.args.StandardSave(agent_params),
+        description=ocp.args.JsonSave(description)))
+    self._manager.wait_until_finished()
+
+  def description(self, step: int) -> dict[str, Any]:
+    return _read_description(self.directory, step)
+
+  def restore(self, step: int, abstract_train_state):
+    restored = self._manager.restore(step, args=ocp.args.Composite(
+        train_state=ocp.args.StandardRestore(abstract_train_state)))
+    return restored.train_state
+
+  def close(self) -> None:
+    self._manager.close()
+
+
+def _read_description(checkpoints_dir: pathlib.Path, step: int) -> dict[str, Any]:
+  path = checkpoints_dir / str(step) / "description" / "metadata"
+  try:
+    return json.loads(path.read_text())
+  except FileNotFoundError:
+    raise CheckpointError(f"{path}: missing; this is not a wsrl-mjx checkpoint") from None
+  except json.JSONDecodeError as error:
+    raise CheckpointError(f"{path}: not valid JSON ({error})") from None
+
+
+def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
+  """A run directory, its `checkpoints/` folder or one `checkpoints/<step>/` folder ->
+  (checkpoints folder, step), choosing the latest step where none is named."""
+  path = pathlib.Path(path).expanduser().absolute()
+  if not path.exists():
+    raise CheckpointError(f"{path}: no such checkpoint directory")
+  if (path / "description").is_dir() and path.name.isdigit():
+    return path.parent, int(path.name)
+  directory = path / CHECKPOINT_SUBDIR if (path / CHECKPOINT_SUBDIR).is_dir() else path
+  step = _manager(directory, read_only=True).latest_step()
+  if step is None:
+    raise CheckpointError(f"{path}: holds no finished checkpoint")
+  return directory, step
+
+
+def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_params_for):
+  """Restores the `agent` item of a checkpoint after checking it fits `expected`.
+
+  `expected` holds the AGENT_SHAPE_FIELDS of the agent being built. `abstract_params_for(n)` gives
+  the abstract `AgentParams` of `n` seeds. Returns (params with the checkpoint's seed axis,
+  description).
+  """
+  directory, step = resolve(path)
+  description = _read_description(directory, step)
+  description_file = directory / str(step) / "description" / "metadata"
+  agent = description.get("agent", {})
+  for field in AGENT_SHAPE_FIELDS:
+    have, want = agent.get(field), expected[field]
+    if isinstance(want, (list, tuple)):
+      have, want = list(have or []), list(want)
+    if have != want:
+      raise CheckpointError(
+          f"{description_file}: agent.{field} is {have!r} but this run needs {want!r} "
+          f"(env {expected.get('env_name', '?')}); the checkpoint was made for "
+          f"{description.get('env_name', 'another configuration')}.")
+  num_seeds = int(description.get("num_seeds", 0))
+  if num_seeds < 1:
+    raise CheckpointError(f"{description_file}: num_seeds is missing or not positive")
+  try:
+    restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
+        agent=ocp.args.StandardRestore(abstract_params_for(num_seeds))))
+  except (ValueError, KeyError, FileNotFoundError) as error:
+    raise CheckpointError(f"{directory / str(step) / 'agent'}: cannot be read as the agent "
+                          f"described in {description_file}: {error}") from None
+  return restored.agent, description
+
+
+def seed_sources(num_seeds: int, checkpoint_seeds: int) -> np.ndarray:
+  """Which checkpoint seed initialises each run seed: seed i takes i mod checkpoint_seeds."""
+  return np.arange(num_seeds) % checkpoint_seeds

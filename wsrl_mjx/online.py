@@ -1,0 +1,217 @@
+"""The fused WSRL fine-tuning loop for one seed, written to be `jit(vmap(...))`-ed over seeds.
+
+`make_online(...)` returns pure functions of one seed's `TrainState`:
+
+- `init(key, settings, pretrained)`: agent from the checkpoint or from scratch (per-seed switches
+  choose which parts come from the checkpoint), empty replay buffer, a freshly reset env.
+- `run(state, num_steps)`: `num_steps` environment steps in one `lax.scan`. Each step samples an
+  action from the current (stochastic) policy, steps the MJX env, stores the transition, resets
+  finished episodes and, once the seed's warmup is over, runs one UTD update. During warmup
+  nothing is trained, so the collecting policy is exactly the pretrained one.
+- `evaluate(actor_params, key)`: deterministic episodes (tanh of the mean), vmapped.
+
+Nothing here touches the host; the host loop (`wsrl_mjx.finetune`) only calls these in chunks.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs import EnvSpec, MjxEnv
+from wsrl_mjx import replay
+from wsrl_mjx.agents import sac
+
+
+@struct.dataclass
+class SeedSettings:
+  """Per-seed hyperparameters: they change no shapes, so every seed may have its own."""
+  warmup_steps: jax.Array         # int32
+  actor_learning_rate: jax.Array
+  critic_learning_rate: jax.Array
+  temperature_learning_rate: jax.Array
+  init_actor: jax.Array           # bool: take the actor from the checkpoint
+  init_critic: jax.Array          # bool: take critics and target critics from the checkpoint
+  init_temperature: jax.Array     # bool: take the temperature from the checkpoint
+
+
+@struct.dataclass
+class EpisodeTracker:
+  length: jax.Array               # int32, steps into the current episode
+  episode_return: jax.Array       # undiscounted env reward of the current episode so far
+
+
+@struct.dataclass
+class ChunkStats:
+  """Sums over one `run` call; the host divides by the counts."""
+  completed_episodes: jax.Array
+  completed_return_sum: jax.Array
+  updates: jax.Array
+  critic_loss_sum: jax.Array
+  actor_loss_sum: jax.Array
+  q_sum: jax.Array
+  temperature: jax.Array          # at the end of the chunk
+  entropy_sum: jax.Array
+
+
+@struct.dataclass
+class TrainState:
+  agent: sac.AgentState
+  buffer: replay.ReplayBuffer
+  env_state: object               # envs.State (brax)
+  episode: EpisodeTracker
+  key: jax.Array
+  eval_key: jax.Array             # evaluation keys are fold_in(eval_key, env_step)
+  env_step: jax.Array             # int32, environment steps taken (warmup included)
+  warmup_steps: jax.Array         # int32
+  diverged_at: jax.Array          # int32, env step of the first non-finite update, -1 if none
+
+
+@dataclasses.dataclass(frozen=True)
+class LoopConfig:
+  """Static settings of the loop itself."""
+  replay_capacity: int
+  episode_length: int
+  eval_episodes: int
+  action_clip: float              # collected and evaluation actions are clipped to +-this
+
+
+def _where(condition, on_true, on_false):
+  return jax.tree.map(lambda a, b: jnp.where(condition, a, b), on_true, on_false)
+
+
+@dataclasses.dataclass(frozen=True)
+class Online:
+  """The pure functions of the loop for one env and agent configuration."""
+  env: MjxEnv
+  agent: sac.SAC
+  loop: LoopConfig
+
+  def init(self, key: jax.Array, settings: SeedSettings,
+           pretrained: sac.AgentParams | None) -> TrainState:
+    agent_key, env_key, key, eval_key = jax.random.split(key, 4)
+    fresh = self.agent.init_params(agent_key)
+    if pretrained is None:
+      params = fresh
+    else:
+      params = sac.AgentParams(
+          actor=_where(settings.init_actor, pretrained.actor, fresh.actor),
+          critic=_where(settings.init_critic, pretrained.critic, fresh.critic),
+          target_critic=_where(settings.init_critic, pretrained.target_critic,
+                               fresh.target_critic),
+          temperature=jnp.where(settings.init_temperature, pretrained.temperature,
+                                fresh.temperature))
+    rates = sac.LearningRates(actor=settings.actor_learning_rate,
+                              critic=settings.critic_learning_rate,
+                              temperature=settings.temperature_learning_rate)
+    config = self.agent.config
+    zero = jnp.zeros((), jnp.int32)
+    return TrainState(
+        agent=self.agent.init_state(params, rates),
+        buffer=replay.create(self.loop.replay_capacity, config.observation_size,
+                             config.action_size),
+        env_state=self.env.reset(env_key),
+        episode=EpisodeTracker(length=zero, episode_return=jnp.zeros((), jnp.float32)),
+        key=key, eval_key=eval_key, env_step=zero,
+        warmup_steps=jnp.asarray(settings.warmup_steps, jnp.int32),
+        diverged_at=jnp.full((), -1, jnp.int32))
+
+  def _clip(self, action):
+    return jnp.clip(action, -self.loop.action_clip, self.loop.action_clip)
+
+  def step(self, state: TrainState, stats: ChunkStats):
+    """One environment step and, after warmup, one UTD update."""
+    key, action_key, reset_key, sample_key, update_key = jax.random.split(state.key, 5)
+    params = state.agent.params
+    observation = state.env_state.obs
+    action = self._clip(self.agent.sample_action(params.actor, observation, action_key))
+    next_env_state = self.env.step(state.env_state, action)
+    terminal = next_env_state.done
+    buffer = replay.insert(state.buffer, replay.Transition(
+        observation=observation, action=action, reward=next_env_state.reward,
+        next_observation=next_env_state.obs, terminal=terminal))
+
+    length = state.episode.length + 1
+    episode_return = state.episode.episode_return + next_env_state.reward
+    done = (terminal > 0) | (length >= self.loop.episode_length)
+    env_state = _where(done, self.env.reset(reset_key), next_env_state)
+    episode = EpisodeTracker(length=jnp.where(done, 0, length),
+                             episode_return=jnp.where(done, 0.0, episode_return))
+    env_step = state.env_step + 1
+
+    train = (env_step > state.warmup_steps) & (state.diverged_at < 0)
+    batch = replay.sample(buffer, sample_key, self.agent.config.batch_size)
+
+    def update(agent):
+      return self.agent.update(agent, batch, update_key)
+
+    def skip(agent):
+      _, metrics = jax.eval_shape(update, agent)
+      return agent, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
+
+    new_agent, metrics = jax.lax.cond(train, update, skip, state.agent)
+    accepted = train & metrics["finite"]
+    agent = _where(accepted, new_agent, state.agent)
+    diverged_at = jnp.where(train & ~metrics["finite"], env_step, state.diverged_at)
+
+    count = accepted.astype(jnp.float32)
+    stats = ChunkStats(
+        completed_episodes=stats.completed_episodes + done,
+        completed_return_sum=stats.completed_return_sum + jnp.where(done, episode_return, 0.0),
+        updates=stats.updates + accepted,
+        critic_loss_sum=stats.critic_loss_sum + count * metrics["critic_loss"],
+        actor_loss_sum=stats.actor_loss_sum + count * metrics["actor_loss"],
+        q_sum=stats.q_sum + count * metrics["q"],
+        temperature=self.agent.temperature(agent.params),
+        entropy_sum=stats.entropy_sum + count * metrics["entropy"])
+    state = state.replace(agent=agent, buffer=buffer, env_state=env_state, episode=episode,
+                          key=key, env_step=env_step, diverged_at=diverged_at)
+    return state, stats
+
+  def run(self, state: TrainState, num_steps: int):
+    """`num_steps` environment steps (static) -> (state, ChunkStats)."""
+    zero_int = jnp.zeros((), jnp.int32)
+    zero = jnp.zeros((), jnp.float32)
+    stats = ChunkStats(completed_episodes=zero_int, completed_return_sum=zero,
+                       updates=zero_int, critic_loss_sum=zero, actor_loss_sum=zero, q_sum=zero,
+                       temperature=self.agent.temperature(state.agent.params), entropy_sum=zero)
+
+    def body(carry, _):
+      return self.step(*carry), None
+
+    (state, stats), _ = jax.lax.scan(body, (state, stats), None, length=num_steps)
+    return state, stats
+
+  def evaluate(self, actor_params, key: jax.Array) -> jax.Array:
+    """Returns of `eval_episodes` deterministic episodes -> [eval_episodes]."""
+
+    def episode(episode_key):
+      def body(carry, _):
+        env_state, episode_return, alive = carry
+        action = self._clip(self.agent.deterministic_action(actor_params, env_state.obs))
+        env_state = self.env.step(env_state, action)
+        # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
+        episode_return = episode_return + jnp.where(alive, env_state.reward, 0.0)
+        alive = alive & (env_state.done == 0)
+        return (env_state, episode_return, alive), None
+
+      carry = (self.env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.ones((), bool))
+      (_, episode_return, _), _ = jax.lax.scan(body, carry, None,
+                                               length=self.loop.episode_length)
+      return episode_return
+
+    return jax.vmap(episode)(jax.random.split(key, self.loop.eval_episodes))
+
+
+def make_online(env: MjxEnv, env_spec: EnvSpec, agent_config: sac.SACConfig,
+                loop_config: LoopConfig) -> Online:
+  if env.observation_size != agent_config.observation_size or \
+     env.action_size != agent_config.action_size:
+    raise ValueError(
+        f"{env_spec.name} has observations of {env.observation_size} and actions of "
+        f"{env.action_size} dimensions, the agent expects {agent_config.observation_size} and "
+        f"{agent_config.action_size}.")
+  return Online(env=env, agent=sac.SAC(agent_config), loop=loop_config)
