@@ -16,9 +16,11 @@ from __future__ import annotations
 
 import json
 import pathlib
+import re
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
@@ -50,6 +52,31 @@ def abstract_like(tree):
       tree)
 
 
+def _leaf_name(path) -> str:
+  name = jax.tree_util.keystr(path, simple=True, separator="__")
+  return re.sub(r"[^A-Za-z0-9_]", "_", name)
+
+
+def flatten_for_saving(tree) -> dict[str, Any]:
+  """{leaf path: array} of the non-empty leaves. Orbax refuses zero-size arrays, and MJX state
+  has some (e.g. actuator activations of a model without stateful actuators)."""
+  flat = {}
+  for path, leaf in jax.tree_util.tree_flatten_with_path(tree)[0]:
+    if np.size(leaf):
+      flat[_leaf_name(path)] = leaf
+  return flat
+
+
+def unflatten_restored(flat: dict[str, Any], abstract_tree):
+  """Inverse of `flatten_for_saving`, given the abstract tree it came from."""
+  paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_tree)
+  leaves = []
+  for path, leaf in paths_and_leaves:
+    leaves.append(flat[_leaf_name(path)] if np.prod(leaf.shape)
+                  else jnp.zeros(leaf.shape, leaf.dtype))
+  return jax.tree_util.tree_unflatten(treedef, leaves)
+
+
 class RunCheckpoints:
   """The checkpoints of one run directory."""
 
@@ -63,7 +90,7 @@ class RunCheckpoints:
   def save(self, step: int, train_state, agent_params, description: dict[str, Any]) -> None:
     description = dict(description, format_version=FORMAT_VERSION, env_step=int(step))
     self._manager.save(step, args=ocp.args.Composite(
-        train_state=ocp.args.StandardSave(train_state),
+        train_state=ocp.args.StandardSave(flatten_for_saving(train_state)),
         agent=ocp.args.StandardSave(agent_params),
         description=ocp.args.JsonSave(description)))
     self._manager.wait_until_finished()
@@ -73,8 +100,8 @@ class RunCheckpoints:
 
   def restore(self, step: int, abstract_train_state):
     restored = self._manager.restore(step, args=ocp.args.Composite(
-        train_state=ocp.args.StandardRestore(abstract_train_state)))
-    return restored.train_state
+        train_state=ocp.args.StandardRestore(flatten_for_saving(abstract_train_state))))
+    return unflatten_restored(restored.train_state, abstract_train_state)
 
   def close(self) -> None:
     self._manager.close()

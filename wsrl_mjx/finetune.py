@@ -78,15 +78,17 @@ def seed_mesh(num_seeds: int) -> Mesh:
   return Mesh(np.asarray(devices), ("seeds",))
 
 
-def shard_seeds(tree, mesh: Mesh):
-  """Places every leaf's leading (seed) axis across the mesh."""
-  return jax.device_put(tree, NamedSharding(mesh, PartitionSpec("seeds")))
 
 
 @dataclasses.dataclass
 class Programs:
-  """The jitted, seed-vmapped functions of one run (compiled on first use)."""
+  """The jitted, seed-vmapped functions of one run (compiled on first use).
+
+  Every array they return has its seed axis laid over `sharding`, so that a freshly initialised
+  state and one restored from a checkpoint hit the same compiled `run`.
+  """
   online: online.Online
+  sharding: NamedSharding
   init: Any
   run: Any
   evaluate: Any
@@ -102,11 +104,13 @@ def build_programs(config, env, env_spec) -> Programs:
   def evaluate(actor_params, eval_key, env_step):
     return fused.evaluate(actor_params, jax.random.fold_in(eval_key, env_step))
 
+  sharding = NamedSharding(seed_mesh(config.num_seeds), PartitionSpec("seeds"))
   return Programs(
-      online=fused,
-      init=jax.jit(jax.vmap(fused.init, in_axes=(0, 0, 0))),
-      run=jax.jit(jax.vmap(fused.run, in_axes=(0, None)), static_argnums=1, donate_argnums=0),
-      evaluate=jax.jit(jax.vmap(evaluate)))
+      online=fused, sharding=sharding,
+      init=jax.jit(jax.vmap(fused.init), out_shardings=sharding),
+      run=jax.jit(jax.vmap(fused.run, in_axes=(0, None)), static_argnums=1, donate_argnums=0,
+                  out_shardings=sharding),
+      evaluate=jax.jit(jax.vmap(evaluate), out_shardings=sharding))
 
 
 def seed_keys(config) -> jax.Array:
@@ -193,19 +197,18 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   programs = programs or build_programs(config, env, env_spec)
   agent_cfg = programs.online.agent.config
   settings, seed_overrides = per_seed.seed_settings(config)
-  mesh = seed_mesh(config.num_seeds)
+  num_devices = programs.sharding.mesh.size
   logging.info(replay.check_fits(replay_capacity(config), env_spec.observation_size,
-                                 env_spec.action_size,
-                                 config.num_seeds // len(mesh.devices.flat),
+                                 env_spec.action_size, config.num_seeds // num_devices,
                                  replay.device_memory_bytes()))
-  if config.num_seeds and len(mesh.devices.flat) > 1:
-    logging.info("Seeds split over %d devices", len(mesh.devices.flat))
+  if num_devices > 1:
+    logging.info("Seeds split over %d devices", num_devices)
 
   checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
   log = metrics_log.MetricsLog(workdir)
   description = run_description(config, env_spec, agent_cfg, seed_overrides)
-  settings = shard_seeds(jax.tree.map(jnp.asarray, settings), mesh)
-  keys = shard_seeds(seed_keys(config), mesh)
+  settings = jax.device_put(jax.tree.map(jnp.asarray, settings), programs.sharding)
+  keys = jax.device_put(seed_keys(config), programs.sharding)
 
   latest = checkpoints.latest_step()
   if latest is not None:
@@ -213,9 +216,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
     # The state's structure does not depend on where the agent came from.
     abstract = jax.eval_shape(programs.init, keys, settings, None)
     abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype,
-                                       sharding=NamedSharding(mesh, PartitionSpec("seeds"))),
-        abstract)
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=programs.sharding), abstract)
     state = checkpoints.restore(latest, abstract)
     log.truncate_after(latest)
     logging.info("Resumed %s at env step %d", workdir, latest)
@@ -223,7 +224,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
     pretrained = None
     if config.pretrained:
       pretrained, _ = load_pretrained(config, programs, env_spec)
-      pretrained = shard_seeds(pretrained, mesh)
+      pretrained = jax.device_put(pretrained, programs.sharding)
     state = programs.init(keys, settings, pretrained)
 
   total = config.online_steps

@@ -91,8 +91,12 @@ class TanhGaussianActor(nn.Module):
 
 
 def init_ensemble(module: nn.Module, key: jax.Array, size: int, *example_inputs):
-  """Parameters of `size` independently initialised copies of `module`, stacked on axis 0."""
-  return jax.vmap(lambda k: module.init(k, *example_inputs))(jax.random.split(key, size))
+  """Parameters of `size` independently initialised copies of `module`, stacked on axis 0.
+
+  A sequential `lax.map`, not `vmap`: it runs once, and batched QR decompositions (orthogonal
+  init) from several members at once can deadlock XLA's CPU backend.
+  """
+  return jax.lax.map(lambda k: module.init(k, *example_inputs), jax.random.split(key, size))
 
 
 def apply_ensemble(module: nn.Module, params, *inputs):

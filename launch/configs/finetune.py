@@ -69,9 +69,11 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.keep_checkpoints = 2
 
   if "demo" in options:
+    # Minutes on a 2-core CPU: the method's networks and ensemble, a smaller batch and budget.
     c.num_seeds = 2
-    c.online_steps = 3_000
-    c.warmup_steps = 1_000
+    c.online_steps = 2_000
+    c.warmup_steps = 500
+    c.batch_size = 256
     c.steps_per_chunk = 500
     c.eval_interval = 1_000
     c.checkpoint_interval = 1_000

@@ -1,0 +1,214 @@
+"""The host loop and checkpoints: exact resume, atomic saves, clear errors, the launch command."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import serialization
+
+import envs
+from conftest import ROOT, tiny_command_line_overrides, tiny_config
+from wsrl_mjx import checkpoint, finetune, per_seed
+
+
+@pytest.fixture(scope="module")
+def finished_run(tiny_programs, tmp_path_factory):
+  """A complete tiny run: (workdir, last evaluation record)."""
+  config, _, _, programs = tiny_programs
+  workdir = tmp_path_factory.mktemp("finished")
+  return workdir, finetune.train_and_evaluate(config, workdir, programs)
+
+
+def read_records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def final_agent(workdir, step):
+  directory = workdir / "checkpoints"
+  restored = ocp.CheckpointManager(directory).restore(
+      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
+  return jax.tree.map(np.asarray, restored.agent)
+
+
+def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_programs):
+  config = tiny_programs[0]
+  workdir, last = finished_run
+  records = read_records(workdir)
+  assert [r["env_step"] for r in records] == [0, 100, 200]
+  for record in records:
+    assert len(record["returns"]) == len(record["normalized_scores"]) == config.num_seeds
+    assert np.asarray(record["episode_returns"]).shape == (config.num_seeds, config.eval_episodes)
+    spec = envs.spec(config.env_name)
+    np.testing.assert_allclose(record["normalized_scores"],
+                               spec.normalized_score(np.asarray(record["returns"])), rtol=1e-6)
+  assert records[-1]["train"]["updates"] == [50, 50]
+  assert list(workdir.glob("tensorboard/events.out.tfevents.*"))
+  steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
+  assert steps == [150, 200]                                  # keep_checkpoints=2
+  description = json.loads((workdir / "checkpoints/200/description/metadata").read_text())
+  assert description["env_name"] == "hopper-medium-v2"
+  assert description["agent"]["observation_size"] == 11
+  assert description["agent"]["critic_hidden_sizes"] == [32, 32]
+  assert description["num_seeds"] == 2 and description["env_step"] == 200
+
+
+def test_killed_run_resumes_to_the_same_numbers(finished_run, tiny_programs, tmp_path,
+                                                monkeypatch):
+  config, _, _, programs = tiny_programs
+  full_dir, _ = finished_run
+  save = checkpoint.RunCheckpoints.save
+  saved = []
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    saved.append(step)
+    if step == 100:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    finetune.train_and_evaluate(config, tmp_path, programs)
+  monkeypatch.undo()
+  assert saved == [50, 100]
+  # The killed run had logged nothing past its checkpoint; pretend it had, to check truncation.
+  with (tmp_path / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps({"env_step": 150, "returns": [0.0, 0.0]}) + "\n")
+
+  finetune.train_and_evaluate(config, tmp_path, programs)
+  assert read_records(tmp_path) == read_records(full_dir)
+  jax.tree.map(np.testing.assert_array_equal, final_agent(tmp_path, 200),
+               final_agent(full_dir, 200))
+
+
+def test_a_failed_save_keeps_the_last_good_checkpoint(finished_run, tiny_programs, tmp_path):
+  config, _, _, programs = tiny_programs
+  workdir, _ = finished_run
+  checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=5)
+  abstract = jax.eval_shape(programs.init, finetune.seed_keys(config),
+                            jax.tree.map(np.asarray, per_seed.seed_settings(config)[0]),
+                            None)
+  good = checkpoints.restore(200, abstract)
+  unsavable = {"fine": np.zeros(3), "broken": object()}
+  with pytest.raises(Exception):
+    checkpoints.save(300, unsavable, unsavable, {"kind": "test"})
+  checkpoints.close()
+  reopened = checkpoint.RunCheckpoints(workdir)
+  assert reopened.latest_step() == 200
+  again = reopened.restore(200, abstract)
+  jax.tree.map(np.testing.assert_array_equal, again, good)
+  assert not (workdir / "checkpoints" / "300").exists()
+
+
+def test_resume_with_a_different_config_is_refused(finished_run, tiny_programs):
+  _, _, _, programs = tiny_programs
+  workdir, _ = finished_run
+  with pytest.raises(checkpoint.CheckpointError, match=r"config.num_critics=10.*asks for 5"):
+    finetune.train_and_evaluate(tiny_config(num_critics=5), workdir, programs)
+
+
+def test_pretrained_checkpoint_must_match_env_and_networks(finished_run):
+  workdir, _ = finished_run
+  for overrides, field in [(dict(critic_hidden_sizes=(64, 64)), "critic_hidden_sizes"),
+                           (dict(num_critics=4), "num_critics")]:
+    config = tiny_config(pretrained=str(workdir), **overrides)
+    env, spec = envs.make(config.env_name)
+    programs = finetune.build_programs(config, env, spec)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"description/metadata: agent.{field} is .* but this run needs"):
+      finetune.load_pretrained(config, programs, spec)
+
+  config = tiny_config(pretrained=str(workdir))
+  config.env_name = "walker2d-medium-v2"
+  env, spec = envs.make(config.env_name)
+  with pytest.raises(checkpoint.CheckpointError, match=r"agent.observation_size is 11 .* 17"):
+    finetune.load_pretrained(config, finetune.build_programs(config, env, spec), spec)
+
+  with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
+    checkpoint.resolve(workdir / "nope")
+
+
+def test_pretrained_handoff_restores_the_checkpoint_seed_by_seed(finished_run, tiny_programs):
+  config, _, spec, programs = tiny_programs
+  workdir, _ = finished_run
+  for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "150"):
+    params, description = finetune.load_pretrained(tiny_config(pretrained=str(path)), programs,
+                                                   spec)
+    step = 150 if path.name == "150" else 200
+    assert description["env_step"] == step
+    jax.tree.map(np.testing.assert_array_equal,
+                 serialization.to_state_dict(jax.tree.map(np.asarray, params)),
+                 final_agent(workdir, step))
+  # More run seeds than checkpoint seeds: seed i starts from checkpoint seed i mod 2.
+  params, _ = finetune.load_pretrained(tiny_config(pretrained=str(workdir), num_seeds=4),
+                                       programs, spec)
+  kernel = np.asarray(params.actor["params"]["mean"]["kernel"])
+  np.testing.assert_array_equal(kernel[2], kernel[0])
+  np.testing.assert_array_equal(kernel[3], kernel[1])
+
+
+def test_launch_finetune_end_to_end(finished_run, tmp_path):
+  """The real command, from a pretrained checkpoint, then run again to resume (a no-op)."""
+  pretrained_dir, _ = finished_run
+  command = [sys.executable, "-m", "launch.finetune",
+             "--config=launch/configs/finetune.py:hopper-medium-v2",
+             f"--workdir={tmp_path}", f"--config.pretrained={pretrained_dir}",
+             *tiny_command_line_overrides(), "--config.keep_checkpoints=5"]
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Pretrained agent" in result.stderr and "env steps/s" in result.stderr
+  assert "Final normalised scores per seed" in result.stderr
+  records = read_records(tmp_path)
+  assert [r["env_step"] for r in records] == [0, 100, 200]
+  # At the end of warmup (step 50) the agent is still exactly the pretrained one.
+  jax.tree.map(np.testing.assert_array_equal, final_agent(tmp_path, 50),
+               final_agent(pretrained_dir, 200))
+  assert not np.array_equal(final_agent(tmp_path, 100)["actor"]["params"]["mean"]["kernel"],
+                            final_agent(pretrained_dir, 200)["actor"]["params"]["mean"]["kernel"])
+
+  again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+  assert again.returncode == 0, again.stderr[-3000:]
+  assert "Resumed" in again.stderr
+  assert read_records(tmp_path) == records
+
+
+def test_unknown_env_name_fails_before_any_work(tmp_path):
+  command = [sys.executable, "-m", "launch.finetune",
+             "--config=launch/configs/finetune.py:hopper-medum-v2", f"--workdir={tmp_path}"]
+  result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=300,
+                          env=dict(os.environ, PYTHONPATH=str(ROOT)))
+  assert result.returncode != 0
+  assert "Unknown environment 'hopper-medum-v2'" in result.stderr
+  assert "hopper-medium-v2" in result.stderr
+
+
+def test_a_diverging_seed_is_reported_and_the_run_goes_on(finished_run, tiny_programs, tmp_path,
+                                                          caplog):
+  config, _, _, programs = tiny_programs
+  source, _ = finished_run
+  agent = final_agent(source, 200)
+  agent["critic"] = jax.tree.map(lambda x: x.copy(), agent["critic"])
+  for leaf in jax.tree.leaves(agent["critic"]):
+    leaf[1] = np.nan                                           # seed 1's critics only
+  description = json.loads((source / "checkpoints/200/description/metadata").read_text())
+  poisoned = checkpoint.RunCheckpoints(tmp_path / "poisoned")
+  poisoned.save(200, {"unused": np.zeros(1)}, agent, description)
+  poisoned.close()
+
+  caplog.set_level("INFO")
+  workdir = tmp_path / "run"
+  finetune.train_and_evaluate(
+      tiny_config(pretrained=str(tmp_path / "poisoned"), online_steps=100), workdir, programs)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any("Seed 1 stopped learning at env step 51" in w and "non-finite" in w
+             for w in warnings), warnings
+  last = read_records(workdir)[-1]
+  assert last["diverged_at"] == [None, 51]
+  assert all(np.isfinite(last["returns"]))                     # both seeds still evaluated
+  assert last["train"]["updates"] == [50, 0]
