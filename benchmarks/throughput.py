@@ -121,9 +121,22 @@ def measure_python_loop(num_seeds, precision):
   return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd}
 
 
+def _shim_device_put_replicated():
+  """brax 0.14.2's SAC still calls `jax.device_put_replicated`, which jax 0.10 removed; give it
+  the documented equivalent (a copy per device along a new leading axis) for this benchmark."""
+  try:
+    jax.device_put_replicated  # noqa: B018
+  except AttributeError:
+    def device_put_replicated(tree, devices):
+      return jax.tree.map(lambda x: jax.device_put(jnp.stack([jnp.asarray(x)] * len(devices))),
+                          tree)
+    jax.device_put_replicated = device_put_replicated
+
+
 def measure_brax_sac():
   from brax.training.agents.sac import networks as sac_networks
   from brax.training.agents.sac import train as sac_train
+  _shim_device_put_replicated()
   env, env_spec = envs.make(_ENV.value)
   rates = []
 

@@ -119,6 +119,8 @@ class Locomotion(mjx_env.MjxEnv):
       done = jnp.zeros((), jnp.float32)
     else:
       done = 1.0 - self.task.is_healthy(data.qpos, data.qvel).astype(jnp.float32)
-    metrics = {"x_position": data.qpos[0], "x_velocity": x_velocity, "reward_ctrl": -ctrl_cost}
+    # Keep what wrappers added to `metrics` (Brax's EvalWrapper tracks rewards there).
+    metrics = {**state.metrics, "x_position": data.qpos[0], "x_velocity": x_velocity,
+               "reward_ctrl": -ctrl_cost}
     return state.replace(pipeline_state=data, obs=self.observation(data.qpos, data.qvel),
                          reward=reward, done=done, metrics=metrics)

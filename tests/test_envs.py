@@ -108,14 +108,16 @@ def test_hopper_terminates_when_it_falls():
 
 
 def test_brax_training_wrappers_drive_the_env():
-  """Brax's own wrappers (vmap, episode limit, auto-reset) work on our envs unchanged."""
+  """Brax's own wrappers (vmap, episode limit, auto-reset, evaluation) work on our envs."""
   from brax.envs.wrappers import training as brax_training
   env, _, _, _ = compiled("halfcheetah")
-  wrapped = brax_training.wrap(env, episode_length=5)
+  wrapped = brax_training.EvalWrapper(brax_training.wrap(env, episode_length=5))
 
   @jax.jit
   def five_steps(key):
     batch = wrapped.reset(jax.random.split(key, 2))
     return jax.lax.fori_loop(0, 5, lambda _, s: wrapped.step(s, jnp.zeros((2, 6))), batch)
 
-  np.testing.assert_array_equal(five_steps(jax.random.PRNGKey(1)).info["truncation"], [1.0, 1.0])
+  state = five_steps(jax.random.PRNGKey(1))
+  np.testing.assert_array_equal(state.info["truncation"], [1.0, 1.0])
+  np.testing.assert_array_equal(state.info["eval_metrics"].episode_steps, [5, 5])

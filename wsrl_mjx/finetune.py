@@ -19,7 +19,7 @@ from absl import logging
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 import envs
-from wsrl_mjx import checkpoint, metrics_log, online, per_seed, replay
+from wsrl_mjx import checkpoint, metrics_log, networks, online, per_seed, replay
 from wsrl_mjx.agents import sac
 
 # Config fields that fix the program or array shapes: a run can only resume with the same values.
@@ -32,6 +32,12 @@ def agent_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   if config.batch_size % config.utd:
     raise ValueError(f"config.batch_size ({config.batch_size}) must split into config.utd "
                      f"({config.utd}) equal critic minibatches.")
+  if not 1 <= config.num_target_critics <= config.num_critics:
+    raise ValueError(f"config.num_target_critics ({config.num_target_critics}) must be between "
+                     f"1 and config.num_critics ({config.num_critics}).")
+  if config.matmul_precision not in networks.PRECISIONS:
+    raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
+                     f"{', '.join(networks.PRECISIONS)}.")
   return sac.SACConfig(
       observation_size=env_spec.observation_size, action_size=env_spec.action_size,
       actor_hidden_sizes=tuple(config.actor_hidden_sizes),
@@ -149,6 +155,11 @@ def run_description(config, env_spec, agent_config: sac.SACConfig, seed_override
 
 def _check_resumable(config, description: dict, workdir) -> None:
   saved = description.get("config", {})
+  if saved and min(saved["replay_capacity"], saved["online_steps"]) != replay_capacity(config):
+    raise checkpoint.CheckpointError(
+        f"{workdir}: its replay buffers hold {min(saved['replay_capacity'], saved['online_steps'])}"
+        f" transitions, this config asks for {replay_capacity(config)} (the buffer is capped at "
+        "online_steps). Extend a run only within its buffer size, or choose a new --workdir.")
   for field in _RESUME_FIELDS:
     have, want = saved.get(field), config[field]
     if isinstance(want, (list, tuple)):

@@ -1,0 +1,80 @@
+"""Configs, per-seed grids and the checks that turn bad settings into clear errors."""
+
+import numpy as np
+import pytest
+
+import envs
+from conftest import tiny_config
+from launch.configs import finetune as finetune_config
+from wsrl_mjx import checkpoint, finetune, per_seed
+
+
+def test_default_config_follows_the_wsrl_sheet_for_locomotion():
+  config = finetune_config.get_config("walker2d-medium-v2")
+  assert config.num_critics == 10 and config.num_target_critics == 2
+  assert config.utd == 4 and config.batch_size == 1024
+  assert (config.actor_hidden_sizes, config.critic_hidden_sizes) == ((256, 256), (256, 256))
+  assert config.warmup_steps == 5_000 and config.online_steps == 1_000_000
+  assert (config.actor_learning_rate, config.critic_learning_rate,
+          config.temperature_learning_rate) == (1e-4, 3e-4, 1e-4)
+  assert config.replay_capacity == 2_000_000 and config.eval_interval == 20_000
+  assert config.eval_episodes == 20 and config.action_clip == 0.99999
+  sac_config = finetune.agent_config(config, envs.spec(config.env_name))
+  assert sac_config.minibatch_size == 256 and sac_config.target_entropy is None
+  assert (sac_config.discount, sac_config.tau) == (0.99, 0.005)
+
+
+def test_config_rejects_unknown_names_and_options():
+  with pytest.raises(ValueError, match="Unknown environment"):
+    finetune_config.get_config("hopper-medium-v9")
+  with pytest.raises(ValueError, match=r"Unknown config option\(s\) \['fast'\]"):
+    finetune_config.get_config("hopper-medium-v2,fast")
+  demo = finetune_config.get_config("hopper-medium-v2,demo")
+  finetune.check_schedule(demo)
+  assert demo.num_seeds == 2 and demo.online_steps < 10_000
+
+
+def test_per_seed_grid_is_laid_over_the_seeds():
+  config = tiny_config(num_seeds=4, per_seed="warmup_steps=0,5000; init_critic=false")
+  settings, overrides = per_seed.seed_settings(config)
+  np.testing.assert_array_equal(settings.warmup_steps, [0, 5000, 0, 5000])
+  np.testing.assert_array_equal(settings.init_critic, [False] * 4)
+  np.testing.assert_array_equal(settings.init_actor, [True] * 4)
+  assert settings.warmup_steps.dtype == np.int32
+  assert overrides[1] == {"warmup_steps": 5000, "init_critic": False}
+
+
+@pytest.mark.parametrize("spec, message", [
+    ("utd=2", r"'utd' cannot vary per seed"),
+    ("warmup_steps", r"expected name=v1,v2"),
+    ("warmup_steps=1.5", r"whole numbers"),
+    ("init_actor=maybe", r"true/false"),
+    ("actor_learning_rate=fast", r"takes numbers"),
+    ("warmup_steps=1;warmup_steps=2", r"given twice"),
+    ("warmup_steps=0,1,2", r"3 grid points; config.num_seeds \(2\) must be a multiple"),
+])
+def test_per_seed_errors_say_what_is_wrong(spec, message):
+  with pytest.raises(ValueError, match=message):
+    per_seed.seed_settings(tiny_config(per_seed=spec))
+
+
+def test_settings_that_cannot_work_are_refused_with_the_field_named():
+  spec = envs.spec("hopper-medium-v2")
+  with pytest.raises(ValueError, match=r"config.batch_size \(100\) must split into config.utd"):
+    finetune.agent_config(tiny_config(batch_size=100, utd=3), spec)
+  with pytest.raises(ValueError, match=r"config.num_target_critics \(12\)"):
+    finetune.agent_config(tiny_config(num_target_critics=12), spec)
+  with pytest.raises(ValueError, match=r"matmul_precision='fp8'"):
+    finetune.agent_config(tiny_config(matmul_precision="fp8"), spec)
+  with pytest.raises(ValueError, match=r"config.eval_interval \(75\) must be a positive multiple"):
+    finetune.check_schedule(tiny_config(eval_interval=75))
+
+
+def test_extending_a_run_beyond_its_buffer_is_refused(tmp_path):
+  saved = tiny_config().to_dict()                  # buffer min(120, 200) = 120 rows
+  finetune._check_resumable(tiny_config(online_steps=400), {"config": saved}, tmp_path)
+  saved["replay_capacity"] = 500
+  saved["online_steps"] = 200                      # 200 rows; extending to 400 needs 400
+  with pytest.raises(checkpoint.CheckpointError, match="replay buffers hold 200 transitions"):
+    finetune._check_resumable(tiny_config(online_steps=400, replay_capacity=500),
+                              {"config": saved}, tmp_path)
