@@ -9,8 +9,9 @@ Measured side by side in one process, after compilation, warmup off (every step 
 - python-loop:  the same step called from a Python loop once per env step (how the reference
                 implementation is structured), still vmapped over seeds;
 - brax-sac:     Brax's own SAC trainer on the same MJX env, one seed per run, with the settings it
-                shares (2x256 LayerNorm networks, batch 256, 4 gradient steps per env step; it
-                has 2 critics and updates the actor every gradient step).
+                shares (2x256 LayerNorm networks, 10 critics, batch 256, 4 gradient steps per
+                env step; it backs up the min of all critics and updates the actor every
+                gradient step, on 256 transitions).
 
 Units: env steps/s counts all seeds; seed-updates/s counts gradient steps on a 256-transition
 minibatch, summed over seeds (a WSRL env step has 4, plus one actor step on 1024).
@@ -134,6 +135,7 @@ def _shim_device_put_replicated():
 
 
 def measure_brax_sac():
+  from brax.training import networks as brax_networks
   from brax.training.agents.sac import networks as sac_networks
   from brax.training.agents.sac import train as sac_train
   _shim_device_put_replicated()
@@ -144,9 +146,16 @@ def measure_brax_sac():
     if "training/sps" in metrics:
       rates.append(float(metrics["training/sps"]))
 
-  network_factory = lambda *a, **k: sac_networks.make_sac_networks(
-      *a, **k, hidden_layer_sizes=(256, 256), policy_network_layer_norm=True,
-      q_network_layer_norm=True, state_dependent_std=True)
+  def network_factory(observation_size, action_size, **kwargs):
+    base = sac_networks.make_sac_networks(
+        observation_size, action_size, **kwargs, hidden_layer_sizes=(256, 256),
+        policy_network_layer_norm=True, state_dependent_std=True)
+    # The same 10-critic LayerNorm ensemble as WSRL (Brax backs up the min over all of them).
+    q_network = brax_networks.make_q_network(
+        observation_size, action_size, hidden_layer_sizes=(256, 256), layer_norm=True,
+        n_critics=10)
+    return base.__class__(policy_network=base.policy_network, q_network=q_network,
+                          parametric_action_distribution=base.parametric_action_distribution)
   steps = _BRAX_STEPS.value
   sac_train.train(environment=env, num_timesteps=3 * steps, episode_length=env_spec.episode_length,
                   num_envs=1, num_eval_envs=1, batch_size=256, grad_updates_per_step=4,

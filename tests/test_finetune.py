@@ -54,7 +54,8 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_progr
   assert description["env_name"] == "hopper-medium-v2"
   assert description["agent"]["observation_size"] == 11
   assert description["agent"]["critic_hidden_sizes"] == [32, 32]
-  assert description["num_seeds"] == 2 and description["env_step"] == 200
+  assert description["num_seeds"] == 2 and description["step"] == 200
+  assert description["step_unit"] == "env_step" and description["agent"]["policy"] == "tanh_gaussian"
 
 
 def test_killed_run_resumes_to_the_same_numbers(finished_run, tiny_programs, tmp_path,
@@ -139,7 +140,7 @@ def test_pretrained_handoff_restores_the_checkpoint_seed_by_seed(finished_run, t
     params, description = finetune.load_pretrained(tiny_config(pretrained=str(path)), programs,
                                                    spec)
     step = 150 if path.name == "150" else 200
-    assert description["env_step"] == step
+    assert description["step"] == step
     jax.tree.map(np.testing.assert_array_equal,
                  serialization.to_state_dict(jax.tree.map(np.asarray, params)),
                  final_agent(workdir, step))

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wsrl_mjx import networks
+from numpy_reference import np_actor, np_ensemble, np_sample
 from wsrl_mjx.agents import sac
 from wsrl_mjx.replay import Transition
 
@@ -14,47 +14,6 @@ CONFIG = sac.SACConfig(observation_size=OBS, action_size=ACT, actor_hidden_sizes
                        critic_hidden_sizes=(16, 16), num_critics=10, num_target_critics=2,
                        utd=4, minibatch_size=8, reward_scale=2.0, reward_bias=-1.0)
 RATES = sac.LearningRates(actor=1e-3, critic=3e-3, temperature=1e-2)
-
-
-# --- an independent forward pass in numpy -------------------------------------------------------
-
-def np_mlp(params, x, layer_norm=True):
-  layers = sorted((k for k in params if k.startswith("Dense")), key=lambda k: int(k.split("_")[1]))
-  for i, name in enumerate(layers):
-    x = x @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(params[name]["bias"])
-    if layer_norm:
-      ln = params[f"LayerNorm_{i}"]
-      mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
-      x = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
-    x = np.maximum(x, 0.0)
-  return x
-
-
-def np_critic(params, observation, action):
-  p = params["params"]
-  h = np_mlp(p["MLP_0"], np.concatenate([observation, action], -1))
-  return (h @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"]))[..., 0]
-
-
-def np_ensemble(params, observation, action):
-  n = jax.tree.leaves(params)[0].shape[0]
-  return np.stack([np_critic(jax.tree.map(lambda x: np.asarray(x)[i], params), observation, action)
-                   for i in range(n)])
-
-
-def np_actor(params, observation):
-  p = params["params"]
-  h = np_mlp(p["MLP_0"], observation)
-  mean = h @ np.asarray(p["mean"]["kernel"], np.float64) + np.asarray(p["mean"]["bias"])
-  log_std = h @ np.asarray(p["log_std"]["kernel"], np.float64) + np.asarray(p["log_std"]["bias"])
-  return mean, np.clip(np.exp(log_std), networks.STD_MIN, networks.STD_MAX)
-
-
-def np_sample(mean, std, noise):
-  pre = mean + std * noise
-  log_prob = np.sum(-0.5 * noise ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
-                    - np.log(1 - np.tanh(pre) ** 2), -1)
-  return np.tanh(pre), log_prob
 
 
 # --- fixtures -----------------------------------------------------------------------------------

@@ -29,7 +29,7 @@ CHECKPOINT_SUBDIR = "checkpoints"
 _ITEMS = ("train_state", "agent", "description")
 
 # Description fields that fix the agent's array shapes; a pretrained agent must match them.
-AGENT_SHAPE_FIELDS = ("observation_size", "action_size", "actor_hidden_sizes",
+AGENT_SHAPE_FIELDS = ("policy", "observation_size", "action_size", "actor_hidden_sizes",
                       "critic_hidden_sizes", "num_critics", "state_dependent_std", "layer_norm")
 
 
@@ -80,7 +80,9 @@ def unflatten_restored(flat: dict[str, Any], abstract_tree):
 class RunCheckpoints:
   """The checkpoints of one run directory."""
 
-  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2):
+  def __init__(self, workdir: str | pathlib.Path, max_to_keep: int = 2,
+               step_unit: str = "env_step"):
+    self.step_unit = step_unit    # what checkpoint steps count: env or gradient steps
     self.directory = pathlib.Path(workdir).absolute() / CHECKPOINT_SUBDIR
     self._manager = _manager(self.directory, max_to_keep=max_to_keep)
 
@@ -88,7 +90,8 @@ class RunCheckpoints:
     return self._manager.latest_step()
 
   def save(self, step: int, train_state, agent_params, description: dict[str, Any]) -> None:
-    description = dict(description, format_version=FORMAT_VERSION, env_step=int(step))
+    description = dict(description, format_version=FORMAT_VERSION, step=int(step),
+                       step_unit=self.step_unit)
     self._manager.save(step, args=ocp.args.Composite(
         train_state=ocp.args.StandardSave(flatten_for_saving(train_state)),
         agent=ocp.args.StandardSave(agent_params),
@@ -96,7 +99,7 @@ class RunCheckpoints:
     self._manager.wait_until_finished()
 
   def description(self, step: int) -> dict[str, Any]:
-    return _read_description(self.directory, step)
+    return read_description(self.directory, step)
 
   def restore(self, step: int, abstract_train_state):
     restored = self._manager.restore(step, args=ocp.args.Composite(
@@ -107,7 +110,7 @@ class RunCheckpoints:
     self._manager.close()
 
 
-def _read_description(checkpoints_dir: pathlib.Path, step: int) -> dict[str, Any]:
+def read_description(checkpoints_dir: pathlib.Path, step: int) -> dict[str, Any]:
   path = checkpoints_dir / str(step) / "description" / "metadata"
   try:
     return json.loads(path.read_text())
@@ -140,7 +143,7 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
   description).
   """
   directory, step = resolve(path)
-  description = _read_description(directory, step)
+  description = read_description(directory, step)
   description_file = directory / str(step) / "description" / "metadata"
   agent = description.get("agent", {})
   for field in AGENT_SHAPE_FIELDS:

@@ -9,18 +9,18 @@ from __future__ import annotations
 
 import dataclasses
 import pathlib
-import time
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.sharding import Mesh, NamedSharding, PartitionSpec
+from jax.sharding import NamedSharding
 
 import envs
-from wsrl_mjx import checkpoint, metrics_log, networks, online, per_seed, replay
+from wsrl_mjx import checkpoint, host_loop, networks, online, per_seed, replay
 from wsrl_mjx.agents import sac
+from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401 (re-exported)
 
 # Config fields that fix the program or array shapes: a run can only resume with the same values.
 _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_capacity",
@@ -58,7 +58,7 @@ def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
   fields = dataclasses.asdict(agent_config)
   for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
     fields[name] = list(fields[name])
-  return fields
+  return dict(fields, policy="tanh_gaussian")
 
 
 def replay_capacity(config) -> int:
@@ -67,21 +67,8 @@ def replay_capacity(config) -> int:
 
 
 def check_schedule(config) -> None:
-  chunk = config.steps_per_chunk
-  for name in ("online_steps", "eval_interval", "checkpoint_interval"):
-    value = config[name]
-    if value <= 0 or value % chunk:
-      raise ValueError(f"config.{name} ({value}) must be a positive multiple of "
-                       f"config.steps_per_chunk ({chunk}): the host acts between chunks only.")
+  host_loop.check_schedule(config, "online_steps")
 
-
-def seed_mesh(num_seeds: int) -> Mesh:
-  """A 1-D mesh over all devices; seeds are split evenly across it."""
-  devices = jax.devices()
-  if num_seeds % len(devices):
-    raise ValueError(f"config.num_seeds ({num_seeds}) must be a multiple of the number of "
-                     f"devices ({len(devices)}) so that seeds split evenly across them.")
-  return Mesh(np.asarray(devices), ("seeds",))
 
 
 
@@ -110,19 +97,13 @@ def build_programs(config, env, env_spec) -> Programs:
   def evaluate(actor_params, eval_key, env_step):
     return fused.evaluate(actor_params, jax.random.fold_in(eval_key, env_step))
 
-  sharding = NamedSharding(seed_mesh(config.num_seeds), PartitionSpec("seeds"))
+  sharding = seed_sharding(config.num_seeds)
   return Programs(
       online=fused, sharding=sharding,
       init=jax.jit(jax.vmap(fused.init), out_shardings=sharding),
       run=jax.jit(jax.vmap(fused.run, in_axes=(0, None)), static_argnums=1, donate_argnums=0,
                   out_shardings=sharding),
       evaluate=jax.jit(jax.vmap(evaluate), out_shardings=sharding))
-
-
-def seed_keys(config) -> jax.Array:
-  """Seed i's key depends only on (config.seed, i), not on how many seeds run beside it."""
-  base = jax.random.PRNGKey(config.seed)
-  return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(config.num_seeds))
 
 
 def load_pretrained(config, programs: Programs, env_spec) -> tuple[sac.AgentParams, dict]:
@@ -135,8 +116,9 @@ def load_pretrained(config, programs: Programs, env_spec) -> tuple[sac.AgentPara
 
   params, description = checkpoint.load_agent(config.pretrained, expected, abstract_params_for)
   sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
-  logging.info("Pretrained agent: %s (%s, env step %s); run seed i starts from its seed %s",
-               config.pretrained, description.get("env_name"), description.get("env_step"),
+  logging.info("Pretrained agent: %s (%s, %s %s); run seed i starts from its seed %s",
+               config.pretrained, description.get("env_name"), description.get("step_unit"),
+               description.get("step"),
                "i" if description["num_seeds"] >= config.num_seeds
                else f"i mod {description['num_seeds']}")
   return jax.tree.map(lambda x: x[sources], params), description
@@ -160,38 +142,18 @@ def _check_resumable(config, description: dict, workdir) -> None:
         f"{workdir}: its replay buffers hold {min(saved['replay_capacity'], saved['online_steps'])}"
         f" transitions, this config asks for {replay_capacity(config)} (the buffer is capped at "
         "online_steps). Extend a run only within its buffer size, or choose a new --workdir.")
-  for field in _RESUME_FIELDS:
-    have, want = saved.get(field), config[field]
-    if isinstance(want, (list, tuple)):
-      have, want = list(have or []), list(want)
-    if have != want:
-      raise checkpoint.CheckpointError(
-          f"{workdir}: holds a run with config.{field}={have!r}, this one asks for {want!r}. "
-          "Resume with the same settings or choose a new --workdir.")
+  host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir)
 
 
 def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:
-  stats = jax.tree.map(np.asarray, stats)
-  updates = np.maximum(stats.updates, 1)
+  """Per-seed means over the chunk: losses per update, return per completed episode."""
+  stats = {k: np.asarray(v) for k, v in vars(stats).items()}
+  completed, return_sum = stats.pop("completed_episodes"), stats.pop("completed_return_sum")
+  summary = host_loop.per_seed_summary(stats, "updates")
   with np.errstate(invalid="ignore", divide="ignore"):
-    train_return = np.where(stats.completed_episodes > 0,
-                            stats.completed_return_sum / stats.completed_episodes, np.nan)
-  return {"train_return": train_return, "critic_loss": stats.critic_loss_sum / updates,
-          "actor_loss": stats.actor_loss_sum / updates, "q": stats.q_sum / updates,
-          "temperature": stats.temperature, "entropy": stats.entropy_sum / updates,
-          "updates": stats.updates}
-
-
-def _nanmean(x) -> float:
-  x = np.asarray(x, np.float64)
-  return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
-
-
-def _format_duration(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+    summary["train_return"] = np.where(completed > 0, return_sum / np.maximum(completed, 1),
+                                       np.nan)
+  return summary
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,
@@ -206,7 +168,6 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   solver = {k: config[k] or None for k in ("solver_iterations", "solver_ls_iterations")}
   env, env_spec = envs.make(config.env_name, **solver)
   programs = programs or build_programs(config, env, env_spec)
-  agent_cfg = programs.online.agent.config
   settings, seed_overrides = per_seed.seed_settings(config)
   num_devices = programs.sharding.mesh.size
   logging.info(replay.check_fits(replay_capacity(config), env_spec.observation_size,
@@ -214,100 +175,40 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                                  replay.device_memory_bytes()))
   if num_devices > 1:
     logging.info("Seeds split over %d devices", num_devices)
-
-  checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=config.keep_checkpoints)
-  log = metrics_log.MetricsLog(workdir)
-  description = run_description(config, env_spec, agent_cfg, seed_overrides)
   settings = jax.device_put(jax.tree.map(jnp.asarray, settings), programs.sharding)
   keys = jax.device_put(seed_keys(config), programs.sharding)
 
-  latest = checkpoints.latest_step()
-  if latest is not None:
-    _check_resumable(config, checkpoints.description(latest), workdir)
-    # The state's structure does not depend on where the agent came from.
-    abstract = jax.eval_shape(programs.init, keys, settings, None)
-    abstract = jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=programs.sharding), abstract)
-    state = checkpoints.restore(latest, abstract)
-    log.truncate_after(latest)
-    logging.info("Resumed %s at env step %d", workdir, latest)
-  else:
+  def init():
     pretrained = None
     if config.pretrained:
       pretrained, _ = load_pretrained(config, programs, env_spec)
       pretrained = jax.device_put(pretrained, programs.sharding)
-    state = programs.init(keys, settings, pretrained)
+    return programs.init(keys, settings, pretrained)
 
-  total = config.online_steps
-  env_step = int(np.asarray(state.env_step)[0])
-  reported_divergence = set(np.flatnonzero(np.asarray(state.diverged_at) >= 0).tolist())
-  last_record = None
+  def abstract_state():
+    # The state's structure does not depend on where the agent came from.
+    abstract = jax.eval_shape(programs.init, keys, settings, None)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=programs.sharding), abstract)
 
-  def evaluate_and_log(state, env_step, train_summary):
-    returns = np.asarray(programs.evaluate(state.agent.params.actor, state.eval_key,
-                                           state.env_step))          # [seeds, episodes]
-    scores = env_spec.normalized_score(returns)
-    diverged_at = np.asarray(state.diverged_at)
-    record = {
-        "env_step": env_step,
-        "returns": returns.mean(axis=1),
-        "normalized_scores": scores.mean(axis=1),
-        "episode_returns": returns,
-        "diverged_at": np.where(diverged_at >= 0, diverged_at, None).tolist(),
-        "per_seed": seed_overrides,
-    }
-    if train_summary:
-      record["train"] = {k: v for k, v in train_summary.items()}
-    log.write_evaluation(record)
-    scalars = {"eval/normalized_score_mean": _nanmean(record["normalized_scores"]),
-               "eval/normalized_score_min": float(np.min(record["normalized_scores"])),
-               "eval/normalized_score_max": float(np.max(record["normalized_scores"])),
-               "eval/return_mean": _nanmean(record["returns"])}
-    for name, values in (train_summary or {}).items():
-      scalars[f"train/{name}"] = _nanmean(values)
-    log.write_scalars(env_step, scalars)
-    return record
-
-  if latest is None:
-    last_record = evaluate_and_log(state, env_step, None)
-    logging.info("env step 0: normalised score %.1f (mean of %d seeds; the starting policy)",
-                 _nanmean(last_record["normalized_scores"]), config.num_seeds)
-
-  started, started_step = time.time(), env_step
-  while env_step < total:
+  def run(state):
     state, stats = programs.run(state, config.steps_per_chunk)
-    summary = _chunk_summary(stats)
-    env_step += config.steps_per_chunk
-    elapsed = time.time() - started
-    rate = (env_step - started_step) / max(elapsed, 1e-9)
+    return state, _chunk_summary(stats)
 
-    diverged = np.flatnonzero(np.asarray(state.diverged_at) >= 0).tolist()
-    for seed in sorted(set(diverged) - reported_divergence):
-      logging.warning(
-          "Seed %d stopped learning at env step %d: an update produced a non-finite loss or "
-          "gradient. Its parameters stay at its last finite update; the other seeds go on.",
-          seed, int(np.asarray(state.diverged_at)[seed]))
-    reported_divergence.update(diverged)
-
-    if env_step % config.eval_interval == 0 or env_step == total:
-      last_record = evaluate_and_log(state, env_step, summary)
-    else:
-      log.write_scalars(env_step, {f"train/{k}": _nanmean(v) for k, v in summary.items()})
-    score = (_nanmean(last_record["normalized_scores"]) if last_record is not None
-             else float("nan"))
-    logging.info(
-        "env step %d/%d (%.1f%%) | %.0f env steps/s per seed, %.0f over %d seeds | ETA %s | "
-        "last eval score %.1f | train return %.1f | critic loss %.3g | temperature %.3g",
-        env_step, total, 100.0 * env_step / total, rate, rate * config.num_seeds,
-        config.num_seeds, _format_duration((total - env_step) / max(rate, 1e-9)), score,
-        _nanmean(summary["train_return"]), _nanmean(summary["critic_loss"]),
-        _nanmean(summary["temperature"]))
-    if env_step % config.checkpoint_interval == 0 or env_step == total:
-      checkpoints.save(env_step, state, state.agent.params, description)
-
-  checkpoints.close()
-  log.close()
-  if last_record is None:  # Resumed a finished run.
-    records = log.records()
-    last_record = records[-1] if records else {}
-  return last_record
+  phase = host_loop.Phase(
+      unit="env_step", total_steps=config.online_steps, steps_per_chunk=config.steps_per_chunk,
+      eval_interval=config.eval_interval, checkpoint_interval=config.checkpoint_interval,
+      keep_checkpoints=config.keep_checkpoints, num_seeds=config.num_seeds, env_spec=env_spec,
+      description=run_description(config, env_spec, programs.online.agent.config,
+                                  seed_overrides),
+      init=init, abstract_state=abstract_state, run=run,
+      evaluate=lambda state: programs.evaluate(state.agent.params.actor, state.eval_key,
+                                               state.env_step),
+      step_of=lambda state: int(np.asarray(state.env_step)[0]),
+      diverged_at=lambda state: np.asarray(state.diverged_at),
+      agent_params=lambda state: state.agent.params,
+      check_resumable=lambda description: _check_resumable(config, description, workdir),
+      progress=(("train return", "train_return"), ("critic loss", "critic_loss"),
+                ("temperature", "temperature")),
+      record_extras={"per_seed": seed_overrides})
+  return host_loop.run_phase(phase, workdir)

@@ -31,7 +31,8 @@ def _plain(value):
 
 
 class MetricsLog:
-  def __init__(self, workdir: str | os.PathLike):
+  def __init__(self, workdir: str | os.PathLike, step_key: str = "env_step"):
+    self.step_key = step_key      # the field that orders records: env or gradient steps
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / "metrics.jsonl"
@@ -48,9 +49,9 @@ class MetricsLog:
       return []
     return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
 
-  def truncate_after(self, env_step: int) -> None:
-    """Drops evaluation records past `env_step` (written after the checkpoint resumed from)."""
-    kept = [r for r in self.records() if r["env_step"] <= env_step]
+  def truncate_after(self, step: int) -> None:
+    """Drops evaluation records past `step` (written after the checkpoint resumed from)."""
+    kept = [r for r in self.records() if r[self.step_key] <= step]
     temporary = self.path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(temporary, self.path)

@@ -25,20 +25,40 @@ PRECISIONS = {
 STD_MIN, STD_MAX = 1e-5, 10.0
 
 
+def kernel_init(kind: str, scale: float):
+  """WSRL's two initialisations: orthogonal (SAC/CQL) and variance scaling (IQL)."""
+  if kind == "orthogonal":
+    return nn.initializers.orthogonal(scale)
+  if kind == "variance_scaling":
+    return nn.initializers.variance_scaling(scale, "fan_avg", "uniform")
+  raise ValueError(f"Unknown kernel init {kind!r}")
+
+
 class MLP(nn.Module):
+  """Dense -> [Dropout] -> [LayerNorm] -> ReLU hidden layers.
+
+  The last hidden layer is initialised at `last_hidden_init_scale`; others at sqrt 2
+  (orthogonal) or 1 (variance scaling). Dropout needs a "dropout" rng when not deterministic.
+  """
   hidden_sizes: Sequence[int]
   layer_norm: bool = True
-  last_hidden_init_scale: float = 1e-2
+  last_hidden_init_scale: float | None = 1e-2
+  initializer: str = "orthogonal"
+  dropout_rate: float = 0.0
   dtype: Any = jnp.float32
   precision: Any = None
 
   @nn.compact
-  def __call__(self, x):
+  def __call__(self, x, deterministic: bool = True):
+    default_scale = math.sqrt(2.0) if self.initializer == "orthogonal" else 1.0
     for i, size in enumerate(self.hidden_sizes):
       last = i == len(self.hidden_sizes) - 1
-      scale = self.last_hidden_init_scale if last else math.sqrt(2.0)
-      x = nn.Dense(size, kernel_init=nn.initializers.orthogonal(scale), dtype=self.dtype,
+      scale = (self.last_hidden_init_scale
+               if last and self.last_hidden_init_scale is not None else default_scale)
+      x = nn.Dense(size, kernel_init=kernel_init(self.initializer, scale), dtype=self.dtype,
                    precision=self.precision)(x)
+      if self.dropout_rate > 0:
+        x = nn.Dropout(self.dropout_rate)(x, deterministic=deterministic)
       if self.layer_norm:
         x = nn.LayerNorm(dtype=self.dtype)(x)
       x = nn.relu(x)
@@ -49,39 +69,66 @@ class Critic(nn.Module):
   """Q(s, a) -> [...] (one critic; ensembles stack its parameters)."""
   hidden_sizes: Sequence[int]
   layer_norm: bool = True
+  initializer: str = "orthogonal"
+  last_hidden_init_scale: float | None = 1e-2
   dtype: Any = jnp.float32
   precision: Any = None
 
   @nn.compact
   def __call__(self, observation, action):
-    x = jnp.concatenate([observation, action], axis=-1)
-    x = MLP(self.hidden_sizes, self.layer_norm, dtype=self.dtype, precision=self.precision)(x)
-    q = nn.Dense(1, kernel_init=nn.initializers.orthogonal(math.sqrt(2.0)),
-                 precision=self.precision)(x.astype(jnp.float32))
-    return q[..., 0]
+    return _mlp_scalar(self, jnp.concatenate([observation, action], axis=-1))
 
 
-class TanhGaussianActor(nn.Module):
-  """pi(a|s): returns the Gaussian (mean, std) before the tanh squashing, in float32.
+class ValueNetwork(nn.Module):
+  """V(s) -> [...] (IQL's state value): the critic's network without the action input."""
+  hidden_sizes: Sequence[int]
+  layer_norm: bool = True
+  initializer: str = "orthogonal"
+  last_hidden_init_scale: float | None = 1e-2
+  dtype: Any = jnp.float32
+  precision: Any = None
 
-  `state_dependent_std=False` learns one log-std vector (the AntMaze setting in WSRL).
+  @nn.compact
+  def __call__(self, x):
+    return _mlp_scalar(self, x)
+
+
+def _mlp_scalar(module, x):
+  """MLP body and a float32 scalar head, created inside `module`'s compact call."""
+  x = MLP(module.hidden_sizes, module.layer_norm, module.last_hidden_init_scale, module.initializer,
+          dtype=module.dtype, precision=module.precision)(x)
+  head_scale = math.sqrt(2.0) if module.initializer == "orthogonal" else 1.0
+  value = nn.Dense(1, kernel_init=kernel_init(module.initializer, head_scale),
+                   precision=module.precision)(x.astype(jnp.float32))
+  return value[..., 0]
+
+
+class GaussianActor(nn.Module):
+  """pi(a|s) as a diagonal Gaussian: returns (mean, std) in float32.
+
+  SAC and CQL squash it with tanh (see tanh_gaussian); IQL uses it as is. With
+  `state_dependent_std=False` one log-std vector is learned (WSRL's AntMaze and IQL setting).
   """
   action_size: int
   hidden_sizes: Sequence[int]
   state_dependent_std: bool = True
   layer_norm: bool = True
+  initializer: str = "orthogonal"
+  last_hidden_init_scale: float | None = 1e-2
+  dropout_rate: float = 0.0
   dtype: Any = jnp.float32
   precision: Any = None
 
   @nn.compact
-  def __call__(self, observation):
-    x = MLP(self.hidden_sizes, self.layer_norm, dtype=self.dtype,
-            precision=self.precision)(observation).astype(jnp.float32)
-    init = nn.initializers.orthogonal(math.sqrt(2.0))
-    mean = nn.Dense(self.action_size, kernel_init=init, name="mean",
+  def __call__(self, observation, deterministic: bool = True):
+    x = MLP(self.hidden_sizes, self.layer_norm, self.last_hidden_init_scale, self.initializer,
+            self.dropout_rate, dtype=self.dtype,
+            precision=self.precision)(observation, deterministic).astype(jnp.float32)
+    head_init = kernel_init(self.initializer, math.sqrt(2.0) if self.initializer == "orthogonal" else 1.0)
+    mean = nn.Dense(self.action_size, kernel_init=head_init, name="mean",
                     precision=self.precision)(x)
     if self.state_dependent_std:
-      log_std = nn.Dense(self.action_size, kernel_init=init, name="log_std",
+      log_std = nn.Dense(self.action_size, kernel_init=head_init, name="log_std",
                          precision=self.precision)(x)
     else:
       log_std = jnp.broadcast_to(

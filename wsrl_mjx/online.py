@@ -22,7 +22,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs import EnvSpec, MjxEnv
-from wsrl_mjx import replay
+from wsrl_mjx import evaluation, replay
 from wsrl_mjx.agents import sac
 
 
@@ -186,24 +186,10 @@ class Online:
     return state, stats
 
   def evaluate(self, actor_params, key: jax.Array) -> jax.Array:
-    """Returns of `eval_episodes` deterministic episodes -> [eval_episodes]."""
-
-    def episode(episode_key):
-      def body(carry, _):
-        env_state, episode_return, alive = carry
-        action = self._clip(self.agent.deterministic_action(actor_params, env_state.obs))
-        env_state = self.env.step(env_state, action)
-        # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
-        episode_return = episode_return + jnp.where(alive, env_state.reward, 0.0)
-        alive = alive & (env_state.done == 0)
-        return (env_state, episode_return, alive), None
-
-      carry = (self.env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.ones((), bool))
-      (_, episode_return, _), _ = jax.lax.scan(body, carry, None,
-                                               length=self.loop.episode_length)
-      return episode_return
-
-    return jax.vmap(episode)(jax.random.split(key, self.loop.eval_episodes))
+    """Returns of `eval_episodes` deterministic episodes (tanh of the mean) -> [eval_episodes]."""
+    return evaluation.evaluate(self.env, self.agent.deterministic_action, actor_params, key,
+                               self.loop.eval_episodes, self.loop.episode_length,
+                               self.loop.action_clip)
 
 
 def make_online(env: MjxEnv, env_spec: EnvSpec, agent_config: sac.SACConfig,

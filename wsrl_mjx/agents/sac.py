@@ -93,24 +93,13 @@ def _inverse_softplus(x: float) -> float:
   return math.log(math.expm1(x))
 
 
-def set_learning_rates(agent: AgentState, rates: LearningRates) -> AgentState:
-  """Puts (per-seed) learning rates into the optimiser states."""
-  def with_rate(opt_state, rate):
-    hyperparams = dict(opt_state.hyperparams, learning_rate=jnp.asarray(rate, jnp.float32))
-    return opt_state._replace(hyperparams=hyperparams)
-  return agent.replace(
-      actor_opt_state=with_rate(agent.actor_opt_state, rates.actor),
-      critic_opt_state=with_rate(agent.critic_opt_state, rates.critic),
-      temperature_opt_state=with_rate(agent.temperature_opt_state, rates.temperature))
-
-
 class SAC:
   """The networks and pure update functions for one `SACConfig`."""
 
   def __init__(self, config: SACConfig):
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
-    self.actor = networks.TanhGaussianActor(
+    self.actor = networks.GaussianActor(
         config.action_size, tuple(config.actor_hidden_sizes), config.state_dependent_std,
         config.layer_norm, dtype=dtype, precision=precision)
     self.critic = networks.Critic(tuple(config.critic_hidden_sizes), config.layer_norm,
@@ -154,18 +143,29 @@ class SAC:
 
   # --- losses -----------------------------------------------------------------------------------
 
-  def td_target(self, params: AgentParams, batch: Transition, key: jax.Array) -> jax.Array:
-    """r' + gamma (1 - terminal) min over 2 random target critics of Q(s', a' ~ pi(s'))."""
+  def td_target(self, params: AgentParams, batch: Transition, key: jax.Array,
+                num_next_actions: int = 1) -> jax.Array:
+    """r' + gamma (1 - terminal) min over 2 random target critics of Q(s', a' ~ pi(s')).
+
+    With `num_next_actions > 1` (CQL's max-target backup) that many actions are drawn per s'
+    and the largest of their values is backed up.
+    """
     action_key, subset_key = jax.random.split(key)
     mean, std = self.actor.apply(params.actor, batch.next_observation)
+    next_observation = batch.next_observation
+    if num_next_actions > 1:                    # [n, B, ...]
+      broadcast = lambda x: jnp.broadcast_to(x, (num_next_actions, *x.shape))
+      mean, std, next_observation = broadcast(mean), broadcast(std), broadcast(next_observation)
     next_action, next_log_prob = tanh_gaussian.sample_and_log_prob(action_key, mean, std)
     subset = jax.random.choice(subset_key, self.config.num_critics,
                                (self.config.num_target_critics,), replace=False)
     target_critics = jax.tree.map(lambda p: p[subset], params.target_critic)
-    next_q = networks.apply_ensemble(self.critic, target_critics, batch.next_observation,
+    next_q = networks.apply_ensemble(self.critic, target_critics, next_observation,
                                      next_action).min(axis=0)
     if self.config.backup_entropy:
       next_q = next_q - self.temperature(params) * next_log_prob
+    if num_next_actions > 1:
+      next_q = next_q.max(axis=0)
     reward = batch.reward * self.config.reward_scale + self.config.reward_bias
     return reward + self.config.discount * (1.0 - batch.terminal) * next_q
 
@@ -187,16 +187,30 @@ class SAC:
 
   # --- updates ----------------------------------------------------------------------------------
 
-  def critic_step(self, agent: AgentState, minibatch: Transition, key: jax.Array):
+  def critic_step(self, agent: AgentState, minibatch: Transition, key: jax.Array,
+                  regularizer=None, num_next_actions: int = 1):
+    """One Adam step of the critics on the TD loss, then the Polyak update of their targets.
+
+    `regularizer(critic_params, minibatch, q, key) -> (loss, metrics)` adds a term to the loss
+    (CQL's conservative penalty); `q` [critics, B] are the critics' values of the batch actions.
+    """
     params = agent.params
-    target = jax.lax.stop_gradient(self.td_target(params, minibatch, key))
-    (loss, q), grads = jax.value_and_grad(self.critic_loss, has_aux=True)(
-        params.critic, target, minibatch)
+    target = jax.lax.stop_gradient(self.td_target(params, minibatch, key, num_next_actions))
+
+    def loss_fn(critic_params):
+      td_loss, q = self.critic_loss(critic_params, target, minibatch)
+      if regularizer is None:
+        return td_loss, (q, {})
+      extra, metrics = regularizer(critic_params, minibatch, q, jax.random.fold_in(key, 1))
+      return td_loss + extra, (q, dict(metrics, td_loss=td_loss))
+
+    (loss, (q, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params.critic)
     critic, opt_state = _adam_step(grads, agent.critic_opt_state, params.critic)
     target_critic = optax.incremental_update(critic, params.target_critic, self.config.tau)
     agent = agent.replace(params=params.replace(critic=critic, target_critic=target_critic),
                           critic_opt_state=opt_state)
-    return agent, {"critic_loss": loss, "q": jnp.mean(q), "grad_norm": optax.tree.norm(grads)}
+    return agent, {"critic_loss": loss, "q": jnp.mean(q), "grad_norm": optax.tree.norm(grads),
+                   **metrics}
 
   def actor_temperature_step(self, agent: AgentState, batch: Transition, key: jax.Array):
     params = agent.params

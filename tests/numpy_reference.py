@@ -1,0 +1,55 @@
+"""Independent float64 numpy forward passes of our networks, for checking losses."""
+
+import jax
+import numpy as np
+
+from wsrl_mjx import networks
+
+
+def np_mlp(params, x, layer_norm=True):
+  layers = sorted((k for k in params if k.startswith("Dense")), key=lambda k: int(k.split("_")[1]))
+  for i, name in enumerate(layers):
+    x = x @ np.asarray(params[name]["kernel"], np.float64) + np.asarray(params[name]["bias"])
+    if layer_norm:
+      ln = params[f"LayerNorm_{i}"]
+      mu, var = x.mean(-1, keepdims=True), x.var(-1, keepdims=True)
+      x = (x - mu) / np.sqrt(var + 1e-6) * np.asarray(ln["scale"]) + np.asarray(ln["bias"])
+    x = np.maximum(x, 0.0)
+  return x
+
+
+def np_value(params, x, layer_norm=True):
+  p = params["params"]
+  h = np_mlp(p["MLP_0"], x, layer_norm)
+  return (h @ np.asarray(p["Dense_0"]["kernel"], np.float64) + np.asarray(p["Dense_0"]["bias"]))[..., 0]
+
+
+def np_critic(params, observation, action, layer_norm=True):
+  return np_value(params, np.concatenate([observation, action], -1), layer_norm)
+
+
+def np_ensemble(params, observation, action, layer_norm=True):
+  n = jax.tree.leaves(params)[0].shape[0]
+  return np.stack([np_critic(jax.tree.map(lambda x: np.asarray(x)[i], params), observation,
+                             action, layer_norm) for i in range(n)])
+
+
+def np_actor(params, observation, layer_norm=True):
+  p = params["params"]
+  h = np_mlp(p["MLP_0"], observation, layer_norm)
+  mean = h @ np.asarray(p["mean"]["kernel"], np.float64) + np.asarray(p["mean"]["bias"])
+  if "log_std" in p and isinstance(p["log_std"], dict):
+    log_std = h @ np.asarray(p["log_std"]["kernel"], np.float64) + np.asarray(p["log_std"]["bias"])
+  else:                                                   # state-independent
+    log_std = np.broadcast_to(np.asarray(p["log_std"], np.float64), mean.shape)
+  return mean, np.clip(np.exp(log_std), networks.STD_MIN, networks.STD_MAX)
+
+
+def np_sample(mean, std, noise):
+  pre = mean + std * noise
+  with np.errstate(divide="ignore"):        # log(0) where tanh saturates: -inf is the answer
+    log_prob = np.sum(-0.5 * noise ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
+                      - np.log(1 - np.tanh(pre) ** 2), -1)
+  return np.tanh(pre), log_prob
+
+

@@ -1,0 +1,34 @@
+"""Deterministic evaluation episodes in an MJX env, as WSRL reports them (D4RL-normalised later).
+
+One function for every phase: the policy is given as `act(actor_params, observation)`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_length: int,
+             action_clip: float) -> jax.Array:
+  """Undiscounted env returns of `num_episodes` episodes (vmapped) -> [num_episodes].
+
+  Episodes end at termination or after `episode_length` steps; actions are clipped to
+  +-action_clip as the reference's evaluation wrapper does.
+  """
+
+  def episode(episode_key):
+    def body(carry, _):
+      env_state, episode_return, alive = carry
+      action = jnp.clip(act(actor_params, env_state.obs), -action_clip, action_clip)
+      env_state = env.step(env_state, action)
+      # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
+      episode_return = episode_return + jnp.where(alive, env_state.reward, 0.0)
+      alive = alive & (env_state.done == 0)
+      return (env_state, episode_return, alive), None
+
+    carry = (env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.ones((), bool))
+    (_, episode_return, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
+    return episode_return
+
+  return jax.vmap(episode)(jax.random.split(key, num_episodes))
