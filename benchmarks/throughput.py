@@ -39,7 +39,8 @@ _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Environment (paper's loco
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Seed counts to measure.")
 _CHUNK = flags.DEFINE_integer("chunk", 1000, "Env steps per fused device call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after compiling).")
-_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 300, "Env steps timed for the Python loop.")
+_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 300,
+                                   "Env steps timed for the Python loop (0: skip it).")
 _BRAX_STEPS = flags.DEFINE_integer("brax_steps", 20_000, "Env steps per Brax SAC epoch (0: skip).")
 _PRECISIONS = flags.DEFINE_list("precisions", ["default", "bfloat16"],
                                 "Matmul precisions for the fused loop (first one is the baseline).")
@@ -181,14 +182,16 @@ def main(argv):
     for precision in _PRECISIONS.value:
       row[f"fused[{precision}]"] = measure_fused(seeds, precision)
       row[f"update_only[{precision}]"] = measure_update_only(seeds, precision)
-    row["python_loop"] = measure_python_loop(seeds, baseline)
+    if _LOOP_STEPS.value:
+      row["python_loop"] = measure_python_loop(seeds, baseline)
     if brax is not None:
       # Brax's trainer runs one seed per program: S seeds take S runs.
       row["brax_sac"] = {"env_steps_per_s": brax["env_steps_per_s"],
                          "seed_updates_per_s": brax["seed_updates_per_s"]}
     fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
     row["ratios"] = {
-        "fused / python_loop": fused / row["python_loop"]["env_steps_per_s"],
+        **({"fused / python_loop": fused / row["python_loop"]["env_steps_per_s"]}
+           if "python_loop" in row else {}),
         **({"fused / brax_sac": fused / brax["env_steps_per_s"]} if brax else {}),
         **{f"fused[{p}] / fused[{baseline}]": row[f"fused[{p}]"]["env_steps_per_s"] / fused
            for p in _PRECISIONS.value[1:]},

@@ -1,5 +1,6 @@
 """Process-wide JAX settings shared by the launch entry points."""
 
+import logging as python_logging
 import os
 
 import jax
@@ -8,11 +9,18 @@ from absl import logging
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "wsrl_mjx", "jax")
 
 
+def _not_orbax_chatter(record: python_logging.LogRecord) -> bool:
+  """Orbax logs every step of every save at INFO; keep its warnings and errors only."""
+  return record.levelno >= python_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+
+
 def configure() -> None:
-  """Turns on JAX's persistent compilation cache (MJX programs take minutes to compile).
+  """Turns on JAX's persistent compilation cache (MJX programs take minutes to compile) and
+  quiets orbax's per-save INFO lines.
 
   `JAX_COMPILATION_CACHE_DIR` chooses the folder; set it to an empty string to disable caching.
   """
+  logging.get_absl_handler().addFilter(_not_orbax_chatter)
   cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_CACHE)
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)

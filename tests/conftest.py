@@ -36,12 +36,7 @@ def tiny_config(**overrides):
 
 def tiny_command_line_overrides():
   """The same tiny config as `--config.x=y` flags for launch.finetune."""
-  flags = []
-  for name, value in TINY_OVERRIDES.items():
-    if isinstance(value, tuple):
-      value = "(" + ",".join(map(str, value)) + ")"
-    flags.append(f"--config.{name}={value}")
-  return flags
+  return as_flags(TINY_OVERRIDES)
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +47,42 @@ def tiny_programs():
   config = tiny_config()
   env, env_spec = envs.make(config.env_name)
   return config, env, env_spec, finetune.build_programs(config, env, env_spec)
+
+
+# Offline pretraining at the same toy size, with networks that hand over to `tiny_config`.
+TINY_PRETRAIN_OVERRIDES = dict(
+    num_seeds=2, offline_steps=100, steps_per_chunk=50, eval_interval=100,
+    checkpoint_interval=50, eval_episodes=2, episode_length=40, batch_size=64,
+    actor_hidden_sizes=(32, 32), critic_hidden_sizes=(32, 32), iql_hidden_sizes=(32, 32))
+
+
+def tiny_pretrain_config(dataset, **overrides):
+  from launch.configs import pretrain as pretrain_config
+  config = pretrain_config.get_config("hopper-medium-v2")
+  config.update(dict(TINY_PRETRAIN_OVERRIDES, dataset=str(dataset), **overrides))
+  return config
+
+
+def as_flags(overrides):
+  flags = []
+  for name, value in overrides.items():
+    if isinstance(value, tuple):
+      value = "(" + ",".join(map(str, value)) + ")"
+    flags.append(f"--config.{name}={value}")
+  return flags
+
+
+@pytest.fixture(scope="session")
+def random_hopper_dataset(tmp_path_factory):
+  """A D4RL-format file of random-policy hopper steps written by our collector (2 envs x 300,
+  time limit 15 steps: a random hopper falls after 8-40 steps, so both endings occur)."""
+  import jax
+  import envs
+  from wsrl_mjx import collect
+  env, env_spec = envs.make("hopper-medium-v2")
+  rows = collect.collect(env, env_spec, collect.random_policy(env_spec.action_size), None,
+                         jax.random.PRNGKey(0), steps_per_env=300, num_envs=2,
+                         episode_length=15, action_clip=0.99999)
+  path = tmp_path_factory.mktemp("data") / "hopper_random.hdf5"
+  collect.write(path, rows, {"algorithm": "test"})
+  return path, rows

@@ -47,7 +47,7 @@ def np_actor(params, observation, layer_norm=True):
 
 def np_sample(mean, std, noise):
   pre = mean + std * noise
-  with np.errstate(divide="ignore"):        # log(0) where tanh saturates: -inf is the answer
+  with np.errstate(divide="ignore"):        # float64 tanh saturates to 1: the density is +inf there
     log_prob = np.sum(-0.5 * noise ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi)
                       - np.log(1 - np.tanh(pre) ** 2), -1)
   return np.tanh(pre), log_prob

@@ -147,11 +147,17 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
     logging.info("%s %d: normalised score %.1f (mean of %d seeds; the starting policy)",
                  unit, step, nanmean(last_record["normalized_scores"]), phase.num_seeds)
 
-  started, started_step = time.time(), step
+  # The first chunk includes compilation: rates count from its end once there is a second one.
+  started, started_step, first_chunk_end = time.time(), step, None
   while step < phase.total_steps:
     state, summary = phase.run(state)
     step += phase.steps_per_chunk
-    rate = (step - started_step) / max(time.time() - started, 1e-9)
+    now = time.time()
+    if first_chunk_end is None:
+      first_chunk_end = (now, step)
+      rate = (step - started_step) / max(now - started, 1e-9)
+    else:
+      rate = (step - first_chunk_end[1]) / max(now - first_chunk_end[0], 1e-9)
 
     diverged_at = phase.diverged_at(state)
     for seed in sorted(set(np.flatnonzero(diverged_at >= 0).tolist()) - reported):

@@ -1,0 +1,89 @@
+"""Offline pretraining: `--config=launch/configs/pretrain.py:<dataset-name>[,demo]`.
+
+`<dataset-name>` is a D4RL dataset name (`hopper-medium-v2`): it picks the MJX env for
+evaluation and, unless `--config.dataset=PATH` says otherwise, the file in D4RL's cache.
+`--config.algo=calql|cql|iql` chooses the learner (the family's default otherwise). The networks
+are the fine-tuning config's, so the final checkpoint is what `launch.finetune
+--config.pretrained=DIR` starts from.
+"""
+
+from ml_collections import config_dict
+
+import envs
+from launch.configs.families import FAMILIES
+
+
+def get_config(arg: str = "hopper-medium-v2"):
+  env_name, *options = [a.strip() for a in arg.split(",")]
+  unknown = set(options) - {"demo"}
+  if unknown:
+    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+  env_spec = envs.spec(env_name)
+  family = FAMILIES[env_spec.family]
+
+  c = config_dict.ConfigDict()
+  c.env_name = env_name
+  c.dataset = ""                # a file or Minari dataset id; empty: D4RL's cache file
+  c.algo = family["algo"]       # calql | cql | iql
+  c.seed = 0
+  c.num_seeds = 4
+  c.offline_steps = family["offline_steps"]
+  c.batch_size = 256
+
+  # Networks (as in fine-tuning, so that checkpoints hand over).
+  c.num_critics = 10
+  c.num_target_critics = 2
+  c.actor_hidden_sizes = family["actor_hidden_sizes"]
+  c.critic_hidden_sizes = family["critic_hidden_sizes"]
+  c.state_dependent_std = family["state_dependent_std"]
+  c.layer_norm = True
+  c.discount = 0.99
+  c.tau = 0.005
+  c.actor_learning_rate = 1e-4
+  c.critic_learning_rate = 3e-4
+  c.temperature_learning_rate = 1e-4
+  c.initial_temperature = 1.0
+  c.target_entropy = config_dict.placeholder(float)
+  c.backup_entropy = False
+  c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
+  c.reward_bias = config_dict.placeholder(float)
+  c.matmul_precision = "default"
+
+  # CQL / Cal-QL.
+  c.cql_num_sampled_actions = 10
+  c.cql_alpha = family["cql_alpha"]
+  c.cql_autotune_alpha = family["cql_autotune_alpha"]
+  c.cql_target_action_gap = 0.8
+  c.cql_alpha_learning_rate = 3e-4
+  c.cql_max_target_backup = family["cql_max_target_backup"]
+  c.cql_importance_sample = True
+  c.cql_temperature = 1.0
+
+  # IQL.
+  c.iql_hidden_sizes = (256, 256)
+  c.iql_expectile = family["iql_expectile"]
+  c.iql_beta = family["iql_beta"]
+  c.iql_actor_dropout = family["iql_actor_dropout"]
+  c.iql_learning_rate = 3e-4
+
+  # Data.
+  c.action_clip = family["action_clip"]   # dataset and evaluation actions
+  c.negative_sparse_reward = family["negative_sparse_reward"] if family[
+      "negative_sparse_reward"] is not None else config_dict.placeholder(float)
+
+  # Host loop and evaluation.
+  c.episode_length = 0          # 0: the task's
+  c.steps_per_chunk = 5_000
+  c.eval_interval = 25_000
+  c.eval_episodes = 20
+  c.checkpoint_interval = 50_000
+  c.keep_checkpoints = 2
+
+  if "demo" in options:
+    c.num_seeds = 2
+    c.offline_steps = 2_000
+    c.steps_per_chunk = 500
+    c.eval_interval = 1_000
+    c.checkpoint_interval = 1_000
+    c.eval_episodes = 2
+  return c

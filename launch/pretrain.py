@@ -1,0 +1,34 @@
+r"""Offline pretraining (Cal-QL, CQL or IQL) of many seeds in one program.
+
+  python -m launch.pretrain --config=launch/configs/pretrain.py:hopper-medium-v2 \
+      --workdir=/tmp/wsrl/hopper-offline --config.algo=cql --config.dataset=/data/hopper.hdf5
+
+The final checkpoint is what `launch.finetune --config.pretrained=<workdir>` starts from.
+Rerunning the same command resumes from the latest checkpoint in `--workdir`.
+"""
+
+from absl import app, flags, logging
+from ml_collections import config_flags
+
+from launch import runtime
+from wsrl_mjx import pretrain
+
+_CONFIG = config_flags.DEFINE_config_file("config", None, "Pretraining configuration.",
+                                          lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.configure()
+  record = pretrain.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  scores = record.get("normalized_scores")
+  if scores is not None:
+    logging.info("Done. Final normalised scores per seed: %s",
+                 ", ".join("n/a" if s is None else f"{s:.1f}" for s in scores))
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,442 @@
+"""The offline data bridge: D4RL / Adroit / Minari files written by our own writers, read back,
+paired into Q-learning transitions with Cal-QL's Monte-Carlo returns, checked against the env."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+
+import h5py
+import jax
+import numpy as np
+import pytest
+
+import envs
+from wsrl_mjx import data
+from wsrl_mjx.data import adroit, d4rl, minari, transitions
+from wsrl_mjx.data.validation import DatasetError
+
+HOPPER = envs.spec("hopper-medium-v2")            # 11 observations, 3 actions
+# A stand-in for an Adroit binary task: small dims and the family's reward transform (x10, +5).
+ADROIT = dataclasses.replace(envs.spec("hopper"), name="pen-binary-v0", task="pen",
+                             family="adroit", observation_size=4, action_size=2,
+                             episode_length=100, reward_scale=10.0, reward_bias=5.0)
+
+
+def raises_naming(path, message):
+  """Expects a DatasetError whose message starts with the file and goes on with `message`."""
+  return pytest.raises(DatasetError, match=f"^{re.escape(str(path))}: {message}")
+
+
+def hopper_steps(num_steps, seed=0):
+  """Distinct observations (row i starts with i) so every row can be told apart."""
+  rng = np.random.default_rng(seed)
+  observations = rng.normal(size=(num_steps, HOPPER.observation_size)).astype(np.float32)
+  observations[:, 0] = np.arange(num_steps)
+  return dict(observations=observations,
+              actions=rng.uniform(-0.9, 0.9, (num_steps, HOPPER.action_size)),
+              rewards=np.arange(num_steps, dtype=np.float32),
+              terminals=np.zeros(num_steps, bool), timeouts=np.zeros(num_steps, bool))
+
+
+def three_episodes():
+  """12 steps: episode A ends in a terminal at 4, B in a timeout at 9, C runs off the file."""
+  steps = hopper_steps(12)
+  steps["terminals"][4] = True
+  steps["timeouts"][9] = True
+  return steps
+
+
+# --- D4RL files -----------------------------------------------------------------------------
+
+def test_d4rl_writer_uses_d4rl_keys_dtypes_and_writes_atomically(tmp_path):
+  steps = three_episodes()
+  qpos = np.ones((12, 7))
+  path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **steps, infos={"qpos": qpos},
+                              metadata={"algorithm": "SAC"})
+  assert os.listdir(tmp_path) == ["hopper.hdf5"]            # no temporary left behind
+  with h5py.File(path, "r") as file:
+    assert file["observations"].dtype == np.float32 and file["observations"].shape == (12, 11)
+    assert file["actions"].dtype == np.float32 and file["actions"].shape == (12, 3)
+    assert file["rewards"].dtype == np.float32 and file["rewards"].shape == (12,)
+    assert file["terminals"].dtype == np.bool_ and file["timeouts"].dtype == np.bool_
+    assert file["infos/qpos"].dtype == np.float32 and file["infos/qpos"].shape == (12, 7)
+    assert file["observations"].compression == "gzip"
+    assert file["metadata/algorithm"][()] == b"SAC"
+    assert "next_observations" not in file
+  trajectories = d4rl.read_d4rl_hdf5(path)
+  np.testing.assert_array_equal(trajectories.observations, steps["observations"])
+  np.testing.assert_array_equal(trajectories.actions, steps["actions"].astype(np.float32))
+  np.testing.assert_array_equal(np.flatnonzero(trajectories.terminals), [4])
+  np.testing.assert_array_equal(np.flatnonzero(trajectories.timeouts), [9])
+  np.testing.assert_array_equal(trajectories.infos["qpos"], qpos)
+  assert trajectories.next_observations is None
+
+  # A write that fails halfway leaves the previous file untouched and no temporary behind.
+  with pytest.raises(TypeError):
+    d4rl.write_d4rl_hdf5(path, **hopper_steps(3), metadata={"broken": object()})
+  assert os.listdir(tmp_path) == ["hopper.hdf5"]
+  assert len(d4rl.read_d4rl_hdf5(path)) == 12
+
+
+def test_without_next_observations_timeout_steps_are_dropped_and_terminals_kept(tmp_path):
+  steps = three_episodes()
+  path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **steps)
+  dataset = data.load(path, HOPPER, discount=0.5)
+  # Kept: 0-4 (4 terminal), 5-8 (9 timed out: its next observation is another episode's), 10
+  # (11 is the file's last row: no next observation).
+  kept = [0, 1, 2, 3, 4, 5, 6, 7, 8, 10]
+  np.testing.assert_array_equal(dataset.observations[:, 0], kept)
+  np.testing.assert_array_equal(dataset.next_observations[:, 0], np.add(kept, 1))
+  np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 1, 0, 0, 0, 0, 0])
+  np.testing.assert_array_equal(dataset.rewards, kept)
+  for column in (dataset.observations, dataset.actions, dataset.rewards,
+                 dataset.next_observations, dataset.terminals, dataset.mc_returns):
+    assert column.dtype == np.float32 and len(column) == len(kept)
+  # Returns stop at each trajectory's end: [0..4] ends in a terminal, [5..8] before the dropped
+  # timeout step, [10] alone.  r + 0.5 r' + 0.25 r'' ...
+  np.testing.assert_allclose(dataset.mc_returns, [
+      0 + 0.5 * 1 + 0.25 * 2 + 0.125 * 3 + 0.0625 * 4, 1 + 0.5 * 2 + 0.25 * 3 + 0.125 * 4,
+      2 + 0.5 * 3 + 0.25 * 4, 3 + 0.5 * 4, 4,
+      5 + 0.5 * 6 + 0.25 * 7 + 0.125 * 8, 6 + 0.5 * 7 + 0.25 * 8, 7 + 0.5 * 8, 8,
+      10], rtol=1e-6)
+
+
+def test_with_next_observations_timeout_steps_are_kept_and_bootstrap(tmp_path):
+  steps = three_episodes()
+  next_observations = np.roll(steps["observations"], -1, axis=0)
+  next_observations[[4, 9, 11]] = 100 + np.arange(3)[:, None]   # each episode's final state
+  path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **steps,
+                              next_observations=next_observations)
+  dataset = data.load(path, HOPPER, discount=0.5)
+  np.testing.assert_array_equal(dataset.observations[:, 0], np.arange(12))
+  np.testing.assert_array_equal(dataset.next_observations, next_observations)
+  np.testing.assert_array_equal(np.flatnonzero(dataset.terminals), [4])  # timeout 9 is not
+  _, _, trajectory_ends = transitions.pair_steps(data.read(path))
+  np.testing.assert_array_equal(np.flatnonzero(trajectory_ends), [4, 9, 11])
+  np.testing.assert_allclose(dataset.mc_returns[[8, 9, 10, 11]], [8 + 0.5 * 9, 9, 10 + 5.5, 11])
+
+
+def test_trajectories_split_where_an_observation_does_not_continue(tmp_path):
+  steps = hopper_steps(8)                     # no terminal, no timeout anywhere
+  next_observations = np.roll(steps["observations"], -1, axis=0)
+  next_observations[2] += 1.0                 # step 3 does not start where step 2 ended
+  path = d4rl.write_d4rl_hdf5(tmp_path / "stitched.hdf5", **steps,
+                              next_observations=next_observations)
+  rows, _, trajectory_ends = transitions.pair_steps(data.read(path))
+  np.testing.assert_array_equal(rows, np.arange(8))
+  np.testing.assert_array_equal(np.flatnonzero(trajectory_ends), [2, 7])
+  dataset = data.load(path, HOPPER, discount=0.5)
+  np.testing.assert_array_equal(dataset.terminals, np.zeros(8))   # a cut is not a termination
+  np.testing.assert_allclose(dataset.mc_returns[:4], [0 + 0.5 + 0.5, 1 + 1.0, 2, 3 + 2 + 1.25 +
+                                                      0.75 + 0.4375])
+
+
+def test_files_loaded_together_never_share_a_trajectory(tmp_path):
+  first = d4rl.write_d4rl_hdf5(tmp_path / "first.hdf5", **hopper_steps(3))     # no flags at all
+  second_steps = hopper_steps(3)
+  second_steps["observations"][:, 0] += 10
+  second = d4rl.write_d4rl_hdf5(tmp_path / "second.hdf5", **second_steps)
+  dataset = data.load([first, second], HOPPER, discount=0.5)
+  # The first file's last step has no next observation of its own: dropped, not paired with the
+  # second file's first observation.
+  np.testing.assert_array_equal(dataset.observations[:, 0], [0, 1, 10, 11])
+  np.testing.assert_array_equal(dataset.next_observations[:, 0], [1, 2, 11, 12])
+  np.testing.assert_allclose(dataset.mc_returns, [0 + 0.5 * 1, 1, 0 + 0.5 * 1, 1])
+
+
+def test_load_by_name_from_d4rl_dataset_dir(tmp_path, monkeypatch):
+  monkeypatch.setenv("D4RL_DATASET_DIR", str(tmp_path))
+  spec = envs.spec("hopper-medium-replay-v2")
+  assert d4rl.dataset_path("hopper-medium-replay-v2") == tmp_path / "hopper_medium_replay-v2.hdf5"
+  with pytest.raises(DatasetError, match=r"hopper_medium_replay-v2\.hdf5: no such file.*D4RL"):
+    data.load("hopper-medium-replay-v2", spec)
+  d4rl.write_d4rl_hdf5(tmp_path / "hopper_medium_replay-v2.hdf5", **three_episodes())
+  dataset = data.load("hopper-medium-replay-v2", spec)
+  assert dataset.size == 10
+  monkeypatch.delenv("D4RL_DATASET_DIR")
+  monkeypatch.setenv("HOME", str(tmp_path / "home"))
+  assert d4rl.dataset_path("hopper-medium-v2") == (
+      tmp_path / "home" / ".d4rl" / "datasets" / "hopper_medium-v2.hdf5")
+  with pytest.raises(DatasetError, match="names a task, not a D4RL dataset"):
+    d4rl.dataset_path("hopper")
+  with pytest.raises(DatasetError, match="neither an existing file"):
+    data.load("hopper-nonsense-v9", spec)
+
+
+# --- Monte-Carlo returns, reward transform, action clipping ---------------------------------
+
+def test_monte_carlo_returns_by_hand():
+  rewards = np.array([1, 2, 3,      # ends in a terminal
+                      -1, -1, -1,   # a failure: every reward the negative sparse value
+                      -1, -1, 0,    # solved at the end
+                      5])           # a one-step trajectory
+  ends = np.zeros(10, bool)
+  ends[[2, 5, 8, 9]] = True
+  dense = transitions.monte_carlo_returns(rewards, ends, discount=0.9)
+  np.testing.assert_allclose(dense, [1 + 0.9 * 2 + 0.81 * 3, 2 + 0.9 * 3, 3,
+                                     -1 - 0.9 - 0.81, -1 - 0.9, -1,
+                                     -1 - 0.9, -1, 0, 5], rtol=1e-6)
+  sparse = transitions.monte_carlo_returns(rewards, ends, discount=0.9, negative_sparse_reward=-1)
+  np.testing.assert_allclose(sparse, [5.23, 4.7, 3, -10, -10, -10, -1.9, -1, 0, 5], rtol=1e-6)
+  assert sparse.dtype == np.float32
+
+
+def test_adroit_rewards_stay_raw_and_returns_use_the_transform(tmp_path):
+  """Raw -1/0 rewards are stored; mc_returns see r * 10 + 5 and failures r / (1 - gamma)."""
+  trajectories = transitions.Trajectories(
+      source="memory", observations=np.zeros((5, 4)), actions=np.zeros((5, 2)),
+      rewards=np.array([-1, -1, 0, -1, -1], np.float32),
+      terminals=np.array([0, 0, 1, 0, 0], bool), timeouts=np.array([0, 0, 0, 0, 1], bool),
+      next_observations=np.zeros((5, 4)))
+  dataset = transitions.to_offline_dataset(trajectories, reward_scale=10.0, reward_bias=5.0,
+                                           discount=0.9, negative_sparse_reward=-1.0)
+  np.testing.assert_array_equal(dataset.rewards, [-1, -1, 0, -1, -1])
+  # [-5, -5, 5] then the failed [-5, -5]: -5 / 0.1 = -50 at each of its steps.
+  np.testing.assert_allclose(dataset.mc_returns, [-5 - 4.5 + 0.81 * 5, -5 + 4.5, 5, -50, -50],
+                             rtol=1e-6)
+  dense = transitions.to_offline_dataset(trajectories, reward_scale=10.0, reward_bias=5.0,
+                                         discount=0.9)
+  np.testing.assert_allclose(dense.mc_returns[3:], [-5 - 4.5, -5], rtol=1e-6)
+
+
+def test_actions_are_clipped_only_in_the_dataset(tmp_path):
+  steps = hopper_steps(4)
+  steps["actions"] = np.array([[1.0, -1.0, 0.5], [1.0005, 0.0, -1.0005], [0, 0, 0], [0, 0, 0]])
+  path = d4rl.write_d4rl_hdf5(tmp_path / "edge.hdf5", **steps)
+  clipped = data.load(path, HOPPER)               # within the default tolerance of 1e-3
+  np.testing.assert_array_equal(clipped.actions[:2], np.float32(
+      [[0.99999, -0.99999, 0.5], [0.99999, 0.0, -0.99999]]))
+  raw = data.load(path, HOPPER, clip_action=None)
+  np.testing.assert_array_equal(raw.actions[1], np.float32([1.0005, 0.0, -1.0005]))
+  np.testing.assert_array_equal(data.read(path).actions[0], [1.0, -1.0, 0.5])
+
+
+# --- Adroit binary .npy ---------------------------------------------------------------------
+
+def adroit_trajectory(rewards, start):
+  """Observations that count up from `start`, so next_observations continue them."""
+  length = len(rewards)
+  observations = start + np.arange(length + 1, dtype=np.float32)[:, None] * np.ones(4, np.float32)
+  return dict(observations=observations[:-1], next_observations=observations[1:],
+              actions=np.full((length, 2), 0.5, np.float32),
+              rewards=np.asarray(rewards, np.float32), terminals=np.zeros(length, np.float32))
+
+
+@pytest.mark.parametrize("layout", ["demo", "rollout"])
+def test_adroit_npy_round_trip(tmp_path, layout):
+  episodes = [adroit_trajectory([-1, -1, 0, -1], start=0),     # solved at 2: cut after it
+              adroit_trajectory([-1, -1, -1], start=100),      # never solved: skipped
+              adroit_trajectory([-1, 0, 0], start=200)]
+  path = adroit.write_adroit_npy(tmp_path / f"pen_{layout}.npy", episodes, layout=layout)
+  assert os.listdir(tmp_path) == [path.name]
+  records = np.load(path, allow_pickle=True)
+  assert records.dtype == object and len(records) == 3
+  if layout == "demo":
+    assert set(records[0]["observations"][0]) == {"state_observation"}
+  else:
+    assert records[0]["rewards"].shape == (4, 1) and records[0]["observations"].shape == (4, 4)
+
+  trajectories = adroit.read_adroit_npy(path)
+  np.testing.assert_array_equal(trajectories.observations[:, 0], [0, 1, 2, 200, 201, 202])
+  np.testing.assert_array_equal(trajectories.next_observations[:, 0], [1, 2, 3, 201, 202, 203])
+  np.testing.assert_array_equal(trajectories.rewards, [-1, -1, 0, -1, 0, 0])
+  np.testing.assert_array_equal(trajectories.terminals, [0, 0, 1, 0, 1, 1])   # success ends it
+  everything = adroit.read_adroit_npy(path, successful_prefix_only=False)
+  assert len(everything) == 10
+  np.testing.assert_array_equal(np.flatnonzero(everything.timeouts), [3, 6])  # unsolved ends
+
+  dataset = data.load(path, ADROIT, discount=0.9, negative_sparse_reward=-1.0)
+  np.testing.assert_array_equal(dataset.rewards, [-1, -1, 0, -1, 0, 0])
+  np.testing.assert_allclose(dataset.mc_returns, [-5 - 4.5 + 0.81 * 5, -5 + 4.5, 5, -5 + 4.5, 5,
+                                                  5], rtol=1e-6)
+  np.testing.assert_array_equal(dataset.actions, np.full((6, 2), 0.5))
+
+
+def test_adroit_demo_file_with_an_extra_reward_and_a_second_file(tmp_path):
+  """Demonstration files carry one reward more than steps; demos and rollouts load together."""
+  episode = adroit_trajectory([-1, 0], start=0)
+  record = {"observations": [{"state_observation": row} for row in episode["observations"]],
+            "next_observations": [{"state_observation": r} for r in episode["next_observations"]],
+            "actions": episode["actions"], "rewards": np.array([-1.0, 0.0, 0.0]),
+            "terminals": np.zeros(2), "agent_infos": [], "env_infos": []}
+  demo = tmp_path / "pen2_sparse.npy"
+  array = np.empty(1, dtype=object)
+  array[:] = [record]
+  np.save(demo, array, allow_pickle=True)
+  rollouts = adroit.write_adroit_npy(tmp_path / "pen_bc_sparse4.npy",
+                                     [adroit_trajectory([-1, -1, 0], start=2)])
+  dataset = data.load([demo, rollouts], ADROIT, discount=0.9)
+  np.testing.assert_array_equal(dataset.rewards, [-1, 0, -1, -1, 0])
+  np.testing.assert_array_equal(dataset.terminals, [0, 1, 0, 0, 1])
+  np.testing.assert_allclose(dataset.mc_returns[:2], [-5 + 4.5, 5], rtol=1e-6)
+
+
+# --- Minari ---------------------------------------------------------------------------------
+
+def minari_episode(length, start, terminated):
+  observations = np.zeros((length + 1, HOPPER.observation_size), np.float32)
+  observations[:, 0] = start + np.arange(length + 1)
+  flags = np.zeros(length, bool)
+  ended = flags.copy()
+  ended[-1] = True
+  return dict(observations=observations, actions=np.zeros((length, 3)),
+              rewards=np.full(length, float(start)),
+              terminations=ended if terminated else flags,
+              truncations=flags if terminated else ended)
+
+
+def test_minari_round_trip(tmp_path, monkeypatch):
+  # 12 episodes, so episode_10 must come after episode_9 (not after episode_1).
+  episodes = [minari_episode(3, start=100 * i, terminated=i % 2 == 0) for i in range(12)]
+  episodes[-1]["truncations"][:] = False      # the recording stopped: the episode still ends
+  path = minari.write_minari_dataset("hopper/medium-v0", episodes, root=tmp_path)
+  assert path == tmp_path / "hopper" / "medium-v0" / "data" / "main_data.hdf5"
+  with h5py.File(path, "r") as file:
+    assert file["episode_0/observations"].shape == (4, 11)
+    assert file["episode_0/terminations"].dtype == np.bool_
+  trajectories = minari.read_minari_hdf5(path)
+  assert len(trajectories) == 36
+  np.testing.assert_array_equal(trajectories.observations[::3, 0], 100 * np.arange(12))
+  np.testing.assert_array_equal(trajectories.next_observations[2::3, 0], 100 * np.arange(12) + 3)
+  np.testing.assert_array_equal(np.flatnonzero(trajectories.terminals), np.arange(0, 12, 2) * 3 + 2)
+  np.testing.assert_array_equal(np.flatnonzero(trajectories.timeouts), np.arange(1, 12, 2) * 3 + 2)
+
+  monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+  dataset = data.load("hopper/medium-v0", HOPPER, discount=0.5)
+  assert dataset.size == 36                      # truncated steps keep their recorded next state
+  np.testing.assert_array_equal(dataset.terminals.reshape(12, 3)[:, 2], np.arange(12) % 2 == 0)
+  np.testing.assert_allclose(dataset.mc_returns[3:6], 100 * np.array([1.75, 1.5, 1]))
+
+
+def test_minari_observations_need_one_more_row(tmp_path):
+  episode = minari_episode(3, start=0, terminated=True)
+  path = minari.write_minari_dataset("short-v0", [episode], root=tmp_path)
+  with h5py.File(path, "a") as file:
+    del file["episode_0/observations"]
+    file["episode_0/observations"] = np.zeros((3, 11), np.float32)
+  with pytest.raises(DatasetError, match=r"main_data\.hdf5: episode_0: field 'observations' has 3 "
+                                         r"rows but 'actions' has 3"):
+    minari.read_minari_hdf5(path)
+
+
+# --- validation -----------------------------------------------------------------------------
+
+def write_hopper(tmp_path, name="hopper.hdf5", **changes):
+  steps = dict(three_episodes(), **changes)
+  return d4rl.write_d4rl_hdf5(tmp_path / name, **steps)
+
+
+@pytest.mark.parametrize("changes, message", [
+    (dict(observations=np.zeros((12, 12))),
+     "field 'observations' has 12 columns but hopper-medium-v2 observes 11"),
+    (dict(actions=np.zeros((12, 4))), "field 'actions' has 4 columns but hopper-medium-v2 takes 3"),
+    (dict(actions=np.tile([0.5, 0.5, 1.5], (12, 1))),
+     "field 'actions' has values outside \\[-1, 1\\] in 12 rows \\(largest \\|action\\| 1.5"),
+    (dict(rewards=np.where(np.arange(12) == 7, np.nan, 1.0)),
+     "field 'rewards' has non-finite values \\(NaN or inf\\) in 1 rows, the first at row 7"),
+    (dict(observations=np.where(np.arange(12)[:, None] == 3, np.inf, np.zeros((12, 11)))),
+     "field 'observations' has non-finite values .* the first at row 3"),
+    (dict(actions=np.where(np.arange(12)[:, None] == 5, np.nan, np.zeros((12, 3)))),
+     "field 'actions' has non-finite values .* the first at row 5"),
+    (dict(next_observations=np.full((12, 11), np.nan)),
+     "field 'next_observations' has non-finite values \\(NaN or inf\\) in 12 rows"),
+])
+def test_validation_names_the_file_and_the_field(tmp_path, changes, message):
+  path = write_hopper(tmp_path, **changes)
+  with raises_naming(path, message):
+    data.load(path, HOPPER)
+
+
+def test_validation_catches_nan_in_infos_and_mismatched_lengths(tmp_path):
+  steps = three_episodes()
+  path = d4rl.write_d4rl_hdf5(tmp_path / "infos.hdf5", **steps,
+                              infos={"qpos": np.full((12, 7), np.nan)})
+  with raises_naming(path, "field 'infos/qpos' has non-finite"):
+    data.load(path, HOPPER)
+  path = tmp_path / "short.hdf5"
+  with h5py.File(path, "w") as file:
+    for field, values in steps.items():
+      file[field] = values[:11] if field == "rewards" else values
+  with raises_naming(path, "field 'observations' has 12 rows but 'rewards' has 11"):
+    data.load(path, HOPPER)
+
+
+@pytest.mark.parametrize("missing", ["timeouts", "actions"])
+def test_a_missing_field_is_named(tmp_path, missing):
+  path = tmp_path / "partial.hdf5"
+  with h5py.File(path, "w") as file:
+    for field, values in three_episodes().items():
+      if field != missing:
+        file[field] = values
+  with raises_naming(path, f"field '{missing}' is missing"):
+    data.load(path, HOPPER)
+
+
+def test_missing_truncated_and_non_hdf5_files(tmp_path):
+  missing = tmp_path / "absent.hdf5"
+  with raises_naming(missing, "no such file"):
+    data.load(missing, HOPPER)
+
+  truncated = write_hopper(tmp_path, "truncated.hdf5", **hopper_steps(2000))
+  size = os.path.getsize(truncated)
+  with open(truncated, "r+b") as file:
+    file.truncate(size // 2)
+  with raises_naming(truncated, "not a readable HDF5 file: it was cut short"):
+    data.load(truncated, HOPPER)
+
+  text = tmp_path / "notes.hdf5"
+  text.write_text("observations, actions, rewards\n1, 2, 3\n")
+  with raises_naming(text, "not a readable HDF5 file: it is not an HDF5 file"):
+    data.load(text, HOPPER)
+
+  not_npy = tmp_path / "pen2_sparse.npy"
+  not_npy.write_text("not a pickle")
+  with raises_naming(not_npy, "not a readable .npy trajectory file"):
+    data.load(not_npy, ADROIT)
+  cut = adroit.write_adroit_npy(tmp_path / "cut.npy", [adroit_trajectory([-1, 0], start=0)])
+  payload = cut.read_bytes()
+  cut.write_bytes(payload[: len(payload) // 2])
+  with raises_naming(cut, "not a readable .npy trajectory file"):
+    data.load(cut, ADROIT)
+
+
+def test_adroit_trajectory_without_a_field_is_named(tmp_path):
+  record = adroit_trajectory([-1, 0], start=0)
+  del record["next_observations"]
+  path = tmp_path / "door2_sparse.npy"
+  array = np.empty(1, dtype=object)
+  array[:] = [record]
+  np.save(path, array, allow_pickle=True)
+  with raises_naming(path, "trajectory 0: field 'next_observations' is missing"):
+    data.load(path, ADROIT)
+
+
+# --- device arrays and sampling -------------------------------------------------------------
+
+def test_sample_returns_whole_rows_of_the_dataset_under_jit(tmp_path):
+  path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **three_episodes())
+  dataset = transitions.to_device(data.load(path, HOPPER))
+  assert isinstance(dataset.observations, jax.Array)
+  draw = jax.jit(transitions.sample, static_argnums=2)
+  batch = draw(dataset, jax.random.PRNGKey(0), 2000)
+  assert batch.observations.shape == (2000, 11) and batch.actions.shape == (2000, 3)
+  assert batch.rewards.shape == batch.mc_returns.shape == batch.terminals.shape == (2000,)
+  # Each sampled row is one row of the dataset, every field from the same row.
+  host = jax.tree.map(np.asarray, dataset)
+  sampled = jax.tree.map(np.asarray, batch)
+  rows = np.searchsorted(host.observations[:, 0], sampled.observations[:, 0])
+  np.testing.assert_array_equal(host.observations[rows], sampled.observations)
+  for field in ("actions", "rewards", "next_observations", "terminals", "mc_returns"):
+    np.testing.assert_array_equal(getattr(host, field)[rows], getattr(sampled, field))
+  assert set(rows) == set(range(dataset.size))            # uniform over all 10 rows
+  # Per-seed batches under vmap differ but come from the same rows.
+  per_seed = jax.jit(jax.vmap(transitions.sample, in_axes=(None, 0, None)), static_argnums=2)(
+      dataset, jax.random.split(jax.random.PRNGKey(1), 3), 64)
+  assert per_seed.observations.shape == (3, 64, 11)
+  assert not np.array_equal(per_seed.rewards[0], per_seed.rewards[1])
+  assert np.isin(np.asarray(per_seed.rewards), host.rewards).all()
+  # Closed over as numpy constants it works too.
+  constant = jax.jit(lambda key: transitions.sample(data.load(path, HOPPER), key, 8))
+  assert np.isin(np.asarray(constant(jax.random.PRNGKey(2)).rewards), host.rewards).all()

@@ -1,0 +1,167 @@
+"""Offline phase end to end: collector -> D4RL file -> loader -> pretraining -> fine-tuning."""
+
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+from flax import serialization
+
+import envs
+from conftest import (ROOT, TINY_PRETRAIN_OVERRIDES, as_flags, tiny_command_line_overrides,
+                      tiny_config, tiny_pretrain_config)
+from wsrl_mjx import checkpoint, data, finetune, per_seed, pretrain
+
+
+def test_collector_writes_d4rl_files_the_loader_reads_back(random_hopper_dataset):
+  path, rows = random_hopper_dataset
+  trajectories = data.read(path)
+  np.testing.assert_array_equal(trajectories.observations, rows["observations"])
+  np.testing.assert_array_equal(trajectories.terminals, rows["terminals"])
+  np.testing.assert_array_equal(trajectories.timeouts, rows["timeouts"])
+  assert trajectories.observations.dtype == np.float32 and trajectories.terminals.dtype == bool
+  np.testing.assert_array_equal(trajectories.infos["qpos"].shape, (600, 6))
+  # The observation is qpos[1:] and clipped qvel of the state it was taken in.
+  np.testing.assert_allclose(rows["observations"][:, :5], rows["qpos"][:, 1:], atol=1e-6)
+  # Each stream of 300 steps ends cut, and time limits (15) are timeouts, never terminals.
+  assert rows["timeouts"][299] or rows["terminals"][299]
+  assert not np.any(rows["timeouts"] & rows["terminals"])
+  ends = np.flatnonzero(rows["timeouts"] | rows["terminals"])
+  starts = np.concatenate([[0], ends[:-1] + 1])
+  lengths = ends - starts + 1
+  assert np.all(lengths[rows["timeouts"][ends]] <= 15)
+  assert np.all(lengths[rows["terminals"][ends]] <= 15)   # a fall on step 15 is terminal
+  assert np.sum(lengths == 15) > 5 and np.sum(rows["terminals"]) > 5
+  # Inside an episode the next row continues from the previous step's next observation.
+  inside = np.setdiff1d(np.arange(599), ends)
+  np.testing.assert_allclose(rows["observations"][inside + 1],
+                             rows["next_observations"][inside], atol=1e-6)
+
+  dataset = data.load(path, envs.spec("hopper-medium-v2"))
+  kept_terminals = int(dataset.terminals.sum())
+  assert kept_terminals == int(rows["terminals"].sum())
+
+
+def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_dataset, tmp_path):
+  path, _ = random_hopper_dataset
+  config = tiny_pretrain_config(path)
+  config.env_name = "walker2d-medium-v2"
+  with pytest.raises(data.DatasetError, match=rf"{path.name}.*'observations'.*11.*17"):
+    pretrain.train_and_evaluate(config, tmp_path)
+  assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+@pytest.fixture(scope="module")
+def cql_run(random_hopper_dataset, tmp_path_factory):
+  path, _ = random_hopper_dataset
+  workdir = tmp_path_factory.mktemp("cql")
+  return workdir, pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), workdir)
+
+
+def agent_item(workdir, step):
+  restored = ocp.CheckpointManager(workdir / "checkpoints").restore(
+      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
+  return jax.tree.map(np.asarray, restored.agent)
+
+
+def test_cql_pretraining_writes_records_and_a_wsrl_shaped_checkpoint(cql_run):
+  workdir, last = cql_run
+  records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+  assert [r["gradient_step"] for r in records] == [0, 100]
+  assert records[-1]["train"]["updates"] == [50, 50]
+  assert np.all(np.isfinite(records[-1]["train"]["critic_loss"]))
+  description = json.loads((workdir / "checkpoints/100/description/metadata").read_text())
+  assert description["kind"] == "wsrl-mjx pretrain" and description["algo"] == "cql"
+  assert description["step_unit"] == "gradient_step" and description["step"] == 100
+  expected = finetune.agent_description(
+      finetune.agent_config(tiny_config(), envs.spec("hopper-medium-v2")))
+  for field in checkpoint.AGENT_SHAPE_FIELDS:
+    assert description["agent"][field] == expected[field], field
+  assert len(last["normalized_scores"]) == 2
+
+
+def test_pretrain_to_finetune_handoff_restores_exactly_the_pretrained_agent(cql_run,
+                                                                             tiny_programs):
+  workdir, _ = cql_run
+  config, _, spec, programs = tiny_programs
+  params, description = finetune.load_pretrained(tiny_config(pretrained=str(workdir)), programs,
+                                                 spec)
+  assert description["algo"] == "cql"
+  jax.tree.map(np.testing.assert_array_equal,
+               serialization.to_state_dict(jax.tree.map(np.asarray, params)),
+               agent_item(workdir, 100))
+  settings = jax.tree.map(np.asarray, per_seed.seed_settings(config)[0])
+  state = programs.init(finetune.seed_keys(config), settings, params)
+  jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.agent.params),
+               jax.tree.map(np.asarray, params))
+
+
+def test_pretraining_resumes_exactly(random_hopper_dataset, cql_run, tmp_path, monkeypatch):
+  path, _ = random_hopper_dataset
+  full_dir, _ = cql_run
+  save = checkpoint.RunCheckpoints.save
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    if step == 50:
+      raise KeyboardInterrupt
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), tmp_path)
+  monkeypatch.undo()
+  pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), tmp_path)
+  jax.tree.map(np.testing.assert_array_equal, agent_item(tmp_path, 100),
+               agent_item(full_dir, 100))
+
+
+def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_hopper_dataset, tmp_path,
+                                                         tiny_programs):
+  path, _ = random_hopper_dataset
+  last = pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="iql"), tmp_path)
+  assert np.all(np.isfinite(last["returns"]))
+  np.testing.assert_array_equal(last["train"]["updates"], [50, 50])
+  _, _, spec, programs = tiny_programs
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"agent.policy is 'gaussian' but this run needs 'tanh_gaussian'"):
+    finetune.load_pretrained(tiny_config(pretrained=str(tmp_path)), programs, spec)
+
+
+def test_unknown_algo_is_refused():
+  with pytest.raises(ValueError, match=r"config.algo='sac'; choose one of calql, cql, iql"):
+    pretrain.make_learner(tiny_pretrain_config("x.hdf5", algo="sac"),
+                          envs.spec("hopper-medium-v2"))
+
+
+def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
+  """The README's pipeline at toy size: three commands, each consuming the last one's output."""
+  env = dict(os.environ, PYTHONPATH=str(ROOT))
+
+  def run(*command):
+    result = subprocess.run([sys.executable, "-m", *command], cwd=ROOT, env=env,
+                            capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stderr[-3000:]
+    return result
+
+  dataset = tmp_path / "hopper_random.hdf5"
+  run("launch.collect", "--env=hopper-medium-v2", "--policy=random", "--steps=600",
+      "--num_envs=2", "--episode_length=40", f"--output={dataset}")
+  assert dataset.exists()
+  run("launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2",
+      f"--workdir={tmp_path / 'offline'}", f"--config.dataset={dataset}", "--config.algo=calql",
+      *as_flags(TINY_PRETRAIN_OVERRIDES))
+  result = run("launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2",
+               f"--workdir={tmp_path / 'online'}",
+               f"--config.pretrained={tmp_path / 'offline'}", *tiny_command_line_overrides())
+  assert "Pretrained agent" in result.stderr
+  records = [json.loads(line)
+             for line in (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()]
+  assert [r["env_step"] for r in records] == [0, 100, 200]
+  # A collector run from the fine-tuned checkpoint closes the loop.
+  run("launch.collect", "--env=hopper-medium-v2", f"--policy={tmp_path / 'online'}",
+      "--steps=100", "--episode_length=40", f"--output={tmp_path / 'finetuned.hdf5'}")
+  assert data.read(tmp_path / "finetuned.hdf5").observations.shape == (100, 11)

@@ -1,0 +1,117 @@
+"""Rolling out a policy in an MJX env and writing what it did as a D4RL-format dataset.
+
+This is how wsrl-mjx makes offline data without downloads: `launch/collect.py` rolls out a
+random policy or a checkpoint's actor in parallel envs (one `lax.scan`, vmapped over envs) and
+writes the steps with D4RL's keys and conventions (terminals at true terminations, timeouts at
+the time limit, `infos/qpos`/`infos/qvel` of the state each observation was taken in).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from envs import EnvSpec, MjxEnv
+from wsrl_mjx import checkpoint
+from wsrl_mjx.agents import sac
+from wsrl_mjx.data import d4rl
+
+# (policy params, observation [obs], key) -> action [act]
+Policy = Callable[[Any, jax.Array, jax.Array], jax.Array]
+
+
+def random_policy(action_size: int) -> Policy:
+  return lambda params, observation, key: jax.random.uniform(key, (action_size,), minval=-1.0,
+                                                             maxval=1.0)
+
+
+def checkpoint_policy(path: str | os.PathLike, seed: int, deterministic: bool):
+  """(policy, actor params of checkpoint seed `seed`, description) of a WSRL-shaped agent."""
+  directory, step = checkpoint.resolve(path)
+  description = checkpoint.read_description(directory, step)
+  agent = description.get("agent", {})
+  if agent.get("policy") != "tanh_gaussian":
+    raise checkpoint.CheckpointError(
+        f"{directory / str(step)}: agent.policy is {agent.get('policy')!r}; the collector rolls "
+        "out WSRL/CQL actors ('tanh_gaussian').")
+  fields = {f.name for f in dataclasses.fields(sac.SACConfig)}
+  config = sac.SACConfig(**{k: (tuple(v) if isinstance(v, list) else v)
+                            for k, v in agent.items() if k in fields})
+  learner = sac.SAC(config)
+
+  def abstract_params_for(num_seeds):
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    return jax.eval_shape(jax.vmap(learner.init_params), keys)
+
+  params, description = checkpoint.load_agent(path, dict(agent), abstract_params_for)
+  if not 0 <= seed < description["num_seeds"]:
+    raise checkpoint.CheckpointError(
+        f"{directory / str(step)}: holds seeds 0..{description['num_seeds'] - 1}, not {seed}")
+  actor = jax.tree.map(lambda x: x[seed], params.actor)
+  if deterministic:
+    return (lambda p, observation, key: learner.deterministic_action(p, observation)), actor, \
+        description
+  return learner.sample_action, actor, description
+
+
+def make_rollout(env: MjxEnv, policy: Policy, num_steps: int, episode_length: int,
+                 action_clip: float):
+  """rollout(key, policy_params) -> D4RL columns [num_steps, ...] of one env's stream."""
+
+  def rollout(key, policy_params):
+    def body(carry, step_key):
+      env_state, length = carry
+      action_key, reset_key = jax.random.split(step_key)
+      observation = env_state.obs
+      action = jnp.clip(policy(policy_params, observation, action_key), -action_clip,
+                        action_clip)
+      next_state = env.step(env_state, action)
+      length = length + 1
+      terminal = next_state.done > 0
+      timeout = (length >= episode_length) & ~terminal
+      row = {"observations": observation, "actions": action, "rewards": next_state.reward,
+             "terminals": terminal, "timeouts": timeout,
+             "next_observations": next_state.obs,
+             "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
+      done = terminal | timeout
+      reset_state = env.reset(reset_key)
+      env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
+      return (env_state, jnp.where(done, 0, length)), row
+
+    reset_key, key = jax.random.split(key)
+    carry = (env.reset(reset_key), jnp.zeros((), jnp.int32))
+    _, rows = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
+    return rows
+
+  return rollout
+
+
+def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: jax.Array,
+            steps_per_env: int, num_envs: int, episode_length: int | None = None,
+            action_clip: float = 1.0) -> dict[str, np.ndarray]:
+  """`num_envs` parallel streams of `steps_per_env` steps, concatenated env after env.
+
+  The last step of each stream becomes a timeout (if it is not a terminal), so no trajectory
+  runs from one stream into the next.
+  """
+  rollout = make_rollout(env, policy, steps_per_env, episode_length or env_spec.episode_length,
+                         action_clip)
+  rows = jax.jit(jax.vmap(rollout, in_axes=(0, None)))(jax.random.split(key, num_envs),
+                                                       policy_params)
+  rows = {k: np.array(v) for k, v in rows.items()}                   # [envs, steps, ...]
+  rows["timeouts"][:, -1] |= ~rows["terminals"][:, -1]
+  return {k: v.reshape(num_envs * steps_per_env, *v.shape[2:]) for k, v in rows.items()}
+
+
+def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[str, Any]):
+  """Writes collected rows as a D4RL hdf5 file (atomically)."""
+  return d4rl.write_d4rl_hdf5(
+      path, observations=rows["observations"], actions=rows["actions"],
+      rewards=rows["rewards"], terminals=rows["terminals"], timeouts=rows["timeouts"],
+      next_observations=rows["next_observations"],
+      infos={"qpos": rows["qpos"], "qvel": rows["qvel"]}, metadata=metadata)

@@ -1,0 +1,103 @@
+"""Offline datasets for the pretraining phase: D4RL, Adroit binary and Minari files in,
+Q-learning transitions with Cal-QL's Monte-Carlo returns out.
+
+`load(path_or_name, env_spec)` is the entry point: it finds the file (a path, a D4RL dataset name
+looked up in D4RL's cache, or a local Minari dataset id), reads it, checks it against the
+environment (`validation.check`, errors name the file and the field) and pairs its steps into an
+`OfflineDataset`; `to_device` and `sample` feed the learner.
+
+| module | what it is |
+| --- | --- |
+| `d4rl` | D4RL's HDF5 files: reader, writer in D4RL's layout and dtypes, the cache path |
+| `adroit` | the Adroit binary `.npy` trajectory pickles WSRL/Cal-QL use: reader, writer |
+| `minari` | Minari's on-disk HDF5 episodes: reader, writer |
+| `transitions` | `Trajectories` (steps as recorded) -> `OfflineDataset`; MC returns; sampling |
+| `validation` | `DatasetError` and the checks against an `EnvSpec` |
+
+Not here: the online replay buffer (`wsrl_mjx.replay`); WSRL fine-tunes without this data.
+"""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from collections.abc import Sequence
+
+import envs
+from envs import EnvSpec
+from wsrl_mjx.data import adroit, d4rl, minari, transitions, validation
+from wsrl_mjx.data.transitions import (OfflineDataset, Trajectories, concatenate,
+                                       monte_carlo_returns, pair_steps, sample, to_device,
+                                       to_offline_dataset)
+from wsrl_mjx.data.validation import DatasetError, check
+
+__all__ = ["DatasetError", "OfflineDataset", "Trajectories", "adroit", "check", "concatenate",
+           "d4rl", "load", "minari", "monte_carlo_returns", "pair_steps", "read", "resolve",
+           "sample", "to_device", "to_offline_dataset", "transitions", "validation"]
+
+_FILE_SUFFIXES = (".hdf5", ".h5", ".npy")
+
+
+def resolve(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None) -> pathlib.Path:
+  """The file a path, a D4RL dataset name or a local Minari dataset id refers to."""
+  path = pathlib.Path(path_or_name).expanduser()
+  if path.exists() or isinstance(path_or_name, os.PathLike) or path.suffix in _FILE_SUFFIXES:
+    if not path.exists():
+      raise DatasetError(f"{path}: no such file")
+    return path
+  name = os.fspath(path_or_name)
+  if env_spec is not None and name == env_spec.name and env_spec.dataset_file:
+    path = d4rl.dataset_dir() / env_spec.dataset_file
+  elif name in envs.names():
+    path = d4rl.dataset_path(name)
+  elif minari.dataset_path(name).exists():
+    return minari.dataset_path(name)
+  else:
+    raise DatasetError(
+        f"{name!r} is neither an existing file, a D4RL dataset name (envs.names() lists them) "
+        f"nor a Minari dataset under {minari.datasets_root()} (${minari.DATASETS_PATH_VARIABLE})")
+  if not path.exists():
+    raise DatasetError(
+        f"{path}: no such file; D4RL dataset {name!r} is not in D4RL's cache "
+        f"(${d4rl.DATASET_DIR_VARIABLE}, else ~/.d4rl/datasets). Download it there with d4rl, or "
+        "pass the file's path.")
+  return path
+
+
+def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
+         observation_keys: Sequence[str] | None = None) -> Trajectories:
+  """The recorded steps of one dataset, whatever its format (chosen by suffix and contents)."""
+  path = resolve(path_or_name, env_spec)
+  if path.suffix == ".npy":
+    return adroit.read_adroit_npy(path)
+  if path.is_dir():
+    return minari.read_minari_hdf5(path, observation_keys=observation_keys)
+  with validation.open_hdf5(path) as file:
+    is_minari = minari.is_minari_file(file)
+  if is_minari:
+    return minari.read_minari_hdf5(path, observation_keys=observation_keys)
+  return d4rl.read_d4rl_hdf5(path)
+
+
+def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec: EnvSpec, *,
+         discount: float = 0.99, clip_action: float | None = 0.99999,
+         negative_sparse_reward: float | None = None,
+         action_tolerance: float = 1e-3) -> OfflineDataset:
+  """Reads, checks against `env_spec` and pairs one dataset, or several end to end.
+
+  Several sources (e.g. Adroit's demonstrations and BC rollouts) are checked one by one, so an
+  error names the file at fault, and no trajectory runs across files. The reward transform and
+  the sparse value: see `transitions.to_offline_dataset`. Arrays stay numpy: `to_device` next.
+  """
+  if isinstance(path_or_name, (str, os.PathLike)):
+    sources = [path_or_name]
+  else:
+    sources = list(path_or_name)
+  parts = []
+  for source in sources:
+    part = read(source, env_spec)
+    check(part, env_spec, action_tolerance=action_tolerance)
+    parts.append(part)
+  return to_offline_dataset(
+      concatenate(parts), reward_scale=env_spec.reward_scale, reward_bias=env_spec.reward_bias,
+      discount=discount, clip_action=clip_action, negative_sparse_reward=negative_sparse_reward)
