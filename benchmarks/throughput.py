@@ -33,7 +33,7 @@ from absl import app, flags
 import envs
 from launch import runtime
 from launch.configs import finetune as finetune_config
-from wsrl_mjx import finetune, per_seed, replay
+from wsrl_mjx import controller, finetune, per_seed, replay
 
 _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Environment (paper's locomotion config).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Seed counts to measure.")
@@ -47,8 +47,13 @@ _PRECISIONS = flags.DEFINE_list("precisions", ["default", "bfloat16"],
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 
 
-def _timed(fn, repeats):
-  jax.block_until_ready(fn())                      # compile and warm up
+def _timed(fn, repeats, label):
+  """Median seconds of `repeats` calls after a first one (compile + warm-up), which is printed:
+  on a GPU the compile of a fused MJX + 10-critic program can take minutes."""
+  print(f"  {label}: compiling ...", flush=True)
+  start = time.perf_counter()
+  jax.block_until_ready(fn())
+  print(f"  {label}: first call (compile + run) {time.perf_counter() - start:.1f} s", flush=True)
   times = []
   for _ in range(repeats):
     start = time.perf_counter()
@@ -78,7 +83,7 @@ def measure_fused(num_seeds, precision):
     holder["state"], stats = programs.run(holder["state"], _CHUNK.value)
     return stats
 
-  seconds = _timed(call, _REPEATS.value)
+  seconds = _timed(call, _REPEATS.value, f"fused[{precision}], {num_seeds} seeds")
   env_steps = num_seeds * _CHUNK.value / seconds
   return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd}
 
@@ -105,7 +110,7 @@ def measure_update_only(num_seeds, precision):
     holder["agent"] = run(holder["agent"], state.buffer, keys)
     return holder["agent"]
 
-  seconds = _timed(call, _REPEATS.value)
+  seconds = _timed(call, _REPEATS.value, f"update-only[{precision}], {num_seeds} seeds")
   return {"seed_updates_per_s": num_seeds * _CHUNK.value * config.utd / seconds}
 
 
@@ -118,28 +123,16 @@ def measure_python_loop(num_seeds, precision):
       holder["state"], stats = programs.run(holder["state"], 1)
     return stats
 
-  seconds = _timed(call, 1)
+  seconds = _timed(call, 1, f"python-loop, {num_seeds} seeds")
   env_steps = num_seeds * _LOOP_STEPS.value / seconds
   return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd}
-
-
-def _shim_device_put_replicated():
-  """brax 0.14.2's SAC still calls `jax.device_put_replicated`, which jax 0.10 removed; give it
-  the documented equivalent (a copy per device along a new leading axis) for this benchmark."""
-  try:
-    jax.device_put_replicated  # noqa: B018
-  except AttributeError:
-    def device_put_replicated(tree, devices):
-      return jax.tree.map(lambda x: jax.device_put(jnp.stack([jnp.asarray(x)] * len(devices))),
-                          tree)
-    jax.device_put_replicated = device_put_replicated
 
 
 def measure_brax_sac():
   from brax.training import networks as brax_networks
   from brax.training.agents.sac import networks as sac_networks
   from brax.training.agents.sac import train as sac_train
-  _shim_device_put_replicated()
+  controller.patch_brax_for_this_jax()
   env, env_spec = envs.make(_ENV.value)
   rates = []
 
@@ -176,7 +169,12 @@ def main(argv):
   results = {"device": device.device_kind, "platform": device.platform, "env": _ENV.value,
              "chunk": _CHUNK.value, "rows": []}
   baseline = _PRECISIONS.value[0]
-  brax = measure_brax_sac() if _BRAX_STEPS.value else None
+
+  def save():
+    if _OUT.value:
+      with open(_OUT.value, "w") as f:
+        json.dump(results, f, indent=1)
+
   for seeds in map(int, _SEEDS.value):
     row = {"seeds": seeds}
     for precision in _PRECISIONS.value:
@@ -184,27 +182,34 @@ def main(argv):
       row[f"update_only[{precision}]"] = measure_update_only(seeds, precision)
     if _LOOP_STEPS.value:
       row["python_loop"] = measure_python_loop(seeds, baseline)
-    if brax is not None:
-      # Brax's trainer runs one seed per program: S seeds take S runs.
-      row["brax_sac"] = {"env_steps_per_s": brax["env_steps_per_s"],
-                         "seed_updates_per_s": brax["seed_updates_per_s"]}
     fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
     row["ratios"] = {
         **({"fused / python_loop": fused / row["python_loop"]["env_steps_per_s"]}
            if "python_loop" in row else {}),
-        **({"fused / brax_sac": fused / brax["env_steps_per_s"]} if brax else {}),
         **{f"fused[{p}] / fused[{baseline}]": row[f"fused[{p}]"]["env_steps_per_s"] / fused
            for p in _PRECISIONS.value[1:]},
     }
     results["rows"].append(row)
-    print(f"\n== {seeds} seed(s) ==")
-    for name, values in row.items():
-      if name == "seeds":
-        continue
+    _print_row(row)
+    save()
+  # Last, so that a slow or failing Brax run costs nothing above; one seed per program, so S
+  # seeds take S runs: its rate is compared with each row's fused rate as it is.
+  if _BRAX_STEPS.value:
+    brax = measure_brax_sac()
+    results["brax_sac"] = brax
+    print(f"\n== Brax SAC (1 seed) ==\n  env_steps_per_s {brax['env_steps_per_s']:,.1f}")
+    for row in results["rows"]:
+      row["ratios"]["fused / brax_sac"] = (row[f"fused[{baseline}]"]["env_steps_per_s"]
+                                          / brax["env_steps_per_s"])
+      print(f"  {row['seeds']} seed(s): fused / brax_sac {row['ratios']['fused / brax_sac']:.2f}")
+    save()
+
+
+def _print_row(row):
+  print(f"\n== {row['seeds']} seed(s) ==")
+  for name, values in row.items():
+    if name != "seeds":
       print(f"  {name:28s} " + ", ".join(f"{k} {v:,.1f}" for k, v in values.items()))
-  if _OUT.value:
-    with open(_OUT.value, "w") as f:
-      json.dump(results, f, indent=1)
 
 
 if __name__ == "__main__":

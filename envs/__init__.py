@@ -13,7 +13,7 @@ import difflib
 
 import numpy as np
 
-from envs import locomotion
+from envs import antmaze, locomotion
 from envs.mjx_env import MjxEnv, State
 
 __all__ = ["EnvSpec", "MjxEnv", "State", "make", "names", "spec"]
@@ -42,29 +42,56 @@ class EnvSpec:
 @dataclasses.dataclass(frozen=True)
 class _Family:
   tasks: dict               # task -> (observation_size, action_size, score_min, score_max)
-  datasets: tuple           # D4RL dataset kinds recorded on every task of the family
-  versions: tuple
-  episode_length: int
+  catalogue: dict           # D4RL dataset name -> (task, D4RL cache file name)
+  episode_length: dict      # task -> time limit
   reward_scale: float
   reward_bias: float
   make: callable            # (task, **kwargs) -> MjxEnv
-  dataset_file: callable    # (task, kind, version) -> D4RL cache file name
 
+
+def _locomotion_catalogue(tasks, kinds=("random", "medium", "expert", "medium-replay",
+                                        "medium-expert", "full-replay")):
+  return {f"{task}-{kind}-v2": (task, f"{task}_{kind.replace('-', '_')}-v2.hdf5")
+          for task in tasks for kind in kinds}
+
+
+def _antmaze_catalogue():
+  """D4RL's v2 AntMaze datasets and the names of their downloads (D4RL's cache file names)."""
+  files = {("umaze", ""): ("u-maze", False, False), ("umaze", "-diverse"): ("u-maze", True, True),
+           ("medium", "-play"): ("big-maze", True, False),
+           ("medium", "-diverse"): ("big-maze", True, True),
+           ("large", "-play"): ("hardest-maze", True, False),
+           ("large", "-diverse"): ("hardest-maze", True, True)}
+  return {f"antmaze-{maze}{kind}-v2": (
+              f"antmaze-{maze}",
+              f"Ant_maze_{layout}_noisy_multistart_{start}_multigoal_{goal}_sparse_fixed.hdf5")
+          for (maze, kind), (layout, start, goal) in files.items()}
+
+
+_LOCOMOTION_TASKS = {
+    "halfcheetah": (17, 6, -280.178953, 12135.0),
+    "hopper": (11, 3, -20.272305, 3234.3),
+    "walker2d": (17, 6, 1.629008, 4592.3),
+}
+_ANTMAZE_TASKS = {f"antmaze-{maze}": (29, 8, 0.0, 1.0) for maze in antmaze.MAZES}
 
 _FAMILIES = {
     "locomotion": _Family(
-        tasks={
-            "halfcheetah": (17, 6, -280.178953, 12135.0),
-            "hopper": (11, 3, -20.272305, 3234.3),
-            "walker2d": (17, 6, 1.629008, 4592.3),
-        },
-        datasets=("random", "medium", "expert", "medium-replay", "medium-expert", "full-replay"),
-        versions=("v2",),
-        episode_length=1000,
+        tasks=_LOCOMOTION_TASKS,
+        catalogue=_locomotion_catalogue(_LOCOMOTION_TASKS),
+        episode_length={task: 1000 for task in _LOCOMOTION_TASKS},
         reward_scale=1.0,
         reward_bias=0.0,
         make=locomotion.Locomotion,
-        dataset_file=lambda task, kind, version: f"{task}_{kind.replace('-', '_')}-{version}.hdf5",
+    ),
+    # Sparse 0/1 reward; the normalised score is the success rate x 100.
+    "antmaze": _Family(
+        tasks=_ANTMAZE_TASKS,
+        catalogue=_antmaze_catalogue(),
+        episode_length={f"antmaze-{maze}": n for maze, n in antmaze.EPISODE_LENGTHS.items()},
+        reward_scale=10.0,
+        reward_bias=-5.0,
+        make=lambda task, **kwargs: antmaze.AntMaze(task.removeprefix("antmaze-"), **kwargs),
     ),
 }
 
@@ -75,10 +102,8 @@ def _catalogue() -> dict[str, tuple[str, str, str | None]]:
   for family_name, family in _FAMILIES.items():
     for task in family.tasks:
       names[task] = (family_name, task, None)
-      for kind in family.datasets:
-        for version in family.versions:
-          names[f"{task}-{kind}-{version}"] = (
-              family_name, task, family.dataset_file(task, kind, version))
+    for name, (task, dataset_file) in family.catalogue.items():
+      names[name] = (family_name, task, dataset_file)
   return names
 
 
@@ -100,7 +125,7 @@ def spec(name: str) -> EnvSpec:
   family = _FAMILIES[family_name]
   observation_size, action_size, score_min, score_max = family.tasks[task]
   return EnvSpec(name=name, task=task, family=family_name, observation_size=observation_size,
-                 action_size=action_size, episode_length=family.episode_length,
+                 action_size=action_size, episode_length=family.episode_length[task],
                  reward_scale=family.reward_scale, reward_bias=family.reward_bias,
                  score_min=score_min, score_max=score_max, dataset_file=dataset_file)
 

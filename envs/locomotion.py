@@ -87,6 +87,12 @@ class Locomotion(mjx_env.MjxEnv):
   def observation_size(self) -> int:
     return self.task.observation_size
 
+  def observation_fields(self) -> dict[str, slice]:
+    # Planar models: qpos = (rootx, rootz, rooty, joints...), qvel likewise; x is not observed.
+    nq = int(self.mj_model.nq)
+    return {"root height, angle": slice(0, 2), "joint angles": slice(2, nq - 1),
+            "root velocities": slice(nq - 1, nq + 2), "joint velocities": slice(nq + 2, None)}
+
   def observation(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
     if self.task.clip_velocity:
       qvel = jnp.clip(qvel, -10.0, 10.0)

@@ -11,6 +11,7 @@ a fresh one.
 from __future__ import annotations
 
 import contextlib
+import copy
 import io
 import os
 import pathlib
@@ -25,6 +26,8 @@ with contextlib.redirect_stdout(io.StringIO()):
   from mujoco import mjx
 
 ASSETS = pathlib.Path(__file__).parent / "assets"
+MJX_SOLVER_ITERATIONS = 4     # Newton iterations (the models say 100)
+MJX_LS_ITERATIONS = 8         # line-search steps per iteration (the models say 50)
 
 # Brax's State: `pipeline_state` holds the `mjx.Data`, `done` is true termination only (time
 # limits are the training loop's business, as in D4RL where timeouts are not terminals).
@@ -36,21 +39,29 @@ class MjxEnv(brax_base.Env):
 
   def __init__(
       self,
-      xml_path: str | os.PathLike,
+      model: str | os.PathLike | mujoco.MjModel,
       frame_skip: int,
       solver_iterations: int | None = None,
       solver_ls_iterations: int | None = None,
   ):
-    xml_path = pathlib.Path(xml_path)
-    if not xml_path.is_file():
-      raise FileNotFoundError(f"MuJoCo model file not found: {xml_path}")
-    mj_model = mujoco.MjModel.from_xml_path(str(xml_path))
-    if solver_iterations is not None:
-      mj_model.opt.iterations = solver_iterations
-    if solver_ls_iterations is not None:
-      mj_model.opt.ls_iterations = solver_ls_iterations
+    """`model` is an MJCF file or a model built in memory (AntMaze adds its walls in code)."""
+    if isinstance(model, mujoco.MjModel):
+      xml_path, mj_model = None, model
+    else:
+      xml_path = pathlib.Path(model)
+      if not xml_path.is_file():
+        raise FileNotFoundError(f"MuJoCo model file not found: {xml_path}")
+      mj_model = mujoco.MjModel.from_xml_path(str(xml_path))
+    self._reference_model = copy.deepcopy(mj_model)
+    # MJX runs the Newton solver for a fixed budget under vmap (its line search always takes all
+    # `ls_iterations` steps, and the loop runs until the slowest env converges, which float32
+    # rarely does to MuJoCo's 1e-8). MuJoCo itself converges in at most 4 iterations on these
+    # tasks, so the defaults cost nothing in accuracy (the bridge check measures it) and make
+    # a step several times faster than the models' own 100 / 50.
+    mj_model.opt.iterations = solver_iterations or MJX_SOLVER_ITERATIONS
+    mj_model.opt.ls_iterations = solver_ls_iterations or MJX_LS_ITERATIONS
     self.xml_path = xml_path
-    self.mj_model = mj_model
+    self.mj_model = mj_model          # the model MJX runs, as a C model
     self.mjx_model = mjx.put_model(mj_model)
     self.frame_skip = frame_skip
 
@@ -73,20 +84,33 @@ class MjxEnv(brax_base.Env):
       data = mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel)
       return mjx.forward(self.mjx_model, data)
 
-  def physics_step(self, data: mjx.Data, action: jax.Array) -> mjx.Data:
-    """Applies `action` as the controls and advances `frame_skip` physics steps.
+  def action_to_ctrl(self, action: jax.Array) -> jax.Array:
+    """The motors' controls for a policy action in [-1, 1] (identity unless a task rescales)."""
+    return action
+
+  def physics_step(self, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
+    """Applies `ctrl` as the controls and advances `frame_skip` physics steps.
 
     Matmuls here run at full float32 precision: TF32 or bf16 contact solves drift visibly from
     MuJoCo, whatever precision the networks use.
     """
     with jax.default_matmul_precision("highest"):
-      data = data.replace(ctrl=action)
+      data = data.replace(ctrl=ctrl)
 
       def one_step(data, _):
         return mjx.step(self.mjx_model, data), None
 
       data, _ = jax.lax.scan(one_step, data, None, length=self.frame_skip)
       return data
+
+  def observation_fields(self) -> dict[str, slice]:
+    """Named parts of the observation, for per-field error reports (the bridge check)."""
+    return {"observation": slice(0, self.observation_size)}
+
+  def reference_mj_model(self) -> mujoco.MjModel:
+    """The model the task is defined by (D4RL's, with its own solver settings), for the MuJoCo
+    bridge to simulate in C."""
+    return self._reference_model
 
   def initial_qpos_qvel(self) -> tuple[jax.Array, jax.Array]:
     """The model's reference configuration (`qpos0`) at rest."""

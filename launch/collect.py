@@ -5,9 +5,17 @@ r"""Roll out a policy in any registered MJX env and write a D4RL-format hdf5 dat
   python -m launch.collect --env=hopper-medium-v2 --policy=/tmp/wsrl/hopper --num_envs=16 \
       --steps=1000000 --output=/tmp/data/hopper_medium.hdf5
 
-`--policy` is `random` or a checkpoint directory (a run directory, its `checkpoints/` or one step
-folder) of a WSRL/CQL agent; `--checkpoint_seed` picks which of its seeds acts. The file has
-D4RL's keys and conventions, with `infos/qpos` and `infos/qvel`.
+AntMaze datasets the way D4RL made them (a goal-reaching controller steered by waypoints, noisy
+actions, 1000-step episodes that go on past the goal):
+
+  python -m launch.train_ant_controller --output=/tmp/ant_controller
+  python -m launch.collect --env=antmaze-umaze-diverse-v2 --policy=navigator:/tmp/ant_controller \
+      --num_envs=100 --steps=1000000 --output=/tmp/data/antmaze_umaze_diverse.hdf5
+
+`--policy` is `random`, a checkpoint directory (a run directory, its `checkpoints/` or one step
+folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of its seeds acts), or, for AntMaze,
+`navigator:<controller dir>`. The file has D4RL's keys and conventions, with `infos/qpos` and
+`infos/qvel` (and `infos/goal` for AntMaze).
 """
 
 import time
@@ -16,8 +24,9 @@ import jax
 from absl import app, flags, logging
 
 import envs
+from envs import antmaze
 from launch import runtime
-from wsrl_mjx import collect
+from wsrl_mjx import collect, controller, navigation
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _POLICY = flags.DEFINE_string("policy", "random", "'random' or a checkpoint directory.")
@@ -29,6 +38,10 @@ _NUM_ENVS = flags.DEFINE_integer("num_envs", 1, "Parallel envs; must divide --st
 _EPISODE_LENGTH = flags.DEFINE_integer("episode_length", 0, "Time limit; 0: the task's.")
 _ACTION_CLIP = flags.DEFINE_float("action_clip", 0.99999, "Actions are clipped to +-this.")
 _SEED = flags.DEFINE_integer("seed", 0, "Random seed of the rollout.")
+_CHARACTER = flags.DEFINE_enum(
+    "data_character", None, ["fixed", "play", "diverse"],
+    "AntMaze only: starts and goals as in D4RL's datasets (default: from the dataset name: "
+    "'-diverse' -> diverse, '-play' -> play, else fixed).")
 _OUTPUT = flags.DEFINE_string("output", None, "The hdf5 file to write.")
 flags.mark_flags_as_required(["env", "output"])
 
@@ -39,9 +52,27 @@ def main(argv):
   if _STEPS.value % _NUM_ENVS.value:
     raise app.UsageError(f"--num_envs ({_NUM_ENVS.value}) must divide --steps ({_STEPS.value})")
   runtime.configure()
-  env, env_spec = envs.make(_ENV.value)
+  env_spec = envs.spec(_ENV.value)
+  episode_length = _EPISODE_LENGTH.value or None
+  if env_spec.family == "antmaze":
+    character = _CHARACTER.value or next(
+        (c for c in ("diverse", "play") if f"-{c}-" in env_spec.name), "fixed")
+    env, _ = envs.make(_ENV.value, data_character=character)
+    episode_length = episode_length or antmaze.DATA_EPISODE_LENGTH
+  else:
+    if _CHARACTER.value:
+      raise app.UsageError("--data_character applies to AntMaze envs only")
+    env, _ = envs.make(_ENV.value)
   if _POLICY.value == "random":
     policy, params, source = collect.random_policy(env_spec.action_size), None, "random"
+  elif _POLICY.value.startswith("navigator:"):
+    if env_spec.family != "antmaze":
+      raise app.UsageError("--policy=navigator:DIR steers the AntMaze controller; "
+                           f"{env_spec.name} is not an AntMaze env")
+    directory = _POLICY.value.removeprefix("navigator:")
+    low_level, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
+    policy = navigation.navigation_policy(navigation.Planner.for_maze(env.maze), low_level)
+    source = f"waypoint navigator over {directory} ({character} starts and goals)"
   else:
     policy, params, description = collect.checkpoint_policy(
         _POLICY.value, _CHECKPOINT_SEED.value, _DETERMINISTIC.value)
@@ -49,7 +80,7 @@ def main(argv):
   started = time.time()
   rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
                          _STEPS.value // _NUM_ENVS.value, _NUM_ENVS.value,
-                         _EPISODE_LENGTH.value or None, _ACTION_CLIP.value)
+                         episode_length, _ACTION_CLIP.value)
   episodes = int(rows["terminals"].sum() + rows["timeouts"].sum())
   path = collect.write(_OUTPUT.value, rows, {
       "algorithm": "wsrl-mjx collect", "policy": source, "env": env_spec.name,
@@ -57,6 +88,8 @@ def main(argv):
   logging.info("Wrote %s: %d steps, %d episodes (%d terminated), mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
+  if env_spec.family == "antmaze":
+    logging.info("Episodes that reached their goal: %.1f%%", 100 * collect.success_rate(rows))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,20 @@ def test_default_config_follows_the_wsrl_sheet_for_locomotion():
   assert (sac_config.discount, sac_config.tau) == (0.99, 0.005)
 
 
+def test_antmaze_configs_follow_the_wsrl_sheet():
+  from launch.configs import pretrain as pretrain_config
+  config = finetune_config.get_config("antmaze-large-diverse-v2")
+  assert (config.actor_hidden_sizes, config.critic_hidden_sizes) == ((256, 256), (256,) * 4)
+  assert config.state_dependent_std is False and config.online_steps == 500_000
+  offline = pretrain_config.get_config("antmaze-umaze-v2")
+  assert offline.algo == "calql" and offline.offline_steps == 1_000_000
+  assert offline.cql_autotune_alpha and offline.cql_target_action_gap == 0.8
+  assert offline.cql_max_target_backup and offline.negative_sparse_reward == 0.0
+  assert (offline.iql_expectile, offline.iql_beta) == (0.9, 10.0)
+  spec = envs.spec(config.env_name)
+  assert (spec.reward_scale, spec.reward_bias, spec.episode_length) == (10.0, -5.0, 1000)
+
+
 def test_config_rejects_unknown_names_and_options():
   with pytest.raises(ValueError, match="Unknown environment"):
     finetune_config.get_config("hopper-medium-v9")

@@ -151,6 +151,16 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
   run("launch.collect", "--env=hopper-medium-v2", "--policy=random", "--steps=600",
       "--num_envs=2", "--episode_length=40", f"--output={dataset}")
   assert dataset.exists()
+  # The MuJoCo bridge replays the collector's recorded states through MJX and C MuJoCo.
+  report = tmp_path / "bridge.json"
+  run("launch.bridge_check", "--env=hopper-medium-v2", f"--dataset={dataset}", "--starts=8",
+      "--horizon=4", "--cones=model", f"--json={report}")
+  (checked,) = json.loads(report.read_text())
+  assert checked["starts"] == 8 and not checked["failures"]
+  assert set(checked["mjx_vs_mujoco"]) == {"root height, angle", "joint angles",
+                                           "root velocities", "joint velocities"}
+  # The file was written by MJX: replaying it in MJX reproduces it to float32 rounding.
+  assert all(e["one_step"] < 1e-4 for e in checked["mjx_vs_recorded"].values())
   run("launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2",
       f"--workdir={tmp_path / 'offline'}", f"--config.dataset={dataset}", "--config.algo=calql",
       *as_flags(TINY_PRETRAIN_OVERRIDES))

@@ -78,6 +78,8 @@ def make_rollout(env: MjxEnv, policy: Policy, num_steps: int, episode_length: in
              "terminals": terminal, "timeouts": timeout,
              "next_observations": next_state.obs,
              "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
+      if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
+        row["goal"] = env_state.info["goal"]
       done = terminal | timeout
       reset_state = env.reset(reset_key)
       env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
@@ -105,7 +107,20 @@ def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: 
                                                        policy_params)
   rows = {k: np.array(v) for k, v in rows.items()}                   # [envs, steps, ...]
   rows["timeouts"][:, -1] |= ~rows["terminals"][:, -1]
+  # A data-collection env may show its policy more than the task's observation (AntMaze's
+  # appends the goal's direction); the dataset keeps the task's, as D4RL's did.
+  for key in ("observations", "next_observations"):
+    rows[key] = rows[key][..., :env_spec.observation_size]
   return {k: v.reshape(num_envs * steps_per_env, *v.shape[2:]) for k, v in rows.items()}
+
+
+def success_rate(rows: dict[str, np.ndarray]) -> float:
+  """Fraction of the collected episodes with a positive reward somewhere (sparse tasks)."""
+  ends = rows["terminals"] | rows["timeouts"]
+  episode = np.concatenate([[0], np.cumsum(ends[:-1])])
+  reached = np.zeros(episode[-1] + 1, bool)
+  np.logical_or.at(reached, episode, rows["rewards"] > 0)
+  return float(reached.mean())
 
 
 def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[str, Any]):
@@ -114,4 +129,5 @@ def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[s
       path, observations=rows["observations"], actions=rows["actions"],
       rewards=rows["rewards"], terminals=rows["terminals"], timeouts=rows["timeouts"],
       next_observations=rows["next_observations"],
-      infos={"qpos": rows["qpos"], "qvel": rows["qvel"]}, metadata=metadata)
+      infos={"qpos": rows["qpos"], "qvel": rows["qvel"],
+             **({"goal": rows["goal"]} if "goal" in rows else {})}, metadata=metadata)

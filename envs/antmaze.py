@@ -1,0 +1,292 @@
+"""AntMaze as D4RL's `antmaze-*-v2` tasks define it, on MJX.
+
+| maze   | grid   | start cell | goal cell (evaluation) | episode | D4RL datasets       |
+| ------ | ------ | ---------- | ---------------------- | ------- | ------------------- |
+| umaze  | 5 x 5  | (1, 1)     | (3, 1)                 | 700     | umaze, umaze-diverse |
+| medium | 8 x 8  | (1, 1)     | (6, 6)                 | 1000    | medium-play/diverse |
+| large  | 9 x 12 | (1, 1)     | (7, 9)                 | 1000    | large-play/diverse  |
+
+Cells are 4 m; walls are 4 x 4 x 2 m boxes; the start cell's centre is the origin, so cell
+(row, col) is centred at (4 (col - 1), 4 (row - 1)). The ant (envs/assets/antmaze_ant.xml) is
+stepped 5 x 0.02 s RK4 per action; actions in [-1, 1] are scaled to the motors' +-30 as D4RL's
+NormalizedBoxEnv does. Observation (29) = qpos[:15] + qvel[:14]. Reward is 1 within 0.5 m of the
+goal, else 0; the episode ends there (D4RL's evaluation envs and WSRL's fine-tuning env both do).
+A goal is drawn per episode (D4RL's v2 resets): the goal cell's centre plus U(0, 1) + U(0, 0.5)
+in x and y, floored at 0. The ant starts at the origin with qpos noise U(-0.1, 0.1) and qvel
+noise N(0, 0.1^2).
+
+Speed without changing the dynamics (`build_model`, benchmarks/antmaze_speed.py): walls that share
+no side with a free cell are left out, and MJX collides each ant geom only with the walls nearest to
+it (a bounding-sphere cull to `max_wall_pairs` pairs per geom type), instead of every geom with
+every wall. `reference_mj_model()` is the unsimplified model the MuJoCo bridge checks against.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import xml.etree.ElementTree as ET
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+
+from envs import mjx_env
+
+CELL = 4.0                    # maze_size_scaling
+WALL_HEIGHT = 0.5             # maze_height, in cells: walls are 2 m tall
+GOAL_RADIUS = 0.5
+ACTION_SCALE = 30.0           # motors' ctrlrange
+FRAME_SKIP = 5
+
+# '#' wall, '.' free, 'S' start, 'G' goal (the evaluation goal of the v2 tasks), 'P' a free cell
+# that D4RL's "play" datasets use as a hand-picked goal (besides 'G').
+LAYOUTS = {
+    "umaze": (
+        "#####",
+        "#S..#",
+        "###.#",
+        "#G..#",
+        "#####",
+    ),
+    "medium": (
+        "########",
+        "#S.##..#",
+        "#..#..P#",
+        "##...###",
+        "#..#...#",
+        "#P#..#.#",
+        "#...#PG#",
+        "########",
+    ),
+    "large": (
+        "############",
+        "#S...#P....#",
+        "#.##.#.#.#.#",
+        "#....P.#..P#",
+        "#.####.###.#",
+        "#.P#.#.....#",
+        "##.#.#.#.###",
+        "#..#P.P#.G.#",
+        "############",
+    ),
+}
+EPISODE_LENGTHS = {"umaze": 700, "medium": 1000, "large": 1000}
+DATA_EPISODE_LENGTH = 1000    # D4RL's data collection: 1000-step episodes in every maze
+DATA_CHARACTERS = ("fixed", "play", "diverse")
+
+
+@dataclasses.dataclass(frozen=True)
+class Maze:
+  """A layout and the geometry derived from it (cells as (row, col))."""
+  name: str
+  rows: tuple[str, ...]
+
+  @property
+  def shape(self) -> tuple[int, int]:
+    return len(self.rows), len(self.rows[0])
+
+  def cells(self, kinds: str) -> list[tuple[int, int]]:
+    return [(r, c) for r, row in enumerate(self.rows) for c, ch in enumerate(row) if ch in kinds]
+
+  @property
+  def start_cell(self) -> tuple[int, int]:
+    return self.cells("S")[0]
+
+  @property
+  def goal_cell(self) -> tuple[int, int]:
+    return self.cells("G")[0]
+
+  @property
+  def free_cells(self) -> list[tuple[int, int]]:
+    return self.cells(".SGP")
+
+  def cell_center(self, cell) -> np.ndarray:
+    start_row, start_col = self.start_cell
+    row, col = cell
+    return np.array([CELL * (col - start_col), CELL * (row - start_row)], np.float32)
+
+  def xy_to_cell(self, xy) -> tuple[int, int]:
+    """The cell a point lies in (cells are centred on their coordinates)."""
+    start_row, start_col = self.start_cell
+    col = int(np.floor(xy[0] / CELL + 0.5)) + start_col
+    row = int(np.floor(xy[1] / CELL + 0.5)) + start_row
+    return row, col
+
+  def walls(self, touchable_only: bool) -> list[tuple[int, int]]:
+    """Wall cells; with `touchable_only`, those sharing a side with a free cell.
+
+    A wall touching free cells only at a corner (an outer corner of the maze, say) meets them
+    at the point where two side-sharing walls also meet, so the ant cannot touch it without
+    touching those: leaving it out removes a duplicate contact, not a surface.
+    """
+    free = set(self.free_cells)
+    walls = self.cells("#")
+    if not touchable_only:
+      return walls
+    return [(r, c) for r, c in walls
+            if any((r + dr, c + dc) in free for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1)))]
+
+  def is_free(self, xy) -> bool:
+    row, col = self.xy_to_cell(xy)
+    n_rows, n_cols = self.shape
+    return 0 <= row < n_rows and 0 <= col < n_cols and self.rows[row][col] != "#"
+
+
+MAZES = {name: Maze(name, rows) for name, rows in LAYOUTS.items()}
+
+
+GEOM_MARGIN = 0.01            # every geom's, from the ant file's defaults
+
+
+def build_model(maze: Maze, touchable_walls_only: bool = True,
+                max_wall_pairs: int | None = None, for_mjx: bool = False) -> mujoco.MjModel:
+  """The ant in `maze`: D4RL's model, optionally with the speed-ups (which keep the dynamics).
+
+  `for_mjx` works around MJX 3.17's box collisions, which report a contact only once the
+  shapes overlap, ignoring the margin: MuJoCo makes a wall contact (and starts pushing) when an
+  ant geom is within both geoms' margins (0.02 m) of a wall. So MJX's walls are 0.02 m larger
+  on every side with a margin of -0.01 (pair margin 0): it then sees the same contact at the
+  same distance, with the same constraint violation (distance - margin), as MuJoCo does.
+  """
+  tree = ET.parse(mjx_env.ASSETS / "antmaze_ant.xml")
+  root = tree.getroot()
+  worldbody = root.find("worldbody")
+  grow = 2 * GEOM_MARGIN if for_mjx else 0.0
+  half = 0.5 * CELL + grow
+  half_height = 0.5 * WALL_HEIGHT * CELL
+  for row, col in maze.walls(touchable_walls_only):
+    x, y = maze.cell_center((row, col))
+    ET.SubElement(worldbody, "geom", name=f"wall_{row}_{col}", type="box",
+                  pos=f"{x} {y} {half_height}",
+                  size=f"{half} {half} {half_height + grow}",
+                  margin=f"{GEOM_MARGIN - grow}", contype="1", conaffinity="1",
+                  rgba="0.7 0.5 0.3 1")
+  if max_wall_pairs is not None:
+    # MJX reads this: per geom-type pair (sphere-box, capsule-box), only the `max_wall_pairs`
+    # pairs whose bounding spheres are closest are collided each step. C MuJoCo ignores it.
+    custom = ET.SubElement(root, "custom")
+    ET.SubElement(custom, "numeric", name="max_geom_pairs", data=str(int(max_wall_pairs)))
+  return mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
+
+
+class AntMaze(mjx_env.MjxEnv):
+  """The D4RL AntMaze task in one maze (see the module docstring for the facts)."""
+
+  def __init__(self, maze_name: str, solver_iterations: int | None = None,
+               solver_ls_iterations: int | None = None, touchable_walls_only: bool = True,
+               max_wall_pairs: int | None = 16, data_character: str | None = None):
+    """`data_character` makes the env D4RL's data-collection env instead of the evaluation one:
+    "fixed" (start S, goal G), "play" (any start, goals from the hand-picked cells G and P) or
+    "diverse" (any start, any goal); episodes do not end at the goal, and the observation
+    gets the goal's direction (goal - xy) appended, for the navigating policy (the collector
+    stores the first 29 numbers, as D4RL did)."""
+    if maze_name not in MAZES:
+      raise ValueError(f"Unknown maze {maze_name!r}; known: {sorted(MAZES)}")
+    if data_character not in (None,) + DATA_CHARACTERS:
+      raise ValueError(f"data_character must be one of {DATA_CHARACTERS} or None, "
+                       f"not {data_character!r}")
+    self.maze = MAZES[maze_name]
+    self.data_character = data_character
+    free = self.maze.free_cells
+    goal_cells = {"fixed": [self.maze.goal_cell], "play": self.maze.cells("GP"),
+                  "diverse": free, None: [self.maze.goal_cell]}[data_character]
+    start_cells = [self.maze.start_cell] if data_character in (None, "fixed") else free
+    self._goal_cells = jnp.asarray(np.stack([self.maze.cell_center(c) for c in goal_cells]))
+    self._start_cells = jnp.asarray(np.stack([self.maze.cell_center(c) for c in start_cells]))
+    self.max_wall_pairs = max_wall_pairs
+    self.touchable_walls_only = touchable_walls_only
+    super().__init__(build_model(self.maze, touchable_walls_only, max_wall_pairs, for_mjx=True),
+                     FRAME_SKIP,
+                     solver_iterations, solver_ls_iterations)
+
+  @property
+  def observation_size(self) -> int:
+    return 29 if self.data_character is None else 31
+
+  def observation_fields(self) -> dict[str, slice]:
+    return {"xy": slice(0, 2), "z": slice(2, 3), "orientation": slice(3, 7),
+            "joint angles": slice(7, 15), "root linear velocity": slice(15, 18),
+            "root angular velocity": slice(18, 21), "joint velocities": slice(21, 29)}
+
+  def reference_mj_model(self) -> mujoco.MjModel:
+    """D4RL's model: every wall, every pair collided, the model's own solver settings."""
+    return build_model(self.maze, touchable_walls_only=False, max_wall_pairs=None)
+
+  def bridge_start_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """A start for the bridge check that makes the ant hit a wall: next to one side of a free
+    cell that is walled (torso 0.8-1.1 m from it; the legs reach ~0.85 m along an axis), moving towards it at
+    1-3 m/s, with D4RL's joint noise."""
+    sides = [(cell, (dr, dc)) for cell in self.maze.free_cells
+             for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
+             if self.maze.rows[cell[0] + dr][cell[1] + dc] == "#"]
+    (row, col), (dr, dc) = sides[rng.integers(len(sides))]
+    toward = np.array([dc, dr], np.float64)              # (x, y) points along (col, row)
+    along = np.array([-toward[1], toward[0]])
+    qpos = np.array(self.mj_model.qpos0, np.float64)
+    qpos[:2] = (self.maze.cell_center((row, col))
+                + toward * (0.5 * CELL - rng.uniform(0.8, 1.1)) + along * rng.uniform(-1, 1))
+    qpos[2:] += rng.uniform(-0.1, 0.1, qpos.shape[0] - 2)
+    qvel = rng.normal(0.0, 0.1, self.mj_model.nv)
+    qvel[:2] = toward * rng.uniform(1.0, 3.0)
+    return qpos, qvel
+
+  def observation(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
+    """The task's 29 numbers (the data-collection variant appends the goal in `step`)."""
+    return jnp.concatenate([qpos[:15], qvel[:14]])
+
+  def _observe(self, data, goal: jax.Array) -> jax.Array:
+    observation = self.observation(data.qpos, data.qvel)
+    if self.data_character is None:
+      return observation
+    return jnp.concatenate([observation, goal - data.qpos[:2]])
+
+  def sample_goal(self, rng: jax.Array) -> jax.Array:
+    """D4RL's goal: a goal cell's centre + U(0, 1) + U(0, 0.5), floored at 0 (the evaluation
+    env has one goal cell)."""
+    cell_key, cell_noise_key, extra_noise_key = jax.random.split(rng, 3)
+    center = self._goal_cells[jax.random.randint(cell_key, (), 0, len(self._goal_cells))]
+    goal = (center + jax.random.uniform(cell_noise_key, (2,), maxval=0.25 * CELL)
+            + jax.random.uniform(extra_noise_key, (2,), maxval=0.5) * 0.25 * CELL)
+    return jnp.maximum(goal, 0.0)
+
+  def sample_start(self, rng: jax.Array) -> jax.Array:
+    """The start's xy: the origin, or for "play"/"diverse" data D4RL's multi-start: a free
+    cell's centre + U(0, 1) per axis."""
+    if len(self._start_cells) == 1:
+      return self._start_cells[0]
+    cell_key, noise_key = jax.random.split(rng)
+    center = self._start_cells[jax.random.randint(cell_key, (), 0, len(self._start_cells))]
+    return center + jax.random.uniform(noise_key, (2,), maxval=0.5) * 0.5 * CELL
+
+  def reset(self, rng: jax.Array) -> mjx_env.State:
+    goal_key, start_key, qpos_key, qvel_key = jax.random.split(rng, 4)
+    qpos0, qvel0 = self.initial_qpos_qvel()
+    qpos = qpos0 + jax.random.uniform(qpos_key, qpos0.shape, minval=-0.1, maxval=0.1)
+    qpos = qpos.at[:2].add(self.sample_start(start_key))
+    qvel = qvel0 + 0.1 * jax.random.normal(qvel_key, qvel0.shape)
+    return self.reset_to(qpos, qvel, self.sample_goal(goal_key))
+
+  def reset_to(self, qpos: jax.Array, qvel: jax.Array, goal: jax.Array) -> mjx_env.State:
+    """An episode from a given state and goal (scripted tests, the collector's starts)."""
+    data = self.physics_init(qpos, qvel)
+    zero = jnp.zeros((), jnp.float32)
+    distance = jnp.linalg.norm(data.qpos[:2] - goal)
+    metrics = {"distance_to_goal": distance, "success": zero}
+    return mjx_env.State(pipeline_state=data, obs=self._observe(data, goal),
+                         reward=zero, done=zero, metrics=metrics, info={"goal": goal})
+
+  def action_to_ctrl(self, action: jax.Array) -> jax.Array:
+    """D4RL's NormalizedBoxEnv: [-1, 1] to the motors' [-30, 30], clipped."""
+    return jnp.clip(ACTION_SCALE * action, -ACTION_SCALE, ACTION_SCALE)
+
+  def step(self, state: mjx_env.State, action: jax.Array) -> mjx_env.State:
+    data = self.physics_step(state.pipeline_state, self.action_to_ctrl(action))
+    goal = state.info["goal"]
+    distance = jnp.linalg.norm(data.qpos[:2] - goal)
+    success = (distance <= GOAL_RADIUS).astype(jnp.float32)
+    metrics = {**state.metrics, "distance_to_goal": distance, "success": success}
+    # D4RL's data-collection env never ends an episode at the goal.
+    done = success if self.data_character is None else jnp.zeros_like(success)
+    return state.replace(pipeline_state=data, obs=self._observe(data, goal),
+                         reward=success, done=done, metrics=metrics)

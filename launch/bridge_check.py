@@ -1,0 +1,74 @@
+r"""MuJoCo bridge consistency check: replay recorded states and actions through MJX and MuJoCo.
+
+  python -m launch.bridge_check --env=antmaze-large-diverse-v2
+  python -m launch.bridge_check --env=hopper-medium-v2 --dataset=/data/hopper_medium-v2.hdf5
+
+Without `--dataset` a random-action trajectory is simulated in C MuJoCo first (for AntMaze it
+starts anywhere in the maze, sliding, so walls are hit). Prints the one-step and multi-step
+observation error per field (MJX vs MuJoCo, and each against the recorded states) and exits with
+status 1 if an MJX-vs-MuJoCo error is over its stated tolerance (wsrl_mjx/bridge.py says why).
+"""
+
+import json
+import sys
+
+import numpy as np
+from absl import app, flags
+
+import envs
+from launch import runtime
+from wsrl_mjx import bridge
+
+_ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
+_DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
+_STARTS = flags.DEFINE_integer("starts", 64, "Windows replayed (random steps of the data).")
+_HORIZON = flags.DEFINE_integer("horizon", 10, "Env steps replayed open-loop per window.")
+_STEPS = flags.DEFINE_integer("steps", 200, "Length of the generated trajectory (no --dataset).")
+_EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).")
+_SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
+_CONES = flags.DEFINE_list("cones", list(bridge.CONES),
+                           "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "
+                           "and/or 'elliptic' (both simulators; the model-identity check).")
+_JSON = flags.DEFINE_string("json", "", "Also write the report here as JSON.")
+flags.mark_flag_as_required("env")
+
+
+def generated(env, rng):
+  """Several C-MuJoCo random-action episodes, end to end."""
+  parts = [bridge.generate_trajectory(env, rng, _STEPS.value) for _ in range(_EPISODES.value)]
+  lengths = np.cumsum([len(p["qpos"]) for p in parts])
+  return {"qpos": np.concatenate([p["qpos"] for p in parts]),
+          "qvel": np.concatenate([p["qvel"] for p in parts]),
+          "actions": np.concatenate([p["actions"] for p in parts]),
+          "episode_ends": lengths - 1}
+
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  runtime.configure()
+  env, env_spec = envs.make(_ENV.value)
+  unknown = set(_CONES.value) - set(bridge.CONES)
+  if unknown:
+    raise app.UsageError(f"--cones: unknown {sorted(unknown)}; known: {list(bridge.CONES)}")
+  trajectory = (bridge.trajectory_from_file(_DATASET.value) if _DATASET.value
+                else generated(env, np.random.default_rng(_SEED.value)))
+  reports = []
+  for cone in _CONES.value:
+    # The same windows for every cone.
+    report = bridge.check(env, env_spec.name, trajectory, _HORIZON.value, _STARTS.value,
+                          np.random.default_rng(_SEED.value), cone=cone)
+    print(report.format() + "\n")
+    reports.append(report)
+  if _JSON.value:
+    with open(_JSON.value, "w") as f:
+      json.dump([{"env": r.env_name, "cone": r.cone, "horizon": r.horizon,
+                  "starts": r.num_starts, "tolerances": bridge.TOLERANCES[r.cone],
+                  "mjx_vs_mujoco": r.mjx_vs_mujoco, "mjx_vs_recorded": r.mjx_vs_recorded,
+                  "mujoco_vs_recorded": r.mujoco_vs_recorded, "failures": r.failures()}
+                 for r in reports], f, indent=1)
+  sys.exit(1 if any(r.failures() for r in reports) else 0)
+
+
+if __name__ == "__main__":
+  app.run(main)
