@@ -10,8 +10,9 @@ Variants, cumulative (all with MJX's walls grown by the contact margin, envs/ant
   naive      D4RL's model as is: every wall, every ant geom against every wall, the model's
              solver budget (100 Newton iterations, 50 line-search steps)
   touchable  only walls that share a side with a free cell (exact)
-  culled     + MJX collides only the 16 nearest wall pairs per geom type
-  solver4    + Newton solver capped at 4 iterations, 8 line-search steps (our default)
+  culled     + MJX collides only the 16 nearest wall pairs per geom type (bounding spheres)
+  solver4    + Newton solver capped at 4 iterations, 8 line-search steps
+  contacts24 + 8 nearest wall pairs, only the 24 deepest contacts to the solver (our default)
   euler      + semi-implicit Euler instead of RK4 (changes the integrator: reference only)
 
   python -m benchmarks.antmaze_speed --mazes=umaze,medium,large --batches=1,64,1024    # GPU
@@ -39,7 +40,7 @@ from envs import antmaze
 from launch import runtime
 from wsrl_mjx import bridge
 
-VARIANTS = ("naive", "touchable", "culled", "solver4", "euler")
+VARIANTS = ("naive", "touchable", "culled", "solver4", "contacts24", "euler")
 
 _MAZES = flags.DEFINE_list("mazes", ["umaze", "medium", "large"], "Mazes to measure.")
 _BATCHES = flags.DEFINE_list("batches", ["1", "64", "1024"], "Batch sizes (parallel envs).")
@@ -55,9 +56,11 @@ _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 def make_env(maze: str, variant: str) -> antmaze.AntMaze:
   level = VARIANTS.index(variant)
   env = antmaze.AntMaze(
-      maze, touchable_walls_only=level >= 1, max_wall_pairs=16 if level >= 2 else None,
+      maze, touchable_walls_only=level >= 1,
+      max_wall_pairs=None if level < 2 else (16 if level < 4 else 8),
+      max_contacts=24 if level >= 4 else None,
       solver_iterations=4 if level >= 3 else 100, solver_ls_iterations=8 if level >= 3 else 50)
-  if level >= 4:
+  if level >= 5:
     env.mj_model.opt.integrator = mujoco.mjtIntegrator.mjINT_EULER
     env.mjx_model = env.mjx_model.replace(
         opt=env.mjx_model.opt.replace(integrator=mujoco.mjtIntegrator.mjINT_EULER))

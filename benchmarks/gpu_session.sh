@@ -78,6 +78,6 @@ cp "$WORK/finetune/metrics.jsonl" "$OUT/finetune_metrics.jsonl" 2>/dev/null
 log "AntMaze speed"
 timeout "${ANTMAZE_TIMEOUT:-150}" python3 -m benchmarks.antmaze_speed --check_starts=0 \
   --steps="${ANTMAZE_STEPS:-100}" --repeats=2 \
-  --plan="${ANTMAZE_PLAN:-large:culled:64,large:culled:1024,large:culled:1,large:naive:64,umaze:culled:64,medium:culled:64,umaze:culled:1024,medium:culled:1024}" \
+  --plan="${ANTMAZE_PLAN:-large:contacts24:64,large:contacts24:1024,large:contacts24:1,large:naive:64,umaze:contacts24:64,medium:contacts24:64,umaze:contacts24:1024,medium:contacts24:1024}" \
   --out="$OUT/antmaze_speed.json" 2>&1 | tee -a "$OUT/session.log"
 log "done"

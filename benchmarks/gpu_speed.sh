@@ -10,5 +10,5 @@ timeout "${BENCH_TIMEOUT:-170}" python3 -m benchmarks.throughput --seeds="${BENC
   --precisions=default --out="$OUT/throughput.json" 2>&1 | grep -v "io.py:159" | tee -a "$OUT/session.log"
 timeout "${ANTMAZE_TIMEOUT:-130}" python3 -m benchmarks.antmaze_speed --check_starts=0 \
   --steps="${ANTMAZE_STEPS:-100}" --repeats=2 \
-  --plan="${ANTMAZE_PLAN:-large:solver4:64,large:solver4:1024,umaze:solver4:64,medium:solver4:64,large:solver4:1,umaze:solver4:1024,medium:solver4:1024}" \
+  --plan="${ANTMAZE_PLAN:-large:contacts24:64,large:contacts24:1024,umaze:contacts24:64,medium:contacts24:64,large:contacts24:1,umaze:contacts24:1024,medium:contacts24:1024}" \
   --out="$OUT/antmaze_speed.json" 2>&1 | grep -v "io.py:159" | tee -a "$OUT/session.log"

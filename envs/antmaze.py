@@ -16,9 +16,11 @@ in x and y, floored at 0. The ant starts at the origin with qpos noise U(-0.1, 0
 noise N(0, 0.1^2).
 
 Speed without changing the dynamics (`build_model`, benchmarks/antmaze_speed.py): walls that share
-no side with a free cell are left out, and MJX collides each ant geom only with the walls nearest to
-it (a bounding-sphere cull to `max_wall_pairs` pairs per geom type), instead of every geom with
-every wall. `reference_mj_model()` is the unsimplified model the MuJoCo bridge checks against.
+no side with a free cell are left out, MJX collides the ant only with the walls nearest to it (a
+bounding-sphere cull to `max_wall_pairs` pairs per geom type) instead of every geom with every
+wall, and only the `max_contacts` deepest contacts reach the solver (an ant touches the floor
+and walls at far fewer points). `reference_mj_model()` is the unsimplified model the MuJoCo
+bridge checks against.
 """
 
 from __future__ import annotations
@@ -140,7 +142,8 @@ GEOM_MARGIN = 0.01            # every geom's, from the ant file's defaults
 
 
 def build_model(maze: Maze, touchable_walls_only: bool = True,
-                max_wall_pairs: int | None = None, for_mjx: bool = False) -> mujoco.MjModel:
+                max_wall_pairs: int | None = None, for_mjx: bool = False,
+                max_contacts: int | None = None) -> mujoco.MjModel:
   """The ant in `maze`: D4RL's model, optionally with the speed-ups (which keep the dynamics).
 
   `for_mjx` works around MJX 3.17's box collisions, which report a contact only once the
@@ -162,11 +165,15 @@ def build_model(maze: Maze, touchable_walls_only: bool = True,
                   size=f"{half} {half} {half_height + grow}",
                   margin=f"{GEOM_MARGIN - grow}", contype="1", conaffinity="1",
                   rgba="0.7 0.5 0.3 1")
+  custom = ET.SubElement(root, "custom")
   if max_wall_pairs is not None:
     # MJX reads this: per geom-type pair (sphere-box, capsule-box), only the `max_wall_pairs`
     # pairs whose bounding spheres are closest are collided each step. C MuJoCo ignores it.
-    custom = ET.SubElement(root, "custom")
     ET.SubElement(custom, "numeric", name="max_geom_pairs", data=str(int(max_wall_pairs)))
+  if max_contacts is not None:
+    # MJX reads this too: of all contacts found, only the `max_contacts` deepest go to the
+    # constraint solver (the rest are farther apart than these).
+    ET.SubElement(custom, "numeric", name="max_contact_points", data=str(int(max_contacts)))
   return mujoco.MjModel.from_xml_string(ET.tostring(root, encoding="unicode"))
 
 
@@ -175,7 +182,8 @@ class AntMaze(mjx_env.MjxEnv):
 
   def __init__(self, maze_name: str, solver_iterations: int | None = None,
                solver_ls_iterations: int | None = None, touchable_walls_only: bool = True,
-               max_wall_pairs: int | None = 16, data_character: str | None = None):
+               max_wall_pairs: int | None = 8, data_character: str | None = None,
+               max_contacts: int | None = 24):
     """`data_character` makes the env D4RL's data-collection env instead of the evaluation one:
     "fixed" (start S, goal G), "play" (any start, goals from the hand-picked cells G and P) or
     "diverse" (any start, any goal); episodes do not end at the goal, and the observation
@@ -196,7 +204,8 @@ class AntMaze(mjx_env.MjxEnv):
     self._start_cells = jnp.asarray(np.stack([self.maze.cell_center(c) for c in start_cells]))
     self.max_wall_pairs = max_wall_pairs
     self.touchable_walls_only = touchable_walls_only
-    super().__init__(build_model(self.maze, touchable_walls_only, max_wall_pairs, for_mjx=True),
+    super().__init__(build_model(self.maze, touchable_walls_only, max_wall_pairs, for_mjx=True,
+                                 max_contacts=max_contacts),
                      FRAME_SKIP,
                      solver_iterations, solver_ls_iterations)
 
