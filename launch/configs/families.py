@@ -5,6 +5,15 @@ here are choices of the method: network sizes, the actor's std, budgets, action 
 the offline algorithm each family is pretrained with.
 """
 
+def parse_config_arg(arg: str) -> tuple[str, set[str]]:
+  """`<env-name>[,demo]` -> (env name, options); unknown options are refused by name."""
+  env_name, *options = [a.strip() for a in arg.split(",")]
+  unknown = set(options) - {"demo"}
+  if unknown:
+    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+  return env_name, set(options)
+
+
 FAMILIES = {
     "locomotion": dict(
         actor_hidden_sizes=(256, 256),

@@ -8,14 +8,11 @@ overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES
+from launch.configs.families import FAMILIES, parse_config_arg
 
 
 def get_config(arg: str = "hopper-medium-v2"):
-  env_name, *options = [a.strip() for a in arg.split(",")]
-  unknown = set(options) - {"demo"}
-  if unknown:
-    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+  env_name, options = parse_config_arg(arg)
   env_spec = envs.spec(env_name)  # Fails early, with suggestions, on an unknown name.
   family = FAMILIES[env_spec.family]
 

@@ -10,14 +10,11 @@ are the fine-tuning config's, so the final checkpoint is what `launch.finetune
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES
+from launch.configs.families import FAMILIES, parse_config_arg
 
 
 def get_config(arg: str = "hopper-medium-v2"):
-  env_name, *options = [a.strip() for a in arg.split(",")]
-  unknown = set(options) - {"demo"}
-  if unknown:
-    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+  env_name, options = parse_config_arg(arg)
   env_spec = envs.spec(env_name)
   family = FAMILIES[env_spec.family]
 
