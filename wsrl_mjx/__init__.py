@@ -2,9 +2,9 @@
 
 import os as _os
 
-# XLA's CPU backend (jaxlib 0.10) can deadlock when its concurrency-optimised scheduler runs two
-# batched LAPACK calls at once, e.g. the QR decompositions of a vmapped orthogonal init of a
-# 10-critic ensemble. The flag only affects the CPU backend; it must be set before JAX starts one.
+# jaxlib 0.10's CPU LAPACK kernels deadlock when several large batched calls run at once (BUILD.md;
+# our orthogonal init avoids LAPACK for this reason). Running fewer independent operations at once
+# makes that rarer. The flag only affects the CPU backend; it must be set before JAX starts one.
 _FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 if "xla_cpu_enable_concurrency_optimized_scheduler" not in _os.environ.get("XLA_FLAGS", ""):
   _os.environ["XLA_FLAGS"] = (_os.environ.get("XLA_FLAGS", "") + " " + _FLAG).strip()
