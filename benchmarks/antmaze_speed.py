@@ -28,7 +28,6 @@ ones first; results are written after each.
 from __future__ import annotations
 
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -36,6 +35,7 @@ import mujoco
 import numpy as np
 from absl import app, flags
 
+from benchmarks import timing
 from envs import antmaze
 from launch import runtime
 from wsrl_mjx import bridge
@@ -68,26 +68,7 @@ def make_env(maze: str, variant: str) -> antmaze.AntMaze:
 
 
 def steps_per_second(env, batch: int) -> tuple[float, float]:
-  """(env steps/s over the batch, compile seconds) of a scan of `_STEPS` vmapped steps of any
-  Brax-interface env."""
-  def run(state, key):
-    def body(state, step_key):
-      actions = jax.random.uniform(step_key, (batch, env.action_size), minval=-1, maxval=1)
-      return jax.vmap(env.step)(state, actions), None
-    return jax.lax.scan(body, state, jax.random.split(key, _STEPS.value))[0]
-
-  state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), batch))
-  run = jax.jit(run)
-  started = time.perf_counter()
-  compiled = run.lower(state, jax.random.PRNGKey(1)).compile()
-  compile_seconds = time.perf_counter() - started
-  jax.block_until_ready(compiled(state, jax.random.PRNGKey(1)))
-  times = []
-  for i in range(_REPEATS.value):
-    started = time.perf_counter()
-    jax.block_until_ready(compiled(state, jax.random.PRNGKey(2 + i)))
-    times.append(time.perf_counter() - started)
-  return batch * _STEPS.value / float(np.median(times)), compile_seconds
+  return timing.steps_per_second(env, batch, _STEPS.value, _REPEATS.value)
 
 
 def bare_ant_steps_per_second(batch: int) -> float:
@@ -106,15 +87,12 @@ def faithfulness(env, maze: str) -> dict[str, float]:
   for cone in bridge.CONES:
     report = bridge.check(env, maze, trajectory, horizon=1, num_starts=_CHECK_STARTS.value,
                           rng=np.random.default_rng(1), cone=cone)
-    worst[cone] = max(errors["one_step"] / bridge.TOLERANCES[cone][bridge.field_kind(field)][0]
+    worst[cone] = max(errors["one_step"] / report.tolerances[bridge.field_kind(field)][0]
                       for field, errors in report.mjx_vs_mujoco.items())
   return worst
 
 
-def contacts_carried(env) -> int:
-  """Contacts MJX evaluates every physics step (fixed at compile time)."""
-  data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))
-  return int(data._impl.contact.dist.shape[0])  # pylint: disable=protected-access
+contacts_carried = timing.contacts_carried
 
 
 def main(argv):

@@ -13,7 +13,7 @@ import difflib
 
 import numpy as np
 
-from envs import antmaze, locomotion
+from envs import adroit, antmaze, locomotion
 from envs.mjx_env import MjxEnv, State
 
 __all__ = ["EnvSpec", "MjxEnv", "State", "make", "names", "spec"]
@@ -33,9 +33,15 @@ class EnvSpec:
   score_min: float          # D4RL reference returns: score = 100 (R - min) / (max - min)
   score_max: float
   dataset_file: str | None  # D4RL's cache file name; None for a bare task name
+  score_is_success_rate: bool = False   # Adroit binary: WSRL reports the success rate x 100
 
-  def normalized_score(self, episode_return):
-    """D4RL's normalised score of an undiscounted, untransformed episode return."""
+  def normalized_score(self, episode_return, success=None):
+    """The score WSRL reports for an episode: D4RL's normalised score of the undiscounted,
+    untransformed return, or for success-scored tasks 100 x (the goal was reached)."""
+    if self.score_is_success_rate:
+      if success is None:
+        raise ValueError(f"{self.name} is scored by success rate: pass the episodes' successes")
+      return 100.0 * np.asarray(success, np.float64)
     return 100.0 * (np.asarray(episode_return) - self.score_min) / (self.score_max - self.score_min)
 
 
@@ -47,6 +53,7 @@ class _Family:
   reward_scale: float
   reward_bias: float
   make: callable            # (task, **kwargs) -> MjxEnv
+  score_is_success_rate: bool = False
 
 
 def _locomotion_catalogue(tasks, kinds=("random", "medium", "expert", "medium-replay",
@@ -73,6 +80,8 @@ _LOCOMOTION_TASKS = {
     "hopper": (11, 3, -20.272305, 3234.3),
     "walker2d": (17, 6, 1.629008, 4592.3),
 }
+_ADROIT_TASKS = {task: (t.observation_size, t.action_size, t.score_min, t.score_max)
+                 for task, t in adroit.TASKS.items()}
 _ANTMAZE_TASKS = {f"antmaze-{maze}": (29, 8, 0.0, 1.0) for maze in antmaze.MAZES}
 
 _FAMILIES = {
@@ -92,6 +101,17 @@ _FAMILIES = {
         reward_scale=10.0,
         reward_bias=-5.0,
         make=lambda task, **kwargs: antmaze.AntMaze(task.removeprefix("antmaze-"), **kwargs),
+    ),
+    # WSRL's `<task>-binary-v0`: reward goal_achieved - 1, scored by success rate. Its datasets
+    # are two `.npy` files per task (wsrl_mjx.data.adroit.dataset_paths), not a D4RL download.
+    "adroit": _Family(
+        tasks=_ADROIT_TASKS,
+        catalogue={f"{task}-binary-v0": (task, None) for task in adroit.TASKS},
+        episode_length={task: t.episode_length for task, t in adroit.TASKS.items()},
+        reward_scale=10.0,
+        reward_bias=5.0,
+        make=adroit.Adroit,
+        score_is_success_rate=True,
     ),
 }
 
@@ -127,7 +147,8 @@ def spec(name: str) -> EnvSpec:
   return EnvSpec(name=name, task=task, family=family_name, observation_size=observation_size,
                  action_size=action_size, episode_length=family.episode_length[task],
                  reward_scale=family.reward_scale, reward_bias=family.reward_bias,
-                 score_min=score_min, score_max=score_max, dataset_file=dataset_file)
+                 score_min=score_min, score_max=score_max, dataset_file=dataset_file,
+                 score_is_success_rate=family.score_is_success_rate)
 
 
 def make(name: str, **env_kwargs) -> tuple[MjxEnv, EnvSpec]:

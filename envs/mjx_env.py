@@ -78,27 +78,36 @@ class MjxEnv(brax_base.Env):
   def backend(self) -> str:
     return "mjx"
 
-  def physics_init(self, qpos: jax.Array, qvel: jax.Array) -> mjx.Data:
-    """Physics data at (qpos, qvel) with all derived quantities computed, as `set_state` does."""
+  def physics_init(self, qpos: jax.Array, qvel: jax.Array, model: mjx.Model | None = None,
+                   **fields) -> mjx.Data:
+    """Physics data at (qpos, qvel) with all derived quantities computed, as `set_state` does.
+
+    `fields` set other `mjx.Data` inputs first (e.g. `mocap_pos`, where a reset moves a body);
+    `model` replaces the env's model (a task whose reset moves a body with children).
+    """
+    model = self.mjx_model if model is None else model
     with jax.default_matmul_precision("highest"):
-      data = mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel)
-      return mjx.forward(self.mjx_model, data)
+      data = mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel, **fields)
+      return mjx.forward(model, data)
 
   def action_to_ctrl(self, action: jax.Array) -> jax.Array:
     """The motors' controls for a policy action in [-1, 1] (identity unless a task rescales)."""
     return action
 
-  def physics_step(self, data: mjx.Data, ctrl: jax.Array) -> mjx.Data:
-    """Applies `ctrl` as the controls and advances `frame_skip` physics steps.
+  def physics_step(self, data: mjx.Data, ctrl: jax.Array,
+                   model: mjx.Model | None = None) -> mjx.Data:
+    """Applies `ctrl` as the controls and advances `frame_skip` physics steps (of `model`, by
+    default the env's).
 
     Matmuls here run at full float32 precision: TF32 or bf16 contact solves drift visibly from
     MuJoCo, whatever precision the networks use.
     """
+    model = self.mjx_model if model is None else model
     with jax.default_matmul_precision("highest"):
       data = data.replace(ctrl=ctrl)
 
       def one_step(data, _):
-        return mjx.step(self.mjx_model, data), None
+        return mjx.step(model, data), None
 
       data, _ = jax.lax.scan(one_step, data, None, length=self.frame_skip)
       return data

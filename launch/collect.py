@@ -12,6 +12,12 @@ actions, 1000-step episodes that go on past the goal):
   python -m launch.collect --env=antmaze-umaze-diverse-v2 --policy=navigator:/tmp/ant_controller \
       --num_envs=100 --steps=1000000 --output=/tmp/data/antmaze_umaze_diverse.hdf5
 
+Adroit binary datasets as WSRL reads them (`.npy` trajectory lists; `--npy_layout=demo` writes
+the demonstration files' layout, `rollout` the BC rollouts'):
+
+  python -m launch.collect --env=pen-binary-v0 --policy=/tmp/wsrl/pen --num_envs=64 \
+      --steps=64000 --output=/tmp/adroit/pen_bc.npy
+
 `--policy` is `random`, a checkpoint directory (a run directory, its `checkpoints/` or one step
 folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of its seeds acts), or, for AntMaze,
 `navigator:<controller dir>`. The file has D4RL's keys and conventions, with `infos/qpos` and
@@ -42,7 +48,11 @@ _CHARACTER = flags.DEFINE_enum(
     "data_character", None, ["fixed", "play", "diverse"],
     "AntMaze only: starts and goals as in D4RL's datasets (default: from the dataset name: "
     "'-diverse' -> diverse, '-play' -> play, else fixed).")
-_OUTPUT = flags.DEFINE_string("output", None, "The hdf5 file to write.")
+_OUTPUT = flags.DEFINE_string(
+    "output", None, "The file to write: D4RL hdf5, or for a name ending in .npy the Adroit "
+    "binary trajectory list WSRL reads.")
+_NPY_LAYOUT = flags.DEFINE_enum("npy_layout", "rollout", ["rollout", "demo"],
+                                "Layout of a .npy output (see wsrl_mjx/data/adroit.py).")
 flags.mark_flags_as_required(["env", "output"])
 
 
@@ -82,13 +92,16 @@ def main(argv):
                          _STEPS.value // _NUM_ENVS.value, _NUM_ENVS.value,
                          episode_length, _ACTION_CLIP.value)
   episodes = int(rows["terminals"].sum() + rows["timeouts"].sum())
-  path = collect.write(_OUTPUT.value, rows, {
-      "algorithm": "wsrl-mjx collect", "policy": source, "env": env_spec.name,
-      "seed": _SEED.value})
+  if _OUTPUT.value.endswith(".npy"):
+    path = collect.write_adroit_npy(_OUTPUT.value, rows, _NPY_LAYOUT.value)
+  else:
+    path = collect.write(_OUTPUT.value, rows, {
+        "algorithm": "wsrl-mjx collect", "policy": source, "env": env_spec.name,
+        "seed": _SEED.value})
   logging.info("Wrote %s: %d steps, %d episodes (%d terminated), mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
-  if env_spec.family == "antmaze":
+  if env_spec.family in ("antmaze", "adroit"):
     logging.info("Episodes that reached their goal: %.1f%%", 100 * collect.success_rate(rows))
 
 

@@ -19,7 +19,7 @@ import numpy as np
 from envs import EnvSpec, MjxEnv
 from wsrl_mjx import checkpoint
 from wsrl_mjx.agents import sac
-from wsrl_mjx.data import d4rl
+from wsrl_mjx.data import adroit, d4rl
 
 # (policy params, observation [obs], key) -> action [act]
 Policy = Callable[[Any, jax.Array, jax.Array], jax.Array]
@@ -80,6 +80,8 @@ def make_rollout(env: MjxEnv, policy: Policy, num_steps: int, episode_length: in
              "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
       if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
         row["goal"] = env_state.info["goal"]
+      if "success" in next_state.metrics:  # sparse tasks: D4RL's infos/goal_achieved
+        row["goal_achieved"] = next_state.metrics["success"] > 0
       done = terminal | timeout
       reset_state = env.reset(reset_key)
       env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
@@ -115,12 +117,21 @@ def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: 
 
 
 def success_rate(rows: dict[str, np.ndarray]) -> float:
-  """Fraction of the collected episodes with a positive reward somewhere (sparse tasks)."""
+  """Fraction of the collected episodes that reached the goal at some step (sparse tasks: the
+  env's success metric, else a positive reward)."""
   ends = rows["terminals"] | rows["timeouts"]
   episode = np.concatenate([[0], np.cumsum(ends[:-1])])
   reached = np.zeros(episode[-1] + 1, bool)
-  np.logical_or.at(reached, episode, rows["rewards"] > 0)
+  np.logical_or.at(reached, episode, rows.get("goal_achieved", rows["rewards"] > 0))
   return float(reached.mean())
+
+
+def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
+  """The collected rows cut into episodes (each ends at a terminal or a timeout)."""
+  ends = np.flatnonzero(rows["terminals"] | rows["timeouts"]) + 1
+  keys = ("observations", "next_observations", "actions", "rewards", "terminals")
+  return [{k: rows[k][start:end] for k in keys}
+          for start, end in zip(np.concatenate([[0], ends[:-1]]), ends)]
 
 
 def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[str, Any]):
@@ -130,4 +141,10 @@ def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[s
       rewards=rows["rewards"], terminals=rows["terminals"], timeouts=rows["timeouts"],
       next_observations=rows["next_observations"],
       infos={"qpos": rows["qpos"], "qvel": rows["qvel"],
-             **({"goal": rows["goal"]} if "goal" in rows else {})}, metadata=metadata)
+             **{k: rows[k] for k in ("goal", "goal_achieved") if k in rows}},
+      metadata=metadata)
+
+
+def write_adroit_npy(path: str | os.PathLike, rows: dict[str, np.ndarray], layout: str):
+  """Writes collected rows as WSRL's Adroit binary `.npy` trajectory list (atomically)."""
+  return adroit.write_adroit_npy(path, trajectories(rows), layout=layout)

@@ -5,13 +5,23 @@ One function for every phase: the policy is given as `act(actor_params, observat
 
 from __future__ import annotations
 
+import flax.struct
 import jax
 import jax.numpy as jnp
 
 
+@flax.struct.dataclass
+class EpisodeResults:
+  """Per episode: the undiscounted env return, and whether the task's goal was reached (the env's
+  `success` metric at any step; False for tasks without one). Sparse-reward families (AntMaze,
+  Adroit) are scored by success rate."""
+  returns: jax.Array
+  successes: jax.Array
+
+
 def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_length: int,
-             action_clip: float) -> jax.Array:
-  """Undiscounted env returns of `num_episodes` episodes (vmapped) -> [num_episodes].
+             action_clip: float) -> EpisodeResults:
+  """`num_episodes` deterministic episodes (vmapped) -> EpisodeResults of [num_episodes].
 
   Episodes end at termination or after `episode_length` steps; actions are clipped to
   +-action_clip as the reference's evaluation wrapper does.
@@ -19,16 +29,19 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
 
   def episode(episode_key):
     def body(carry, _):
-      env_state, episode_return, alive = carry
+      env_state, episode_return, success, alive = carry
       action = jnp.clip(act(actor_params, env_state.obs), -action_clip, action_clip)
       env_state = env.step(env_state, action)
       # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
       episode_return = episode_return + jnp.where(alive, env_state.reward, 0.0)
+      reached = env_state.metrics.get("success", jnp.zeros((), jnp.float32)) > 0
+      success = success | (alive & reached)
       alive = alive & (env_state.done == 0)
-      return (env_state, episode_return, alive), None
+      return (env_state, episode_return, success, alive), None
 
-    carry = (env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.ones((), bool))
-    (_, episode_return, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
-    return episode_return
+    carry = (env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.zeros((), bool),
+             jnp.ones((), bool))
+    (_, episode_return, success, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
+    return EpisodeResults(returns=episode_return, successes=success)
 
   return jax.vmap(episode)(jax.random.split(key, num_episodes))

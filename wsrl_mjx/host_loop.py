@@ -123,11 +123,14 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   reported = set(np.flatnonzero(phase.diverged_at(state) >= 0).tolist())
 
   def evaluate_and_log(state, step, summary):
-    returns = np.asarray(phase.evaluate(state))                  # [seeds, episodes]
-    scores = phase.env_spec.normalized_score(returns)
+    results = phase.evaluate(state)
+    returns = np.asarray(results.returns)                        # [seeds, episodes]
+    successes = np.asarray(results.successes)
+    scores = phase.env_spec.normalized_score(returns, successes)
     diverged_at = phase.diverged_at(state)
     record = {phase.unit: step, "returns": returns.mean(axis=1),
               "normalized_scores": scores.mean(axis=1), "episode_returns": returns,
+              "success_rates": successes.mean(axis=1),
               "diverged_at": np.where(diverged_at >= 0, diverged_at, None).tolist(),
               **phase.record_extras}
     if summary:

@@ -86,8 +86,8 @@ class Offline:
     (state, stats), _ = jax.lax.scan(body, (state, stats), None, length=num_steps)
     return state, stats
 
-  def evaluate(self, state: OfflineState) -> jax.Array:
-    """Returns of `eval_episodes` deterministic episodes at the state's step."""
+  def evaluate(self, state: OfflineState) -> evaluation.EpisodeResults:
+    """`eval_episodes` deterministic episodes at the state's step."""
     return evaluation.evaluate(
         self.env, self.learner.deterministic_action, self.learner.actor_params(state.learner),
         jax.random.fold_in(state.eval_key, state.step), self.eval_episodes, self.episode_length,

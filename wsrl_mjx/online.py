@@ -185,8 +185,8 @@ class Online:
     (state, stats), _ = jax.lax.scan(body, (state, stats), None, length=num_steps)
     return state, stats
 
-  def evaluate(self, actor_params, key: jax.Array) -> jax.Array:
-    """Returns of `eval_episodes` deterministic episodes (tanh of the mean) -> [eval_episodes]."""
+  def evaluate(self, actor_params, key: jax.Array) -> evaluation.EpisodeResults:
+    """`eval_episodes` deterministic episodes (tanh of the mean) -> [eval_episodes] each."""
     return evaluation.evaluate(self.env, self.agent.deterministic_action, actor_params, key,
                                self.loop.eval_episodes, self.loop.episode_length,
                                self.loop.action_clip)

@@ -32,6 +32,26 @@ FAMILIES = {
         iql_beta=3.0,
         iql_actor_dropout=0.0,
     ),
+    "adroit": dict(
+        actor_hidden_sizes=(512, 512),
+        critic_hidden_sizes=(512, 512, 512),
+        state_dependent_std=True,
+        online_steps=500_000,
+        # WSRL clips dataset and evaluation actions; online actions are tanh samples in (-1, 1),
+        # which this clip changes only within 1e-5 of the bounds.
+        action_clip=0.99999,
+        # Offline phase: Cal-QL with a fixed alpha 1.
+        offline_steps=20_000,
+        algo="calql",
+        cql_alpha=1.0,
+        cql_autotune_alpha=False,
+        cql_max_target_backup=False,
+        # Reward -1 per step until the goal (before scale 10, bias 5): -5 per step.
+        negative_sparse_reward=-1.0,
+        iql_expectile=0.7,
+        iql_beta=0.5,
+        iql_actor_dropout=0.1,
+    ),
     "antmaze": dict(
         actor_hidden_sizes=(256, 256),
         critic_hidden_sizes=(256, 256, 256, 256),

@@ -85,14 +85,26 @@ def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec
          action_tolerance: float = 1e-3) -> OfflineDataset:
   """Reads, checks against `env_spec` and pairs one dataset, or several end to end.
 
-  Several sources (e.g. Adroit's demonstrations and BC rollouts) are checked one by one, so an
-  error names the file at fault, and no trajectory runs across files. The reward transform and
+  Several sources (a list, or one string of comma-separated paths; an Adroit task's name stands
+  for WSRL's demonstrations and BC rollouts) are checked one by one, so an error names the file
+  at fault, and no trajectory runs across files. The reward transform and
   the sparse value: see `transitions.to_offline_dataset`. Arrays stay numpy: `to_device` next.
   """
-  if isinstance(path_or_name, (str, os.PathLike)):
+  if isinstance(path_or_name, os.PathLike):
     sources = [path_or_name]
+  elif isinstance(path_or_name, str):
+    sources = [s.strip() for s in path_or_name.split(",") if s.strip()]
   else:
     sources = list(path_or_name)
+  if len(sources) == 1 and isinstance(sources[0], str) and sources[0] in envs.names() \
+     and envs.spec(sources[0]).family == "adroit":
+    sources = adroit.dataset_paths(envs.spec(sources[0]).task)
+    missing = [str(p) for p in sources if not p.exists()]
+    if missing:
+      raise DatasetError(
+          f"{', '.join(missing)}: no such file; WSRL's Adroit data goes under "
+          f"${adroit.DATA_DIR_VARIABLE}/offpolicy_hand_data (default ~/adroit_data). Or pass files "
+          "(comma-separated), e.g. from launch.collect")
   parts = []
   for source in sources:
     part = read(source, env_spec)

@@ -30,6 +30,7 @@ from wsrl_mjx.data.transitions import Trajectories
 from wsrl_mjx.data.validation import DatasetError, atomic_output, require_fields
 
 SUCCESS_REWARD = 0.0      # goal_achieved - 1 at a step that reaches the goal
+DATA_DIR_VARIABLE = "ADROIT_DATA_DIR"   # WSRL's DATA_DIR_PREFIX; default ~/adroit_data
 REQUIRED_FIELDS = ("observations", "next_observations", "actions", "rewards")
 
 
@@ -48,6 +49,14 @@ def _observation_rows(values, source: str, where: str) -> np.ndarray:
     return np.stack([np.asarray(step) for step in steps])
   except ValueError as error:
     raise DatasetError(f"{source}: {where}observations are not equally long vectors") from error
+
+
+def dataset_paths(task: str) -> list[pathlib.Path]:
+  """WSRL's two files for `<task>-binary-v0`: demonstrations and BC rollouts, where WSRL keeps
+  them (`$ADROIT_DATA_DIR/offpolicy_hand_data/`, default ~/adroit_data)."""
+  root = pathlib.Path(os.environ.get(DATA_DIR_VARIABLE, "~/adroit_data")).expanduser()
+  return [root / "offpolicy_hand_data" / f"{task}2_sparse.npy",
+          root / "offpolicy_hand_data" / f"{task}_bc_sparse4.npy"]
 
 
 def read_adroit_npy(path: str | os.PathLike, *,

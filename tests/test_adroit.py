@@ -1,0 +1,210 @@
+"""Adroit pen/door/relocate (binary): layouts, resets against MuJoCo on D4RL's model, the binary
+reward and termination, the bridge check, and a tiny `launch.finetune` run per task.
+
+Each task's reset and step compile once (module fixtures, ~20 s each on a 2-core CPU)."""
+
+import copy
+import json
+import os
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+from mujoco import mjx
+
+import envs
+from conftest import ROOT, TINY_OVERRIDES, as_flags
+from envs import adroit
+from wsrl_mjx import bridge
+
+TASKS = ("pen", "door", "relocate")
+DIMS = {"pen": (45, 24, 100), "door": (39, 28, 200), "relocate": (39, 30, 200)}
+
+
+@pytest.fixture(scope="module", params=TASKS)
+def task_env(request):
+  env = adroit.Adroit(request.param)
+  return request.param, env, jax.jit(env.reset_to), jax.jit(env.step)
+
+
+def d4rl_observation(task, model, data):
+  """D4RL's `get_obs` (hand_manipulation_suite/*_v0.py), on C MuJoCo's data."""
+  qp, qv = data.qpos.copy(), data.qvel.copy()
+  site = lambda n: data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, n)].copy()
+  body = lambda n: data.xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n)].copy()
+  if task == "pen":
+    position = body("Object")
+    orientation = (site("object_top") - site("object_bottom")) / 0.13
+    goal = (site("target_top") - site("target_bottom")) / 0.13
+    return np.concatenate([qp[:-6], position, qv[-6:], orientation, goal,
+                           position - site("eps_ball"), orientation - goal])
+  if task == "door":
+    palm, handle = site("S_grasp"), site("S_handle")
+    return np.concatenate([qp[1:-2], [qp[-1]], [qp[28]], palm, handle, palm - handle,
+                           [1.0 if qp[28] > 1.0 else -1.0]])
+  ball, palm, target = body("Object"), site("S_grasp"), site("target")
+  return np.concatenate([qp[:-6], palm - ball, palm - target, ball - target])
+
+
+def d4rl_reset(task, draws, model):
+  """D4RL's `reset_model`: zero state, then the draws written into the model, then forward."""
+  body = lambda n: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, n)
+  if task == "pen":
+    x, y = draws["goal_angles"]
+    # d4rl.utils.quatmath.euler2quat([x, y, 0]) written out.
+    ai, aj, ak = 0.0, -y / 2, x / 2
+    si, sj, sk, ci, cj, ck = np.sin(ai), np.sin(aj), np.sin(ak), np.cos(ai), np.cos(aj), np.cos(ak)
+    cc, cs, sc, ss = ci * ck, ci * sk, si * ck, si * sk
+    model.body_quat[body("target")] = [cj * cc + sj * ss, cj * cs - sj * sc, -(cj * ss + sj * cc),
+                                       cj * sc - sj * cs]
+  elif task == "door":
+    model.body_pos[body("frame")] = draws["frame_position"]
+  else:
+    model.body_pos[body("Object"), :2] = draws["ball_xy"]
+    model.site_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "target")] = draws["target"]
+  data = mujoco.MjData(model)
+  mujoco.mj_forward(model, data)
+  return data
+
+
+def test_registry_facts():
+  for task, (obs, act, length) in DIMS.items():
+    spec = envs.spec(f"{task}-binary-v0")
+    assert (spec.family, spec.task, spec.observation_size, spec.action_size,
+            spec.episode_length) == ("adroit", task, obs, act, length)
+    assert (spec.reward_scale, spec.reward_bias) == (10.0, 5.0)
+    np.testing.assert_array_equal(spec.normalized_score([-3.0, -100.0], [True, False]),
+                                  [100.0, 0.0])
+    with pytest.raises(ValueError, match="success rate"):
+      spec.normalized_score([-3.0])
+
+
+def test_mjx_model_keeps_the_reference_masses_and_actuators():
+  for task in TASKS:
+    model, reference = adroit.build_mjx_model(task), adroit.reference_model(task)
+    np.testing.assert_allclose(model.body_mass, reference.body_mass)
+    np.testing.assert_allclose(model.body_inertia, reference.body_inertia)
+    np.testing.assert_array_equal(model.actuator_ctrlrange, reference.actuator_ctrlrange)
+    np.testing.assert_array_equal(model.jnt_range, reference.jnt_range)
+    mjx.put_model(model)                      # the reference model is refused (cylinder-box)
+    types, contype, conaffinity = model.geom_type, model.geom_contype, model.geom_conaffinity
+    collide = lambda i, j: bool(contype[i] & conaffinity[j] or contype[j] & conaffinity[i])
+    cylinders = np.flatnonzero(types == mujoco.mjtGeom.mjGEOM_CYLINDER)
+    boxes = np.flatnonzero(types == mujoco.mjtGeom.mjGEOM_BOX)
+    twins = [i for i in range(model.ngeom) if (model.geom(i).name or "").endswith("_box_twin")]
+    assert len(twins) == sum(1 for c in cylinders if contype[c] or conaffinity[c])
+    assert (len(twins) > 0) == (task != "relocate")    # relocate has no cylinder
+    for twin in twins:
+      assert types[twin] == mujoco.mjtGeom.mjGEOM_CAPSULE
+      assert any(collide(twin, b) for b in boxes)
+      assert not any(collide(twin, j) for j in range(model.ngeom) if types[j] != 6)
+    assert not any(collide(c, b) for c in cylinders for b in boxes)
+
+
+def test_reset_draws_cover_d4rls_ranges():
+  env = adroit.Adroit("relocate")
+  draws = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 4000))
+  ball, target = np.asarray(draws["ball_xy"]), np.asarray(draws["target"])
+  for values, low, high in [(ball, [-0.15, -0.15], [0.15, 0.3]),
+                            (target, [-0.2, -0.2, 0.15], [0.2, 0.2, 0.35])]:
+    assert np.all(values >= low) and np.all(values <= high)
+    np.testing.assert_allclose(values.min(0), low, atol=0.01)
+    np.testing.assert_allclose(values.max(0), high, atol=0.01)
+  keys = jax.random.split(jax.random.PRNGKey(1), 4000)
+  angles = np.asarray(jax.vmap(adroit.Adroit("pen").sample_task)(keys)["goal_angles"])
+  frame = np.asarray(jax.vmap(adroit.Adroit("door").sample_task)(keys)["frame_position"])
+  for values, low, high in [(angles, [-1, -1], [1, 1]),
+                            (frame, [-0.3, 0.25, 0.252], [-0.2, 0.35, 0.35])]:
+    assert np.all(values >= low) and np.all(values <= high)
+    np.testing.assert_allclose(values.min(0), low, atol=0.01)
+    np.testing.assert_allclose(values.max(0), high, atol=0.01)
+
+
+def test_reset_matches_d4rls_reset_in_mujoco(task_env):
+  """Observations after a reset equal D4RL's, computed in C MuJoCo on the unmodified model with
+  the same draws written into it the way D4RL's reset does."""
+  task, env, reset_to, _ = task_env
+  for seed in range(3):
+    draws = env.sample_task(jax.random.PRNGKey(seed))
+    state = reset_to(draws)
+    assert state.obs.shape == (DIMS[task][0],) and state.obs.dtype == jnp.float32
+    model = env.reference_mj_model()
+    data = d4rl_reset(task, jax.tree.map(np.asarray, draws), model)
+    np.testing.assert_allclose(state.obs, d4rl_observation(task, model, data), atol=1e-5)
+    assert float(state.reward) == 0.0 and float(state.done) == 0.0
+
+
+def success_state(task, env, reset_to):
+  """A state at the goal: the pen upright under an upright goal, the door past 1.35 rad, the
+  ball on its target."""
+  if task == "pen":
+    qpos = jnp.zeros(env.mj_model.nq).at[28].set(-np.pi / 2)   # OBJRy: the pen's axis up
+    return reset_to({"goal_angles": jnp.zeros(2)}, qpos)
+  if task == "door":
+    return reset_to({"frame_position": jnp.array([-0.25, 0.3, 0.3])},
+                    jnp.zeros(env.mj_model.nq).at[28].set(1.45))
+  return reset_to({"ball_xy": jnp.array([0.1, 0.1]), "target": jnp.array([0.1, 0.1, 0.1])})
+
+
+def test_binary_reward_and_termination_at_the_goal(task_env):
+  task, env, reset_to, step = task_env
+  action = jnp.zeros(env.action_size)
+  at_goal = step(success_state(task, env, reset_to), action)
+  assert float(at_goal.reward) == 0.0 and float(at_goal.done) == 1.0
+  assert float(at_goal.metrics["success"]) == 1.0
+  start = step(reset_to(env.sample_task(jax.random.PRNGKey(0))), action)
+  assert float(start.reward) == -1.0 and float(start.done) == 0.0
+  assert np.all(np.isfinite(np.asarray(start.obs)))
+
+
+def test_action_maps_onto_the_control_ranges():
+  env = adroit.Adroit("door")
+  low, high = env.mj_model.actuator_ctrlrange.T
+  np.testing.assert_allclose(env.action_to_ctrl(-jnp.ones(28)), low, rtol=1e-6)
+  np.testing.assert_allclose(env.action_to_ctrl(2 * jnp.ones(28)), high, rtol=1e-6)  # clipped
+  np.testing.assert_allclose(env.action_to_ctrl(jnp.zeros(28)), (low + high) / 2, atol=1e-6)
+
+
+def test_bridge_check_passes_and_catches_wrong_actuator_gains():
+  env = adroit.Adroit("relocate")
+  rng = np.random.default_rng(0)
+  parts = [bridge.generate_trajectory(env, rng, num_steps=40) for _ in range(2)]
+  trajectory = {k: np.concatenate([p[k] for p in parts]) for k in ("qpos", "qvel", "actions")}
+  trajectory["episode_ends"] = np.array([40, 81])
+  report = bridge.check(env, "relocate-binary-v0", trajectory, horizon=3, num_starts=24,
+                        rng=np.random.default_rng(1))
+  assert report.quantile == 0.9 and report.tolerances == adroit.BRIDGE_TOLERANCES["relocate"]
+  assert not report.failures(), report.format()
+
+  wrong = copy.copy(env)                      # every actuator 20% stiffer in MJX only
+  wrong.mj_model = copy.deepcopy(env.mj_model)
+  wrong.mj_model.actuator_gainprm[:, 0] *= 1.2
+  wrong.mj_model.actuator_biasprm[:, 1] *= 1.2
+  wrong.mjx_model = mjx.put_model(wrong.mj_model)
+  report = bridge.check(wrong, "relocate-binary-v0", trajectory, horizon=3, num_starts=24,
+                        rng=np.random.default_rng(1))
+  assert any("arm and hand joint angles: one-step" in line for line in report.failures()), \
+      report.format()
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_tiny_launch_finetune_run(task, tmp_path):
+  overrides = dict(TINY_OVERRIDES, num_seeds=1, online_steps=100, warmup_steps=50,
+                   eval_interval=100, checkpoint_interval=100, episode_length=20)
+  command = [sys.executable, "-m", "launch.finetune",
+             f"--config=launch/configs/finetune.py:{task}-binary-v0", f"--workdir={tmp_path}",
+             *as_flags(overrides)]
+  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=900)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["env_step"] for r in records] == [0, 100]
+  for record in records:
+    # 20-step episodes of -1 per step until the goal; scored by success (0 or 100 per episode).
+    assert np.all(np.asarray(record["episode_returns"]) >= -20)
+    assert set(np.ravel(record["normalized_scores"])) <= {0.0, 50.0, 100.0}
+    assert len(record["success_rates"]) == 1
