@@ -27,8 +27,15 @@ DIMS = {"pen": (45, 24, 100), "door": (39, 28, 200), "relocate": (39, 30, 200)}
 
 @pytest.fixture(scope="module", params=TASKS)
 def task_env(request):
+  """(task, env, reset_to(draws, qpos=rest, qvel=rest), step), each compiled once per task."""
   env = adroit.Adroit(request.param)
-  return request.param, env, jax.jit(env.reset_to), jax.jit(env.step)
+  reset_to = jax.jit(env.reset_to)
+  rest_q, rest_v = jnp.zeros(env.mj_model.nq), jnp.zeros(env.mj_model.nv)
+
+  def reset(draws, qpos=None, qvel=None):
+    return reset_to(draws, rest_q if qpos is None else qpos, rest_v if qvel is None else qvel)
+
+  return request.param, env, reset, jax.jit(env.step)
 
 
 def d4rl_observation(task, model, data):
@@ -169,10 +176,11 @@ def test_action_maps_onto_the_control_ranges():
   np.testing.assert_allclose(env.action_to_ctrl(jnp.zeros(28)), (low + high) / 2, atol=1e-6)
 
 
-def test_bridge_check_passes_and_catches_wrong_actuator_gains():
+def test_bridge_check_passes_and_catches_wrong_actuator_gains(monkeypatch):
   env = adroit.Adroit("relocate")
   rng = np.random.default_rng(0)
   parts = [bridge.generate_trajectory(env, rng, num_steps=40) for _ in range(2)]
+  # (generated on the true reference model, before it is swapped below)
   trajectory = {k: np.concatenate([p[k] for p in parts]) for k in ("qpos", "qvel", "actions")}
   trajectory["episode_ends"] = np.array([40, 81])
   report = bridge.check(env, "relocate-binary-v0", trajectory, horizon=3, num_starts=24,
@@ -180,12 +188,13 @@ def test_bridge_check_passes_and_catches_wrong_actuator_gains():
   assert report.quantile == 0.9 and report.tolerances == adroit.BRIDGE_TOLERANCES["relocate"]
   assert not report.failures(), report.format()
 
-  wrong = copy.copy(env)                      # every actuator 20% stiffer in MJX only
-  wrong.mj_model = copy.deepcopy(env.mj_model)
-  wrong.mj_model.actuator_gainprm[:, 0] *= 1.2
-  wrong.mj_model.actuator_biasprm[:, 1] *= 1.2
-  wrong.mjx_model = mjx.put_model(wrong.mj_model)
-  report = bridge.check(wrong, "relocate-binary-v0", trajectory, horizon=3, num_starts=24,
+  # The same check against a C model whose actuators are 20% stiffer (the MJX side, and so its
+  # compiled rollout, unchanged) must fail.
+  stiffer = copy.deepcopy(env.reference_mj_model())
+  stiffer.actuator_gainprm[:, 0] *= 1.2
+  stiffer.actuator_biasprm[:, 1] *= 1.2
+  monkeypatch.setattr(env, "reference_mj_model", lambda: stiffer)
+  report = bridge.check(env, "relocate-binary-v0", trajectory, horizon=3, num_starts=24,
                         rng=np.random.default_rng(1))
   assert any("arm and hand joint angles: one-step" in line for line in report.failures()), \
       report.format()
@@ -208,3 +217,27 @@ def test_tiny_launch_finetune_run(task, tmp_path):
     assert np.all(np.asarray(record["episode_returns"]) >= -20)
     assert set(np.ravel(record["normalized_scores"])) <= {0.0, 50.0, 100.0}
     assert len(record["success_rates"]) == 1
+
+
+@pytest.mark.parametrize("layout", ["rollout", "demo"])
+def test_collected_rows_round_trip_through_wsrls_npy_format(layout, tmp_path):
+  from wsrl_mjx import collect
+  from wsrl_mjx.data import adroit as adroit_data
+  rng = np.random.default_rng(0)
+  # Episode 1 reaches the goal at its third step (reward 0, terminal); episode 2 times out.
+  rewards = np.array([-1, -1, 0, -1, -1, -1, -1], np.float32)
+  terminals = np.array([0, 0, 1, 0, 0, 0, 0], bool)
+  timeouts = np.array([0, 0, 0, 0, 0, 0, 1], bool)
+  rows = {"observations": rng.normal(size=(7, 45)).astype(np.float32),
+          "next_observations": rng.normal(size=(7, 45)).astype(np.float32),
+          "actions": rng.uniform(-1, 1, (7, 24)).astype(np.float32),
+          "rewards": rewards, "terminals": terminals, "timeouts": timeouts}
+  path = collect.write_adroit_npy(tmp_path / "pen.npy", rows, layout)
+  loaded = adroit_data.read_adroit_npy(path)          # WSRL's processing: failures dropped
+  np.testing.assert_array_equal(loaded.observations, rows["observations"][:3])
+  np.testing.assert_array_equal(loaded.actions, rows["actions"][:3])
+  np.testing.assert_array_equal(loaded.rewards, rewards[:3])
+  np.testing.assert_array_equal(loaded.terminals, [False, False, True])
+  everything = adroit_data.read_adroit_npy(path, successful_prefix_only=False)
+  np.testing.assert_array_equal(everything.timeouts, timeouts)
+  assert collect.success_rate({**rows, "goal_achieved": rewards == 0}) == 0.5
