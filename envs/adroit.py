@@ -132,8 +132,8 @@ def build_mjx_model(task_name: str) -> mujoco.MjModel:
   pen velocity error: median 0, 95th percentile 0.2 rad/s) than a twin of the same overall
   length (median 0.002, 95th percentile 0.4), whose ends miss contacts at the pen's rim.
   """
-  reference = reference_model(task_name)
   spec = mujoco.MjSpec.from_file(str(model_dir() / TASKS[task_name].xml_file))
+  reference = spec.compile()     # the reference model; gives each element its `id` in it
   # Bodies whose mass comes from their geoms keep it when the geoms change (pen: 0.182 kg).
   for body in spec.bodies[1:]:
     if not body.explicitinertial:
@@ -143,7 +143,6 @@ def build_mjx_model(task_name: str) -> mujoco.MjModel:
       body.ipos = reference.body_ipos[i]
       body.iquat = reference.body_iquat[i]
       body.inertia = reference.body_inertia[i]
-  spec.compile()                               # gives each element its `id` in `reference`
   for geom, i in [(geom, geom.id) for geom in spec.geoms]:
     contype, conaffinity = int(geom.contype), int(geom.conaffinity)
     if contype not in (0, 1) or conaffinity not in (0, 1):
@@ -206,6 +205,7 @@ class Adroit(mjx_env.MjxEnv):
     self._frame = body("frame")
     self._mocap = (int(model.body_mocapid[body(_MOVED_BODY[task_name])])
                    if task_name in _MOVED_BODY else None)
+    self._rest_mocap_quat = jnp.asarray(mujoco.MjData(model).mocap_quat, jnp.float32)
     # Relocate's target is a site on the world that D4RL moves; ours lives in the env state.
     self._default_target = (jnp.asarray(model.site_pos[self._sites["target"]], jnp.float32)
                             if task_name == "relocate" else jnp.zeros(3, jnp.float32))
@@ -254,17 +254,15 @@ class Adroit(mjx_env.MjxEnv):
     ball, palm = data.xpos[self._object], site("S_grasp")
     return jnp.concatenate([qpos[:-6], palm - ball, palm - target, ball - target])
 
-  def _goal_achieved(self, data: mjx.Data, target: jax.Array) -> jax.Array:
+  def _goal_achieved(self, observation: jax.Array) -> jax.Array:
+    """D4RL's `goal_achieved`, from the observation, which holds every quantity it reads."""
     if self.task_name == "pen":
-      site = lambda name: data.site_xpos[self._sites[name]]
-      distance = jnp.linalg.norm(data.xpos[self._object] - site("eps_ball"))
-      orientation = (site("object_top") - site("object_bottom")) / PEN_LENGTH
-      goal_orientation = (site("target_top") - site("target_bottom")) / PEN_LENGTH
-      similarity = jnp.dot(orientation, goal_orientation)
+      distance = jnp.linalg.norm(observation[39:42])            # pen - its place
+      similarity = jnp.dot(observation[33:36], observation[36:39])  # orientation . goal's
       return (distance < PEN_GOAL_DISTANCE) & (similarity > PEN_GOAL_SIMILARITY)
     if self.task_name == "door":
-      return data.qpos[28] >= DOOR_OPEN_ANGLE
-    return jnp.linalg.norm(data.xpos[self._object] - target) < RELOCATE_GOAL_DISTANCE
+      return observation[28] >= DOOR_OPEN_ANGLE                  # the door hinge
+    return jnp.linalg.norm(observation[36:39]) < RELOCATE_GOAL_DISTANCE  # ball - target
 
   def observation(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
     """The observation at (qpos, qvel) with the model's own goal placement (the bridge check
@@ -300,10 +298,8 @@ class Adroit(mjx_env.MjxEnv):
     fields, info = {}, {}
     target = self._default_target
     if self.task_name == "pen":
-      quat = jnp.asarray(model.body_quat[mujoco.mj_name2id(
-          model, mujoco.mjtObj.mjOBJ_BODY, "target")], jnp.float32)
-      mocap_quat = jnp.tile(quat, (model.nmocap, 1))
-      fields["mocap_quat"] = mocap_quat.at[self._mocap].set(_euler_xy_to_quat(*task["goal_angles"]))
+      fields["mocap_quat"] = self._rest_mocap_quat.at[self._mocap].set(
+          _euler_xy_to_quat(*task["goal_angles"]))
     elif self.task_name == "door":
       info["frame_position"] = task["frame_position"]
     else:
@@ -325,9 +321,9 @@ class Adroit(mjx_env.MjxEnv):
   def step(self, state: mjx_env.State, action: jax.Array) -> mjx_env.State:
     data = self.physics_step(state.pipeline_state, self.action_to_ctrl(action),
                              self._task_model(state.info))
-    target = state.info["target"]
-    success = self._goal_achieved(data, target).astype(jnp.float32)
+    observation = self._observe(data, state.info["target"])
+    success = self._goal_achieved(observation).astype(jnp.float32)
     # Binary reward; WSRL's wrapper ends the episode at the first success.
-    return state.replace(pipeline_state=data, obs=self._observe(data, target),
+    return state.replace(pipeline_state=data, obs=observation,
                          reward=success - 1.0, done=success,
                          metrics={**state.metrics, "success": success})

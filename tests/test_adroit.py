@@ -241,3 +241,40 @@ def test_collected_rows_round_trip_through_wsrls_npy_format(layout, tmp_path):
   everything = adroit_data.read_adroit_npy(path, successful_prefix_only=False)
   np.testing.assert_array_equal(everything.timeouts, timeouts)
   assert collect.success_rate({**rows, "goal_achieved": rewards == 0}) == 0.5
+
+
+def test_adroit_datasets_load_by_name_or_comma_separated_files(tmp_path, monkeypatch):
+  from wsrl_mjx import data
+  from wsrl_mjx.data import adroit as adroit_data
+  spec = envs.spec("pen-binary-v0")
+  monkeypatch.setenv(adroit_data.DATA_DIR_VARIABLE, str(tmp_path))
+  with pytest.raises(data.DatasetError, match=r"pen2_sparse\.npy.*pen_bc_sparse4\.npy.*no such"):
+    data.load("pen-binary-v0", spec)
+
+  rng = np.random.default_rng(0)
+
+  def episode(length):                      # reaches the goal at its last step
+    rewards = np.full(length, -1.0, np.float32)
+    rewards[-1] = 0.0
+    return {"observations": rng.normal(size=(length, 45)),
+            "next_observations": rng.normal(size=(length, 45)),
+            "actions": rng.uniform(-1, 1, (length, 24)), "rewards": rewards,
+            "terminals": rewards == 0}
+
+  demos, rollouts = adroit_data.dataset_paths("pen")
+  demos.parent.mkdir(parents=True)
+  adroit_data.write_adroit_npy(demos, [episode(3)], layout="demo")
+  adroit_data.write_adroit_npy(rollouts, [episode(4), episode(2)], layout="rollout")
+  assert data.load("pen-binary-v0", spec).size == 9
+  assert data.load(f"{demos}, {rollouts}", spec).size == 9
+  assert data.load(str(rollouts), spec).size == 6
+
+
+def test_bridge_check_refuses_elliptic_cones_for_condim_one_contacts():
+  env = adroit.Adroit("relocate")
+  assert not bridge.supports_elliptic_cones(env)
+  trajectory = {"qpos": np.zeros((3, 36)), "qvel": np.zeros((3, 36)),
+                "actions": np.zeros((3, 30)), "episode_ends": np.array([2])}
+  with pytest.raises(ValueError, match="no elliptic cones for condim-1"):
+    bridge.check(env, "relocate-binary-v0", trajectory, horizon=1, num_starts=1,
+                 rng=np.random.default_rng(0), cone="elliptic")
