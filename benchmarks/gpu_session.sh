@@ -1,83 +1,151 @@
 #!/usr/bin/env bash
-# One prepared device call (see ../shared/gpu/README.md): the throughput benchmark, then the
-# whole pipeline at a small but real size on hopper:
-#   SAC from scratch (a behaviour policy) -> collect a D4RL-format dataset with it ->
-#   Cal-QL pretraining -> WSRL fine-tuning from that checkpoint,
-# then AntMaze's step speed.
-# Every stage has its own time limit and writes what it has under $OUT as it goes, so a stage
-# that runs long costs only itself. Sizes come from the environment so the same script can be
-# smoke-tested on a CPU with tiny values:
-#   OUT=/tmp/out BENCH_SEEDS=1 BENCH_CHUNK=20 ... benchmarks/gpu_session.sh
+# One prepared device call (../shared/gpu/README.md): every GPU figure the open issues ask for,
+# in two phases that fit one ~10-minute command.
+#
+# Phase A, speed. Each benchmark is its own process and all start at once: compiling is CPU work
+# (16 cores there) and takes most of the time, while every timed call holds one file lock
+# ($WSRL_BENCH_LOCK, benchmarks/timing.py), so no two timings overlap on the GPU.
+#   - benchmarks.throughput: fused loop (1, 8, 64 seeds; 64 also in bfloat16), update-only,
+#     Python loop (1, 64), Brax SAC;
+#   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024;
+#   - benchmarks.antmaze_speed: each maze at batch 1, 64, 1024, Brax's bare ant alongside.
+# Phase B, training (after A, so that it cannot disturb A's timings), two chains side by side:
+#   - hopper: SAC from scratch (the behaviour policy) -> collect a D4RL-format dataset ->
+#     Cal-QL pretraining -> WSRL fine-tuning from it (the behaviour run and the fine-tune share
+#     their compiled programs through JAX's persistent cache: same config shapes);
+#   - AntMaze: the goal-reaching controller with Brax PPO -> an antmaze-umaze-diverse dataset
+#     collected with the waypoint navigator, with its success rate.
+#
+# Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
+# device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
+# the environment, so the same script is smoke-tested on a CPU with tiny values
+# (benchmarks/gpu_session_smoke.sh).
 set -uo pipefail
-export PYTHONUNBUFFERED=1
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+# Autotuning runs candidate kernels on the GPU while compiling, which would both slow the many
+# parallel compiles and disturb other processes' timings; XLA's default kernels are used instead.
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
 OUT=${OUT:?set OUT}
 WORK=${WORK:-/tmp/wsrl_session}
+R="$WORK/results"
+rm -rf "$WORK"; mkdir -p "$R"
+export WSRL_BENCH_LOCK="$WORK/device.lock"
+START=$(date +%s)
+DEADLINE=${DEADLINE:-560}        # seconds after START by which everything has stopped
+PHASE_A_END=${PHASE_A_END:-230}  # seconds after START by which phase A has stopped
+left() { echo $(( $1 - ($(date +%s) - START) )); }
+log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
+pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
+           && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
+( while sleep 15; do pack; done ) & PACKER=$!
+trap 'kill $PACKER 2>/dev/null; pack' EXIT
+
+log "device: $(python3 -c 'import jax; d = jax.devices()[0]; print(d.device_kind, d.platform, jax.__version__)')"
+log "XLA_FLAGS=$XLA_FLAGS"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,utilization.gpu --format=csv \
+  >> "$R/session.log" 2>&1
+
+PHASES=${PHASES:-AB}             # which phases to run (a smoke test may take one)
+
+# ---- Phase A ---------------------------------------------------------------------------------
+PIDS=()
+a_job() {  # a_job NAME COMMAND...: one benchmark process, stopped at PHASE_A_END
+  local name=$1; shift
+  timeout "$(left "$PHASE_A_END")" "$@" > "$R/$name.log" 2>&1 &
+  PIDS+=($!)
+}
+if [[ $PHASES == *A* ]]; then
+TP=(python3 -m benchmarks.throughput --chunk="${BENCH_CHUNK:-500}" --repeats="${BENCH_REPEATS:-2}")
+a_job thr_fused64 "${TP[@]}" --seeds=64 --measure=fused,update_only --precisions=default \
+  --out="$R/thr_fused64.json"
+a_job thr_fused64_bf16 "${TP[@]}" --seeds=64 --measure=fused,update_only --precisions=bfloat16 \
+  --out="$R/thr_fused64_bf16.json"
+a_job thr_fused8 "${TP[@]}" --seeds=8 --measure=fused --precisions=default --out="$R/thr_fused8.json"
+a_job thr_fused1 "${TP[@]}" --seeds=1 --measure=fused --precisions=default --out="$R/thr_fused1.json"
+a_job thr_loop64 "${TP[@]}" --seeds=64 --measure=python_loop --loop_steps="${LOOP_STEPS:-100}" \
+  --precisions=default --out="$R/thr_loop64.json"
+a_job thr_loop1 "${TP[@]}" --seeds=1 --measure=python_loop --loop_steps="${LOOP_STEPS:-100}" \
+  --precisions=default --out="$R/thr_loop1.json"
+a_job thr_brax "${TP[@]}" --measure=brax --brax_steps="${BRAX_STEPS:-2000}" --out="$R/thr_brax.json"
+BATCHES=${ENV_BATCHES:-64,1024,1}
+for task in ${ADROIT_TASKS:-pen door relocate}; do
+  a_job "env_$task" python3 -m benchmarks.env_speed --envs="$task-binary-v0" --batches="$BATCHES" \
+    --steps="${ENV_STEPS:-100}" --repeats=3 --out="$R/env_$task.json"
+done
+for maze in ${MAZES:-large medium umaze}; do
+  plan=$(echo "$BATCHES" | tr ',' '\n' | sed "s/^/$maze:contacts24:/" | paste -sd,)
+  a_job "antmaze_$maze" python3 -m benchmarks.antmaze_speed --check_starts=0 \
+    --bare_ant="$([ "$maze" = large ] && echo true || echo false)" --steps="${ENV_STEPS:-100}" \
+    --repeats=3 --plan="$plan" --out="$R/antmaze_$maze.json"
+done
+log "phase A: ${#PIDS[@]} processes started"
+wait "${PIDS[@]}"
+log "phase A done"
+nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv >> "$R/session.log" 2>&1
+fi
+
+# ---- Phase B ---------------------------------------------------------------------------------
 ENV=${ENV_NAME:-hopper-medium-v2}
-rm -rf "$WORK"; mkdir -p "$WORK"
-log() { echo "[$(date +%T)] $*" | tee -a "$OUT/session.log"; }
-
-log "device: $(python3 -c 'import jax; print(jax.devices()[0].device_kind, jax.__version__)')"
-log "versions: $(python3 -m pip list 2>/dev/null | grep -i -E "^(jax|flax|optax|orbax-checkpoint|mujoco|brax|h5py|numpy) " | tr -s " " | tr "\n" ";")"
-
-# 1. Throughput: fused loop vs Python loop vs Brax SAC (64 seeds first: the figure that matters).
-log "throughput"
-timeout "${BENCH_TIMEOUT:-150}" python3 -m benchmarks.throughput --env="$ENV" \
-  --seeds="${BENCH_SEEDS:-64,8,1}" --chunk="${BENCH_CHUNK:-1000}" --repeats="${BENCH_REPEATS:-2}" \
-  --loop_steps="${BENCH_LOOP_STEPS:-100}" --brax_steps="${BENCH_BRAX_STEPS:-3000}" \
-  --precisions="${BENCH_PRECISIONS:-default}" --out="$OUT/throughput.json" 2>&1 | tee -a "$OUT/session.log"
-
-# 2. Behaviour policy: SAC from scratch (UTD 1, batch 256: cheap, a "medium"-like policy).
-log "behaviour SAC"
-timeout "${SAC_TIMEOUT:-70}" python3 -m launch.finetune \
-  --config="launch/configs/finetune.py:$ENV" --workdir="$WORK/behaviour" \
-  --config.num_seeds="${SAC_SEEDS:-4}" --config.online_steps="${SAC_STEPS:-30000}" \
-  --config.warmup_steps="${SAC_WARMUP:-5000}" --config.utd=1 --config.batch_size=256 \
-  --config.steps_per_chunk="${SAC_CHUNK:-5000}" --config.eval_interval="${SAC_EVAL:-10000}" \
-  --config.eval_episodes=5 --config.checkpoint_interval="${SAC_STEPS:-30000}" \
-  2>&1 | tee -a "$OUT/session.log"
-cp "$WORK/behaviour/metrics.jsonl" "$OUT/behaviour_metrics.jsonl" 2>/dev/null
-
-# 3. Collect a D4RL-format dataset with the best behaviour seed.
-best=$(python3 - "$WORK/behaviour/metrics.jsonl" <<'EOF'
+# The behaviour run and the fine-tune use one shape-determining config (seeds, online steps,
+# chunk, evaluation episodes), so the fine-tune reuses the behaviour run's compiled programs.
+SHARED=(--config.num_seeds="${SEEDS:-4}" --config.online_steps="${ONLINE_STEPS:-20000}"
+        --config.steps_per_chunk="${CHUNK:-2500}" --config.eval_interval="${EVAL_EVERY:-2500}"
+        --config.eval_episodes="${EVAL_EPISODES:-10}"
+        --config.checkpoint_interval="${EVAL_EVERY:-2500}")
+hopper_chain() {
+  log "hopper: behaviour SAC from scratch"
+  timeout "${BEHAVIOUR_SECONDS:-100}" python3 -m launch.finetune \
+    --config="launch/configs/finetune.py:$ENV" --workdir="$WORK/behaviour" "${SHARED[@]}" \
+    > "$R/behaviour.log" 2>&1
+  cp "$WORK/behaviour/metrics.jsonl" "$R/behaviour_metrics.jsonl" 2>/dev/null
+  best=$(python3 - "$WORK/behaviour/metrics.jsonl" <<'EOF'
 import json, sys
-rows = [json.loads(line) for line in open(sys.argv[1])]
-scores = [s if s is not None else -1e9 for s in rows[-1]["normalized_scores"]]
-print(max(range(len(scores)), key=scores.__getitem__))
+scores = json.loads(open(sys.argv[1]).read().splitlines()[-1])["normalized_scores"]
+print(max(range(len(scores)), key=lambda i: scores[i] if scores[i] is not None else -1e9))
 EOF
-)
-log "collect with behaviour seed ${best:-0}"
-timeout "${COLLECT_TIMEOUT:-30}" python3 -m launch.collect --env="$ENV" \
-  --policy="$WORK/behaviour" --checkpoint_seed="${best:-0}" --num_envs="${COLLECT_ENVS:-100}" \
-  --steps="${COLLECT_STEPS:-100000}" --output="$WORK/data.hdf5" 2>&1 | tee -a "$OUT/session.log"
+  )
+  log "hopper: collect with behaviour seed ${best:-0}"
+  timeout "${COLLECT_SECONDS:-45}" python3 -m launch.collect --env="$ENV" \
+    --policy="$WORK/behaviour" --checkpoint_seed="${best:-0}" --num_envs="${COLLECT_ENVS:-100}" \
+    --steps="${COLLECT_STEPS:-100000}" --output="$WORK/data.hdf5" > "$R/collect_hopper.log" 2>&1
+  log "hopper: Cal-QL pretraining"
+  timeout "${PRETRAIN_SECONDS:-90}" python3 -m launch.pretrain \
+    --config="launch/configs/pretrain.py:$ENV" --workdir="$WORK/pretrain" \
+    --config.algo=calql --config.dataset="$WORK/data.hdf5" \
+    --config.num_seeds="${SEEDS:-4}" --config.offline_steps="${OFFLINE_STEPS:-20000}" \
+    --config.steps_per_chunk="${CHUNK:-2500}" --config.eval_interval="${EVAL_EVERY:-2500}" \
+    --config.eval_episodes="${EVAL_EPISODES:-10}" \
+    --config.checkpoint_interval="${EVAL_EVERY:-2500}" > "$R/pretrain.log" 2>&1
+  cp "$WORK/pretrain/metrics.jsonl" "$R/pretrain_metrics.jsonl" 2>/dev/null
+  log "hopper: WSRL fine-tuning from the Cal-QL checkpoint"
+  timeout "$(left "$DEADLINE")" python3 -m launch.finetune \
+    --config="launch/configs/finetune.py:$ENV" --workdir="$WORK/finetune" "${SHARED[@]}" \
+    --config.pretrained="$WORK/pretrain" --config.warmup_steps="${WARMUP:-5000}" \
+    > "$R/finetune.log" 2>&1
+  cp "$WORK/finetune/metrics.jsonl" "$R/finetune_metrics.jsonl" 2>/dev/null
+  log "hopper chain done"
+}
+antmaze_chain() {
+  log "antmaze: controller (Brax PPO)"
+  timeout "${CONTROLLER_SECONDS:-200}" python3 -m launch.train_ant_controller \
+    --output="$WORK/ant_controller" --num_timesteps="${CONTROLLER_STEPS:-10000000}" \
+    --num_envs="${CONTROLLER_ENVS:-2048}" --batch_size="${CONTROLLER_BATCH:-1024}" \
+    --num_minibatches="${CONTROLLER_MINIBATCHES:-32}" --num_evals=5 > "$R/controller.log" 2>&1
+  cp "$WORK/ant_controller/controller.json" "$R/controller.json" 2>/dev/null
+  tar -C "$WORK" -czf "$R/ant_controller.tgz" ant_controller
+  log "antmaze: collect antmaze-umaze-diverse-v2"
+  timeout "$(left "$DEADLINE")" python3 -m launch.collect --env=antmaze-umaze-diverse-v2 \
+    --policy="navigator:$WORK/ant_controller" --num_envs="${MAZE_ENVS:-100}" \
+    --steps="${MAZE_STEPS:-100000}" --output="$WORK/antmaze_umaze_diverse.hdf5" \
+    > "$R/collect_antmaze.log" 2>&1
+  log "antmaze chain done"
+}
+if [[ $PHASES == *B* ]]; then
+  hopper_chain & HOPPER=$!
+  antmaze_chain & ANTMAZE=$!
+  wait $HOPPER $ANTMAZE
+fi
 
-# 4. Cal-QL pretraining on it.
-log "Cal-QL pretraining"
-timeout "${PRETRAIN_TIMEOUT:-50}" python3 -m launch.pretrain \
-  --config="launch/configs/pretrain.py:$ENV" --workdir="$WORK/pretrain" \
-  --config.algo=calql --config.dataset="$WORK/data.hdf5" \
-  --config.num_seeds="${SEEDS:-4}" --config.offline_steps="${PRETRAIN_STEPS:-10000}" \
-  --config.steps_per_chunk="${PRETRAIN_CHUNK:-2500}" \
-  --config.eval_interval="${PRETRAIN_EVAL:-5000}" --config.eval_episodes=10 \
-  --config.checkpoint_interval="${PRETRAIN_STEPS:-10000}" 2>&1 | tee -a "$OUT/session.log"
-cp "$WORK/pretrain/metrics.jsonl" "$OUT/pretrain_metrics.jsonl" 2>/dev/null
-
-# 5. WSRL fine-tuning from the Cal-QL checkpoint: evaluation at 0 is the pretrained policy, the
-#    one right after the warmup is where methods that drop the offline data usually collapse.
-log "WSRL fine-tuning"
-timeout "${FINETUNE_TIMEOUT:-70}" python3 -m launch.finetune \
-  --config="launch/configs/finetune.py:$ENV" --workdir="$WORK/finetune" \
-  --config.pretrained="$WORK/pretrain" --config.num_seeds="${SEEDS:-4}" \
-  --config.online_steps="${FINETUNE_STEPS:-20000}" --config.warmup_steps="${WARMUP:-5000}" \
-  --config.steps_per_chunk="${FINETUNE_CHUNK:-2500}" \
-  --config.eval_interval="${FINETUNE_EVAL:-5000}" --config.eval_episodes=10 \
-  --config.checkpoint_interval="${FINETUNE_STEPS:-20000}" 2>&1 | tee -a "$OUT/session.log"
-cp "$WORK/finetune/metrics.jsonl" "$OUT/finetune_metrics.jsonl" 2>/dev/null
-
-# 6. AntMaze step speed: the large maze (our default) at batch 64 (the yardstick: Brax's
-#    bare ant at 64), 1024 and 1, the naive model at 64, then the other mazes.
-log "AntMaze speed"
-timeout "${ANTMAZE_TIMEOUT:-150}" python3 -m benchmarks.antmaze_speed --check_starts=0 \
-  --steps="${ANTMAZE_STEPS:-100}" --repeats=2 \
-  --plan="${ANTMAZE_PLAN:-large:contacts24:64,large:contacts24:1024,large:contacts24:1,large:naive:64,umaze:contacts24:64,medium:contacts24:64,umaze:contacts24:1024,medium:contacts24:1024}" \
-  --out="$OUT/antmaze_speed.json" 2>&1 | tee -a "$OUT/session.log"
+# ---- Summary -----------------------------------------------------------------------------------
+python3 -m benchmarks.session_summary "$R" | tee "$R/summary.txt"
 log "done"

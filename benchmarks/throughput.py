@@ -1,6 +1,8 @@
 r"""Throughput of the fused WSRL loop against the ways it is usually structured (not a test).
 
-Measured side by side in one process, after compilation, warmup off (every step trains):
+Measured side by side in one run, after compilation, warmup off (every step trains). `--measure`
+picks the parts, so that several processes sharing a GPU can each take some and compile in
+parallel while their timed calls take turns (benchmarks/timing.py, benchmarks/gpu_session.sh):
 
 - fused:        `jit(vmap(run))`: env step + buffer insert + one UTD update per step, `--chunk`
                 steps per device call (what launch.finetune runs);
@@ -22,8 +24,8 @@ minibatch, summed over seeds (a WSRL env step has 4, plus one actor step on 1024
 
 from __future__ import annotations
 
+import contextlib
 import json
-import time
 
 import jax
 import jax.numpy as jnp
@@ -31,6 +33,7 @@ import numpy as np
 from absl import app, flags
 
 import envs
+from benchmarks import timing
 from launch import runtime
 from launch.configs import finetune as finetune_config
 from wsrl_mjx import controller, finetune, per_seed, replay
@@ -39,27 +42,24 @@ _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Environment (paper's loco
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Seed counts to measure.")
 _CHUNK = flags.DEFINE_integer("chunk", 1000, "Env steps per fused device call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per measurement (after compiling).")
-_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 300,
-                                   "Env steps timed for the Python loop (0: skip it).")
-_BRAX_STEPS = flags.DEFINE_integer("brax_steps", 20_000, "Env steps per Brax SAC epoch (0: skip).")
+_LOOP_STEPS = flags.DEFINE_integer("loop_steps", 300, "Env steps timed for the Python loop.")
+_BRAX_STEPS = flags.DEFINE_integer("brax_steps", 20_000, "Env steps per Brax SAC epoch.")
+_MEASURE = flags.DEFINE_list(
+    "measure", ["fused", "update_only", "python_loop", "brax"],
+    "What to measure; separate processes sharing a GPU can each take a part (benchmarks/timing.py "
+    "says how they keep their timings apart).")
 _PRECISIONS = flags.DEFINE_list("precisions", ["default", "bfloat16"],
                                 "Matmul precisions for the fused loop (first one is the baseline).")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 
 
-def _timed(fn, repeats, label):
-  """Median seconds of `repeats` calls after a first one (compile + warm-up), which is printed:
-  on a GPU the compile of a fused MJX + 10-critic program can take minutes."""
+def _compiled(label, lowered):
+  """AOT-compiles outside the device lock (benchmarks/timing.py), printing how long it took: on
+  a GPU the compile of a fused MJX + 10-critic program is what takes minutes."""
   print(f"  {label}: compiling ...", flush=True)
-  start = time.perf_counter()
-  jax.block_until_ready(fn())
-  print(f"  {label}: first call (compile + run) {time.perf_counter() - start:.1f} s", flush=True)
-  times = []
-  for _ in range(repeats):
-    start = time.perf_counter()
-    jax.block_until_ready(fn())
-    times.append(time.perf_counter() - start)
-  return float(np.median(times))
+  compiled, seconds = timing.compile_seconds(lowered)
+  print(f"  {label}: compiled in {seconds:.1f} s", flush=True)
+  return compiled, seconds
 
 
 def _setup(num_seeds, precision):
@@ -71,28 +71,44 @@ def _setup(num_seeds, precision):
   env, env_spec = envs.make(config.env_name)
   programs = finetune.build_programs(config, env, env_spec)
   settings, _ = per_seed.seed_settings(config)
-  state = programs.init(finetune.seed_keys(config), jax.tree.map(jnp.asarray, settings), None)
-  return config, env, env_spec, programs, state
+  args = (finetune.seed_keys(config), jax.tree.map(jnp.asarray, settings), None)
+  init, _ = _compiled(f"init, {num_seeds} seeds", programs.init.lower(*args))
+  with timing.exclusive_device():
+    state = jax.block_until_ready(init(*args))
+  return config, programs, state
 
 
 def measure_fused(num_seeds, precision):
-  config, _, _, programs, state = _setup(num_seeds, precision)
+  config, programs, state = _setup(num_seeds, precision)
+  label = f"fused[{precision}], {num_seeds} seeds"
+  run, compile_s = _compiled(label, programs.run.lower(state, _CHUNK.value))
   holder = {"state": state}
 
   def call():
-    holder["state"], stats = programs.run(holder["state"], _CHUNK.value)
-    return stats
+    holder["state"], stats = run(holder["state"])
+    jax.block_until_ready(stats)
 
-  seconds = _timed(call, _REPEATS.value, f"fused[{precision}], {num_seeds} seeds")
+  seconds = timing.median_seconds(call, _REPEATS.value)
   env_steps = num_seeds * _CHUNK.value / seconds
-  return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd}
+  return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd,
+          "compile_s": compile_s}
+
+
+def _full_buffer(buffer: replay.ReplayBuffer, key) -> replay.ReplayBuffer:
+  """Every row written with random transitions: what the learner sees does not change its
+  speed, and filling the buffer this way needs no fused program compiled."""
+  leaves, treedef = jax.tree.flatten(buffer.data)
+  keys = jax.random.split(key, len(leaves))
+  data = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
+                                      for k, x in zip(keys, leaves)])
+  data = data.replace(terminal=jnp.zeros_like(data.terminal))
+  return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
 
 
 def measure_update_only(num_seeds, precision):
-  config, _, _, programs, state = _setup(num_seeds, precision)
+  config, programs, state = _setup(num_seeds, precision)
   agent = programs.online.agent
-  # Fill the buffers with `chunk` real transitions first.
-  state, _ = programs.run(state, _CHUNK.value)
+  buffer = _full_buffer(state.buffer, jax.random.PRNGKey(1))
 
   def updates(agent_state, buffer, key):
     def body(carry, step_key):
@@ -102,30 +118,34 @@ def measure_update_only(num_seeds, precision):
       return new, None
     return jax.lax.scan(body, agent_state, jax.random.split(key, _CHUNK.value))[0]
 
-  run = jax.jit(jax.vmap(updates), donate_argnums=0)
-  holder = {"agent": state.agent}
   keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+  run, compile_s = _compiled(
+      f"update-only[{precision}], {num_seeds} seeds",
+      jax.jit(jax.vmap(updates), donate_argnums=0).lower(state.agent, buffer, keys))
+  holder = {"agent": state.agent}
 
   def call():
-    holder["agent"] = run(holder["agent"], state.buffer, keys)
-    return holder["agent"]
+    holder["agent"] = jax.block_until_ready(run(holder["agent"], buffer, keys))
 
-  seconds = _timed(call, _REPEATS.value, f"update-only[{precision}], {num_seeds} seeds")
-  return {"seed_updates_per_s": num_seeds * _CHUNK.value * config.utd / seconds}
+  seconds = timing.median_seconds(call, _REPEATS.value)
+  return {"seed_updates_per_s": num_seeds * _CHUNK.value * config.utd / seconds,
+          "compile_s": compile_s}
 
 
 def measure_python_loop(num_seeds, precision):
-  config, _, _, programs, state = _setup(num_seeds, precision)
+  config, programs, state = _setup(num_seeds, precision)
+  step, compile_s = _compiled(f"python-loop, {num_seeds} seeds", programs.run.lower(state, 1))
   holder = {"state": state}
 
   def call():
     for _ in range(_LOOP_STEPS.value):
-      holder["state"], stats = programs.run(holder["state"], 1)
-    return stats
+      holder["state"], stats = step(holder["state"])
+    jax.block_until_ready(stats)
 
-  seconds = _timed(call, 1, f"python-loop, {num_seeds} seeds")
+  seconds = timing.median_seconds(call, 1)
   env_steps = num_seeds * _LOOP_STEPS.value / seconds
-  return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd}
+  return {"env_steps_per_s": env_steps, "seed_updates_per_s": env_steps * config.utd,
+          "compile_s": compile_s}
 
 
 def measure_brax_sac():
@@ -135,8 +155,15 @@ def measure_brax_sac():
   controller.patch_brax_for_this_jax()
   env, env_spec = envs.make(_ENV.value)
   rates = []
+  # Brax compiles inside `train`; hold the device lock from its first progress report (its
+  # evaluator has compiled by then, its training epoch has not) to the end.
+  lock = contextlib.ExitStack()
+  locked = []
 
   def progress(step, metrics):
+    del step
+    if not locked:
+      locked.append(lock.enter_context(timing.exclusive_device()))
     if "training/sps" in metrics:
       rates.append(float(metrics["training/sps"]))
 
@@ -151,11 +178,12 @@ def measure_brax_sac():
     return base.__class__(policy_network=base.policy_network, q_network=q_network,
                           parametric_action_distribution=base.parametric_action_distribution)
   steps = _BRAX_STEPS.value
-  sac_train.train(environment=env, num_timesteps=3 * steps, episode_length=env_spec.episode_length,
-                  num_envs=1, num_eval_envs=1, batch_size=256, grad_updates_per_step=4,
-                  num_evals=4, discounting=0.99, learning_rate=3e-4, min_replay_size=256,
-                  max_replay_size=100_000, network_factory=network_factory,
-                  progress_fn=progress)
+  with lock:
+    sac_train.train(environment=env, num_timesteps=3 * steps,
+                    episode_length=env_spec.episode_length, num_envs=1, num_eval_envs=1,
+                    batch_size=256, grad_updates_per_step=4, num_evals=4, discounting=0.99,
+                    learning_rate=3e-4, min_replay_size=256, max_replay_size=100_000,
+                    network_factory=network_factory, progress_fn=progress)
   # The first epoch includes compilation; report the fastest later one.
   env_steps = max(rates[1:]) if len(rates) > 1 else float("nan")
   return {"env_steps_per_s": env_steps, "seed_updates_per_s": 4 * env_steps}
@@ -175,33 +203,38 @@ def main(argv):
       with open(_OUT.value, "w") as f:
         json.dump(results, f, indent=1)
 
-  for seeds in map(int, _SEEDS.value):
+  measure = set(_MEASURE.value)
+  for seeds in map(int, _SEEDS.value) if measure - {"brax"} else ():
     row = {"seeds": seeds}
     for precision in _PRECISIONS.value:
-      row[f"fused[{precision}]"] = measure_fused(seeds, precision)
-      row[f"update_only[{precision}]"] = measure_update_only(seeds, precision)
-    if _LOOP_STEPS.value:
+      if "fused" in measure:
+        row[f"fused[{precision}]"] = measure_fused(seeds, precision)
+      if "update_only" in measure:
+        row[f"update_only[{precision}]"] = measure_update_only(seeds, precision)
+    if "python_loop" in measure:
       row["python_loop"] = measure_python_loop(seeds, baseline)
-    fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
-    row["ratios"] = {
-        **({"fused / python_loop": fused / row["python_loop"]["env_steps_per_s"]}
-           if "python_loop" in row else {}),
-        **{f"fused[{p}] / fused[{baseline}]": row[f"fused[{p}]"]["env_steps_per_s"] / fused
-           for p in _PRECISIONS.value[1:]},
-    }
+    row["ratios"] = {}
+    if f"fused[{baseline}]" in row:
+      fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
+      if "python_loop" in row:
+        row["ratios"]["fused / python_loop"] = fused / row["python_loop"]["env_steps_per_s"]
+      for p in _PRECISIONS.value[1:]:
+        row["ratios"][f"fused[{p}] / fused[{baseline}]"] = (
+            row[f"fused[{p}]"]["env_steps_per_s"] / fused)
     results["rows"].append(row)
     _print_row(row)
     save()
   # Last, so that a slow or failing Brax run costs nothing above; one seed per program, so S
   # seeds take S runs: its rate is compared with each row's fused rate as it is.
-  if _BRAX_STEPS.value:
+  if "brax" in measure:
     brax = measure_brax_sac()
     results["brax_sac"] = brax
     print(f"\n== Brax SAC (1 seed) ==\n  env_steps_per_s {brax['env_steps_per_s']:,.1f}")
     for row in results["rows"]:
-      row["ratios"]["fused / brax_sac"] = (row[f"fused[{baseline}]"]["env_steps_per_s"]
-                                          / brax["env_steps_per_s"])
-      print(f"  {row['seeds']} seed(s): fused / brax_sac {row['ratios']['fused / brax_sac']:.2f}")
+      if f"fused[{baseline}]" in row:
+        ratio = row[f"fused[{baseline}]"]["env_steps_per_s"] / brax["env_steps_per_s"]
+        row["ratios"]["fused / brax_sac"] = ratio
+        print(f"  {row['seeds']} seed(s): fused / brax_sac {ratio:.2f}")
     save()
 
 

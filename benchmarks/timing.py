@@ -1,11 +1,56 @@
-"""Timing helpers shared by the env benchmarks."""
+"""Timing helpers shared by the benchmarks.
+
+Benchmark processes may share one accelerator: set `WSRL_BENCH_LOCK` to a file path and each
+process compiles when it likes (CPU work) but runs its timed calls only while it holds that
+file's lock, so no timing overlaps another process's device work. Unset, the lock is a no-op.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import os
 import time
 
 import jax
 import numpy as np
+
+LOCK_VARIABLE = "WSRL_BENCH_LOCK"
+
+
+@contextlib.contextmanager
+def exclusive_device():
+  """Holds the lock named by $WSRL_BENCH_LOCK (if set) for the duration of the block."""
+  path = os.environ.get(LOCK_VARIABLE)
+  if not path:
+    yield
+    return
+  with open(path, "a") as lock:
+    fcntl.flock(lock, fcntl.LOCK_EX)
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def median_seconds(call, repeats: int) -> float:
+  """Median wall seconds of `repeats` calls of `call` after one untimed call, all holding the
+  device lock; `call` must block until its results are ready."""
+  with exclusive_device():
+    call()
+    times = []
+    for _ in range(repeats):
+      started = time.perf_counter()
+      call()
+      times.append(time.perf_counter() - started)
+  return float(np.median(times))
+
+
+def compile_seconds(lowered) -> tuple[object, float]:
+  """(compiled executable, seconds) of a `jax.jit(...).lower(...)` result."""
+  started = time.perf_counter()
+  compiled = lowered.compile()
+  return compiled, time.perf_counter() - started
 
 
 def steps_per_second(env, batch: int, steps: int, repeats: int) -> tuple[float, float]:
@@ -17,18 +62,14 @@ def steps_per_second(env, batch: int, steps: int, repeats: int) -> tuple[float, 
       return jax.vmap(env.step)(state, actions), None
     return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
-  state = jax.jit(jax.vmap(env.reset))(jax.random.split(jax.random.PRNGKey(0), batch))
-  run = jax.jit(run)
-  started = time.perf_counter()
-  compiled = run.lower(state, jax.random.PRNGKey(1)).compile()
-  compile_seconds = time.perf_counter() - started
-  jax.block_until_ready(compiled(state, jax.random.PRNGKey(1)))
-  times = []
-  for i in range(repeats):
-    started = time.perf_counter()
-    jax.block_until_ready(compiled(state, jax.random.PRNGKey(2 + i)))
-    times.append(time.perf_counter() - started)
-  return batch * steps / float(np.median(times)), compile_seconds
+  reset_keys = jax.random.split(jax.random.PRNGKey(0), batch)
+  reset = jax.jit(jax.vmap(env.reset)).lower(reset_keys).compile()
+  with exclusive_device():
+    state = jax.block_until_ready(reset(reset_keys))
+  compiled, seconds = compile_seconds(jax.jit(run).lower(state, jax.random.PRNGKey(1)))
+  keys = iter(jax.random.split(jax.random.PRNGKey(2), repeats + 1))
+  median = median_seconds(lambda: jax.block_until_ready(compiled(state, next(keys))), repeats)
+  return batch * steps / median, seconds
 
 
 def contacts_carried(env) -> int:

@@ -7,7 +7,8 @@ r"""Train the goal-reaching ant controller that AntMaze data collection steers (
 
 Trains on envs/ant_goal.py (D4RL's ant on an open floor, goals within 10 m) with Brax's PPO and
 writes `params` (Brax's parameter file: observation normaliser, policy, value) and
-`controller.json` (network sizes and training figures) to `--output`. `launch.collect
+`controller.json` (network sizes and training figures) to `--output`, at every evaluation (so a
+run stopped early leaves its latest controller) and at the end. `launch.collect
 --policy=navigator:<output>` then steers it through a maze.
 """
 
@@ -52,17 +53,26 @@ def main(argv):
     logging.info("step %d: eval episode reward %.1f, goals reached %.2f per episode (%.0f s)",
                  row["step"], row["episode_reward"], row["goals_reached"], row["seconds"])
 
+  def description(step):
+    return {"trainer": "brax.training.agents.ppo", "num_timesteps": step,
+            "num_envs": _NUM_ENVS.value, "episode_length": _EPISODE_LENGTH.value,
+            "device": jax.devices()[0].device_kind, "history": history}
+
+  def save_progress(step, make_policy, params):
+    """Saves the controller at every evaluation, so a run stopped early leaves its latest."""
+    del make_policy
+    if step:
+      controller.save(_OUTPUT.value, params, description(int(step)))
+
   _, params, _ = ppo.train(
       environment=env, num_timesteps=_NUM_TIMESTEPS.value, episode_length=_EPISODE_LENGTH.value,
       num_envs=_NUM_ENVS.value, batch_size=_BATCH_SIZE.value,
       num_minibatches=_NUM_MINIBATCHES.value, unroll_length=_UNROLL_LENGTH.value,
       num_updates_per_batch=4, learning_rate=3e-4, entropy_cost=1e-2, discounting=0.97,
       reward_scaling=1.0, normalize_observations=True, num_evals=_NUM_EVALS.value,
-      network_factory=controller.network_factory, seed=_SEED.value, progress_fn=progress)
-  path = controller.save(_OUTPUT.value, params, {
-      "trainer": "brax.training.agents.ppo", "num_timesteps": _NUM_TIMESTEPS.value,
-      "num_envs": _NUM_ENVS.value, "episode_length": _EPISODE_LENGTH.value,
-      "device": jax.devices()[0].device_kind, "history": history})
+      network_factory=controller.network_factory, seed=_SEED.value, progress_fn=progress,
+      policy_params_fn=save_progress)
+  path = controller.save(_OUTPUT.value, params, description(_NUM_TIMESTEPS.value))
   logging.info("Wrote %s", path)
 
 
