@@ -105,7 +105,7 @@ print(max(range(len(scores)), key=lambda i: scores[i] if scores[i] is not None e
 EOF
   )
   log "hopper: collect with behaviour seed ${best:-0}"
-  timeout "${COLLECT_SECONDS:-45}" python3 -m launch.collect --env="$ENV" \
+  timeout "${COLLECT_SECONDS:-50}" python3 -m launch.collect --env="$ENV" \
     --policy="$WORK/behaviour" --checkpoint_seed="${best:-0}" --num_envs="${COLLECT_ENVS:-100}" \
     --steps="${COLLECT_STEPS:-100000}" --output="$WORK/data.hdf5" > "$R/collect_hopper.log" 2>&1
   log "hopper: Cal-QL pretraining"
