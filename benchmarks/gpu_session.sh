@@ -2,9 +2,10 @@
 # One prepared device call (../shared/gpu/README.md): every GPU figure the open issues ask for,
 # in two phases that fit one ~10-minute command.
 #
-# Phase A, speed. Each benchmark is its own process and all start at once: compiling is CPU work
-# (16 cores there) and takes most of the time, while every timed call holds one file lock
-# ($WSRL_BENCH_LOCK, benchmarks/timing.py), so no two timings overlap on the GPU.
+# Phase A, speed. Each measurement is its own process and all start at once: compiling is CPU
+# work (16 cores there) and takes most of the time. Timing starts once all have compiled, and
+# every timed call holds one file lock (benchmarks/timing.py), so no timing overlaps another
+# process's GPU work or a compile.
 #   - benchmarks.throughput: fused loop (1, 8, 64 seeds; 64 also in bfloat16), update-only,
 #     Python loop (1, 64), Brax SAC;
 #   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024;
@@ -48,37 +49,53 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,utilization.gpu 
 PHASES=${PHASES:-AB}             # which phases to run (a smoke test may take one)
 
 # ---- Phase A ---------------------------------------------------------------------------------
+# One process per measurement: all compile at once, then (the `go` file) time in turn.
+export WSRL_BENCH_READY_DIR="$WORK/ready"
+mkdir -p "$WSRL_BENCH_READY_DIR"
+GO_AT=${GO_AT:-190}              # seconds after START: timing starts then even if some still compile
 PIDS=()
-a_job() {  # a_job NAME COMMAND...: one benchmark process, stopped at PHASE_A_END
-  local name=$1; shift
+COMPILERS=0                      # processes timing waits for: all but Brax SAC, which compiles
+a_job() {  # inside its trainer and takes its turn whenever it gets there
+  local name=$1; shift           # a_job NAME COMMAND...: one process, stopped at PHASE_A_END
   timeout "$(left "$PHASE_A_END")" "$@" > "$R/$name.log" 2>&1 &
   PIDS+=($!)
+  [[ $name == thr_brax ]] || COMPILERS=$((COMPILERS + 1))
 }
 if [[ $PHASES == *A* ]]; then
-TP=(python3 -m benchmarks.throughput --chunk="${BENCH_CHUNK:-500}" --repeats="${BENCH_REPEATS:-2}")
-a_job thr_fused64 "${TP[@]}" --seeds=64 --measure=fused,update_only --precisions=default \
-  --out="$R/thr_fused64.json"
-a_job thr_fused64_bf16 "${TP[@]}" --seeds=64 --measure=fused,update_only --precisions=bfloat16 \
-  --out="$R/thr_fused64_bf16.json"
-a_job thr_fused8 "${TP[@]}" --seeds=8 --measure=fused --precisions=default --out="$R/thr_fused8.json"
-a_job thr_fused1 "${TP[@]}" --seeds=1 --measure=fused --precisions=default --out="$R/thr_fused1.json"
-a_job thr_loop64 "${TP[@]}" --seeds=64 --measure=python_loop --loop_steps="${LOOP_STEPS:-100}" \
-  --precisions=default --out="$R/thr_loop64.json"
-a_job thr_loop1 "${TP[@]}" --seeds=1 --measure=python_loop --loop_steps="${LOOP_STEPS:-100}" \
-  --precisions=default --out="$R/thr_loop1.json"
-a_job thr_brax "${TP[@]}" --measure=brax --brax_steps="${BRAX_STEPS:-2000}" --out="$R/thr_brax.json"
-BATCHES=${ENV_BATCHES:-64,1024,1}
-for task in ${ADROIT_TASKS:-pen door relocate}; do
-  a_job "env_$task" python3 -m benchmarks.env_speed --envs="$task-binary-v0" --batches="$BATCHES" \
-    --steps="${ENV_STEPS:-100}" --repeats=3 --out="$R/env_$task.json"
+TP=(python3 -m benchmarks.throughput --chunk="${BENCH_CHUNK:-200}" --repeats="${BENCH_REPEATS:-2}")
+for seeds in ${FUSED_SEEDS:-64 8 1}; do
+  a_job "thr_fused$seeds" "${TP[@]}" --seeds="$seeds" --measure=fused --precisions=default \
+    --out="$R/thr_fused$seeds.json"
 done
-for maze in ${MAZES:-large medium umaze}; do
-  plan=$(echo "$BATCHES" | tr ',' '\n' | sed "s/^/$maze:contacts24:/" | paste -sd,)
-  a_job "antmaze_$maze" python3 -m benchmarks.antmaze_speed --check_starts=0 \
-    --bare_ant="$([ "$maze" = large ] && echo true || echo false)" --steps="${ENV_STEPS:-100}" \
-    --repeats=3 --plan="$plan" --out="$R/antmaze_$maze.json"
+BIG=${BIG_SEEDS:-64}
+a_job "thr_fused${BIG}_bf16" "${TP[@]}" --seeds="$BIG" --measure=fused --precisions=bfloat16 \
+  --out="$R/thr_fused${BIG}_bf16.json"
+a_job "thr_update$BIG" "${TP[@]}" --seeds="$BIG" --measure=update_only --precisions=default \
+  --out="$R/thr_update$BIG.json"
+for seeds in ${LOOP_SEEDS:-64 1}; do
+  a_job "thr_loop$seeds" "${TP[@]}" --seeds="$seeds" --measure=python_loop \
+    --loop_steps="${LOOP_STEPS:-50}" --precisions=default --out="$R/thr_loop$seeds.json"
+done
+a_job thr_brax "${TP[@]}" --measure=brax --brax_steps="${BRAX_STEPS:-1000}" --out="$R/thr_brax.json"
+for batch in ${ADROIT_BATCHES:-1 64 1024}; do
+  for task in ${ADROIT_TASKS:-pen door relocate}; do
+    a_job "env_${task}_$batch" python3 -m benchmarks.env_speed --envs="$task-binary-v0" \
+      --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 --out="$R/env_${task}_$batch.json"
+  done
+done
+for item in ${ANTMAZE_PLAN:-large:1 large:64 large:1024 medium:1024 umaze:1024}; do
+  maze=${item%:*}; batch=${item#*:}
+  a_job "antmaze_${maze}_$batch" python3 -m benchmarks.antmaze_speed --check_starts=0 \
+    --bare_ant=false --steps="${ENV_STEPS:-20}" --repeats=2 --plan="$maze:contacts24:$batch" \
+    --out="$R/antmaze_${maze}_$batch.json"
 done
 log "phase A: ${#PIDS[@]} processes started"
+while (( $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') < COMPILERS )) \
+      && (( $(left "$GO_AT") > 0 )); do
+  sleep 1
+done
+touch "$WSRL_BENCH_READY_DIR/go"
+log "phase A: timing starts, $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') of ${#PIDS[@]} compiled"
 wait "${PIDS[@]}"
 log "phase A done"
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv >> "$R/session.log" 2>&1

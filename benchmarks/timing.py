@@ -2,7 +2,12 @@
 
 Benchmark processes may share one accelerator: set `WSRL_BENCH_LOCK` to a file path and each
 process compiles when it likes (CPU work) but runs its timed calls only while it holds that
-file's lock, so no timing overlaps another process's device work. Unset, the lock is a no-op.
+file's lock, so no timing overlaps another process's device work. Compiles must not overlap
+timings either: a GPU program of many small kernels is launched from a host thread, and 13
+processes compiling on 16 cores slowed an MJX step 5x on an H200. So with
+`WSRL_BENCH_READY_DIR` set, a process that has compiled writes `ready.<pid>` there and takes the
+lock only once a `go` file appears (benchmarks/gpu_session.sh writes it when all are ready).
+Unset, both are no-ops.
 """
 
 from __future__ import annotations
@@ -10,17 +15,31 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import pathlib
 import time
 
 import jax
 import numpy as np
 
 LOCK_VARIABLE = "WSRL_BENCH_LOCK"
+READY_VARIABLE = "WSRL_BENCH_READY_DIR"
+
+
+def _ready_and_wait_for_go() -> None:
+  folder = os.environ.get(READY_VARIABLE)
+  if not folder:
+    return
+  folder = pathlib.Path(folder)
+  (folder / f"ready.{os.getpid()}").touch()
+  while not (folder / "go").exists():
+    time.sleep(0.2)
 
 
 @contextlib.contextmanager
 def exclusive_device():
-  """Holds the lock named by $WSRL_BENCH_LOCK (if set) for the duration of the block."""
+  """Holds the lock named by $WSRL_BENCH_LOCK (if set) for the duration of the block, after
+  every benchmark process has compiled (when $WSRL_BENCH_READY_DIR is set)."""
+  _ready_and_wait_for_go()
   path = os.environ.get(LOCK_VARIABLE)
   if not path:
     yield
@@ -63,9 +82,7 @@ def steps_per_second(env, batch: int, steps: int, repeats: int) -> tuple[float, 
     return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
   reset_keys = jax.random.split(jax.random.PRNGKey(0), batch)
-  reset = jax.jit(jax.vmap(env.reset)).lower(reset_keys).compile()
-  with exclusive_device():
-    state = jax.block_until_ready(reset(reset_keys))
+  state = jax.block_until_ready(jax.jit(jax.vmap(env.reset))(reset_keys))
   compiled, seconds = compile_seconds(jax.jit(run).lower(state, jax.random.PRNGKey(1)))
   keys = iter(jax.random.split(jax.random.PRNGKey(2), repeats + 1))
   median = median_seconds(lambda: jax.block_until_ready(compiled(state, next(keys))), repeats)
