@@ -20,6 +20,8 @@ import jax
 import jax.numpy as jnp
 import mujoco
 
+from envs import cholesky
+
 # MJX prints "Failed to import warp" when the optional Warp backend is absent; we use the JAX one.
 with contextlib.redirect_stdout(io.StringIO()):
   from brax.envs import base as brax_base
@@ -32,6 +34,15 @@ MJX_LS_ITERATIONS = 8         # line-search steps per iteration (the models say 
 # Brax's State: `pipeline_state` holds the `mjx.Data`, `done` is true termination only (time
 # limits are the training loop's business, as in D4RL where timeouts are not terminals).
 State = brax_base.State
+
+
+@contextlib.contextmanager
+def _simulating():
+  """What every MJX call here is traced under: full float32 matmuls (TF32 or bf16 contact solves
+  drift visibly from MuJoCo, whatever precision the networks use) and, on the CPU, a Cholesky
+  that cannot deadlock XLA's thread pool (envs/cholesky.py)."""
+  with jax.default_matmul_precision("highest"), cholesky.lapack_free():
+    yield
 
 
 class MjxEnv(brax_base.Env):
@@ -86,7 +97,7 @@ class MjxEnv(brax_base.Env):
     `model` replaces the env's model (a task whose reset moves a body with children).
     """
     model = self.mjx_model if model is None else model
-    with jax.default_matmul_precision("highest"):
+    with _simulating():
       data = mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel, **fields)
       return mjx.forward(model, data)
 
@@ -98,12 +109,9 @@ class MjxEnv(brax_base.Env):
                    model: mjx.Model | None = None) -> mjx.Data:
     """Applies `ctrl` as the controls and advances `frame_skip` physics steps (of `model`, by
     default the env's).
-
-    Matmuls here run at full float32 precision: TF32 or bf16 contact solves drift visibly from
-    MuJoCo, whatever precision the networks use.
     """
     model = self.mjx_model if model is None else model
-    with jax.default_matmul_precision("highest"):
+    with _simulating():
       data = data.replace(ctrl=ctrl)
 
       def one_step(data, _):
