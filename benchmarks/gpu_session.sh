@@ -17,6 +17,13 @@
 #   - AntMaze: the goal-reaching controller with Brax PPO -> an antmaze-umaze-diverse dataset
 #     collected with the waypoint navigator, with its success rate.
 #
+# What one H200 session (2026-11-26, benchmarks/RESULTS.md) learned: compiles dominate. With 22
+# processes on 16 cores a fused WSRL program took ~110 s, an Adroit or AntMaze scan 55-95 s, Brax
+# SAC's evaluator alone 177 s, and only 7 of 22 had compiled by 180 s; phase B's five programs in
+# sequence did not fit after phase A in 15 minutes. So run one phase per call, trim phase A with
+# the variables below (FUSED_SEEDS, ADROIT_TASKS, ANTMAZE_PLAN, ...) to ~12 processes, and give
+# GO_AT room (~1.2 x the slowest compile).
+#
 # Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
 # device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
 # the environment, so the same script is smoke-tested on a CPU with tiny values
@@ -24,8 +31,9 @@
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 # Autotuning runs candidate kernels on the GPU while compiling, which would both slow the many
-# parallel compiles and disturb other processes' timings; XLA's default kernels are used instead.
-export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
+# parallel compiles and disturb other processes' timings; XLA's default kernels are used instead
+# unless AUTOTUNE=1 (then run few processes: their compiles share the GPU).
+[[ ${AUTOTUNE:-0} == 1 ]] || export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"
 OUT=${OUT:?set OUT}
 WORK=${WORK:-/tmp/wsrl_session}
 R="$WORK/results"
@@ -33,7 +41,7 @@ rm -rf "$WORK"; mkdir -p "$R"
 export WSRL_BENCH_LOCK="$WORK/device.lock"
 START=$(date +%s)
 DEADLINE=${DEADLINE:-560}        # seconds after START by which everything has stopped
-PHASE_A_END=${PHASE_A_END:-230}  # seconds after START by which phase A has stopped
+PHASE_A_END=${PHASE_A_END:-420}  # seconds after START by which phase A has stopped
 left() { echo $(( $1 - ($(date +%s) - START) )); }
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
 pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
@@ -46,13 +54,13 @@ log "XLA_FLAGS=$XLA_FLAGS"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,utilization.gpu --format=csv \
   >> "$R/session.log" 2>&1
 
-PHASES=${PHASES:-AB}             # which phases to run (a smoke test may take one)
+PHASES=${PHASES:-A}              # A, B or AB (see above: one per device call)
 
 # ---- Phase A ---------------------------------------------------------------------------------
 # One process per measurement: all compile at once, then (the `go` file) time in turn.
 export WSRL_BENCH_READY_DIR="$WORK/ready"
 mkdir -p "$WSRL_BENCH_READY_DIR"
-GO_AT=${GO_AT:-190}              # seconds after START: timing starts then even if some still compile
+GO_AT=${GO_AT:-260}              # seconds after START: timing starts then even if some still compile
 PIDS=()
 COMPILERS=0                      # processes timing waits for: all but Brax SAC, which compiles
 a_job() {  # inside its trainer and takes its turn whenever it gets there
@@ -111,7 +119,7 @@ SHARED=(--config.num_seeds="${SEEDS:-4}" --config.online_steps="${ONLINE_STEPS:-
         --config.checkpoint_interval="${EVAL_EVERY:-2500}")
 hopper_chain() {
   log "hopper: behaviour SAC from scratch"
-  timeout "${BEHAVIOUR_SECONDS:-100}" python3 -m launch.finetune \
+  timeout "${BEHAVIOUR_SECONDS:-200}" python3 -m launch.finetune \
     --config="launch/configs/finetune.py:$ENV" --workdir="$WORK/behaviour" "${SHARED[@]}" \
     > "$R/behaviour.log" 2>&1
   cp "$WORK/behaviour/metrics.jsonl" "$R/behaviour_metrics.jsonl" 2>/dev/null
@@ -122,11 +130,11 @@ print(max(range(len(scores)), key=lambda i: scores[i] if scores[i] is not None e
 EOF
   )
   log "hopper: collect with behaviour seed ${best:-0}"
-  timeout "${COLLECT_SECONDS:-50}" python3 -m launch.collect --env="$ENV" \
+  timeout "${COLLECT_SECONDS:-90}" python3 -m launch.collect --env="$ENV" \
     --policy="$WORK/behaviour" --checkpoint_seed="${best:-0}" --num_envs="${COLLECT_ENVS:-100}" \
     --steps="${COLLECT_STEPS:-100000}" --output="$WORK/data.hdf5" > "$R/collect_hopper.log" 2>&1
   log "hopper: Cal-QL pretraining"
-  timeout "${PRETRAIN_SECONDS:-90}" python3 -m launch.pretrain \
+  timeout "${PRETRAIN_SECONDS:-160}" python3 -m launch.pretrain \
     --config="launch/configs/pretrain.py:$ENV" --workdir="$WORK/pretrain" \
     --config.algo=calql --config.dataset="$WORK/data.hdf5" \
     --config.num_seeds="${SEEDS:-4}" --config.offline_steps="${OFFLINE_STEPS:-20000}" \
@@ -144,7 +152,7 @@ EOF
 }
 antmaze_chain() {
   log "antmaze: controller (Brax PPO)"
-  timeout "${CONTROLLER_SECONDS:-200}" python3 -m launch.train_ant_controller \
+  timeout "${CONTROLLER_SECONDS:-330}" python3 -m launch.train_ant_controller \
     --output="$WORK/ant_controller" --num_timesteps="${CONTROLLER_STEPS:-10000000}" \
     --num_envs="${CONTROLLER_ENVS:-2048}" --batch_size="${CONTROLLER_BATCH:-1024}" \
     --num_minibatches="${CONTROLLER_MINIBATCHES:-32}" --num_evals=5 > "$R/controller.log" 2>&1
