@@ -205,6 +205,11 @@ def main(argv):
         json.dump(results, f, indent=1)
 
   measure = set(_MEASURE.value)
+  known = {"fused", "update_only", "python_loop", "brax"}
+  if measure - known:
+    raise app.UsageError(f"--measure: unknown {sorted(measure - known)}; known: {sorted(known)}")
+  if _LOOP_STEPS.value < 1:
+    raise app.UsageError(f"--loop_steps must be positive, got {_LOOP_STEPS.value}")
   for seeds in map(int, _SEEDS.value) if measure - {"brax"} else ():
     row = {"seeds": seeds}
     for precision in _PRECISIONS.value:
