@@ -24,6 +24,12 @@
 # the variables below (FUSED_SEEDS, ADROIT_TASKS, ANTMAZE_PLAN, ...) to ~12 processes, and give
 # GO_AT room (~1.2 x the slowest compile).
 #
+# The device command (carry .whl and .gpu_extra; BUILD.md says how to make them):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+#     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
+#     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
+#   PHASES=A bash benchmarks/gpu_session.sh
+#
 # Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
 # device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
 # the environment, so the same script is smoke-tested on a CPU with tiny values
