@@ -17,9 +17,13 @@ on that module when it is traced, so tracing is all the swap needs to cover.
 from __future__ import annotations
 
 import contextlib
+import functools
 
 import jax
 import jax.numpy as jnp
+
+# Products at full float32 precision, vector or matrix right-hand sides alike.
+_dot = functools.partial(jnp.tensordot, axes=1, precision=jax.lax.Precision.HIGHEST)
 
 
 def cholesky_lower(a: jax.Array) -> jax.Array:
@@ -27,12 +31,11 @@ def cholesky_lower(a: jax.Array) -> jax.Array:
   a = jnp.asarray(a)
   n = a.shape[-1]
   index = jnp.arange(n)
-  dot = lambda x, y: jnp.dot(x, y, precision=jax.lax.Precision.HIGHEST)
 
   def column(j, lower):
     row = jnp.where(index < j, lower[j], 0.0)              # L[j, :j]
-    diagonal = jnp.sqrt(a[j, j] - dot(row, row))
-    below = (a[:, j] - dot(lower, row)) / diagonal         # columns >= j of `lower` are 0 yet
+    diagonal = jnp.sqrt(a[j, j] - _dot(row, row))
+    below = (a[:, j] - _dot(lower, row)) / diagonal         # columns >= j of `lower` are 0 yet
     return lower.at[:, j].set(jnp.where(index > j, below, jnp.where(index == j, diagonal, 0.0)))
 
   return jax.lax.fori_loop(0, n, column, jnp.zeros_like(a))
@@ -40,22 +43,20 @@ def cholesky_lower(a: jax.Array) -> jax.Array:
 
 def _solve_lower(lower: jax.Array, b: jax.Array) -> jax.Array:
   """y with L y = b (forward substitution); b is [n] or [n, k]."""
-  dot = lambda x, y: jnp.tensordot(x, y, axes=1, precision=jax.lax.Precision.HIGHEST)
 
   def row(i, y):
-    return y.at[i].set((b[i] - dot(lower[i], y)) / lower[i, i])   # y[i:] is 0 yet
+    return y.at[i].set((b[i] - _dot(lower[i], y)) / lower[i, i])   # y[i:] is 0 yet
 
   return jax.lax.fori_loop(0, b.shape[0], row, jnp.zeros_like(b))
 
 
 def _solve_lower_transposed(lower: jax.Array, y: jax.Array) -> jax.Array:
   """x with L^T x = y (back substitution)."""
-  dot = lambda x, y: jnp.tensordot(x, y, axes=1, precision=jax.lax.Precision.HIGHEST)
   n = y.shape[0]
 
   def row(step, x):
     i = n - 1 - step
-    return x.at[i].set((y[i] - dot(lower[:, i], x)) / lower[i, i])  # x[:i + 1] is 0 yet
+    return x.at[i].set((y[i] - _dot(lower[:, i], x)) / lower[i, i])  # x[:i + 1] is 0 yet
 
   return jax.lax.fori_loop(0, n, row, jnp.zeros_like(y))
 
