@@ -1,8 +1,8 @@
 r"""Env steps/s of any registered MJX task at several batch sizes (not a test).
 
-For each env and batch: steps/s of `jit(vmap(step))` in a `lax.scan` (random actions in [-1, 1],
-no resets), compile seconds, and the contacts MJX carries per step. Absolute figures only from a
-GPU; on a CPU, compare tasks or settings measured in the same run.
+For each env and batch: steps/s of `jit(vmap(step))` in a `lax.scan` (random actions in [-1, 1];
+no resets unless `--auto_reset`), compile seconds, and the contacts MJX carries per step.
+Absolute figures only from a GPU; on a CPU, compare tasks or settings measured in the same run.
 
   python -m benchmarks.env_speed --envs=pen-binary-v0,door-binary-v0,relocate-binary-v0 \
       --batches=1,64,1024                                                    # GPU
@@ -25,6 +25,9 @@ _ENVS = flags.DEFINE_list("envs", ["pen-binary-v0", "door-binary-v0", "relocate-
 _BATCHES = flags.DEFINE_list("batches", ["1", "64", "1024"], "Batch sizes (parallel envs).")
 _STEPS = flags.DEFINE_integer("steps", 100, "Env steps per timed call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (median) after compiling.")
+_AUTO_RESET = flags.DEFINE_bool("auto_reset", False,
+                                "Also draw a reset every step and keep it where an episode "
+                                "ended, as the training loop does.")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 
 
@@ -38,7 +41,8 @@ def main(argv):
   for name in _ENVS.value:
     env, _ = envs.make(name)
     for batch in map(int, _BATCHES.value):
-      rate, compile_seconds = timing.steps_per_second(env, batch, _STEPS.value, _REPEATS.value)
+      rate, compile_seconds = timing.steps_per_second(env, batch, _STEPS.value, _REPEATS.value,
+                                                        _AUTO_RESET.value)
       row = {"env": name, "batch": batch, "steps_per_second": rate,
              "compile_seconds": compile_seconds, "contacts": timing.contacts_carried(env),
              "device": device}

@@ -19,6 +19,7 @@ import pathlib
 import time
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
 LOCK_VARIABLE = "WSRL_BENCH_LOCK"
@@ -72,13 +73,25 @@ def compile_seconds(lowered) -> tuple[object, float]:
   return compiled, time.perf_counter() - started
 
 
-def steps_per_second(env, batch: int, steps: int, repeats: int) -> tuple[float, float]:
+def steps_per_second(env, batch: int, steps: int, repeats: int,
+                     auto_reset: bool = False) -> tuple[float, float]:
   """(env steps/s over the batch, compile seconds) of a `lax.scan` of `steps` vmapped steps of
-  any Brax-interface env, random actions, no resets; the median of `repeats` timed calls."""
+  any Brax-interface env, random actions; the median of `repeats` timed calls.
+
+  With `auto_reset` every step also draws a fresh reset and keeps it where an episode ended, as
+  the training loop does (under `vmap` the reset is computed for every env on every step).
+  """
   def run(state, key):
     def body(state, step_key):
-      actions = jax.random.uniform(step_key, (batch, env.action_size), minval=-1, maxval=1)
-      return jax.vmap(env.step)(state, actions), None
+      action_key, reset_key = jax.random.split(step_key)
+      actions = jax.random.uniform(action_key, (batch, env.action_size), minval=-1, maxval=1)
+      next_state = jax.vmap(env.step)(state, actions)
+      if auto_reset:
+        fresh = jax.vmap(env.reset)(jax.random.split(reset_key, batch))
+        next_state = jax.tree.map(
+            lambda a, b: jnp.where(next_state.done.reshape((batch,) + (1,) * (a.ndim - 1)), a, b),
+            fresh, next_state)
+      return next_state, None
     return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
   reset_keys = jax.random.split(jax.random.PRNGKey(0), batch)

@@ -91,15 +91,19 @@ class MjxEnv(brax_base.Env):
 
   def physics_init(self, qpos: jax.Array, qvel: jax.Array, model: mjx.Model | None = None,
                    **fields) -> mjx.Data:
-    """Physics data at (qpos, qvel) with all derived quantities computed, as `set_state` does.
+    """Physics data at (qpos, qvel) with positions computed (bodies, geoms, sites).
 
+    Only kinematics, not `mjx.forward`: every `mjx.step` begins with a full forward pass from
+    qpos, qvel and the controls, so what a forward pass here would add (velocities, contacts,
+    the constraint solve) is never read, and the auto-reset that the training loop evaluates on
+    every step under `vmap` would pay for a whole solver run. Observations read positions only.
     `fields` set other `mjx.Data` inputs first (e.g. `mocap_pos`, where a reset moves a body);
     `model` replaces the env's model (a task whose reset moves a body with children).
     """
     model = self.mjx_model if model is None else model
     with _simulating():
       data = mjx.make_data(self.mjx_model).replace(qpos=qpos, qvel=qvel, **fields)
-      return mjx.forward(model, data)
+      return mjx.kinematics(model, data)
 
   def action_to_ctrl(self, action: jax.Array) -> jax.Array:
     """The motors' controls for a policy action in [-1, 1] (identity unless a task rescales)."""

@@ -107,6 +107,27 @@ def test_hopper_terminates_when_it_falls():
   assert float(step(state, jnp.zeros(3)).done) == 0.0
 
 
+def test_reset_computes_positions_only_and_the_next_step_is_unchanged():
+  """Resets skip MJX's forward pass (the next step's own forward pass recomputes it all): a step
+  from the kinematics-only reset equals, bit for bit, a step from a fully forwarded one."""
+  from mujoco import mjx
+  env, _, reset, step = compiled("hopper")
+  state = reset(jax.random.PRNGKey(4))
+  data = state.pipeline_state
+  with jax.default_matmul_precision("highest"):
+    forwarded = jax.jit(mjx.forward)(env.mjx_model, data)
+  assert not np.allclose(data.qfrc_bias, forwarded.qfrc_bias)   # the reset did skip it
+  np.testing.assert_array_equal(data.xpos, forwarded.xpos)      # but has the positions
+  action = jnp.array([0.3, -0.5, 0.8])
+  from_reset = step(state, action)
+  from_forwarded = step(state.replace(pipeline_state=forwarded), action)
+  for name in ("qpos", "qvel", "qacc_warmstart"):
+    np.testing.assert_array_equal(getattr(from_reset.pipeline_state, name),
+                                  getattr(from_forwarded.pipeline_state, name), err_msg=name)
+  np.testing.assert_array_equal(from_reset.obs, from_forwarded.obs)
+  assert float(from_reset.reward) == float(from_forwarded.reward)
+
+
 def test_brax_training_wrappers_drive_the_env():
   """Brax's own wrappers (vmap, episode limit, auto-reset, evaluation) work on our envs."""
   from brax.envs.wrappers import training as brax_training
