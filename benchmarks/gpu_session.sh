@@ -2,6 +2,10 @@
 # One prepared device call (../shared/gpu/README.md): every GPU figure the open issues ask for,
 # in two phases that fit one ~10-minute command.
 #
+# Phase U, the learner alone (first, one process, nothing else compiling or running): seed-
+# updates/s of the UTD update (scanned, unrolled, bfloat16) beside the plain vmapped update of
+# benchmarks/naive_update.py at the same seed count, so the issue's 3x target is a ratio measured
+# on one idle GPU. Autotuning is on for it (no parallel compiles to disturb).
 # Phase A, speed. Each measurement is its own process and all start at once: compiling is CPU
 # work (16 cores there) and takes most of the time. Timing starts once all have compiled, and
 # every timed call holds one file lock (benchmarks/timing.py), so no timing overlaps another
@@ -28,7 +32,7 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
 #     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
 #     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
-#   PHASES=A bash benchmarks/gpu_session.sh
+#   PHASES=U bash benchmarks/gpu_session.sh       (then A, then B, each in its own call)
 #
 # Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
 # device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
@@ -60,7 +64,17 @@ log "XLA_FLAGS=$XLA_FLAGS"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,utilization.gpu --format=csv \
   >> "$R/session.log" 2>&1
 
-PHASES=${PHASES:-A}              # A, B or AB (see above: one per device call)
+PHASES=${PHASES:-U}              # U, A or B: one per device call (the limits below assume it)
+
+# ---- Phase U ---------------------------------------------------------------------------------
+if [[ $PHASES == *U* ]]; then
+  log "phase U: update-only vs naive, ${U_SEEDS:-64} seeds, alone"
+  env XLA_FLAGS="${XLA_FLAGS/--xla_gpu_autotune_level=0/}" timeout "${U_SECONDS:-170}" \
+    python3 -m benchmarks.throughput --seeds="${U_SEEDS:-64}" --chunk="${BENCH_CHUNK:-200}" \
+    --repeats="${BENCH_REPEATS:-2}" --measure=update_only,update_only_unrolled,naive \
+    --precisions=default,bfloat16 --out="$R/thr_update_vs_naive.json" > "$R/thr_update_vs_naive.log" 2>&1
+  log "phase U done"
+fi
 
 # ---- Phase A ---------------------------------------------------------------------------------
 # One process per measurement: all compile at once, then (the `go` file) time in turn.

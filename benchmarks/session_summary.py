@@ -64,6 +64,20 @@ def throughput(results: pathlib.Path) -> list[str]:
   return lines
 
 
+def learner(results: pathlib.Path) -> list[str]:
+  """Phase U: the UTD update against the plain vmapped one, same process, same seeds."""
+  data = _load(results / "thr_update_vs_naive.json")
+  if not data:
+    return []
+  lines = ["## learner: seed-updates/s (one 256-transition gradient step per seed)"]
+  for row in data["rows"]:
+    lines.append(f"{row['seeds']} seeds: " + ", ".join(
+        f"{name} {values['seed_updates_per_s']:,.0f}" for name, values in row.items()
+        if isinstance(values, dict) and "seed_updates_per_s" in values))
+    lines.extend(f"  {name}: {value:.2f}x" for name, value in row.get("ratios", {}).items())
+  return lines
+
+
 def env_speeds(results: pathlib.Path) -> list[str]:
   lines = ["## env steps/s", "| env | batch | env steps/s | compile s | contacts |",
            "|" + " --- |" * 5]
@@ -112,7 +126,7 @@ def curves(results: pathlib.Path) -> list[str]:
 
 def main(folder: str) -> None:
   results = pathlib.Path(folder)
-  for section in (throughput, env_speeds, curves):
+  for section in (learner, throughput, env_speeds, curves):
     print("\n".join(section(results)) + "\n")
 
 

@@ -1,5 +1,7 @@
 """SAC losses and update steps on a fixed batch, against a float64 numpy re-implementation."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -182,6 +184,12 @@ def test_utd_update_runs_four_critic_steps_then_one_actor_step(agent, state, bat
   manual, _ = agent.actor_temperature_step(manual, batch, keys[4])
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                new.params, manual.params)
+
+  # Inlining the critic steps (a GPU speed setting) changes the program, not the numbers.
+  unrolled = sac.SAC(dataclasses.replace(CONFIG, unroll_critic_steps=True))
+  inlined, _ = jax.jit(unrolled.update)(state, batch, key)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
+               inlined.params, new.params)
 
   # A non-finite batch is reported, not hidden.
   bad = batch.replace(reward=batch.reward.at[3].set(jnp.nan))

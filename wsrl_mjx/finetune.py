@@ -50,7 +50,8 @@ def agent_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
       reward_scale=(env_spec.reward_scale if config.reward_scale is None
                     else config.reward_scale),
       reward_bias=env_spec.reward_bias if config.reward_bias is None else config.reward_bias,
-      matmul_precision=config.matmul_precision)
+      matmul_precision=config.matmul_precision,
+      unroll_critic_steps=config.unroll_critic_steps)
 
 
 def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:

@@ -50,6 +50,7 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
   c.reward_bias = config_dict.placeholder(float)
   c.matmul_precision = "default"                      # default | high | highest | bfloat16
+  c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting
 
   # Environment and replay.
   c.replay_capacity = 2_000_000  # capped at online_steps

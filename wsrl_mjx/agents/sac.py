@@ -48,6 +48,7 @@ class SACConfig:
   reward_scale: float = 1.0
   reward_bias: float = 0.0
   matmul_precision: str = "default"        # a key of networks.PRECISIONS
+  unroll_critic_steps: bool = False        # the UTD critic steps inline rather than in a scan
 
   @property
   def batch_size(self) -> int:
@@ -245,7 +246,8 @@ class SAC:
       minibatch_data, step_key = inputs
       return self.critic_step(agent, minibatch_data, step_key)
 
-    agent, critic_metrics = jax.lax.scan(one_critic_step, agent, (minibatches, critic_keys[:utd]))
+    agent, critic_metrics = jax.lax.scan(one_critic_step, agent, (minibatches, critic_keys[:utd]),
+                                         unroll=utd if self.config.unroll_critic_steps else 1)
     agent, actor_metrics = self.actor_temperature_step(agent, batch, critic_keys[utd])
     values = [critic_metrics["critic_loss"], critic_metrics["grad_norm"],
               actor_metrics["actor_loss"], actor_metrics["temperature_loss"],
