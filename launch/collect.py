@@ -18,9 +18,15 @@ the demonstration files' layout, `rollout` the BC rollouts'):
   python -m launch.collect --env=pen-binary-v0 --policy=/tmp/wsrl/pen --num_envs=64 \
       --steps=64000 --output=/tmp/adroit/pen_bc.npy
 
-`--policy` is `random`, a checkpoint directory (a run directory, its `checkpoints/` or one step
-folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of its seeds acts), or, for AntMaze,
-`navigator:<controller dir>`. The file has D4RL's keys and conventions, with `infos/qpos` and
+Adroit demonstrations with successes, from the scripted demonstrator (wsrl_mjx/scripted.py; the
+part D4RL's human demonstrations play):
+
+  python -m launch.collect --env=relocate-binary-v0 --policy=scripted --num_envs=25 \
+      --steps=5000 --output=/tmp/adroit/relocate_demos.npy --npy_layout=demo
+
+`--policy` is `random`, `scripted` (Adroit relocate), a checkpoint directory (a run directory,
+its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
+its seeds acts), or, for AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and conventions, with `infos/qpos` and
 `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
@@ -32,10 +38,14 @@ from absl import app, flags, logging
 import envs
 from envs import antmaze
 from launch import runtime
-from wsrl_mjx import collect, controller, navigation
+from wsrl_mjx import collect, controller, navigation, scripted
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
-_POLICY = flags.DEFINE_string("policy", "random", "'random' or a checkpoint directory.")
+_POLICY = flags.DEFINE_string(
+    "policy", "random", "'random', 'scripted', 'navigator:DIR' (AntMaze) or a checkpoint "
+    "directory.")
+_SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
+                                     "Std of the Gaussian noise on the scripted actions.")
 _CHECKPOINT_SEED = flags.DEFINE_integer("checkpoint_seed", 0, "Which checkpoint seed acts.")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False,
                                    "Act with the mean action instead of sampling.")
@@ -75,6 +85,12 @@ def main(argv):
     env, _ = envs.make(_ENV.value)
   if _POLICY.value == "random":
     policy, params, source = collect.random_policy(env_spec.action_size), None, "random"
+  elif _POLICY.value == "scripted":
+    try:
+      policy = scripted.policy_for(env, _SCRIPTED_NOISE.value)
+    except ValueError as e:
+      raise app.UsageError(f"--policy=scripted: {e}") from None
+    params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
   elif _POLICY.value.startswith("navigator:"):
     if env_spec.family != "antmaze":
       raise app.UsageError("--policy=navigator:DIR steers the AntMaze controller; "
