@@ -45,6 +45,7 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
   c.reward_bias = config_dict.placeholder(float)
   c.matmul_precision = "default"
+  c.unroll_critic_steps = False   # as in fine-tuning (one critic step per offline step here)
 
   # CQL / Cal-QL.
   c.cql_num_sampled_actions = 10
