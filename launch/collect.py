@@ -118,7 +118,10 @@ def main(argv):
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
   if env_spec.family in ("antmaze", "adroit"):
-    logging.info("Episodes that reached their goal: %.1f%%", 100 * collect.success_rate(rows))
+    logging.info("Episodes that reached their goal: %.1f%% (episodes cut short by the end of "
+                 "a stream not counted)", 100 * collect.success_rate(
+                     rows, _STEPS.value // _NUM_ENVS.value,
+                     episode_length or env_spec.episode_length))
 
 
 if __name__ == "__main__":

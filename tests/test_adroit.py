@@ -241,6 +241,11 @@ def test_collected_rows_round_trip_through_wsrls_npy_format(layout, tmp_path):
   everything = adroit_data.read_adroit_npy(path, successful_prefix_only=False)
   np.testing.assert_array_equal(everything.timeouts, timeouts)
   assert collect.success_rate({**rows, "goal_achieved": rewards == 0}) == 0.5
+  # Read as one stream of 7 steps with a 5-step time limit, episode 2 (4 steps, no goal) was cut
+  # short by the stream's end; with a 4-step limit it timed out in full.
+  with_goal = {**rows, "goal_achieved": rewards == 0}
+  assert collect.success_rate(with_goal, stream_length=7, episode_length=5) == 1.0
+  assert collect.success_rate(with_goal, stream_length=7, episode_length=4) == 0.5
 
 
 def test_adroit_datasets_load_by_name_or_comma_separated_files(tmp_path, monkeypatch):

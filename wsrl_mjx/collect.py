@@ -116,14 +116,28 @@ def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: 
   return {k: v.reshape(num_envs * steps_per_env, *v.shape[2:]) for k, v in rows.items()}
 
 
-def success_rate(rows: dict[str, np.ndarray]) -> float:
+def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
+                 episode_length: int | None = None) -> float:
   """Fraction of the collected episodes that reached the goal at some step (sparse tasks: the
-  env's success metric, else a positive reward)."""
+  env's success metric, else a positive reward).
+
+  With `stream_length` (steps per env, as `collect` concatenates them) and `episode_length`, an
+  episode that the end of its stream cut short (no terminal, shorter than the time limit, goal
+  not reached) is left out: it had no chance to finish, and counting it as a failure would
+  understate a demonstrator whose successes end episodes early (Adroit).
+  """
   ends = rows["terminals"] | rows["timeouts"]
   episode = np.concatenate([[0], np.cumsum(ends[:-1])])
   reached = np.zeros(episode[-1] + 1, bool)
   np.logical_or.at(reached, episode, rows.get("goal_achieved", rows["rewards"] > 0))
-  return float(reached.mean())
+  counted = np.ones_like(reached)
+  if stream_length and episode_length:
+    end_steps = np.flatnonzero(ends)
+    starts = np.concatenate([[0], end_steps[:-1] + 1])
+    cut = (((end_steps + 1) % stream_length == 0) & ~rows["terminals"][end_steps]
+           & (end_steps - starts + 1 < episode_length))
+    counted = ~(cut & ~reached)
+  return float(reached[counted].mean())
 
 
 def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
