@@ -36,8 +36,9 @@
 #
 # Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
 # device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
-# the environment, so the same script is smoke-tested on a CPU with tiny values
-# (benchmarks/gpu_session_smoke.sh).
+# the environment, so the same script is smoke-tested on a CPU with tiny values, e.g. phase U:
+#   OUT=/tmp/out PHASES=U U_SEEDS=2 BENCH_CHUNK=5 BENCH_REPEATS=1 U_SECONDS=500 \
+#     PYTHONPATH=$PWD bash benchmarks/gpu_session.sh                       (~75 s on 2 cores)
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 # Autotuning runs candidate kernels on the GPU while compiling, which would both slow the many
