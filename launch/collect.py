@@ -26,8 +26,8 @@ part D4RL's human demonstrations play):
 
 `--policy` is `random`, `scripted` (Adroit relocate), a checkpoint directory (a run directory,
 its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
-its seeds acts), or, for AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and conventions, with `infos/qpos` and
-`infos/qvel` (and `infos/goal` for AntMaze).
+its seeds acts), or, for AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
+conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
 import time

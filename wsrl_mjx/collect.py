@@ -137,7 +137,7 @@ def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
     cut = (((end_steps + 1) % stream_length == 0) & ~rows["terminals"][end_steps]
            & (end_steps - starts + 1 < episode_length))
     counted = ~(cut & ~reached)
-  return float(reached[counted].mean())
+  return float(reached[counted].mean()) if counted.any() else float("nan")
 
 
 def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
