@@ -229,6 +229,10 @@ class Adroit(mjx_env.MjxEnv):
     """mj_envs' mapping: [-1, 1] (clipped) onto each actuator's control range."""
     return self._ctrl_mid + jnp.clip(action, -1.0, 1.0) * self._ctrl_half_range
 
+  def ctrl_to_action(self, ctrl: jax.Array) -> jax.Array:
+    """The action that `action_to_ctrl` maps onto `ctrl` (unclipped; scripted controllers)."""
+    return (ctrl - self._ctrl_mid) / self._ctrl_half_range
+
   def bridge_tolerances(self, cone: str) -> tuple[dict, float]:
     """The bridge check's bounds for Adroit, on the 90th percentile of windows (see BUILD.md)."""
     del cone

@@ -42,9 +42,6 @@ _LIFT_GAIN = 3.0        # the carry's vertical gain (the servos sag under the ha
 def relocate_policy(env, noise_scale: float = 0.05):
   """policy(params, observation, key) -> action for `relocate-binary-v0` (params unused)."""
   model = env.mj_model
-  low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-  mid = jnp.asarray((low + high) / 2, jnp.float32)
-  half = jnp.asarray((high - low) / 2, jnp.float32)
   # ctrl per unit of joint target: -bias / gain of each position servo.
   ctrl_per_target = jnp.asarray(-model.actuator_biasprm[:, 1] / model.actuator_gainprm[:, 0],
                                 jnp.float32)
@@ -56,20 +53,19 @@ def relocate_policy(env, noise_scale: float = 0.05):
     joints, palm_ball, ball_target = observation[:30], observation[30:33], observation[36:39]
     error = palm_ball - offset
     flexion = jnp.mean(joints[9:12])
-    closed, closing = flexion > _CLOSED, flexion > _CLOSING
+    closing = flexion > _CLOSING        # closed (carry) implies closing: _CLOSED > _CLOSING
+    closed = flexion > _CLOSED
     aligned = jnp.linalg.norm(error[:2]) < _ALIGNED
     descended = jnp.abs(error[2]) < _DESCENDED
-    hover = ~closed & ~closing & ~aligned
-    carry = closed
+    hover = ~closing & ~aligned
     palm_move = jnp.where(hover, -(error - jnp.array([0.0, 0.0, _HOVER])), -error)
-    palm_move = jnp.where(carry, -ball_target * jnp.array([1.0, 1.0, _LIFT_GAIN]), palm_move)
-    fingers = jnp.where(closed | closing | (aligned & descended), 1.0, -1.0)
+    palm_move = jnp.where(closed, -ball_target * jnp.array([1.0, 1.0, _LIFT_GAIN]), palm_move)
+    fingers = jnp.where(closing | (aligned & descended), 1.0, -1.0)
     tilt = jnp.where(hover, 0.0, _TILT)
-    tilt = jnp.where(carry, jnp.clip(_TILT + _TILT_PER_HEIGHT * ball_target[2], _MIN_TILT, _TILT),
+    tilt = jnp.where(closed, jnp.clip(_TILT + _TILT_PER_HEIGHT * ball_target[2], _MIN_TILT, _TILT),
                      tilt)
     targets = jnp.zeros(30).at[:3].set(joints[:3] + palm_to_slides @ palm_move).at[3].set(tilt)
-    action = (ctrl_per_target * targets - mid) / half
-    action = action.at[8:].set(fingers)
+    action = env.ctrl_to_action(ctrl_per_target * targets).at[8:].set(fingers)
     action = action + noise_scale * jax.random.normal(key, action.shape)
     return jnp.clip(action, -1.0, 1.0)
 
