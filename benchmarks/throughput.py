@@ -8,9 +8,9 @@ parallel while their timed calls take turns (benchmarks/timing.py, benchmarks/gp
                 steps per device call (what launch.finetune runs);
 - update-only:  the same UTD update in a `lax.scan` on a filled buffer, no environment: the
                 learner's ceiling;
+- update-only-unrolled: the same, with the UTD critic steps inlined instead of scanned;
 - python-loop:  the same step called from a Python loop once per env step (how the reference
                 implementation is structured), still vmapped over seeds;
-- update-only-unrolled: the same, with the UTD critic steps inlined instead of scanned;
 - naive:        a plain vmapped 10-critic SAC update (benchmarks/naive_update.py), one critic
                 and one actor step per 256-transition batch, at our critic sizes and at 3x256
                 (the sizes of the issue's 9.2K figure): the yardstick the update is judged by;
@@ -109,31 +109,36 @@ def _full_buffer(buffer: replay.ReplayBuffer, key) -> replay.ReplayBuffer:
   return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
 
 
+def _updates_per_second(label, update, sample, state, data, num_seeds):
+  """(calls of `update` per second over all seeds, compile seconds): `--chunk` of them per seed
+  in a `lax.scan`, each on a batch `sample(data, key)`, vmapped over seeds."""
+  def updates(state, data, key):
+    def body(state, step_key):
+      sample_key, update_key = jax.random.split(step_key)
+      return update(state, sample(data, sample_key), update_key), None
+    return jax.lax.scan(body, state, jax.random.split(key, _CHUNK.value))[0]
+
+  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+  run, compile_s = _compiled(label, jax.jit(jax.vmap(updates), donate_argnums=0).lower(
+      state, data, keys))
+  holder = {"state": jax.block_until_ready(state)}
+
+  def call():
+    holder["state"] = jax.block_until_ready(run(holder["state"], data, keys))
+
+  seconds = timing.median_seconds(call, _REPEATS.value)
+  return num_seeds * _CHUNK.value / seconds, compile_s
+
+
 def measure_update_only(num_seeds, precision, unroll=False):
   config, programs, state = _setup(num_seeds, precision, unroll)
   agent = programs.online.agent
-  buffer = _full_buffer(state.buffer, jax.random.PRNGKey(1))
-
-  def updates(agent_state, buffer, key):
-    def body(carry, step_key):
-      sample_key, update_key = jax.random.split(step_key)
-      batch = replay.sample(buffer, sample_key, agent.config.batch_size)
-      new, _ = agent.update(carry, batch, update_key)
-      return new, None
-    return jax.lax.scan(body, agent_state, jax.random.split(key, _CHUNK.value))[0]
-
-  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-  run, compile_s = _compiled(
+  rate, compile_s = _updates_per_second(
       f"update-only{'-unrolled' if unroll else ''}[{precision}], {num_seeds} seeds",
-      jax.jit(jax.vmap(updates), donate_argnums=0).lower(state.agent, buffer, keys))
-  holder = {"agent": state.agent}
-
-  def call():
-    holder["agent"] = jax.block_until_ready(run(holder["agent"], buffer, keys))
-
-  seconds = timing.median_seconds(call, _REPEATS.value)
-  return {"seed_updates_per_s": num_seeds * _CHUNK.value * config.utd / seconds,
-          "compile_s": compile_s}
+      lambda agent_state, batch, key: agent.update(agent_state, batch, key)[0],
+      lambda buffer, key: replay.sample(buffer, key, agent.config.batch_size),
+      state.agent, _full_buffer(state.buffer, jax.random.PRNGKey(1)), num_seeds)
+  return {"seed_updates_per_s": rate * config.utd, "compile_s": compile_s}
 
 
 def measure_naive(num_seeds, hidden_sizes):
@@ -141,29 +146,14 @@ def measure_naive(num_seeds, hidden_sizes):
   env_spec = envs.spec(_ENV.value)
   init, update = naive_update.make_update(env_spec.observation_size, env_spec.action_size,
                                           hidden_sizes)
-  keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
-  table_keys = jax.random.split(jax.random.PRNGKey(1), num_seeds)
-  states = jax.jit(jax.vmap(init))(keys)
+  states = jax.jit(jax.vmap(init))(jax.random.split(jax.random.PRNGKey(0), num_seeds))
   tables = jax.jit(jax.vmap(lambda k: naive_update.random_table(
-      k, 100_000, env_spec.observation_size, env_spec.action_size)))(table_keys)
-
-  def updates(state, table, key):
-    def body(state, step_key):
-      sample_key, update_key = jax.random.split(step_key)
-      return update(state, naive_update.sample(table, sample_key, 256), update_key), None
-    return jax.lax.scan(body, state, jax.random.split(key, _CHUNK.value))[0]
-
-  sizes = "x".join(map(str, hidden_sizes))
-  run, compile_s = _compiled(f"naive[{sizes}], {num_seeds} seeds",
-                             jax.jit(jax.vmap(updates), donate_argnums=0).lower(
-                                 states, tables, keys))
-  holder = {"states": jax.block_until_ready(states)}
-
-  def call():
-    holder["states"] = jax.block_until_ready(run(holder["states"], tables, keys))
-
-  seconds = timing.median_seconds(call, _REPEATS.value)
-  return {"seed_updates_per_s": num_seeds * _CHUNK.value / seconds, "compile_s": compile_s}
+      k, 100_000, env_spec.observation_size, env_spec.action_size)))(
+          jax.random.split(jax.random.PRNGKey(1), num_seeds))
+  rate, compile_s = _updates_per_second(
+      f"naive[{'x'.join(map(str, hidden_sizes))}], {num_seeds} seeds", update,
+      lambda table, key: naive_update.sample(table, key, 256), states, tables, num_seeds)
+  return {"seed_updates_per_s": rate, "compile_s": compile_s}
 
 
 def measure_python_loop(num_seeds, precision):

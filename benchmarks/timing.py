@@ -81,17 +81,18 @@ def steps_per_second(env, batch: int, steps: int, repeats: int,
   With `auto_reset` every step also draws a fresh reset and keeps it where an episode ended, as
   the training loop does (under `vmap` the reset is computed for every env on every step).
   """
+  def one_env_step(state, key):
+    action_key, reset_key = jax.random.split(key)
+    next_state = env.step(state, jax.random.uniform(action_key, (env.action_size,), minval=-1,
+                                                    maxval=1))
+    if not auto_reset:
+      return next_state
+    return jax.tree.map(lambda fresh, kept: jnp.where(next_state.done, fresh, kept),
+                        env.reset(reset_key), next_state)
+
   def run(state, key):
     def body(state, step_key):
-      action_key, reset_key = jax.random.split(step_key)
-      actions = jax.random.uniform(action_key, (batch, env.action_size), minval=-1, maxval=1)
-      next_state = jax.vmap(env.step)(state, actions)
-      if auto_reset:
-        fresh = jax.vmap(env.reset)(jax.random.split(reset_key, batch))
-        next_state = jax.tree.map(
-            lambda a, b: jnp.where(next_state.done.reshape((batch,) + (1,) * (a.ndim - 1)), a, b),
-            fresh, next_state)
-      return next_state, None
+      return jax.vmap(one_env_step)(state, jax.random.split(step_key, batch)), None
     return jax.lax.scan(body, state, jax.random.split(key, steps))[0]
 
   reset_keys = jax.random.split(jax.random.PRNGKey(0), batch)
