@@ -104,8 +104,9 @@ def main(argv):
         _POLICY.value, _CHECKPOINT_SEED.value, _DETERMINISTIC.value)
     source = f"{_POLICY.value} (seed {_CHECKPOINT_SEED.value}, {description.get('env_name')})"
   started = time.time()
+  steps_per_env = _STEPS.value // _NUM_ENVS.value
   rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
-                         _STEPS.value // _NUM_ENVS.value, _NUM_ENVS.value,
+                         steps_per_env, _NUM_ENVS.value,
                          episode_length, _ACTION_CLIP.value)
   episodes = int(rows["terminals"].sum() + rows["timeouts"].sum())
   if _OUTPUT.value.endswith(".npy"):
@@ -120,7 +121,7 @@ def main(argv):
   if env_spec.family in ("antmaze", "adroit"):
     logging.info("Episodes that reached their goal: %.1f%% (episodes cut short by the end of "
                  "a stream not counted)", 100 * collect.success_rate(
-                     rows, _STEPS.value // _NUM_ENVS.value,
+                     rows, steps_per_env,
                      episode_length or env_spec.episode_length))
 
 
