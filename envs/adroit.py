@@ -24,6 +24,8 @@ cannot simulate it as shipped, so the model MJX runs differs where the tasks do 
   frame's position (a body with the door as child, which MJX's mocap does not carry along) is
   kept in the state and set in the model each step; relocate's ball is placed through its slide
   joints (its xy start is in qpos, where D4RL moved the body; observations are the same);
+- MJX solves for the 48 deepest contacts per condim each step (`MAX_CONTACTS`), not for every
+  pair that can collide (at most 27 were seen touching at once);
 - sensors are removed (no observation or reward reads them); MJX ignores the models'
   `noslip_iterations` (20), so grasps slip a little more than in MuJoCo. The bridge check
   (`launch.bridge_check --env=pen-binary-v0`) measures what this changes.
@@ -87,6 +89,13 @@ BRIDGE_TOLERANCES = {
     "relocate": {"position": (0.01, 1.0), "velocity": (1.0, 10.0)},
 }
 BRIDGE_QUANTILE = 0.9
+# Contacts MJX hands its constraint solver per step: the deepest `MAX_CONTACTS` of each condim
+# group, instead of a slot for every geom pair that can collide (pen 264, door 559, relocate 188,
+# each a block of solver rows whether touching or not). The most ever seen touching in one
+# group is 27 (door, random actions mashing the hand into the table; a relocate grasp: 13), so
+# 48 keeps every contact with room to spare: steps from those states match the uncapped
+# model's to 1e-5 (tests/test_adroit.py, benchmarks/RESULTS.md).
+MAX_CONTACTS = 48
 # The body a reset moves, per task (made a mocap body in the MJX model).
 _MOVED_BODY = {"pen": "target"}
 
@@ -122,7 +131,7 @@ _OTHER_CHANNELS = (_ANY, _ANY | _BOX | _CYLINDER)
 _TWIN_CHANNELS = (_TWIN_SENDS, _TWIN_RECEIVES)
 
 
-def build_mjx_model(task_name: str) -> mujoco.MjModel:
+def build_mjx_model(task_name: str, max_contacts: int | None = None) -> mujoco.MjModel:
   """The reference model changed only as the module docstring lists, so that MJX runs it.
 
   Every pair of geoms that collides in the reference model collides here with the same shapes,
@@ -171,6 +180,10 @@ def build_mjx_model(task_name: str) -> mujoco.MjModel:
     spec.delete(sensor)
   if task_name in _MOVED_BODY:
     spec.body(_MOVED_BODY[task_name]).mocap = True
+  if max_contacts is not None:
+    # MJX reads this (C MuJoCo ignores it): of the contacts found each step, only the
+    # `max_contacts` deepest per condim go to the constraint solver.
+    spec.add_numeric(name="max_contact_points", data=[float(max_contacts)])
   return spec.compile()
 
 
@@ -184,12 +197,13 @@ class Adroit(mjx_env.MjxEnv):
   """One Adroit hand task with WSRL's binary reward (see the module docstring for the facts)."""
 
   def __init__(self, task_name: str, solver_iterations: int | None = None,
-               solver_ls_iterations: int | None = None):
+               solver_ls_iterations: int | None = None,
+               max_contacts: int | None = MAX_CONTACTS):
     if task_name not in TASKS:
       raise ValueError(f"Unknown Adroit task {task_name!r}; known: {sorted(TASKS)}")
     self.task_name = task_name
     self.task = TASKS[task_name]
-    super().__init__(build_mjx_model(task_name), FRAME_SKIP, solver_iterations,
+    super().__init__(build_mjx_model(task_name, max_contacts), FRAME_SKIP, solver_iterations,
                      solver_ls_iterations)
     self._reference_model = reference_model(task_name)
     model = self.mj_model

@@ -200,6 +200,47 @@ def test_bridge_check_passes_and_catches_wrong_actuator_gains(monkeypatch):
       report.format()
 
 
+def _scripted_relocate_grasp_states(env, num_states):
+  """(qpos, qvel, ctrl of the next step) at the `num_states` states with the most contacts of a
+  scripted relocate episode in C MuJoCo (the hand closing on and lifting the ball), and those
+  contact counts."""
+  from wsrl_mjx import scripted  # pylint: disable=import-outside-toplevel
+  model = env.mj_model
+  body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "Object")
+  grasp = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "S_grasp")
+  act = jax.jit(scripted.relocate_policy(env, noise_scale=0.0))
+  draws = jax.tree.map(np.asarray, env.sample_task(jax.random.PRNGKey(0)))
+  data = mujoco.MjData(model)
+  data.qpos[30:32] = draws["ball_xy"]
+  mujoco.mj_forward(model, data)
+  rows = []
+  for _ in range(160):
+    ball, palm = data.xpos[body], data.site_xpos[grasp]
+    observation = np.concatenate([data.qpos[:-6], palm - ball, palm - draws["target"],
+                                  ball - draws["target"]])
+    action = np.asarray(act(None, jnp.asarray(observation, jnp.float32), jax.random.PRNGKey(0)))
+    rows.append((data.qpos.copy(), data.qvel.copy(), np.asarray(env.action_to_ctrl(action)),
+                 data.ncon))
+    data.ctrl[:] = rows[-1][2]
+    mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
+  chosen = sorted(range(len(rows)), key=lambda i: -rows[i][3])[:num_states]
+  stack = lambda k, dtype=jnp.float32: jnp.asarray(np.stack([rows[i][k] for i in chosen]), dtype)
+  return stack(0), stack(1), stack(2)[:, None], np.array([rows[i][3] for i in chosen])
+
+
+def test_contact_cap_drops_no_contact_of_a_grasp():
+  """MJX solves for the deepest `MAX_CONTACTS` contacts only: from the most contact-rich states
+  of a grasp, a step equals the uncapped model's, and a cap below the contacts there does not."""
+  capped = adroit.Adroit("relocate")
+  assert adroit.MAX_CONTACTS == 48
+  qpos, qvel, ctrl, touching = _scripted_relocate_grasp_states(capped, num_states=6)
+  assert touching.min() >= 10, touching      # (C MuJoCo's count: touching pairs only)
+  step = lambda env: np.asarray(bridge.mjx_rollout(env)(qpos, qvel, ctrl))
+  uncapped = step(adroit.Adroit("relocate", max_contacts=None))
+  np.testing.assert_allclose(step(capped), uncapped, atol=1e-4)
+  assert np.abs(step(adroit.Adroit("relocate", max_contacts=2)) - uncapped).max() > 1e-2
+
+
 @pytest.mark.parametrize("task", TASKS)
 def test_tiny_launch_finetune_run(task, tmp_path):
   overrides = dict(TINY_OVERRIDES, num_seeds=1, online_steps=100, warmup_steps=50,
