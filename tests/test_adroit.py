@@ -205,26 +205,22 @@ def _scripted_relocate_grasp_states(env, num_states):
   scripted relocate episode in C MuJoCo (the hand closing on and lifting the ball), and those
   contact counts."""
   from wsrl_mjx import scripted  # pylint: disable=import-outside-toplevel
-  model = env.mj_model
-  body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "Object")
-  grasp = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "S_grasp")
   act = jax.jit(scripted.relocate_policy(env, noise_scale=0.0))
   draws = jax.tree.map(np.asarray, env.sample_task(jax.random.PRNGKey(0)))
+  model = copy.deepcopy(env.mj_model)          # the target site moved, as D4RL moves it
+  model.site_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, "target")] = draws["target"]
   data = mujoco.MjData(model)
-  data.qpos[30:32] = draws["ball_xy"]
+  data.qpos[30:32] = draws["ball_xy"]          # the MJX model's ball sits on slide joints
   mujoco.mj_forward(model, data)
   rows = []
   for _ in range(160):
-    ball, palm = data.xpos[body], data.site_xpos[grasp]
-    observation = np.concatenate([data.qpos[:-6], palm - ball, palm - draws["target"],
-                                  ball - draws["target"]])
-    action = np.asarray(act(None, jnp.asarray(observation, jnp.float32), jax.random.PRNGKey(0)))
-    rows.append((data.qpos.copy(), data.qvel.copy(), np.asarray(env.action_to_ctrl(action)),
-                 data.ncon))
-    data.ctrl[:] = rows[-1][2]
+    observation = jnp.asarray(d4rl_observation("relocate", model, data), jnp.float32)
+    ctrl = np.asarray(env.action_to_ctrl(act(None, observation, jax.random.PRNGKey(0))))
+    rows.append((data.qpos.copy(), data.qvel.copy(), ctrl, data.ncon))
+    data.ctrl[:] = ctrl
     mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
   chosen = sorted(range(len(rows)), key=lambda i: -rows[i][3])[:num_states]
-  stack = lambda k, dtype=jnp.float32: jnp.asarray(np.stack([rows[i][k] for i in chosen]), dtype)
+  stack = lambda k: jnp.asarray(np.stack([rows[i][k] for i in chosen]), jnp.float32)
   return stack(0), stack(1), stack(2)[:, None], np.array([rows[i][3] for i in chosen])
 
 
