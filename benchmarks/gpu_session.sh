@@ -32,7 +32,8 @@
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
 #     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
 #     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
-#   PHASES=U bash benchmarks/gpu_session.sh       (then A, then B, each in its own call)
+#   PHASES=U bash benchmarks/gpu_session.sh       (then A, then B, each in its own call; or U and
+#   a trimmed A in one: PHASES=UA, phase A's GO_AT and PHASE_A_END count from its own start)
 #
 # Everything lands in $WORK/results, packed into $OUT/results.tgz every 15 s and at the end (the
 # device returns at most 8 files); a summary table is printed last. Sizes and time limits come from
@@ -52,8 +53,9 @@ rm -rf "$WORK"; mkdir -p "$R"
 export WSRL_BENCH_LOCK="$WORK/device.lock"
 START=$(date +%s)
 DEADLINE=${DEADLINE:-560}        # seconds after START by which everything has stopped
-PHASE_A_END=${PHASE_A_END:-420}  # seconds after START by which phase A has stopped
+PHASE_A_END=${PHASE_A_END:-420}  # seconds after phase A starts by which it has stopped
 left() { echo $(( $1 - ($(date +%s) - START) )); }
+left_a() { echo $(( $1 - ($(date +%s) - A_START) )); }   # the same, from phase A's start
 log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
 pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
            && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
@@ -81,26 +83,32 @@ fi
 # One process per measurement: all compile at once, then (the `go` file) time in turn.
 export WSRL_BENCH_READY_DIR="$WORK/ready"
 mkdir -p "$WSRL_BENCH_READY_DIR"
-GO_AT=${GO_AT:-260}              # seconds after START: timing starts then even if some still compile
+GO_AT=${GO_AT:-260}              # seconds after phase A starts: timing starts then even if some
+                                 # still compile
 PIDS=()
 COMPILERS=0                      # processes timing waits for: all but Brax SAC, which compiles
 a_job() {  # inside its trainer and takes its turn whenever it gets there
   local name=$1; shift           # a_job NAME COMMAND...: one process, stopped at PHASE_A_END
-  timeout "$(left "$PHASE_A_END")" "$@" > "$R/$name.log" 2>&1 &
+  timeout "$(left_a "$PHASE_A_END")" "$@" > "$R/$name.log" 2>&1 &
   PIDS+=($!)
   [[ $name == thr_brax ]] || COMPILERS=$((COMPILERS + 1))
 }
 if [[ $PHASES == *A* ]]; then
+A_START=$(date +%s)
 TP=(python3 -m benchmarks.throughput --chunk="${BENCH_CHUNK:-200}" --repeats="${BENCH_REPEATS:-2}")
 for seeds in ${FUSED_SEEDS:-64 8 1}; do
   a_job "thr_fused$seeds" "${TP[@]}" --seeds="$seeds" --measure=fused --precisions=default \
     --out="$R/thr_fused$seeds.json"
 done
 BIG=${BIG_SEEDS:-64}
-a_job "thr_fused${BIG}_bf16" "${TP[@]}" --seeds="$BIG" --measure=fused --precisions=bfloat16 \
-  --out="$R/thr_fused${BIG}_bf16.json"
-a_job "thr_update$BIG" "${TP[@]}" --seeds="$BIG" --measure=update_only --precisions=default \
-  --out="$R/thr_update$BIG.json"
+if [[ ${FUSED_BF16:-1} == 1 ]]; then
+  a_job "thr_fused${BIG}_bf16" "${TP[@]}" --seeds="$BIG" --measure=fused --precisions=bfloat16 \
+    --out="$R/thr_fused${BIG}_bf16.json"
+fi
+if [[ $PHASES != *U* ]]; then    # phase U measured it alone already
+  a_job "thr_update$BIG" "${TP[@]}" --seeds="$BIG" --measure=update_only --precisions=default \
+    --out="$R/thr_update$BIG.json"
+fi
 for seeds in ${LOOP_SEEDS:-64 1}; do
   a_job "thr_loop$seeds" "${TP[@]}" --seeds="$seeds" --measure=python_loop \
     --loop_steps="${LOOP_STEPS:-50}" --precisions=default --out="$R/thr_loop$seeds.json"
@@ -112,15 +120,17 @@ for batch in ${ADROIT_BATCHES:-1 64 1024}; do
       --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 --out="$R/env_${task}_$batch.json"
   done
 done
-for item in ${ANTMAZE_PLAN:-large:1 large:64 large:1024 medium:1024 umaze:1024}; do
-  maze=${item%:*}; batch=${item#*:}
+# Items are maze:batch, or maze:batch:bare to time Brax's bare ant at that batch in the same
+# process (the issue's 2x target compares the two).
+for item in ${ANTMAZE_PLAN:-large:1 large:64:bare large:1024 medium:1024 umaze:1024}; do
+  IFS=: read -r maze batch bare <<< "$item"
   a_job "antmaze_${maze}_$batch" python3 -m benchmarks.antmaze_speed --check_starts=0 \
-    --bare_ant=false --steps="${ENV_STEPS:-20}" --repeats=2 --plan="$maze:contacts24:$batch" \
-    --out="$R/antmaze_${maze}_$batch.json"
+    --bare_ant="$([[ $bare == bare ]] && echo true || echo false)" --steps="${ENV_STEPS:-20}" \
+    --repeats=2 --plan="$maze:contacts24:$batch" --out="$R/antmaze_${maze}_$batch.json"
 done
 log "phase A: ${#PIDS[@]} processes started"
 while (( $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') < COMPILERS )) \
-      && (( $(left "$GO_AT") > 0 )); do
+      && (( $(left_a "$GO_AT") > 0 )); do
   sleep 1
 done
 touch "$WSRL_BENCH_READY_DIR/go"

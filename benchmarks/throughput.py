@@ -236,35 +236,18 @@ def main(argv):
   if _LOOP_STEPS.value < 1:
     raise app.UsageError(f"--loop_steps must be positive, got {_LOOP_STEPS.value}")
   for seeds in map(int, _SEEDS.value) if measure - {"brax"} else ():
-    row = {"seeds": seeds}
-    for precision in _PRECISIONS.value:
-      if "fused" in measure:
-        row[f"fused[{precision}]"] = measure_fused(seeds, precision)
-      if "update_only" in measure:
-        row[f"update_only[{precision}]"] = measure_update_only(seeds, precision)
-      if "update_only_unrolled" in measure:
-        row[f"update_only_unrolled[{precision}]"] = measure_update_only(seeds, precision, True)
-    if "naive" in measure:
-      critic_sizes = tuple(finetune_config.get_config(_ENV.value).critic_hidden_sizes)
-      for sizes in dict.fromkeys([critic_sizes, (256, 256, 256)]):
-        row[f"naive[{'x'.join(map(str, sizes))}]"] = measure_naive(seeds, sizes)
-    if "python_loop" in measure:
-      row["python_loop"] = measure_python_loop(seeds, baseline)
-    row["ratios"] = {}
-    if f"fused[{baseline}]" in row:
-      fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
-      if "python_loop" in row:
-        row["ratios"]["fused / python_loop"] = fused / row["python_loop"]["env_steps_per_s"]
-      for p in _PRECISIONS.value[1:]:
-        row["ratios"][f"fused[{p}] / fused[{baseline}]"] = (
-            row[f"fused[{p}]"]["env_steps_per_s"] / fused)
-    for name in [n for n in row if n.startswith("update_only")]:
-      for naive in [n for n in row if n.startswith("naive")]:
-        row["ratios"][f"{name} / {naive}"] = (row[name]["seed_updates_per_s"]
-                                              / row[naive]["seed_updates_per_s"])
+    row = {"seeds": seeds, "ratios": {}}
     results["rows"].append(row)
+    # Baseline precision first, and within it what the issue's targets compare (fused, the
+    # update against the naive one), so that a process stopped at its time limit has already
+    # written those; every measurement is printed and saved as soon as it exists.
+    for name, measure_one in _plan(measure, seeds, baseline):
+      row[name] = measure_one()
+      print(f"  {seeds} seed(s) {name:28s} " + ", ".join(
+          f"{k} {v:,.1f}" for k, v in row[name].items()), flush=True)
+      row["ratios"] = _ratios(row, baseline)
+      save()
     _print_row(row)
-    save()
   # Last, so that a slow or failing Brax run costs nothing above; one seed per program, so S
   # seeds take S runs: its rate is compared with each row's fused rate as it is.
   if "brax" in measure:
@@ -277,6 +260,44 @@ def main(argv):
         row["ratios"]["fused / brax_sac"] = ratio
         print(f"  {row['seeds']} seed(s): fused / brax_sac {ratio:.2f}")
     save()
+
+
+def _plan(measure, seeds, baseline):
+  """(name, thunk) of each measurement for one seed count, most wanted first."""
+  plan = []
+  for precision in _PRECISIONS.value:
+    if "fused" in measure:
+      plan.append((f"fused[{precision}]", lambda p=precision: measure_fused(seeds, p)))
+    if "update_only" in measure:
+      plan.append((f"update_only[{precision}]",
+                   lambda p=precision: measure_update_only(seeds, p)))
+    if precision == baseline and "naive" in measure:
+      critic_sizes = tuple(finetune_config.get_config(_ENV.value).critic_hidden_sizes)
+      for sizes in dict.fromkeys([critic_sizes, (256, 256, 256)]):
+        plan.append((f"naive[{'x'.join(map(str, sizes))}]",
+                     lambda s=sizes: measure_naive(seeds, s)))
+    if "update_only_unrolled" in measure:
+      plan.append((f"update_only_unrolled[{precision}]",
+                   lambda p=precision: measure_update_only(seeds, p, True)))
+    if precision == baseline and "python_loop" in measure:
+      plan.append(("python_loop", lambda: measure_python_loop(seeds, baseline)))
+  return plan
+
+
+def _ratios(row, baseline):
+  ratios = {}
+  if f"fused[{baseline}]" in row:
+    fused = row[f"fused[{baseline}]"]["env_steps_per_s"]
+    if "python_loop" in row:
+      ratios["fused / python_loop"] = fused / row["python_loop"]["env_steps_per_s"]
+    for p in _PRECISIONS.value[1:]:
+      if f"fused[{p}]" in row:
+        ratios[f"fused[{p}] / fused[{baseline}]"] = row[f"fused[{p}]"]["env_steps_per_s"] / fused
+  for name in [n for n in row if n.startswith("update_only")]:
+    for naive in [n for n in row if n.startswith("naive")]:
+      ratios[f"{name} / {naive}"] = (row[name]["seed_updates_per_s"]
+                                     / row[naive]["seed_updates_per_s"])
+  return ratios
 
 
 def _print_row(row):
