@@ -11,7 +11,7 @@
 # every timed call holds one file lock (benchmarks/timing.py), so no timing overlaps another
 # process's GPU work or a compile.
 #   - benchmarks.throughput: fused loop (1, 8, 64 seeds; 64 also in bfloat16), update-only,
-#     Python loop (1, 64), Brax SAC;
+#     Python loop (1, 64), then Brax SAC alone once the others are done;
 #   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024;
 #   - benchmarks.antmaze_speed: each maze at batch 1, 64, 1024, Brax's bare ant alongside.
 # Phase B, training (after A, so that it cannot disturb A's timings), two chains side by side:
@@ -26,7 +26,9 @@
 # SAC's evaluator alone 177 s, and only 7 of 22 had compiled by 180 s; phase B's five programs in
 # sequence did not fit after phase A in 15 minutes. So run one phase per call, trim phase A with
 # the variables below (FUSED_SEEDS, ADROIT_TASKS, ANTMAZE_PLAN, ...) to ~12 processes, and give
-# GO_AT room (~1.2 x the slowest compile).
+# GO_AT room (~1.2 x the slowest compile). A later session ran PHASES=UA in one call: U took
+# 116 s, A's 14 processes had all compiled 109 s after it began; with the start-up, that call
+# used 427 s of the 900 and left room for one more (the AntMaze controller, 340 s).
 #
 # The device command (carry .whl and .gpu_extra; BUILD.md says how to make them):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
@@ -86,12 +88,12 @@ mkdir -p "$WSRL_BENCH_READY_DIR"
 GO_AT=${GO_AT:-260}              # seconds after phase A starts: timing starts then even if some
                                  # still compile
 PIDS=()
-COMPILERS=0                      # processes timing waits for: all but Brax SAC, which compiles
-a_job() {  # inside its trainer and takes its turn whenever it gets there
-  local name=$1; shift           # a_job NAME COMMAND...: one process, stopped at PHASE_A_END
+COMPILERS=0                      # processes timing waits for
+a_job() {  # a_job NAME COMMAND...: one process, stopped at PHASE_A_END
+  local name=$1; shift
   timeout "$(left_a "$PHASE_A_END")" "$@" > "$R/$name.log" 2>&1 &
   PIDS+=($!)
-  [[ $name == thr_brax ]] || COMPILERS=$((COMPILERS + 1))
+  COMPILERS=$((COMPILERS + 1))
 }
 if [[ $PHASES == *A* ]]; then
 A_START=$(date +%s)
@@ -113,7 +115,6 @@ for seeds in ${LOOP_SEEDS:-64 1}; do
   a_job "thr_loop$seeds" "${TP[@]}" --seeds="$seeds" --measure=python_loop \
     --loop_steps="${LOOP_STEPS:-50}" --precisions=default --out="$R/thr_loop$seeds.json"
 done
-a_job thr_brax "${TP[@]}" --measure=brax --brax_steps="${BRAX_STEPS:-1000}" --out="$R/thr_brax.json"
 for batch in ${ADROIT_BATCHES:-1 64 1024}; do
   for task in ${ADROIT_TASKS:-pen door relocate}; do
     a_job "env_${task}_$batch" python3 -m benchmarks.env_speed --envs="$task-binary-v0" \
@@ -136,6 +137,13 @@ done
 touch "$WSRL_BENCH_READY_DIR/go"
 log "phase A: timing starts, $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') of ${#PIDS[@]} compiled"
 wait "${PIDS[@]}"
+# Brax SAC last, alone: it compiles inside its trainer and runs its first epoch and evaluation
+# unlocked, which on 2026-11-26 shared the GPU with every other timing of the call.
+if [[ ${BRAX_SAC:-1} == 1 ]] && (( $(left_a "$PHASE_A_END") > 30 )); then
+  log "phase A: Brax SAC"
+  timeout "$(left_a "$PHASE_A_END")" "${TP[@]}" --measure=brax --brax_steps="${BRAX_STEPS:-1000}" \
+    --out="$R/thr_brax.json" > "$R/thr_brax.log" 2>&1
+fi
 log "phase A done"
 nvidia-smi --query-gpu=memory.used,utilization.gpu --format=csv >> "$R/session.log" 2>&1
 fi
