@@ -66,9 +66,10 @@ class MjxEnv(brax_base.Env):
     self._reference_model = copy.deepcopy(mj_model)
     # MJX runs the Newton solver for a fixed budget under vmap (its line search always takes all
     # `ls_iterations` steps, and the loop runs until the slowest env converges, which float32
-    # rarely does to MuJoCo's 1e-8). MuJoCo itself converges in at most 4 iterations on these
-    # tasks, so the defaults cost nothing in accuracy (the bridge check measures it) and make
-    # a step several times faster than the models' own 100 / 50.
+    # rarely does to MuJoCo's 1e-8). MuJoCo itself converges in at most 4 iterations on the
+    # locomotion and AntMaze states the bridge check replays, so there the defaults cost nothing
+    # in accuracy and make a step several times faster than the models' own 100 / 50. Envs
+    # that need more pass their own (envs/adroit.py's door).
     mj_model.opt.iterations = solver_iterations or MJX_SOLVER_ITERATIONS
     mj_model.opt.ls_iterations = solver_ls_iterations or MJX_LS_ITERATIONS
     self.xml_path = xml_path

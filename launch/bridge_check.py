@@ -23,7 +23,9 @@ _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name."
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
 _STARTS = flags.DEFINE_integer("starts", 64, "Windows replayed (random steps of the data).")
 _HORIZON = flags.DEFINE_integer("horizon", 10, "Env steps replayed open-loop per window.")
-_STEPS = flags.DEFINE_integer("steps", 200, "Length of the generated trajectory (no --dataset).")
+_STEPS = flags.DEFINE_integer(
+    "steps", 0, "Length of each generated episode (no --dataset); 0: the env's "
+    "`bridge_episode_steps` (Adroit: 100, what its bounds are calibrated on), else 200.")
 _EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
@@ -39,7 +41,8 @@ flags.mark_flag_as_required("env")
 
 def generated(env, rng):
   """Several C-MuJoCo random-action episodes, end to end."""
-  parts = [bridge.generate_trajectory(env, rng, _STEPS.value) for _ in range(_EPISODES.value)]
+  steps = _STEPS.value or getattr(env, "bridge_episode_steps", 200)
+  parts = [bridge.generate_trajectory(env, rng, steps) for _ in range(_EPISODES.value)]
   lengths = np.cumsum([len(p["qpos"]) for p in parts])
   return {"qpos": np.concatenate([p["qpos"] for p in parts]),
           "qvel": np.concatenate([p["qvel"] for p in parts]),
