@@ -121,13 +121,18 @@ for batch in ${ADROIT_BATCHES:-1 64 1024}; do
       --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 --out="$R/env_${task}_$batch.json"
   done
 done
-# Items are maze:batch, or maze:batch:bare to time Brax's bare ant at that batch in the same
-# process (the issue's 2x target compares the two).
+# Items are maze:batch[:bare][:graphs]. `bare` times Brax's bare ant at that batch in the same
+# process (the issue's 2x target compares the two). `graphs` runs MJX's while loops (Newton
+# solver, collision) inside CUDA graphs instead of one host round trip per iteration: at batch
+# 64 a D4RL ant step (RK4 x 5, each stage a solve) took ~75-120 ms on an H200 against the bare
+# ant's 2 ms, and those round trips are the suspect.
 for item in ${ANTMAZE_PLAN:-large:1 large:64:bare large:1024 medium:1024 umaze:1024}; do
-  IFS=: read -r maze batch bare <<< "$item"
-  a_job "antmaze_${maze}_$batch" python3 -m benchmarks.antmaze_speed --check_starts=0 \
-    --bare_ant="$([[ $bare == bare ]] && echo true || echo false)" --steps="${ENV_STEPS:-20}" \
-    --repeats=2 --plan="$maze:contacts24:$batch" --out="$R/antmaze_${maze}_$batch.json"
+  IFS=: read -r maze batch options <<< "$item"
+  name="antmaze_${maze}_$batch"; flags=${XLA_FLAGS:-}
+  [[ $options == *graphs* ]] && name+="_graphs" && flags+=" --xla_gpu_enable_command_buffer=+WHILE"
+  XLA_FLAGS="$flags" a_job "$name" python3 -m benchmarks.antmaze_speed --check_starts=0 \
+    --bare_ant="$([[ $options == *bare* ]] && echo true || echo false)" \
+    --steps="${ENV_STEPS:-20}" --repeats=2 --plan="$maze:contacts24:$batch" --out="$R/$name.json"
 done
 log "phase A: ${#PIDS[@]} processes started"
 while (( $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') < COMPILERS )) \
@@ -190,11 +195,15 @@ EOF
   log "hopper chain done"
 }
 antmaze_chain() {
+  # Alone on an H200 (2026-11-26): 20K env steps/s of PPO at 2,048 envs, and each evaluation
+  # (128 envs x 500 steps, latency-bound) ~60 s, so few evaluations: the controller is saved at
+  # each one, and a run stopped at its limit keeps the last.
   log "antmaze: controller (Brax PPO)"
   timeout "${CONTROLLER_SECONDS:-330}" python3 -m launch.train_ant_controller \
     --output="$WORK/ant_controller" --num_timesteps="${CONTROLLER_STEPS:-10000000}" \
     --num_envs="${CONTROLLER_ENVS:-2048}" --batch_size="${CONTROLLER_BATCH:-1024}" \
-    --num_minibatches="${CONTROLLER_MINIBATCHES:-32}" --num_evals=5 > "$R/controller.log" 2>&1
+    --num_minibatches="${CONTROLLER_MINIBATCHES:-32}" --num_evals="${CONTROLLER_EVALS:-3}" \
+    > "$R/controller.log" 2>&1
   cp "$WORK/ant_controller/controller.json" "$R/controller.json" 2>/dev/null
   tar -C "$WORK" -czf "$R/ant_controller.tgz" ant_controller
   log "antmaze: collect antmaze-umaze-diverse-v2"
@@ -204,10 +213,11 @@ antmaze_chain() {
     > "$R/collect_antmaze.log" 2>&1
   log "antmaze chain done"
 }
-if [[ $PHASES == *B* ]]; then
-  hopper_chain & HOPPER=$!
-  antmaze_chain & ANTMAZE=$!
-  wait $HOPPER $ANTMAZE
+if [[ $PHASES == *B* ]]; then      # B_CHAINS picks the chains: "hopper antmaze" (both) by default
+  CHAINS=()
+  [[ ${B_CHAINS:-hopper antmaze} == *hopper* ]] && { hopper_chain & CHAINS+=($!); }
+  [[ ${B_CHAINS:-hopper antmaze} == *antmaze* ]] && { antmaze_chain & CHAINS+=($!); }
+  wait "${CHAINS[@]}"
 fi
 
 # ---- Summary -----------------------------------------------------------------------------------
