@@ -7,6 +7,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
+import pytest
 
 from envs import ant_goal, antmaze
 from wsrl_mjx import controller as controller_lib
@@ -49,3 +50,25 @@ def test_shipped_controller_walks_the_ant_to_goals_in_every_direction():
                            f"{np.linalg.norm(goal - data.qpos[:2]):.2f} m left")
   # When shipped: 52-89 steps (about 0.5 m/s); a broken controller wanders or falls.
   assert len(steps_to_goal) == 8
+
+
+def test_saving_over_a_controller_keeps_the_old_one_if_the_new_one_fails(tmp_path, monkeypatch):
+  import os
+  params = controller_lib.load(SHIPPED)[1]
+  target = tmp_path / "ctrl"
+  controller_lib.save(target, params, {"run": "first"})
+  real_replace = os.replace
+
+  def failing_replace(source, destination):
+    if ".ctrl." in str(source) and ".old." not in str(source):   # the new controller's move in
+      raise OSError("disk full")
+    real_replace(source, destination)
+  monkeypatch.setattr(os, "replace", failing_replace)
+  with pytest.raises(OSError, match="disk full"):
+    controller_lib.save(target, params, {"run": "second"})
+  monkeypatch.undo()
+  assert json.loads((target / "controller.json").read_text())["run"] == "first"
+  controller_lib.load(target)
+  controller_lib.save(target, params, {"run": "second"})
+  assert json.loads((target / "controller.json").read_text())["run"] == "second"
+  assert [p.name for p in tmp_path.iterdir()] == ["ctrl"]   # nothing staged or set aside is left

@@ -53,9 +53,23 @@ def save(directory: str | os.PathLike, params, description: dict) -> pathlib.Pat
       {"observation_size": navigation.CONTROLLER_OBSERVATION_SIZE, "action_size": ACTION_SIZE,
        "policy_hidden_sizes": POLICY_HIDDEN_SIZES, "value_hidden_sizes": VALUE_HIDDEN_SIZES,
        **description}, indent=1))
+  # The old controller moves aside before the new one moves in, and is deleted only after: a
+  # crash at any point leaves a complete controller at `directory` or beside it.
+  previous = None
   if directory.exists():
-    shutil.rmtree(directory)
-  os.replace(staging, directory)
+    previous = pathlib.Path(tempfile.mkdtemp(prefix=f".{directory.name}.old.",
+                                             dir=directory.parent))
+    os.replace(directory, previous / directory.name)
+  try:
+    os.replace(staging, directory)
+  except OSError:
+    if previous is not None:
+      os.replace(previous / directory.name, directory)
+      shutil.rmtree(previous)
+    shutil.rmtree(staging, ignore_errors=True)
+    raise
+  if previous is not None:
+    shutil.rmtree(previous)
   return directory
 
 
