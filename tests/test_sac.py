@@ -209,3 +209,25 @@ def test_learning_rates_can_differ_per_seed(agent, batch):
                        new.params.critic, states.params.critic)
   assert all(m[0] > 0 for m in jax.tree.leaves(moved))
   assert all(m[1] == 0 for m in jax.tree.leaves(moved))
+
+
+def test_bfloat16_matmuls_keep_float32_parameters_and_follow_the_float32_update(state, batch):
+  """The GPU speed setting (benchmarks/RESULTS.md): bf16 layer inputs, float32 master weights."""
+  key = jax.random.PRNGKey(3)
+  exact, exact_metrics = jax.jit(sac.SAC(CONFIG).update)(state, batch, key)
+  fast, fast_metrics = jax.jit(sac.SAC(dataclasses.replace(
+      CONFIG, matmul_precision="bfloat16", unroll_critic_steps=True)).update)(state, batch, key)
+  assert {x.dtype for x in jax.tree.leaves(fast)} <= {np.dtype("float32"), np.dtype("int32")}
+  # The whole update moves the parameters in float32's direction (Adam's first step is about
+  # +-lr per weight, so a tiny gradient whose sign bf16 flips moves its weight by 2 lr: compare
+  # the whole step, not each weight); the losses agree to bf16's 3 significant digits; and the
+  # programs differ (bf16 is in effect).
+  flat = lambda tree: np.concatenate([np.ravel(np.asarray(x, np.float64))
+                                      for x in jax.tree.leaves(tree)])
+  exact_step = flat(exact.params) - flat(state.params)
+  fast_step = flat(fast.params) - flat(state.params)
+  cosine = exact_step @ fast_step / (np.linalg.norm(exact_step) * np.linalg.norm(fast_step))
+  assert cosine > 0.98, cosine
+  assert np.abs(fast_step - exact_step).max() > 0
+  for name in ("critic_loss", "actor_loss"):
+    np.testing.assert_allclose(fast_metrics[name], exact_metrics[name], rtol=2e-2)
