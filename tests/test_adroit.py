@@ -344,3 +344,16 @@ def test_door_solver_budget_follows_mujoco_where_hand_and_door_press_together(ta
     mujoco.mj_step(model, data)
   assert env.mj_model.opt.iterations == 8 and env.mj_model.opt.ls_iterations == 16
   assert np.abs(mjx_qpos[:27] - data.qpos[:27]).max() < 0.15    # arm and hand joints
+
+
+def test_bridge_check_generates_adroit_episodes_of_the_length_its_bounds_were_calibrated_on():
+  from absl import flags
+  from launch import bridge_check
+  flags.FLAGS(["bridge_check", "--env=door-binary-v0"])       # --steps left at its default
+  try:
+    trajectory = bridge_check.generated(adroit.Adroit("door"), np.random.default_rng(0))
+  finally:
+    flags.FLAGS.unparse_flags()
+  # 4 episodes of BRIDGE_EPISODE_STEPS actions (each also records its final state).
+  assert adroit.BRIDGE_EPISODE_STEPS == 100
+  np.testing.assert_array_equal(trajectory["episode_ends"], [100, 201, 302, 403])
