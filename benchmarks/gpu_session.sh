@@ -107,7 +107,7 @@ if [[ ${FUSED_BF16:-1} == 1 ]]; then
   a_job "thr_fused${BIG}_bf16" "${TP[@]}" --seeds="$BIG" --measure=fused --precisions=bfloat16 \
     --out="$R/thr_fused${BIG}_bf16.json"
 fi
-if [[ $PHASES != *U* ]]; then    # phase U measured it alone already
+if [[ $PHASES != *U* && ${UPDATE_ONLY:-1} == 1 ]]; then    # U measured it alone already
   a_job "thr_update$BIG" "${TP[@]}" --seeds="$BIG" --measure=update_only --precisions=default \
     --out="$R/thr_update$BIG.json"
 fi
@@ -121,18 +121,35 @@ for batch in ${ADROIT_BATCHES:-1 64 1024}; do
       --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 --out="$R/env_${task}_$batch.json"
   done
 done
-# Items are maze:batch[:bare][:graphs]. `bare` times Brax's bare ant at that batch in the same
-# process (the issue's 2x target compares the two). `graphs` runs MJX's while loops (Newton
-# solver, collision) inside CUDA graphs instead of one host round trip per iteration: at batch
-# 64 a D4RL ant step (RK4 x 5, each stage a solve) took ~75-120 ms on an H200 against the bare
-# ant's 2 ms, and those round trips are the suspect.
+# Items are maze:batch[:option...]. `bare` times Brax's bare ant at that batch in the same
+# process (the issue's 2x target compares the two). The others ask where a D4RL ant step's time
+# goes (RK4 x 5: 20 Newton solves per step; ~23 ms at batch 64 on an idle H200, ~34 ms at batch 1,
+# against the bare ant's 1.5 ms, so per-step overhead, not arithmetic):
+#   graphs  XLA runs while loops and conditionals as CUDA graphs (no host round trip per
+#           iteration of the Newton loop)
+#   fixed   the Newton loop as a fixed-length scan (benchmarks/antmaze_speed.py --newton_loop)
+#   lsN     N line-search steps instead of the default variant's 2 (at 8, 4 and 2 the bridge
+#           check's errors are identical)
+#   euler   semi-implicit Euler instead of RK4 (a reference: it fails the bridge check)
 for item in ${ANTMAZE_PLAN:-large:1 large:64:bare large:1024 medium:1024 umaze:1024}; do
   IFS=: read -r maze batch options <<< "$item"
-  name="antmaze_${maze}_$batch"; flags=${XLA_FLAGS:-}
-  [[ $options == *graphs* ]] && name+="_graphs" && flags+=" --xla_gpu_enable_command_buffer=+WHILE"
+  name="antmaze_${maze}_$batch"; flags=${XLA_FLAGS:-}; extra=(); variant=ls2
+  [[ $options == *graphs* ]] && name+="_graphs" \
+    && flags+=" --xla_gpu_enable_command_buffer=+WHILE,+CONDITIONAL"
+  [[ $options == *fixed* ]] && name+="_fixed" && extra+=(--newton_loop=fixed)
+  [[ $options =~ ls([0-9]+) ]] && name+="_ls${BASH_REMATCH[1]}" \
+    && extra+=(--ls_iterations="${BASH_REMATCH[1]}")
+  [[ $options == *euler* ]] && name+="_euler" && variant=euler
   XLA_FLAGS="$flags" a_job "$name" python3 -m benchmarks.antmaze_speed --check_starts=0 \
-    --bare_ant="$([[ $options == *bare* ]] && echo true || echo false)" \
-    --steps="${ENV_STEPS:-20}" --repeats=2 --plan="$maze:contacts24:$batch" --out="$R/$name.json"
+    --bare_ant="$([[ $options == *bare* ]] && echo true || echo false)" "${extra[@]}" \
+    --steps="${ENV_STEPS:-20}" --repeats=2 --plan="$maze:$variant:$batch" --out="$R/$name.json"
+done
+# maze:batch items: benchmarks.physics_breakdown, each stage of a forward pass timed alone, in
+# the maze and in Brax's bare ant.
+for item in ${BREAKDOWN_PLAN:-}; do
+  IFS=: read -r maze batch <<< "$item"
+  a_job "breakdown_${maze}_$batch" python3 -m benchmarks.physics_breakdown --maze="$maze" \
+    --batch="$batch" --out="$R/breakdown_${maze}_$batch.json"
 done
 log "phase A: ${#PIDS[@]} processes started"
 while (( $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') < COMPILERS )) \

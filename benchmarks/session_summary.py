@@ -92,7 +92,11 @@ def env_speeds(results: pathlib.Path) -> list[str]:
       continue
     bare.update(data.get("bare_ant", {}))
     for row in data["rows"]:
-      lines.append(f"| antmaze {row['maze']} ({row['variant']}) | {row['batch']} | "
+      label = row["variant"] + "".join(
+          f", {tag}" for tag, on in (("Newton loop fixed", data.get("newton_loop") == "fixed"),
+                                     (f"ls {data.get('ls_iterations')}",
+                                      data.get("ls_iterations"))) if on)
+      lines.append(f"| {path.stem} {row['maze']} ({label}) | {row['batch']} | "
                    f"{row['env_steps_per_s']:,.0f} | {row['compile_s']:.1f} | "
                    f"{row['contacts']} |")
   for batch, rate in sorted(bare.items(), key=lambda item: int(item[0])):
