@@ -18,6 +18,13 @@ the demonstration files' layout, `rollout` the BC rollouts'):
   python -m launch.collect --env=pen-binary-v0 --policy=/tmp/wsrl/pen --num_envs=64 \
       --steps=64000 --output=/tmp/adroit/pen_bc.npy
 
+Adroit data from a demonstrator trained with Brax PPO on D4RL's shaped reward (the binary task
+is what it rolls out in):
+
+  python -m launch.train_adroit_demonstrator --task=door --output=/tmp/door_ppo
+  python -m launch.collect --env=door-binary-v0 --policy=ppo:/tmp/door_ppo --num_envs=100 \
+      --steps=20000 --output=/tmp/adroit/door.hdf5
+
 Adroit demonstrations with successes, from the scripted demonstrator (wsrl_mjx/scripted.py; the
 part D4RL's human demonstrations play):
 
@@ -26,7 +33,8 @@ part D4RL's human demonstrations play):
 
 `--policy` is `random`, `scripted` (Adroit relocate), a checkpoint directory (a run directory,
 its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
-its seeds acts), or, for AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
+its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
+AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
 conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
@@ -42,8 +50,8 @@ from wsrl_mjx import collect, controller, navigation, scripted
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _POLICY = flags.DEFINE_string(
-    "policy", "random", "'random', 'scripted', 'navigator:DIR' (AntMaze) or a checkpoint "
-    "directory.")
+    "policy", "random", "'random', 'scripted', 'ppo:DIR', 'navigator:DIR' (AntMaze) or a "
+    "checkpoint directory.")
 _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
 _CHECKPOINT_SEED = flags.DEFINE_integer("checkpoint_seed", 0, "Which checkpoint seed acts.")
@@ -91,6 +99,20 @@ def main(argv):
     except ValueError as e:
       raise app.UsageError(f"--policy=scripted: {e}") from None
     params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
+  elif _POLICY.value.startswith("ppo:"):
+    directory = _POLICY.value.removeprefix("ppo:")
+    try:
+      sizes = controller.read_description(directory)
+    except (FileNotFoundError, ValueError) as e:
+      raise app.UsageError(f"--policy=ppo:DIR: {e}") from None
+    if (sizes["observation_size"], sizes["action_size"]) != (env.observation_size,
+                                                             env.action_size):
+      raise app.UsageError(
+          f"{directory}/controller.json: observation_size {sizes['observation_size']} and "
+          f"action_size {sizes['action_size']} do not fit {env_spec.name} "
+          f"({env.observation_size}, {env.action_size})")
+    policy, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
+    source = f"Brax PPO policy {directory} ({sizes.get('env', 'unknown training env')})"
   elif _POLICY.value.startswith("navigator:"):
     if env_spec.family != "antmaze":
       raise app.UsageError("--policy=navigator:DIR steers the AntMaze controller; "
