@@ -13,7 +13,8 @@
 #   - benchmarks.throughput: fused loop (1, 8, 64 seeds; 64 also in bfloat16), update-only,
 #     Python loop (1, 64), then Brax SAC alone once the others are done;
 #   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024;
-#   - benchmarks.antmaze_speed: each maze at batch 1, 64, 1024, Brax's bare ant alongside.
+#   - benchmarks.antmaze_speed: each maze at batch 1, 64, 1024, Brax's bare ant alongside;
+#     benchmarks.physics_breakdown (BREAKDOWN_PLAN): a forward pass stage by stage.
 # Phase B, training (after A, so that it cannot disturb A's timings), two chains side by side:
 #   - hopper: SAC from scratch (the behaviour policy) -> collect a D4RL-format dataset ->
 #     Cal-QL pretraining -> WSRL fine-tuning from it (the behaviour run and the fine-tune share
@@ -28,7 +29,9 @@
 # the variables below (FUSED_SEEDS, ADROIT_TASKS, ANTMAZE_PLAN, ...) to ~12 processes, and give
 # GO_AT room (~1.2 x the slowest compile). A later session ran PHASES=UA in one call: U took
 # 116 s, A's 14 processes had all compiled 109 s after it began; with the start-up, that call
-# used 427 s of the 900 and left room for one more (the AntMaze controller, 340 s).
+# used 427 s of the 900 and left room for one more (the AntMaze controller, 340 s). Phase A alone
+# with 10-13 small processes (AntMaze, door, breakdown): all compiled within 116-144 s, calls of
+# 185-213 s plus ~30 s of start-up.
 #
 # The device command (carry .whl and .gpu_extra; BUILD.md says how to make them):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
@@ -123,8 +126,9 @@ for batch in ${ADROIT_BATCHES:-1 64 1024}; do
 done
 # Items are maze:batch[:option...]. `bare` times Brax's bare ant at that batch in the same
 # process (the issue's 2x target compares the two). The others ask where a D4RL ant step's time
-# goes (RK4 x 5: 20 Newton solves per step; ~23 ms at batch 64 on an idle H200, ~34 ms at batch 1,
-# against the bare ant's 1.5 ms, so per-step overhead, not arithmetic):
+# goes (RK4 x 5: 20 forward passes, each with a Newton solve). On an idle H200 at batch 64
+# (2026-11-26, RESULTS.md), against the default of then (4 / 8): graphs 0.91x, fixed 1.02x,
+# fixed + ls2 1.56x, euler 3.8x; so the cost is the passes' work, not host round trips:
 #   graphs  XLA runs while loops and conditionals as CUDA graphs (no host round trip per
 #           iteration of the Newton loop)
 #   fixed   the Newton loop as a fixed-length scan (benchmarks/antmaze_speed.py --newton_loop)
