@@ -13,8 +13,6 @@ shaped reward) and writes `params` and `controller.json` (sizes and training fig
 `--output` at every evaluation (a run stopped early leaves its latest policy) and at the end.
 """
 
-import time
-
 import jax
 from absl import app, flags, logging
 
@@ -47,16 +45,8 @@ def main(argv):
   from brax.training.agents.ppo import train as ppo  # pylint: disable=import-outside-toplevel
   controller.patch_brax_for_this_jax()
   env = adroit_shaped.AdroitShaped(_TASK.value)
-  history = []
-  started = time.time()
-
-  def progress(step, metrics):
-    row = {"step": int(step), "seconds": time.time() - started,
-           "episode_reward": float(metrics.get("eval/episode_reward", float("nan"))),
-           "steps_at_success": float(metrics.get("eval/episode_success", float("nan")))}
-    history.append(row)
-    logging.info("step %d: eval episode reward %.1f, %.1f steps at success per episode (%.0f s)",
-                 row["step"], row["episode_reward"], row["steps_at_success"], row["seconds"])
+  history, progress = controller.evaluation_log(
+      {"episode_reward": "eval/episode_reward", "steps_at_success": "eval/episode_success"})
 
   def save(step, params):
     return controller.save(
@@ -67,11 +57,6 @@ def main(argv):
         observation_size=env.observation_size, action_size=env.action_size,
         policy_hidden_sizes=HIDDEN_SIZES, value_hidden_sizes=HIDDEN_SIZES)
 
-  def save_progress(step, make_policy, params):
-    del make_policy
-    if step:
-      save(step, params)
-
   _, params, _ = ppo.train(
       environment=env, num_timesteps=_NUM_TIMESTEPS.value,
       episode_length=env.task.episode_length, num_envs=_NUM_ENVS.value,
@@ -81,7 +66,8 @@ def main(argv):
       reward_scaling=_REWARD_SCALING.value, normalize_observations=True,
       num_evals=_NUM_EVALS.value,
       network_factory=controller.make_network_factory(HIDDEN_SIZES, HIDDEN_SIZES),
-      seed=_SEED.value, progress_fn=progress, policy_params_fn=save_progress)
+      seed=_SEED.value, progress_fn=progress,
+      policy_params_fn=controller.save_at_evaluations(save))
   logging.info("Wrote %s", save(_NUM_TIMESTEPS.value, params))
 
 

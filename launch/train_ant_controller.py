@@ -12,10 +12,6 @@ run stopped early leaves its latest controller) and at the end. `launch.collect
 --policy=navigator:<output>` then steers it through a maze.
 """
 
-import json
-import pathlib
-import time
-
 import jax
 from absl import app, flags, logging
 
@@ -42,27 +38,16 @@ def main(argv):
   from brax.training.agents.ppo import train as ppo  # pylint: disable=import-outside-toplevel
   controller.patch_brax_for_this_jax()
   env = ant_goal.AntGoal()
-  history = []
-  started = time.time()
-
-  def progress(step, metrics):
-    row = {"step": int(step), "seconds": time.time() - started,
-           "episode_reward": float(metrics.get("eval/episode_reward", float("nan"))),
-           "goals_reached": float(metrics.get("eval/episode_goals_reached", float("nan")))}
-    history.append(row)
-    logging.info("step %d: eval episode reward %.1f, goals reached %.2f per episode (%.0f s)",
-                 row["step"], row["episode_reward"], row["goals_reached"], row["seconds"])
+  history, progress = controller.evaluation_log(
+      {"episode_reward": "eval/episode_reward", "goals_reached": "eval/episode_goals_reached"})
 
   def description(step):
     return {"trainer": "brax.training.agents.ppo", "num_timesteps": step,
             "num_envs": _NUM_ENVS.value, "episode_length": _EPISODE_LENGTH.value,
             "device": jax.devices()[0].device_kind, "history": history}
 
-  def save_progress(step, make_policy, params):
-    """Saves the controller at every evaluation, so a run stopped early leaves its latest."""
-    del make_policy
-    if step:
-      controller.save(_OUTPUT.value, params, description(int(step)))
+  def save(step, params):
+    return controller.save(_OUTPUT.value, params, description(step))
 
   _, params, _ = ppo.train(
       environment=env, num_timesteps=_NUM_TIMESTEPS.value, episode_length=_EPISODE_LENGTH.value,
@@ -71,9 +56,8 @@ def main(argv):
       num_updates_per_batch=4, learning_rate=3e-4, entropy_cost=1e-2, discounting=0.97,
       reward_scaling=1.0, normalize_observations=True, num_evals=_NUM_EVALS.value,
       network_factory=controller.network_factory, seed=_SEED.value, progress_fn=progress,
-      policy_params_fn=save_progress)
-  path = controller.save(_OUTPUT.value, params, description(_NUM_TIMESTEPS.value))
-  logging.info("Wrote %s", path)
+      policy_params_fn=controller.save_at_evaluations(save))
+  logging.info("Wrote %s", save(_NUM_TIMESTEPS.value, params))
 
 
 if __name__ == "__main__":

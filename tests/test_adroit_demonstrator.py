@@ -105,3 +105,20 @@ def test_collector_refuses_a_ppo_policy_of_another_task(tmp_path):
   assert ("checkpoints/ant_controller/controller.json: observation_size 29 and action_size 8 "
           "do not fit door-binary-v0 (39, 28)") in result.stderr
   assert not output.exists()
+
+
+def test_training_log_keeps_each_evaluation_and_saves_after_the_first():
+  history, progress = controller.evaluation_log(
+      {"episode_reward": "eval/episode_reward", "steps_at_success": "eval/episode_success"})
+  progress(0, {"eval/episode_reward": -55.8})
+  progress(819200, {"eval/episode_reward": -40.0, "eval/episode_success": 3.0})
+  assert [row["step"] for row in history] == [0, 819200]
+  assert history[1]["episode_reward"] == -40.0 and history[1]["steps_at_success"] == 3.0
+  assert np.isnan(history[0]["steps_at_success"])         # a metric the evaluation lacked
+  assert history[0]["seconds"] <= history[1]["seconds"]
+  saved = []
+  policy_params_fn = controller.save_at_evaluations(lambda step, params: saved.append(
+      (step, params)))
+  policy_params_fn(0, None, "untrained")
+  policy_params_fn(np.int64(819200), None, "trained")
+  assert saved == [(819200, "trained")] and type(saved[0][0]) is int

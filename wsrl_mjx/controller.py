@@ -14,9 +14,11 @@ import os
 import pathlib
 import shutil
 import tempfile
+import time
 
 import jax
 import jax.numpy as jnp
+from absl import logging
 
 from wsrl_mjx import navigation
 
@@ -51,6 +53,32 @@ def make_network_factory(policy_hidden_sizes=POLICY_HIDDEN_SIZES,
 
 
 network_factory = make_network_factory()
+
+
+def evaluation_log(fields: dict[str, str]):
+  """(history, progress_fn) for Brax PPO's `progress_fn`: each evaluation appends its step,
+  seconds since this call and the named metrics (`fields`: name in the history -> Brax metric)
+  to `history`, which the trainers save with the policy, and logs them."""
+  history, started = [], time.time()
+
+  def progress(step, metrics):
+    row = {"step": int(step), "seconds": time.time() - started,
+           **{name: float(metrics.get(key, float("nan"))) for name, key in fields.items()}}
+    history.append(row)
+    logging.info("step %d: %s (%.0f s)", row["step"],
+                 ", ".join(f"{name} {row[name]:.2f}" for name in fields), row["seconds"])
+
+  return history, progress
+
+
+def save_at_evaluations(save_policy):
+  """Brax PPO's `policy_params_fn` calling `save_policy(step, params)` at every evaluation after
+  the first, so a run stopped early leaves its latest policy."""
+  def policy_params_fn(step, make_policy, params):
+    del make_policy
+    if step:
+      save_policy(int(step), params)
+  return policy_params_fn
 
 
 def save(directory: str | os.PathLike, params, description: dict,
