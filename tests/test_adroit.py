@@ -112,6 +112,41 @@ def test_mjx_model_keeps_the_reference_masses_and_actuators():
     assert not any(collide(c, b) for c in cylinders for b in boxes)
 
 
+def _pulled_hinge(model, frame_position, pull_newtons=20.0, steps=500):
+  """The door hinge after `steps` physics steps of a pull on the turned latch (C MuJoCo)."""
+  body = lambda name: mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, name)
+  model.body_pos[body("frame")] = frame_position
+  data = mujoco.MjData(model)
+  data.qpos[29] = 1.6                                    # the latch turned: the door is free
+  for _ in range(steps):
+    data.xfrc_applied[body("latch"), :3] = [0.0, -pull_newtons, 0.0]   # toward the hand
+    mujoco.mj_step(model, data)
+  return data.qpos[28]
+
+
+def test_door_opens_as_in_d4rls_model_wherever_a_reset_puts_the_frame():
+  """The door/table exclusion is exact, and without it the low frames wedge the door shut."""
+  reference, model = adroit.reference_model("door"), adroit.build_mjx_model("door")
+  body = lambda name: mujoco.mj_name2id(reference, mujoco.mjtObj.mjOBJ_BODY, name)
+  door_geoms = [g for g in range(reference.ngeom)
+                if reference.geom_bodyid[g] in (body("door"), body("latch"))]
+  table_geoms = np.flatnonzero(reference.geom_bodyid == body("table"))
+  # In D4RL's model the door never touches the table: lowest and highest frame, any hinge angle.
+  for z in (0.252, 0.35):
+    reference.body_pos[body("frame")] = [-0.25, 0.3, z]
+    for hinge in np.linspace(0.0, 1.57, 5):
+      data = mujoco.MjData(reference)
+      data.qpos[28] = hinge
+      mujoco.mj_forward(reference, data)
+      assert min(mujoco.mj_geomDistance(reference, data, d, t, 1.0, None)
+                 for d in door_geoms for t in table_geoms) > 0.0
+  # The same pull opens the MJX model's door as far as D4RL's (it stayed at 0.0 rad before).
+  for frame_position in ([-0.25, 0.3, 0.252], [-0.25, 0.3, 0.3]):
+    opened = _pulled_hinge(model, frame_position)
+    assert opened > adroit.DOOR_OPEN_ANGLE
+    np.testing.assert_allclose(opened, _pulled_hinge(reference, frame_position), atol=0.01)
+
+
 def test_reset_draws_cover_d4rls_ranges():
   env = adroit.Adroit("relocate")
   draws = jax.vmap(env.sample_task)(jax.random.split(jax.random.PRNGKey(0), 4000))
