@@ -155,7 +155,12 @@ _TWIN_CHANNELS = (_TWIN_SENDS, _TWIN_RECEIVES)
 
 
 def build_mjx_model(task_name: str, max_contacts: int | None = None) -> mujoco.MjModel:
-  """The reference model changed only as the module docstring lists, so that MJX runs it.
+  """The reference model changed only as the module docstring lists, so that MJX runs it."""
+  return mjx_model_spec(task_name, max_contacts).compile()
+
+
+def mjx_model_spec(task_name: str, max_contacts: int | None = None) -> mujoco.MjSpec:
+  """`build_mjx_model`'s spec, for callers that add to it (the planner's site sensors).
 
   Every pair of geoms that collides in the reference model collides here with the same shapes,
   except cylinder-box pairs: there the cylinder's capsule twin touches the box. The twin has the
@@ -209,7 +214,7 @@ def build_mjx_model(task_name: str, max_contacts: int | None = None) -> mujoco.M
     # MJX reads this (C MuJoCo ignores it): of the contacts found each step, only the
     # `max_contacts` deepest per condim go to the constraint solver.
     spec.add_numeric(name="max_contact_points", data=[float(max_contacts)])
-  return spec.compile()
+  return spec
 
 
 def _euler_xy_to_quat(x: jax.Array, y: jax.Array) -> jax.Array:

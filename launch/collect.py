@@ -31,7 +31,13 @@ part D4RL's human demonstrations play):
   python -m launch.collect --env=relocate-binary-v0 --policy=scripted --num_envs=25 \
       --steps=5000 --output=/tmp/adroit/relocate_demos.npy --npy_layout=demo
 
-`--policy` is `random`, `scripted` (Adroit relocate), a checkpoint directory (a run directory,
+Door demonstrations with successes, from a sampling-based planner in C MuJoCo that acts in the
+MJX env (wsrl_mjx/planner.py; about 0.1 s of planning per env step on 2 CPU cores):
+
+  python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
+      --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
+
+`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door), a checkpoint directory (a run directory,
 its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
 its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
 AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
@@ -46,14 +52,20 @@ from absl import app, flags, logging
 import envs
 from envs import antmaze
 from launch import runtime
-from wsrl_mjx import collect, controller, navigation, scripted
+from wsrl_mjx import collect, controller, navigation, planner, scripted
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _POLICY = flags.DEFINE_string(
-    "policy", "random", "'random', 'scripted', 'ppo:DIR', 'navigator:DIR' (AntMaze) or a "
+    "policy", "random", "'random', 'scripted', 'planner', 'ppo:DIR', 'navigator:DIR' (AntMaze) or a "
     "checkpoint directory.")
 _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
+_PLANNER_SAMPLES = flags.DEFINE_integer(
+    "planner_samples", planner.MPPIConfig.num_samples,
+    "--policy=planner: action sequences sampled per env per step.")
+_PLANNER_HORIZON = flags.DEFINE_integer(
+    "planner_horizon", planner.MPPIConfig.horizon,
+    "--policy=planner: env steps each sampled sequence looks ahead.")
 _CHECKPOINT_SEED = flags.DEFINE_integer("checkpoint_seed", 0, "Which checkpoint seed acts.")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False,
                                    "Act with the mean action instead of sampling.")
@@ -99,6 +111,14 @@ def main(argv):
     except ValueError as e:
       raise app.UsageError(f"--policy=scripted: {e}") from None
     params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
+  elif _POLICY.value == "planner":
+    config = planner.MPPIConfig(num_samples=_PLANNER_SAMPLES.value,
+                                horizon=_PLANNER_HORIZON.value)
+    try:
+      host_planner = planner.MPPIPlanner(env, config)
+    except ValueError as e:
+      raise app.UsageError(f"--policy=planner: {e}") from None
+    source = f"MPPI planner in C MuJoCo ({config})"
   elif _POLICY.value.startswith("ppo:"):
     directory = _POLICY.value.removeprefix("ppo:")
     try:
@@ -127,9 +147,14 @@ def main(argv):
     source = f"{_POLICY.value} (seed {_CHECKPOINT_SEED.value}, {description.get('env_name')})"
   started = time.time()
   steps_per_env = _STEPS.value // _NUM_ENVS.value
-  rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
-                         steps_per_env, _NUM_ENVS.value,
-                         episode_length, _ACTION_CLIP.value)
+  if _POLICY.value == "planner":
+    rows = collect.collect_with_planner(env, env_spec, host_planner,
+                                        jax.random.PRNGKey(_SEED.value), steps_per_env,
+                                        _NUM_ENVS.value, episode_length, _ACTION_CLIP.value)
+  else:
+    rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
+                           steps_per_env, _NUM_ENVS.value,
+                           episode_length, _ACTION_CLIP.value)
   episodes = int(rows["terminals"].sum() + rows["timeouts"].sum())
   if _OUTPUT.value.endswith(".npy"):
     path = collect.write_adroit_npy(_OUTPUT.value, rows, _NPY_LAYOUT.value)

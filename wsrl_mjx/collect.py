@@ -59,33 +59,46 @@ def checkpoint_policy(path: str | os.PathLike, seed: int, deterministic: bool):
   return learner.sample_action, actor, description
 
 
+def make_transition(env: MjxEnv, episode_length: int):
+  """transition((env state, steps into its episode), action, reset key) -> (carry, D4RL row).
+
+  The row is the step from the state with `action`; an episode that ends (terminal or time
+  limit) is replaced by a fresh one in the carry.
+  """
+
+  def transition(carry, action, reset_key):
+    env_state, length = carry
+    next_state = env.step(env_state, action)
+    length = length + 1
+    terminal = next_state.done > 0
+    timeout = (length >= episode_length) & ~terminal
+    row = {"observations": env_state.obs, "actions": action, "rewards": next_state.reward,
+           "terminals": terminal, "timeouts": timeout,
+           "next_observations": next_state.obs,
+           "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
+    if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
+      row["goal"] = env_state.info["goal"]
+    if "success" in next_state.metrics:  # sparse tasks: D4RL's infos/goal_achieved
+      row["goal_achieved"] = next_state.metrics["success"] > 0
+    done = terminal | timeout
+    reset_state = env.reset(reset_key)
+    env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
+    return (env_state, jnp.where(done, 0, length)), row
+
+  return transition
+
+
 def make_rollout(env: MjxEnv, policy: Policy, num_steps: int, episode_length: int,
                  action_clip: float):
   """rollout(key, policy_params) -> D4RL columns [num_steps, ...] of one env's stream."""
+  transition = make_transition(env, episode_length)
 
   def rollout(key, policy_params):
     def body(carry, step_key):
-      env_state, length = carry
       action_key, reset_key = jax.random.split(step_key)
-      observation = env_state.obs
-      action = jnp.clip(policy(policy_params, observation, action_key), -action_clip,
+      action = jnp.clip(policy(policy_params, carry[0].obs, action_key), -action_clip,
                         action_clip)
-      next_state = env.step(env_state, action)
-      length = length + 1
-      terminal = next_state.done > 0
-      timeout = (length >= episode_length) & ~terminal
-      row = {"observations": observation, "actions": action, "rewards": next_state.reward,
-             "terminals": terminal, "timeouts": timeout,
-             "next_observations": next_state.obs,
-             "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
-      if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
-        row["goal"] = env_state.info["goal"]
-      if "success" in next_state.metrics:  # sparse tasks: D4RL's infos/goal_achieved
-        row["goal_achieved"] = next_state.metrics["success"] > 0
-      done = terminal | timeout
-      reset_state = env.reset(reset_key)
-      env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
-      return (env_state, jnp.where(done, 0, length)), row
+      return transition(carry, action, reset_key)
 
     reset_key, key = jax.random.split(key)
     carry = (env.reset(reset_key), jnp.zeros((), jnp.int32))
@@ -107,7 +120,47 @@ def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: 
                          action_clip)
   rows = jax.jit(jax.vmap(rollout, in_axes=(0, None)))(jax.random.split(key, num_envs),
                                                        policy_params)
-  rows = {k: np.array(v) for k, v in rows.items()}                   # [envs, steps, ...]
+  return _as_dataset(rows, env_spec)
+
+
+def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array,
+                         steps_per_env: int, num_envs: int, episode_length: int | None = None,
+                         action_clip: float = 1.0) -> dict[str, np.ndarray]:
+  """`collect` with actions from a host-side planner (wsrl_mjx/planner.py) instead of a policy.
+
+  The envs step in MJX, one jitted vmapped transition per step; between steps the planner
+  reads their physics states and plans in C MuJoCo. Its random draws come from `key`.
+  """
+  transition = jax.jit(jax.vmap(make_transition(
+      env, episode_length or env_spec.episode_length)))
+  reset_key, planner_key, key = jax.random.split(key, 3)
+  carry = (jax.jit(jax.vmap(env.reset))(jax.random.split(reset_key, num_envs)),
+           jnp.zeros((num_envs,), jnp.int32))
+  rng = np.random.default_rng(np.asarray(jax.random.key_data(planner_key)))
+  planner.start(num_envs)
+  fresh = np.ones(num_envs, bool)
+  rows = []
+  for step_key in jax.random.split(key, steps_per_env):
+    env_state = carry[0]
+    if fresh.any():
+      info = jax.tree.map(np.asarray, env_state.info)
+      for index in np.flatnonzero(fresh):
+        planner.reset(index, {k: v[index] for k, v in info.items()})
+    data = env_state.pipeline_state
+    actions = planner.act(rng, *(np.asarray(x, np.float64) for x in (
+        data.qpos, data.qvel, data.mocap_pos, data.mocap_quat)))
+    actions = jnp.asarray(np.clip(actions, -action_clip, action_clip), jnp.float32)
+    carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
+    rows.append(row)
+    fresh = np.asarray(carry[1]) == 0
+  rows = jax.tree.map(lambda *steps: jnp.stack(steps, axis=1), *rows)  # [envs, steps, ...]
+  return _as_dataset(rows, env_spec)
+
+
+def _as_dataset(rows, env_spec: EnvSpec) -> dict[str, np.ndarray]:
+  """[envs, steps, ...] rollout columns -> one [envs * steps, ...] stream of D4RL rows."""
+  rows = {k: np.array(v) for k, v in rows.items()}
+  num_envs, steps_per_env = rows["terminals"].shape
   rows["timeouts"][:, -1] |= ~rows["terminals"][:, -1]
   # A data-collection env may show its policy more than the task's observation (AntMaze's
   # appends the goal's direction); the dataset keeps the task's, as D4RL's did.

@@ -1,0 +1,123 @@
+"""The door's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/planner.py), and the
+collector's host loop that runs a planner against MJX envs."""
+
+import os
+import subprocess
+import sys
+
+import jax
+import mujoco
+import numpy as np
+import pytest
+
+import envs
+from conftest import ROOT
+from envs import adroit
+from wsrl_mjx import collect, planner
+
+
+def test_smooth_noise_is_linear_between_its_knots():
+  noise = planner.smooth_noise(np.random.default_rng(0), (3, 7, 2), num_knots=4, scale=0.5)
+  assert noise.shape == (3, 7, 2)
+  # 7 steps over knots 0..3: the even steps sit on the knots, the odd ones halfway between.
+  knots = 0.5 * np.random.default_rng(0).standard_normal((3, 4, 2))
+  np.testing.assert_allclose(noise[:, ::2], knots)
+  np.testing.assert_allclose(noise[:, 1::2], (knots[:, :-1] + knots[:, 1:]) / 2)
+
+
+@pytest.mark.parametrize("sign", [1.0, -1.0])
+def test_mppi_moves_the_plan_toward_the_cheaper_samples(sign, monkeypatch):
+  """With a cost that pays for the arm's slide joint (ARTz) going one way, the first planned
+  action drives its actuator that way, from a zero plan."""
+  cost = planner.TaskCost(sites=("S_grasp",), cost=lambda qpos, sites: -sign * qpos[..., 0])
+  monkeypatch.setitem(planner.COSTS, "door", cost)
+  door = planner.MPPIPlanner(adroit.Adroit("door"), planner.MPPIConfig(
+      num_samples=32, horizon=4, num_knots=2), num_threads=1)
+  door.start(1)
+  data = mujoco.MjData(door._model)        # the door at rest, in the model's frame position
+  action = door.act(np.random.default_rng(0), data.qpos[None], data.qvel[None],
+                    data.mocap_pos[None], data.mocap_quat[None])
+  assert action.shape == (1, 28) and np.all(np.abs(action) <= 1.0)
+  assert sign * action[0, 0] > 0.1, action[0, 0]
+
+
+def test_planner_opens_the_door_in_mujoco_at_the_lowest_and_highest_frame():
+  env = adroit.Adroit("door")
+  door = planner.MPPIPlanner(env)
+  frames = np.array([[-0.3, 0.25, 0.252], [-0.2, 0.35, 0.35]])
+  door.start(len(frames))
+  models, datas = [], []
+  for index, frame in enumerate(frames):
+    door.reset(index, {"frame_position": frame, "target": np.zeros(3)})
+    model = planner.planning_model(env)
+    model.body_pos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "frame")] = frame
+    models.append(model)
+    datas.append(mujoco.MjData(model))
+  rng = np.random.default_rng(0)
+  opened = np.zeros(len(frames), bool)
+  for _ in range(120):
+    stack = lambda field: np.stack([getattr(d, field) for d in datas])
+    actions = door.act(rng, stack("qpos"), stack("qvel"), stack("mocap_pos"),
+                       stack("mocap_quat"))
+    for model, data, action in zip(models, datas, actions):
+      data.ctrl[:] = np.asarray(env.action_to_ctrl(action))
+      mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
+    opened |= np.array([d.qpos[28] >= adroit.DOOR_OPEN_ANGLE for d in datas])
+    if opened.all():
+      break
+  assert opened.all(), [d.qpos[28] for d in datas]
+
+
+class _RecordingPlanner:
+  """Random actions; records what the collector hands it."""
+
+  def __init__(self, action_size):
+    self.action_size, self.resets, self.seen_qpos, self.actions = action_size, [], [], []
+
+  def start(self, num_envs):
+    self.num_envs, self.step = num_envs, 0
+
+  def reset(self, index, env_info):
+    assert isinstance(env_info, dict)
+    self.resets.append((self.step, index))
+
+  def act(self, rng, qpos, qvel, mocap_pos, mocap_quat):
+    assert qpos.shape[0] == qvel.shape[0] == mocap_pos.shape[0] == self.num_envs
+    self.seen_qpos.append(qpos)
+    self.actions.append(rng.uniform(-1.0, 1.0, (self.num_envs, self.action_size)))
+    self.step += 1
+    return self.actions[-1]
+
+
+def test_collect_with_planner_steps_the_mjx_envs_with_the_planners_actions():
+  env, env_spec = envs.make("hopper-medium-v2")
+  recorder = _RecordingPlanner(env_spec.action_size)
+  num_envs, steps, episode_length = 2, 12, 5
+  rows = collect.collect_with_planner(env, env_spec, recorder, jax.random.PRNGKey(0), steps,
+                                      num_envs, episode_length)
+  by_env = lambda x: np.swapaxes(np.asarray(x), 0, 1).reshape(num_envs * steps, -1)
+  # The rows hold the planner's actions, and it saw the state each observation was taken in.
+  np.testing.assert_allclose(rows["actions"], by_env(recorder.actions), atol=1e-6)
+  np.testing.assert_allclose(rows["qpos"], by_env(recorder.seen_qpos), atol=1e-6)
+  # Every episode began with a reset of its env's plan, and none ran past the time limit.
+  ends = (rows["terminals"] | rows["timeouts"]).reshape(num_envs, steps)
+  expected = {(0, e) for e in range(num_envs)}
+  expected |= {(t + 1, e) for e, t in zip(*np.nonzero(ends[:, :-1]))}
+  assert set(recorder.resets) == expected
+  assert ends[:, -1].all()
+  for stream in ends:
+    lengths = np.diff(np.concatenate([[-1], np.flatnonzero(stream)]))
+    assert lengths.max() <= episode_length
+  assert rows["observations"].shape == (num_envs * steps, env_spec.observation_size)
+
+
+def test_collector_refuses_the_planner_for_a_task_it_has_no_cost_for(tmp_path):
+  output = tmp_path / "relocate.npy"
+  command = [sys.executable, "-m", "launch.collect", "--env=relocate-binary-v0",
+             "--policy=planner", "--steps=10", f"--output={output}"]
+  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=300)
+  assert result.returncode != 0
+  assert ("--policy=planner: No planning cost for relocate; the planner has costs for the "
+          "Adroit tasks: door") in result.stderr
+  assert not output.exists()

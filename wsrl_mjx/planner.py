@@ -1,0 +1,158 @@
+"""A sampling-based planner (MPPI) as the door's demonstrator: Adroit data with successes.
+
+The door needs a grasp, a latch turn and a pull in sequence, which neither a feedback law on the
+observation (wsrl_mjx/scripted.py's approach) nor Brax PPO within one device call found. A
+model-predictive planner finds it in about 40 steps: each step it samples `num_samples`
+smooth action sequences around its current plan, simulates each `horizon` env steps ahead in C
+MuJoCo (`mujoco.rollout`, multithreaded), and moves the plan to the cost-weighted mean
+(model-predictive path integral control, Williams et al. 2017). It plans on the model MJX runs
+(envs/adroit.py, with the env's solver budget and no noslip, as MJX has none) from the MJX
+env's own state, and only the first action is executed, in the MJX env: the dataset holds what
+our env did (launch/collect.py `--policy=planner`).
+
+The planner's cost is not the task's reward: it is a demonstrator's shaping, like the scripted
+relocate phases. Every random draw comes from the `numpy` generator the caller seeds.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import os
+from typing import Callable
+
+import mujoco
+import numpy as np
+from mujoco import rollout
+
+from envs import adroit
+
+
+@dataclasses.dataclass(frozen=True)
+class MPPIConfig:
+  num_samples: int = 48     # action sequences per env per step (one of them is the plan itself)
+  horizon: int = 16         # env steps each sequence looks ahead
+  noise_scale: float = 0.4  # std of the sampled deviations, in action units ([-1, 1])
+  num_knots: int = 4        # deviations are linear between this many knots: smooth sequences
+  temperature: float = 0.1  # of the costs' standard deviation: lower follows the best more
+
+
+@dataclasses.dataclass(frozen=True)
+class TaskCost:
+  """A task's planning cost: `cost(qpos [..., nq], sites [..., len(sites), 3]) -> [...]` per
+  env step, with `sites` the world positions of the named sites."""
+  sites: tuple[str, ...]
+  cost: Callable[[np.ndarray, np.ndarray], np.ndarray]
+
+
+def _door_cost(qpos: np.ndarray, sites: np.ndarray) -> np.ndarray:
+  """Palm on the handle; the latch turned (the door is blocked below ~1.4 rad); the hinge open.
+
+  The hinge term is linear so that progress pays the same from the start; the latch term only
+  counts while the door is nearly shut, where the latch matters.
+  """
+  hinge, latch = qpos[..., 28], qpos[..., 29]
+  reach = np.linalg.norm(sites[..., 0, :] - sites[..., 1, :], axis=-1)
+  latch_short = np.square(np.maximum(1.6 - latch, 0.0)) * (hinge < 0.3)
+  return reach - 20.0 * hinge + 0.3 * latch_short
+
+
+COSTS = {"door": TaskCost(sites=("S_grasp", "S_handle"), cost=_door_cost)}
+
+
+def planning_model(env: adroit.Adroit) -> mujoco.MjModel:
+  """The model MJX runs, in C MuJoCo, with a position sensor on each site the cost reads."""
+  spec = adroit.mjx_model_spec(env.task_name)
+  for name in COSTS[env.task_name].sites:
+    spec.add_sensor(name=f"planner_{name}", type=mujoco.mjtSensor.mjSENS_FRAMEPOS,
+                    objtype=mujoco.mjtObj.mjOBJ_SITE, objname=name)
+  model = spec.compile()
+  model.opt.iterations = env.mj_model.opt.iterations
+  model.opt.ls_iterations = env.mj_model.opt.ls_iterations
+  model.opt.noslip_iterations = 0
+  return model
+
+
+def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], num_knots: int,
+                 scale: float) -> np.ndarray:
+  """[samples, horizon, actions] Gaussian deviations, linear between `num_knots` knots."""
+  samples, horizon, actions = shape
+  knots = scale * rng.standard_normal((samples, num_knots, actions))
+  position = np.linspace(0.0, num_knots - 1, horizon)
+  left = np.minimum(position.astype(int), num_knots - 2)
+  weight = (position - left)[None, :, None]
+  return (1.0 - weight) * knots[:, left] + weight * knots[:, left + 1]
+
+
+class MPPIPlanner:
+  """MPPI for a batch of Adroit envs of one task (see the module docstring)."""
+
+  def __init__(self, env: adroit.Adroit, config: MPPIConfig = MPPIConfig(),
+               num_threads: int | None = None):
+    task = env.task_name if isinstance(env, adroit.Adroit) else type(env).__name__
+    if task not in COSTS:
+      raise ValueError(f"No planning cost for {task}; the planner has costs for the Adroit "
+                       f"tasks: {', '.join(sorted(COSTS))}")
+    if config.num_samples < 2 or config.horizon < 1 or config.num_knots < 2:
+      raise ValueError(f"MPPIConfig needs num_samples >= 2, horizon >= 1 and num_knots >= 2: "
+                       f"{config}")
+    self.env, self.config = env, config
+    self._cost = COSTS[env.task_name]
+    self._model = planning_model(env)
+    self._datas = [mujoco.MjData(self._model) for _ in range(num_threads or os.cpu_count() or 1)]
+    self._scratch = mujoco.MjData(self._model)
+    self._state_spec = mujoco.mjtState.mjSTATE_FULLPHYSICS
+    low, high = self._model.actuator_ctrlrange.T
+    self._ctrl_mid, self._ctrl_half_range = (low + high) / 2, (high - low) / 2
+    self._frame = mujoco.mj_name2id(self._model, mujoco.mjtObj.mjOBJ_BODY, "frame")
+    self._plans = np.zeros((0, config.horizon, self._model.nu))
+    self._models: list[mujoco.MjModel] = []
+
+  def start(self, num_envs: int):
+    """Plans for `num_envs` envs, each with its own copy of the model (its episode's draws)."""
+    self._plans = np.zeros((num_envs, self.config.horizon, self._model.nu))
+    self._models = [copy.deepcopy(self._model) for _ in range(num_envs)]
+
+  def reset(self, index: int, env_info: dict[str, np.ndarray]):
+    """Starts env `index`'s episode: a zero plan, and the draws of its env state's `info` that
+    live in the model (the door frame's position)."""
+    self._plans[index] = 0.0
+    if "frame_position" in env_info:
+      self._models[index].body_pos[self._frame] = env_info["frame_position"]
+
+  def _initial_state(self, qpos, qvel, mocap_pos, mocap_quat) -> np.ndarray:
+    data = self._scratch
+    data.qpos[:], data.qvel[:] = qpos, qvel
+    if self._model.nmocap:
+      data.mocap_pos[:], data.mocap_quat[:] = mocap_pos, mocap_quat
+    state = np.empty(mujoco.mj_stateSize(self._model, self._state_spec))
+    mujoco.mj_getState(self._model, data, state, self._state_spec)
+    return state
+
+  def act(self, rng: np.random.Generator, qpos: np.ndarray, qvel: np.ndarray,
+          mocap_pos: np.ndarray, mocap_quat: np.ndarray) -> np.ndarray:
+    """[envs, actions] in [-1, 1]: each env's plan after one MPPI update from its state."""
+    num_envs, config = len(qpos), self.config
+    samples, horizon, nu = config.num_samples, config.horizon, self._model.nu
+    noise = smooth_noise(rng, (num_envs * samples, horizon, nu), config.num_knots,
+                         config.noise_scale).reshape(num_envs, samples, horizon, nu)
+    noise[:, 0] = 0.0                                        # the plan itself stays a candidate
+    actions = np.clip(self._plans[:, None] + noise, -1.0, 1.0)
+    ctrl = self._ctrl_mid + actions * self._ctrl_half_range
+    ctrl = np.repeat(ctrl.reshape(num_envs * samples, horizon, nu), adroit.FRAME_SKIP, axis=1)
+    initial = np.stack([self._initial_state(*s) for s in zip(qpos, qvel, mocap_pos, mocap_quat)])
+    models = [m for m in self._models for _ in range(samples)]
+    states, sensors = rollout.rollout(models, self._datas, np.repeat(initial, samples, axis=0),
+                                      ctrl)
+    # Each env step's end: the last of its FRAME_SKIP physics steps.
+    qpos_path = states[:, adroit.FRAME_SKIP - 1::adroit.FRAME_SKIP, 1:1 + self._model.nq]
+    sites = sensors[:, adroit.FRAME_SKIP - 1::adroit.FRAME_SKIP].reshape(
+        num_envs * samples, horizon, len(self._cost.sites), 3)
+    cost = self._cost.cost(qpos_path, sites).sum(-1).reshape(num_envs, samples)
+    spread = np.maximum(config.temperature * cost.std(axis=1, keepdims=True), 1e-8)
+    weights = np.exp(-(cost - cost.min(axis=1, keepdims=True)) / spread)
+    weights /= weights.sum(axis=1, keepdims=True)
+    plans = np.einsum("es,esha->eha", weights, actions)
+    first = plans[:, 0].copy()
+    self._plans = np.concatenate([plans[:, 1:], plans[:, -1:]], axis=1)  # shift; hold the last
+    return first
