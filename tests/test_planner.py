@@ -35,8 +35,7 @@ def test_mppi_moves_the_plan_toward_the_cheaper_samples(sign, monkeypatch):
       num_samples=32, horizon=4, num_knots=2), num_threads=1)
   door.start(1)
   data = mujoco.MjData(door._model)        # the door at rest, in the model's frame position
-  action = door.act(np.random.default_rng(0), data.qpos[None], data.qvel[None],
-                    data.mocap_pos[None], data.mocap_quat[None])
+  action = door.act(np.random.default_rng(0), data.qpos[None], data.qvel[None])
   assert action.shape == (1, 28) and np.all(np.abs(action) <= 1.0)
   assert sign * action[0, 0] > 0.1, action[0, 0]
 
@@ -57,8 +56,7 @@ def test_planner_opens_the_door_in_mujoco_at_the_lowest_and_highest_frame():
   opened = np.zeros(len(frames), bool)
   for _ in range(120):
     stack = lambda field: np.stack([getattr(d, field) for d in datas])
-    actions = door.act(rng, stack("qpos"), stack("qvel"), stack("mocap_pos"),
-                       stack("mocap_quat"))
+    actions = door.act(rng, stack("qpos"), stack("qvel"))
     for model, data, action in zip(models, datas, actions):
       data.ctrl[:] = np.asarray(env.action_to_ctrl(action))
       mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
@@ -81,8 +79,8 @@ class _RecordingPlanner:
     assert isinstance(env_info, dict)
     self.resets.append((self.step, index))
 
-  def act(self, rng, qpos, qvel, mocap_pos, mocap_quat):
-    assert qpos.shape[0] == qvel.shape[0] == mocap_pos.shape[0] == self.num_envs
+  def act(self, rng, qpos, qvel):
+    assert qpos.shape[0] == qvel.shape[0] == self.num_envs
     self.seen_qpos.append(qpos)
     self.actions.append(rng.uniform(-1.0, 1.0, (self.num_envs, self.action_size)))
     self.step += 1

@@ -10,11 +10,13 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import time
 from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 
 from envs import EnvSpec, MjxEnv
 from wsrl_mjx import checkpoint
@@ -125,7 +127,8 @@ def collect(env: MjxEnv, env_spec: EnvSpec, policy: Policy, policy_params, key: 
 
 def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array,
                          steps_per_env: int, num_envs: int, episode_length: int | None = None,
-                         action_clip: float = 1.0) -> dict[str, np.ndarray]:
+                         action_clip: float = 1.0, log_every: int = 50
+                         ) -> dict[str, np.ndarray]:
   """`collect` with actions from a host-side planner (wsrl_mjx/planner.py) instead of a policy.
 
   The envs step in MJX, one jitted vmapped transition per step; between steps the planner
@@ -139,6 +142,7 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
   rng = np.random.default_rng(np.asarray(jax.random.key_data(planner_key)))
   planner.start(num_envs)
   fresh = np.ones(num_envs, bool)
+  started = time.time()
   rows = []
   for step_key in jax.random.split(key, steps_per_env):
     env_state = carry[0]
@@ -147,12 +151,17 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
       for index in np.flatnonzero(fresh):
         planner.reset(index, {k: v[index] for k, v in info.items()})
     data = env_state.pipeline_state
-    actions = planner.act(rng, *(np.asarray(x, np.float64) for x in (
-        data.qpos, data.qvel, data.mocap_pos, data.mocap_quat)))
+    actions = planner.act(rng, np.asarray(data.qpos, np.float64),
+                          np.asarray(data.qvel, np.float64))
     actions = jnp.asarray(np.clip(actions, -action_clip, action_clip), jnp.float32)
     carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
     rows.append(row)
     fresh = np.asarray(carry[1]) == 0
+    if len(rows) % log_every == 0:
+      ends = sum(int(np.sum(r["terminals"] | r["timeouts"])) for r in rows)
+      reached = sum(int(np.sum(r["terminals"])) for r in rows)
+      logging.info("planner: step %d of %d, %d episodes ended, %d at a terminal (%.0f s)",
+                   len(rows), steps_per_env, ends, reached, time.time() - started)
   rows = jax.tree.map(lambda *steps: jnp.stack(steps, axis=1), *rows)  # [envs, steps, ...]
   return _as_dataset(rows, env_spec)
 

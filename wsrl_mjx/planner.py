@@ -120,17 +120,15 @@ class MPPIPlanner:
     if "frame_position" in env_info:
       self._models[index].body_pos[self._frame] = env_info["frame_position"]
 
-  def _initial_state(self, qpos, qvel, mocap_pos, mocap_quat) -> np.ndarray:
+  def _initial_state(self, qpos, qvel) -> np.ndarray:
+    """The rollout's start (time, qpos, qvel, act): what MuJoCo's full physics state holds."""
     data = self._scratch
     data.qpos[:], data.qvel[:] = qpos, qvel
-    if self._model.nmocap:
-      data.mocap_pos[:], data.mocap_quat[:] = mocap_pos, mocap_quat
     state = np.empty(mujoco.mj_stateSize(self._model, self._state_spec))
     mujoco.mj_getState(self._model, data, state, self._state_spec)
     return state
 
-  def act(self, rng: np.random.Generator, qpos: np.ndarray, qvel: np.ndarray,
-          mocap_pos: np.ndarray, mocap_quat: np.ndarray) -> np.ndarray:
+  def act(self, rng: np.random.Generator, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
     """[envs, actions] in [-1, 1]: each env's plan after one MPPI update from its state."""
     num_envs, config = len(qpos), self.config
     samples, horizon, nu = config.num_samples, config.horizon, self._model.nu
@@ -140,7 +138,7 @@ class MPPIPlanner:
     actions = np.clip(self._plans[:, None] + noise, -1.0, 1.0)
     ctrl = self._ctrl_mid + actions * self._ctrl_half_range
     ctrl = np.repeat(ctrl.reshape(num_envs * samples, horizon, nu), adroit.FRAME_SKIP, axis=1)
-    initial = np.stack([self._initial_state(*s) for s in zip(qpos, qvel, mocap_pos, mocap_quat)])
+    initial = np.stack([self._initial_state(q, v) for q, v in zip(qpos, qvel)])
     models = [m for m in self._models for _ in range(samples)]
     states, sensors = rollout.rollout(models, self._datas, np.repeat(initial, samples, axis=0),
                                       ctrl)
