@@ -31,19 +31,20 @@ part D4RL's human demonstrations play):
   python -m launch.collect --env=relocate-binary-v0 --policy=scripted --num_envs=25 \
       --steps=5000 --output=/tmp/adroit/relocate_demos.npy --npy_layout=demo
 
-Door demonstrations with successes, from a sampling-based planner in C MuJoCo that acts in the
-MJX env (wsrl_mjx/planner.py; about 0.1 s of planning per env step on 2 CPU cores):
+Door and pen demonstrations with successes, from a sampling-based planner in C MuJoCo that acts
+in the MJX env (wsrl_mjx/planner.py; about 0.15 s of planning per env step on 2 CPU cores):
 
   python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
       --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
 
-`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door), a checkpoint directory (a run directory,
+`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door and pen), a checkpoint directory (a run directory,
 its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
 its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
 AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
 conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
+import dataclasses
 import time
 
 import jax
@@ -61,11 +62,11 @@ _POLICY = flags.DEFINE_string(
 _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
 _PLANNER_SAMPLES = flags.DEFINE_integer(
-    "planner_samples", planner.MPPIConfig.num_samples,
-    "--policy=planner: action sequences sampled per env per step.")
+    "planner_samples", 0, "--policy=planner: action sequences sampled per env per step; 0: the "
+    "task's (wsrl_mjx/planner.py).")
 _PLANNER_HORIZON = flags.DEFINE_integer(
-    "planner_horizon", planner.MPPIConfig.horizon,
-    "--policy=planner: env steps each sampled sequence looks ahead.")
+    "planner_horizon", 0, "--policy=planner: env steps each sampled sequence looks ahead; 0: the "
+    "task's.")
 _CHECKPOINT_SEED = flags.DEFINE_integer("checkpoint_seed", 0, "Which checkpoint seed acts.")
 _DETERMINISTIC = flags.DEFINE_bool("deterministic", False,
                                    "Act with the mean action instead of sampling.")
@@ -112,10 +113,14 @@ def main(argv):
       raise app.UsageError(f"--policy=scripted: {e}") from None
     params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
   elif _POLICY.value == "planner":
-    config = planner.MPPIConfig(num_samples=_PLANNER_SAMPLES.value,
-                                horizon=_PLANNER_HORIZON.value)
     try:
-      host_planner = planner.MPPIPlanner(env, config)
+      host_planner = planner.MPPIPlanner(env)
+      config = host_planner.config
+      if _PLANNER_SAMPLES.value or _PLANNER_HORIZON.value:
+        config = dataclasses.replace(config,
+                                     num_samples=_PLANNER_SAMPLES.value or config.num_samples,
+                                     horizon=_PLANNER_HORIZON.value or config.horizon)
+        host_planner = planner.MPPIPlanner(env, config)
     except ValueError as e:
       raise app.UsageError(f"--policy=planner: {e}") from None
     source = f"MPPI planner in C MuJoCo ({config})"

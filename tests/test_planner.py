@@ -1,4 +1,4 @@
-"""The door's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/planner.py), and the
+"""The door's and pen's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/planner.py), and the
 collector's host loop that runs a planner against MJX envs."""
 
 import os
@@ -29,13 +29,15 @@ def test_smooth_noise_is_linear_between_its_knots():
 def test_mppi_moves_the_plan_toward_the_cheaper_samples(sign, monkeypatch):
   """With a cost that pays for the arm's slide joint (ARTz) going one way, the first planned
   action drives its actuator that way, from a zero plan."""
-  cost = planner.TaskCost(sites=("S_grasp",), cost=lambda qpos, sites: -sign * qpos[..., 0])
+  cost = planner.TaskCost(sites=("S_grasp",),
+                          cost=lambda qpos, sites, observation: -sign * qpos[..., 0])
   monkeypatch.setitem(planner.COSTS, "door", cost)
   door = planner.MPPIPlanner(adroit.Adroit("door"), planner.MPPIConfig(
       num_samples=32, horizon=4, num_knots=2), num_threads=1)
   door.start(1)
   data = mujoco.MjData(door._model)        # the door at rest, in the model's frame position
-  action = door.act(np.random.default_rng(0), data.qpos[None], data.qvel[None])
+  action = door.act(np.random.default_rng(0), data.qpos[None], data.qvel[None],
+                    np.zeros((1, 39)))
   assert action.shape == (1, 28) and np.all(np.abs(action) <= 1.0)
   assert sign * action[0, 0] > 0.1, action[0, 0]
 
@@ -56,7 +58,7 @@ def test_planner_opens_the_door_in_mujoco_at_the_lowest_and_highest_frame():
   opened = np.zeros(len(frames), bool)
   for _ in range(120):
     stack = lambda field: np.stack([getattr(d, field) for d in datas])
-    actions = door.act(rng, stack("qpos"), stack("qvel"))
+    actions = door.act(rng, stack("qpos"), stack("qvel"), np.zeros((len(datas), 39)))
     for model, data, action in zip(models, datas, actions):
       data.ctrl[:] = np.asarray(env.action_to_ctrl(action))
       mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
@@ -79,8 +81,8 @@ class _RecordingPlanner:
     assert isinstance(env_info, dict)
     self.resets.append((self.step, index))
 
-  def act(self, rng, qpos, qvel):
-    assert qpos.shape[0] == qvel.shape[0] == self.num_envs
+  def act(self, rng, qpos, qvel, observation):
+    assert qpos.shape[0] == qvel.shape[0] == observation.shape[0] == self.num_envs
     self.seen_qpos.append(qpos)
     self.actions.append(rng.uniform(-1.0, 1.0, (self.num_envs, self.action_size)))
     self.step += 1
@@ -117,5 +119,5 @@ def test_collector_refuses_the_planner_for_a_task_it_has_no_cost_for(tmp_path):
                           capture_output=True, text=True, timeout=300)
   assert result.returncode != 0
   assert ("--policy=planner: No planning cost for relocate; the planner has costs for the "
-          "Adroit tasks: door") in result.stderr
+          "Adroit tasks: door, pen") in result.stderr
   assert not output.exists()

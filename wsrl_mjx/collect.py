@@ -151,8 +151,8 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
       for index in np.flatnonzero(fresh):
         planner.reset(index, {k: v[index] for k, v in info.items()})
     data = env_state.pipeline_state
-    actions = planner.act(rng, np.asarray(data.qpos, np.float64),
-                          np.asarray(data.qvel, np.float64))
+    actions = planner.act(rng, *(np.asarray(x, np.float64) for x in (
+        data.qpos, data.qvel, env_state.obs)))
     actions = jnp.asarray(np.clip(actions, -action_clip, action_clip), jnp.float32)
     carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
     rows.append(row)

@@ -1,8 +1,9 @@
-"""A sampling-based planner (MPPI) as the door's demonstrator: Adroit data with successes.
+"""A sampling-based planner (MPPI) as the door's and pen's demonstrator: data with successes.
 
-The door needs a grasp, a latch turn and a pull in sequence, which neither a feedback law on the
-observation (wsrl_mjx/scripted.py's approach) nor Brax PPO within one device call found. A
-model-predictive planner finds it in about 40 steps: each step it samples `num_samples`
+The door needs a grasp, a latch turn and a pull in sequence, and the pen an in-hand turn that
+must not drop it; neither a feedback law on the observation (wsrl_mjx/scripted.py's approach)
+nor Brax PPO within one device call found these. A model-predictive planner opens the door in
+about 40 steps and turns the pen to about half of its goals (benchmarks/RESULTS.md): each step it samples `num_samples`
 smooth action sequences around its current plan, simulates each `horizon` env steps ahead in C
 MuJoCo (`mujoco.rollout`, multithreaded), and moves the plan to the cost-weighted mean
 (model-predictive path integral control, Williams et al. 2017). It plans on the model MJX runs
@@ -39,25 +40,47 @@ class MPPIConfig:
 
 @dataclasses.dataclass(frozen=True)
 class TaskCost:
-  """A task's planning cost: `cost(qpos [..., nq], sites [..., len(sites), 3]) -> [...]` per
-  env step, with `sites` the world positions of the named sites."""
+  """A task's planning cost and the planner settings that solve it.
+
+  `cost(qpos [..., nq], sites [..., len(sites), 3], observation [..., obs]) -> [...]` per env
+  step: `sites` are the world positions of the named sites along the sampled path, and
+  `observation` is the env's observation where planning starts (goals live there).
+  """
   sites: tuple[str, ...]
-  cost: Callable[[np.ndarray, np.ndarray], np.ndarray]
+  cost: Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+  config: MPPIConfig = MPPIConfig()
 
 
-def _door_cost(qpos: np.ndarray, sites: np.ndarray) -> np.ndarray:
+def _door_cost(qpos: np.ndarray, sites: np.ndarray, observation: np.ndarray) -> np.ndarray:
   """Palm on the handle; the latch turned (the door is blocked below ~1.4 rad); the hinge open.
 
   The hinge term is linear so that progress pays the same from the start; the latch term only
   counts while the door is nearly shut, where the latch matters.
   """
+  del observation
   hinge, latch = qpos[..., 28], qpos[..., 29]
   reach = np.linalg.norm(sites[..., 0, :] - sites[..., 1, :], axis=-1)
   latch_short = np.square(np.maximum(1.6 - latch, 0.0)) * (hinge < 0.3)
   return reach - 20.0 * hinge + 0.3 * latch_short
 
 
-COSTS = {"door": TaskCost(sites=("S_grasp", "S_handle"), cost=_door_cost)}
+def _pen_cost(qpos: np.ndarray, sites: np.ndarray, observation: np.ndarray) -> np.ndarray:
+  """The pen kept at its place (weighted most: a pen turned in a hurry slides off the palm),
+  turned toward the goal orientation, and never dropped (below D4RL's 0.075 m drop height)."""
+  del qpos
+  top, bottom, place = sites[..., 0, :], sites[..., 1, :], sites[..., 2, :]
+  middle = (top + bottom) / 2
+  orientation = (top - bottom) / adroit.PEN_LENGTH
+  similarity = np.sum(orientation * observation[..., 36:39], axis=-1)    # . goal orientation
+  dropped = middle[..., 2] < 0.075
+  return 30.0 * np.linalg.norm(middle - place, axis=-1) + 8.0 * (1.0 - similarity) + 50.0 * dropped
+
+
+COSTS = {
+    "door": TaskCost(sites=("S_grasp", "S_handle"), cost=_door_cost),
+    "pen": TaskCost(sites=("object_top", "object_bottom", "eps_ball"), cost=_pen_cost,
+                    config=MPPIConfig(num_samples=64, horizon=20, noise_scale=0.2)),
+}
 
 
 def planning_model(env: adroit.Adroit) -> mujoco.MjModel:
@@ -87,12 +110,13 @@ def smooth_noise(rng: np.random.Generator, shape: tuple[int, int, int], num_knot
 class MPPIPlanner:
   """MPPI for a batch of Adroit envs of one task (see the module docstring)."""
 
-  def __init__(self, env: adroit.Adroit, config: MPPIConfig = MPPIConfig(),
+  def __init__(self, env: adroit.Adroit, config: MPPIConfig | None = None,
                num_threads: int | None = None):
     task = env.task_name if isinstance(env, adroit.Adroit) else type(env).__name__
     if task not in COSTS:
       raise ValueError(f"No planning cost for {task}; the planner has costs for the Adroit "
                        f"tasks: {', '.join(sorted(COSTS))}")
+    config = config or COSTS[task].config
     if config.num_samples < 2 or config.horizon < 1 or config.num_knots < 2:
       raise ValueError(f"MPPIConfig needs num_samples >= 2, horizon >= 1 and num_knots >= 2: "
                        f"{config}")
@@ -128,8 +152,10 @@ class MPPIPlanner:
     mujoco.mj_getState(self._model, data, state, self._state_spec)
     return state
 
-  def act(self, rng: np.random.Generator, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
-    """[envs, actions] in [-1, 1]: each env's plan after one MPPI update from its state."""
+  def act(self, rng: np.random.Generator, qpos: np.ndarray, qvel: np.ndarray,
+          observation: np.ndarray) -> np.ndarray:
+    """[envs, actions] in [-1, 1]: each env's plan after one MPPI update from its state (and
+    its observation, where the cost reads goals)."""
     num_envs, config = len(qpos), self.config
     samples, horizon, nu = config.num_samples, config.horizon, self._model.nu
     noise = smooth_noise(rng, (num_envs * samples, horizon, nu), config.num_knots,
@@ -146,7 +172,8 @@ class MPPIPlanner:
     qpos_path = states[:, adroit.FRAME_SKIP - 1::adroit.FRAME_SKIP, 1:1 + self._model.nq]
     sites = sensors[:, adroit.FRAME_SKIP - 1::adroit.FRAME_SKIP].reshape(
         num_envs * samples, horizon, len(self._cost.sites), 3)
-    cost = self._cost.cost(qpos_path, sites).sum(-1).reshape(num_envs, samples)
+    observation = np.repeat(observation, samples, axis=0)[:, None]
+    cost = self._cost.cost(qpos_path, sites, observation).sum(-1).reshape(num_envs, samples)
     spread = np.maximum(config.temperature * cost.std(axis=1, keepdims=True), 1e-8)
     weights = np.exp(-(cost - cost.min(axis=1, keepdims=True)) / spread)
     weights /= weights.sum(axis=1, keepdims=True)
