@@ -68,6 +68,49 @@ def test_planner_opens_the_door_in_mujoco_at_the_lowest_and_highest_frame():
   assert opened.all(), [d.qpos[28] for d in datas]
 
 
+def test_pen_cost_pays_for_place_and_orientation_and_most_for_a_drop():
+  goal = np.array([0.0, 0.0, 1.0])
+  observation = np.zeros(45)
+  observation[36:39] = goal
+
+  def cost(middle, orientation):
+    half = np.asarray(orientation) * adroit.PEN_LENGTH / 2
+    sites = np.stack([middle + half, middle - half, np.array([0.0, 0.0, 0.25])])
+    return float(planner.COSTS["pen"].cost(np.zeros(30), sites, observation))
+
+  place = np.array([0.0, 0.0, 0.25])
+  assert cost(place, goal) == pytest.approx(0.0, abs=1e-9)
+  assert cost(place + [0.1, 0.0, 0.0], goal) == pytest.approx(3.0)        # 30 per m
+  assert cost(place, [1.0, 0.0, 0.0]) == pytest.approx(8.0)                # a quarter turn
+  assert cost(place, -goal) == pytest.approx(16.0)                         # upside down
+  on_table = np.array([0.0, 0.0, 0.05])
+  assert cost(on_table, goal) == pytest.approx(30 * 0.2 + 50.0)            # dropped
+
+
+def test_planner_turns_the_pen_to_a_goal_in_mujoco():
+  """A goal 89 degrees from the pen's start (goal angles 0.9, 0.02), reached within 40 steps."""
+  env = adroit.Adroit("pen")
+  pen = planner.MPPIPlanner(env)
+  draws = {"goal_angles": np.array([0.9, 0.02], np.float32)}
+  observe = jax.jit(lambda qpos, qvel: env.reset_to(draws, qpos, qvel).obs)
+  model = planner.planning_model(env)
+  data = mujoco.MjData(model)
+  data.mocap_quat[:] = np.asarray(env.reset_to(draws).pipeline_state.mocap_quat)
+  mujoco.mj_forward(model, data)
+  pen.start(1)
+  pen.reset(0, {"target": np.zeros(3)})
+  rng = np.random.default_rng(0)
+  for _ in range(40):
+    observation = np.asarray(observe(data.qpos.astype(np.float32), data.qvel.astype(np.float32)))
+    if bool(env._goal_achieved(observation)):
+      break
+    action = pen.act(rng, data.qpos[None], data.qvel[None], observation[None].astype(np.float64))
+    data.ctrl[:] = np.asarray(env.action_to_ctrl(action[0]))
+    mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
+  assert bool(env._goal_achieved(observation)), (
+      np.linalg.norm(observation[39:42]), observation[33:36] @ observation[36:39])
+
+
 class _RecordingPlanner:
   """Random actions; records what the collector hands it."""
 
