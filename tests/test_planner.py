@@ -4,8 +4,11 @@ collector's host loop that runs a planner against MJX envs."""
 import os
 import subprocess
 import sys
+import types
 
+import flax
 import jax
+import jax.numpy as jnp
 import mujoco
 import numpy as np
 import pytest
@@ -88,27 +91,34 @@ def test_pen_cost_pays_for_place_and_orientation_and_most_for_a_drop():
 
 
 def test_planner_turns_the_pen_to_a_goal_in_mujoco():
-  """A goal 89 degrees from the pen's start (goal angles 0.9, 0.02), reached within 40 steps."""
+  """A goal 89 degrees from the pen's start (goal angles 0.9, 0.02), reached within 40 steps
+  (D4RL's test: the pen within 0.075 m of its place, orientation . goal > 0.95)."""
   env = adroit.Adroit("pen")
   pen = planner.MPPIPlanner(env)
-  draws = {"goal_angles": np.array([0.9, 0.02], np.float32)}
-  observe = jax.jit(lambda qpos, qvel: env.reset_to(draws, qpos, qvel).obs)
   model = planner.planning_model(env)
   data = mujoco.MjData(model)
-  data.mocap_quat[:] = np.asarray(env.reset_to(draws).pipeline_state.mocap_quat)
+  data.mocap_quat[:] = env._rest_mocap_quat
+  data.mocap_quat[env._mocap] = adroit._euler_xy_to_quat(0.9, 0.02)
   mujoco.mj_forward(model, data)
+  site = lambda name: data.site_xpos[mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_SITE, name)]
+  axis = lambda top, bottom: (site(top) - site(bottom)) / adroit.PEN_LENGTH
+  goal = axis("target_top", "target_bottom")
+  pen_body = mujoco.mj_name2id(model, mujoco.mjtObj.mjOBJ_BODY, "Object")
+  reached = lambda: (np.linalg.norm(data.xpos[pen_body] - site("eps_ball")) < 0.075
+                     and axis("object_top", "object_bottom") @ goal > 0.95)
+  assert np.degrees(np.arccos(axis("object_top", "object_bottom") @ goal)) > 85
+  observation = np.zeros((1, 45))
+  observation[0, 36:39] = goal                       # the goal orientation, where the cost reads it
   pen.start(1)
   pen.reset(0, {"target": np.zeros(3)})
   rng = np.random.default_rng(0)
   for _ in range(40):
-    observation = np.asarray(observe(data.qpos.astype(np.float32), data.qvel.astype(np.float32)))
-    if bool(env._goal_achieved(observation)):
+    if reached():
       break
-    action = pen.act(rng, data.qpos[None], data.qvel[None], observation[None].astype(np.float64))
+    action = pen.act(rng, data.qpos[None], data.qvel[None], observation)
     data.ctrl[:] = np.asarray(env.action_to_ctrl(action[0]))
     mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
-  assert bool(env._goal_achieved(observation)), (
-      np.linalg.norm(observation[39:42]), observation[33:36] @ observation[36:39])
+  assert reached()
 
 
 class _RecordingPlanner:
@@ -121,7 +131,7 @@ class _RecordingPlanner:
     self.num_envs, self.step = num_envs, 0
 
   def reset(self, index, env_info):
-    assert isinstance(env_info, dict)
+    assert set(env_info) == {"start"}
     self.resets.append((self.step, index))
 
   def act(self, rng, qpos, qvel, observation):
@@ -132,26 +142,54 @@ class _RecordingPlanner:
     return self.actions[-1]
 
 
-def test_collect_with_planner_steps_the_mjx_envs_with_the_planners_actions():
-  env, env_spec = envs.make("hopper-medium-v2")
-  recorder = _RecordingPlanner(env_spec.action_size)
-  num_envs, steps, episode_length = 2, 12, 5
-  rows = collect.collect_with_planner(env, env_spec, recorder, jax.random.PRNGKey(0), steps,
-                                      num_envs, episode_length)
+@flax.struct.dataclass
+class _Physics:
+  qpos: jax.Array
+  qvel: jax.Array
+
+
+class _Slide:
+  """A point that slides right by 0.1 x (action + 1) per step and terminates past 1: the host
+  loop's bookkeeping, without an MJX compile. Starts in [0, 0.5)."""
+  action_size = 1
+
+  def reset(self, key):
+    start = jax.random.uniform(key, (1,), maxval=0.5)
+    return envs.State(pipeline_state=_Physics(start, jnp.zeros(1)), obs=start,
+                      reward=jnp.zeros(()), done=jnp.zeros(()), metrics={},
+                      info={"start": start})
+
+  def step(self, state, action):
+    qpos = state.pipeline_state.qpos + 0.1 * (action + 1.0)
+    done = (qpos[0] > 1.0).astype(jnp.float32)
+    return state.replace(pipeline_state=_Physics(qpos, 0.1 * (action + 1.0)), obs=qpos,
+                         reward=-jnp.ones(()), done=done)
+
+
+def test_collect_with_planner_steps_the_envs_with_the_planners_actions():
+  recorder = _RecordingPlanner(action_size=1)
+  num_envs, steps, episode_length = 3, 30, 6
+  spec = types.SimpleNamespace(observation_size=1, episode_length=episode_length)
+  rows = collect.collect_with_planner(_Slide(), spec, recorder, jax.random.PRNGKey(0), steps,
+                                      num_envs)
   by_env = lambda x: np.swapaxes(np.asarray(x), 0, 1).reshape(num_envs * steps, -1)
   # The rows hold the planner's actions, and it saw the state each observation was taken in.
   np.testing.assert_allclose(rows["actions"], by_env(recorder.actions), atol=1e-6)
   np.testing.assert_allclose(rows["qpos"], by_env(recorder.seen_qpos), atol=1e-6)
-  # Every episode began with a reset of its env's plan, and none ran past the time limit.
+  np.testing.assert_allclose(rows["next_observations"],
+                             rows["observations"] + 0.1 * (rows["actions"] + 1), atol=1e-6)
+  # Terminals where the point passed 1, timeouts at the time limit, and each new episode began
+  # with a reset of its env's plan.
+  np.testing.assert_array_equal(rows["terminals"], rows["next_observations"][:, 0] > 1.0)
   ends = (rows["terminals"] | rows["timeouts"]).reshape(num_envs, steps)
+  assert rows["terminals"].any() and (rows["timeouts"] & ~rows["terminals"]).any()
+  for stream in ends:
+    lengths = np.diff(np.concatenate([[-1], np.flatnonzero(stream)]))
+    assert lengths.max() <= episode_length
   expected = {(0, e) for e in range(num_envs)}
   expected |= {(t + 1, e) for e, t in zip(*np.nonzero(ends[:, :-1]))}
   assert set(recorder.resets) == expected
   assert ends[:, -1].all()
-  for stream in ends:
-    lengths = np.diff(np.concatenate([[-1], np.flatnonzero(stream)]))
-    assert lengths.max() <= episode_length
-  assert rows["observations"].shape == (num_envs * steps, env_spec.observation_size)
 
 
 def test_collector_refuses_the_planner_for_a_task_it_has_no_cost_for(tmp_path):
