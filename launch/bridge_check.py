@@ -2,6 +2,7 @@ r"""MuJoCo bridge consistency check: replay recorded states and actions through 
 
   python -m launch.bridge_check --env=antmaze-large-diverse-v2
   python -m launch.bridge_check --env=hopper-medium-v2 --dataset=/data/hopper_medium-v2.hdf5
+  python -m launch.bridge_check --env=door-binary-v0 --actions=planner
 
 Without `--dataset` a random-action trajectory is simulated in C MuJoCo first (for AntMaze it
 starts anywhere in the maze, sliding, so walls are hit). Prints the one-step and multi-step
@@ -17,7 +18,7 @@ from absl import app, flags
 
 import envs
 from launch import runtime
-from wsrl_mjx import bridge
+from wsrl_mjx import bridge, planner
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
@@ -27,6 +28,10 @@ _STEPS = flags.DEFINE_integer(
     "steps", 0, "Length of each generated episode (no --dataset); 0: the env's "
     "`bridge_episode_steps` (Adroit: 100, what its bounds are calibrated on), else 200.")
 _EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).")
+_ACTIONS = flags.DEFINE_enum(
+    "actions", "random", ["random", "planner"],
+    "Generated trajectories' actions: 'random' (held 4 steps), or 'planner', the Adroit "
+    "demonstrator's (wsrl_mjx/planner.py: door, pen), whose episodes reach the goal.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
                            "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "
@@ -42,7 +47,10 @@ flags.mark_flag_as_required("env")
 def generated(env, rng):
   """Several C-MuJoCo random-action episodes, end to end."""
   steps = _STEPS.value or getattr(env, "bridge_episode_steps", 200)
-  parts = [bridge.generate_trajectory(env, rng, steps) for _ in range(_EPISODES.value)]
+  if _ACTIONS.value == "planner":
+    parts = [planner.demonstration(env, rng, steps) for _ in range(_EPISODES.value)]
+  else:
+    parts = [bridge.generate_trajectory(env, rng, steps) for _ in range(_EPISODES.value)]
   lengths = np.cumsum([len(p["qpos"]) for p in parts])
   return {"qpos": np.concatenate([p["qpos"] for p in parts]),
           "qvel": np.concatenate([p["qvel"] for p in parts]),
@@ -59,6 +67,14 @@ def main(argv):
   unknown = set(_CONES.value) - set(bridge.CONES)
   if unknown:
     raise app.UsageError(f"--cones: unknown {sorted(unknown)}; known: {list(bridge.CONES)}")
+  if _ACTIONS.value == "planner":
+    if _DATASET.value:
+      raise app.UsageError("--actions=planner generates trajectories; it does not apply to "
+                           "--dataset")
+    try:
+      planner.MPPIPlanner(env)
+    except ValueError as e:
+      raise app.UsageError(f"--actions=planner: {e}") from None
   if _DATASET.value and env_spec.family == "adroit":
     raise app.UsageError(
         "--dataset: Adroit files are not replayed yet (their episodes move the door, goal or "

@@ -121,6 +121,25 @@ def test_planner_turns_the_pen_to_a_goal_in_mujoco():
   assert reached()
 
 
+def test_demonstration_records_steps_of_d4rls_own_model():
+  """The bridge check's planner episodes: rows as `bridge.generate_trajectory` writes them,
+  each state the reference model's step from the one before under the recorded action."""
+  env = adroit.Adroit("door")
+  trajectory = planner.demonstration(env, np.random.default_rng(0), num_steps=6,
+                                     config=planner.MPPIConfig(num_samples=8, horizon=4))
+  assert trajectory["qpos"].shape == (7, 30) and trajectory["actions"].shape == (7, 28)
+  np.testing.assert_array_equal(trajectory["episode_ends"], [6])
+  model = env.reference_mj_model()
+  data = mujoco.MjData(model)
+  for t in (0, 5):
+    data.qpos[:], data.qvel[:] = trajectory["qpos"][t], trajectory["qvel"][t]
+    mujoco.mj_forward(model, data)
+    data.ctrl[:] = np.asarray(env.action_to_ctrl(trajectory["actions"][t]))
+    mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
+    np.testing.assert_allclose(data.qpos, trajectory["qpos"][t + 1], atol=1e-6)
+  assert np.abs(trajectory["qpos"][-1] - trajectory["qpos"][0]).max() > 0.01   # it moved
+
+
 class _RecordingPlanner:
   """Random actions; records what the collector hands it."""
 

@@ -22,6 +22,7 @@ import dataclasses
 import os
 from typing import Callable
 
+import jax
 import mujoco
 import numpy as np
 from mujoco import rollout
@@ -181,3 +182,38 @@ class MPPIPlanner:
     first = plans[:, 0].copy()
     self._plans = np.concatenate([plans[:, 1:], plans[:, -1:]], axis=1)  # shift; hold the last
     return first
+
+
+def demonstration(env: adroit.Adroit, rng: np.random.Generator, num_steps: int,
+                  config: MPPIConfig | None = None) -> dict[str, np.ndarray]:
+  """One planner episode in C MuJoCo on D4RL's own model, recorded as
+  `bridge.generate_trajectory` records random ones.
+
+  The bridge check on demonstrations tests the dynamics the datasets are made of (the hand on
+  the handle, the door swinging, the pen turning in the hand), which random actions seldom
+  reach. The episode keeps the model's own draws (door frame, pen goal), as the bridge's replay
+  does, and runs all `num_steps` steps, past the goal.
+  """
+  model = env.reference_mj_model()
+  data = mujoco.MjData(model)
+  mujoco.mj_forward(model, data)
+  demonstrator = MPPIPlanner(env, config)
+  demonstrator.start(1)
+  demonstrator.reset(0, {})
+  observe = jax.jit(env.observation)
+  qpos, qvel, actions = [], [], []
+  for _ in range(num_steps):
+    qpos.append(data.qpos.copy())
+    qvel.append(data.qvel.copy())
+    observation = np.asarray(observe(data.qpos.astype(np.float32),
+                                     data.qvel.astype(np.float32)), np.float64)
+    action = demonstrator.act(rng, data.qpos[None], data.qvel[None], observation[None])[0]
+    actions.append(action)
+    data.ctrl[:] = demonstrator._ctrl_mid + np.clip(action, -1.0, 1.0) * \
+        demonstrator._ctrl_half_range
+    mujoco.mj_step(model, data, nstep=env.frame_skip)
+  qpos.append(data.qpos.copy())
+  qvel.append(data.qvel.copy())
+  actions.append(np.zeros(env.action_size))     # the final state's action is never used
+  return {"qpos": np.array(qpos), "qvel": np.array(qvel), "actions": np.array(actions),
+          "episode_ends": np.array([num_steps])}
