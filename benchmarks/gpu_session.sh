@@ -12,7 +12,8 @@
 # process's GPU work or a compile.
 #   - benchmarks.throughput: fused loop (1, 8, 64 seeds; 64 also in bfloat16), update-only,
 #     Python loop (1, 64), then Brax SAC alone once the others are done;
-#   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024;
+#   - benchmarks.env_speed: pen, door, relocate at batch 1, 64, 1024 (ADROIT_LS=0,2 also at 2
+#     line-search steps, in the same process: the CPU gave 1.13-1.26x, RESULTS.md);
 #   - benchmarks.antmaze_speed: each maze at batch 1, 64, 1024, Brax's bare ant alongside;
 #     benchmarks.physics_breakdown (BREAKDOWN_PLAN): a forward pass stage by stage.
 # Phase B, training (after A, so that it cannot disturb A's timings), two chains side by side:
@@ -121,7 +122,8 @@ done
 for batch in ${ADROIT_BATCHES:-1 64 1024}; do
   for task in ${ADROIT_TASKS:-pen door relocate}; do
     a_job "env_${task}_$batch" python3 -m benchmarks.env_speed --envs="$task-binary-v0" \
-      --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 --out="$R/env_${task}_$batch.json"
+      --batches="$batch" --steps="${ENV_STEPS:-20}" --repeats=2 \
+      --ls_iterations="${ADROIT_LS:-0}" --out="$R/env_${task}_$batch.json"
   done
 done
 # Items are maze:batch[:option...]. `bare` times Brax's bare ant at that batch in the same
