@@ -37,9 +37,9 @@ in the MJX env (wsrl_mjx/planner.py; about 0.15 s of planning per env step on 2 
   python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
       --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
 
-`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door and pen), a checkpoint directory (a run directory,
-its `checkpoints/` or one step folder) of a WSRL/CQL agent (`--checkpoint_seed` picks which of
-its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
+`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door and pen), a
+checkpoint directory (a run directory, its `checkpoints/` or one step folder) of a WSRL/CQL agent
+(`--checkpoint_seed` picks which of its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
 AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
 conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
@@ -57,8 +57,8 @@ from wsrl_mjx import collect, controller, navigation, planner, scripted
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _POLICY = flags.DEFINE_string(
-    "policy", "random", "'random', 'scripted', 'planner', 'ppo:DIR', 'navigator:DIR' (AntMaze) or a "
-    "checkpoint directory.")
+    "policy", "random", "'random', 'scripted', 'planner', 'ppo:DIR', 'navigator:DIR' (AntMaze) "
+    "or a checkpoint directory.")
 _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
 _PLANNER_SAMPLES = flags.DEFINE_integer(
