@@ -39,9 +39,9 @@ in the MJX env (wsrl_mjx/planner.py; about 0.15 s of planning per env step on 2 
 
 `--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door and pen), a
 checkpoint directory (a run directory, its `checkpoints/` or one step folder) of a WSRL/CQL agent
-(`--checkpoint_seed` picks which of its seeds acts), `ppo:<dir>` (a Brax PPO policy of launch/train_adroit_demonstrator.py), or, for
-AntMaze, `navigator:<controller dir>`. The file has D4RL's keys and
-conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
+(`--checkpoint_seed` picks which of its seeds acts), `ppo:<dir>` (a Brax PPO policy of
+launch/train_adroit_demonstrator.py), or, for AntMaze, `navigator:<controller dir>`. The file has
+D4RL's keys and conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
 import dataclasses

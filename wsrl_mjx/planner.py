@@ -3,13 +3,13 @@
 The door needs a grasp, a latch turn and a pull in sequence, and the pen an in-hand turn that
 must not drop it; neither a feedback law on the observation (wsrl_mjx/scripted.py's approach)
 nor Brax PPO within one device call found these. A model-predictive planner opens the door in
-about 40 steps and turns the pen to about half of its goals (benchmarks/RESULTS.md): each step it samples `num_samples`
-smooth action sequences around its current plan, simulates each `horizon` env steps ahead in C
-MuJoCo (`mujoco.rollout`, multithreaded), and moves the plan to the cost-weighted mean
-(model-predictive path integral control, Williams et al. 2017). It plans on the model MJX runs
-(envs/adroit.py, with the env's solver budget and no noslip, as MJX has none) from the MJX
-env's own state, and only the first action is executed, in the MJX env: the dataset holds what
-our env did (launch/collect.py `--policy=planner`).
+about 40 steps and turns the pen to two thirds of its goals (benchmarks/RESULTS.md). Each step
+it samples `num_samples` smooth action sequences around its current plan, simulates each
+`horizon` env steps ahead in C MuJoCo (`mujoco.rollout`, multithreaded), and moves the plan to
+the cost-weighted mean (model-predictive path integral control, Williams et al. 2017). It plans
+on the model MJX runs (envs/adroit.py, with the env's solver budget and no noslip, as MJX has
+none) from the MJX env's own state, and only the first action is executed, in the MJX env: the
+dataset holds what our env did (launch/collect.py `--policy=planner`).
 
 The planner's cost is not the task's reward: it is a demonstrator's shaping, like the scripted
 relocate phases. Every random draw comes from the `numpy` generator the caller seeds.
