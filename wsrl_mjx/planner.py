@@ -113,7 +113,8 @@ class MPPIPlanner:
 
   def __init__(self, env: adroit.Adroit, config: MPPIConfig | None = None,
                num_threads: int | None = None):
-    task = env.task_name if isinstance(env, adroit.Adroit) else type(env).__name__
+    task = (env.task_name if isinstance(env, adroit.Adroit)
+            else f"{type(env).__name__} (not an Adroit env)")
     if task not in COSTS:
       raise ValueError(f"No planning cost for {task}; the planner has costs for the Adroit "
                        f"tasks: {', '.join(sorted(COSTS))}")
