@@ -72,7 +72,7 @@ def main(argv):
       raise app.UsageError("--actions=planner generates trajectories; it does not apply to "
                            "--dataset")
     try:
-      planner.MPPIPlanner(env)
+      planner.task_config(env)
     except ValueError as e:
       raise app.UsageError(f"--actions=planner: {e}") from None
   if _DATASET.value and env_spec.family == "adroit":

@@ -114,13 +114,11 @@ def main(argv):
     params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
   elif _POLICY.value == "planner":
     try:
-      host_planner = planner.MPPIPlanner(env)
-      config = host_planner.config
-      if _PLANNER_SAMPLES.value or _PLANNER_HORIZON.value:
-        config = dataclasses.replace(config,
-                                     num_samples=_PLANNER_SAMPLES.value or config.num_samples,
-                                     horizon=_PLANNER_HORIZON.value or config.horizon)
-        host_planner = planner.MPPIPlanner(env, config)
+      config = planner.task_config(env)
+      config = dataclasses.replace(config,
+                                   num_samples=_PLANNER_SAMPLES.value or config.num_samples,
+                                   horizon=_PLANNER_HORIZON.value or config.horizon)
+      host_planner = planner.MPPIPlanner(env, config)
     except ValueError as e:
       raise app.UsageError(f"--policy=planner: {e}") from None
     source = f"MPPI planner in C MuJoCo ({config})"

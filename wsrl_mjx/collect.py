@@ -142,7 +142,7 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
   rng = np.random.default_rng(np.asarray(jax.random.key_data(planner_key)))
   planner.start(num_envs)
   fresh = np.ones(num_envs, bool)
-  started = time.time()
+  started, ended, reached = time.time(), 0, 0
   rows = []
   for step_key in jax.random.split(key, steps_per_env):
     env_state = carry[0]
@@ -157,11 +157,10 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
     carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
     rows.append(row)
     fresh = np.asarray(carry[1]) == 0
+    ended, reached = ended + int(fresh.sum()), reached + int(np.sum(row["terminals"]))
     if len(rows) % log_every == 0:
-      ends = sum(int(np.sum(r["terminals"] | r["timeouts"])) for r in rows)
-      reached = sum(int(np.sum(r["terminals"])) for r in rows)
       logging.info("planner: step %d of %d, %d episodes ended, %d at a terminal (%.0f s)",
-                   len(rows), steps_per_env, ends, reached, time.time() - started)
+                   len(rows), steps_per_env, ended, reached, time.time() - started)
   rows = jax.tree.map(lambda *steps: jnp.stack(steps, axis=1), *rows)  # [envs, steps, ...]
   return _as_dataset(rows, env_spec)
 

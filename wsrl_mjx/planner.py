@@ -84,6 +84,16 @@ COSTS = {
 }
 
 
+def task_config(env) -> MPPIConfig:
+  """The planner settings of `env`'s task, or a clear error for an env it has no cost for."""
+  task = (env.task_name if isinstance(env, adroit.Adroit)
+          else f"{type(env).__name__} (not an Adroit env)")
+  if task not in COSTS:
+    raise ValueError(f"No planning cost for {task}; the planner has costs for the Adroit "
+                     f"tasks: {', '.join(sorted(COSTS))}")
+  return COSTS[task].config
+
+
 def planning_model(env: adroit.Adroit) -> mujoco.MjModel:
   """The model MJX runs, in C MuJoCo, with a position sensor on each site the cost reads."""
   spec = adroit.mjx_model_spec(env.task_name)
@@ -113,12 +123,7 @@ class MPPIPlanner:
 
   def __init__(self, env: adroit.Adroit, config: MPPIConfig | None = None,
                num_threads: int | None = None):
-    task = (env.task_name if isinstance(env, adroit.Adroit)
-            else f"{type(env).__name__} (not an Adroit env)")
-    if task not in COSTS:
-      raise ValueError(f"No planning cost for {task}; the planner has costs for the Adroit "
-                       f"tasks: {', '.join(sorted(COSTS))}")
-    config = config or COSTS[task].config
+    config = config or task_config(env)
     if config.num_samples < 2 or config.horizon < 1 or config.num_knots < 2:
       raise ValueError(f"MPPIConfig needs num_samples >= 2, horizon >= 1 and num_knots >= 2: "
                        f"{config}")
@@ -146,6 +151,10 @@ class MPPIPlanner:
     if "frame_position" in env_info:
       self._models[index].body_pos[self._frame] = env_info["frame_position"]
 
+  def ctrl(self, actions: np.ndarray) -> np.ndarray:
+    """The env's action mapping (`Adroit.action_to_ctrl`) in numpy, for actions in [-1, 1]."""
+    return self._ctrl_mid + actions * self._ctrl_half_range
+
   def _initial_state(self, qpos, qvel) -> np.ndarray:
     """The rollout's start (time, qpos, qvel, act): what MuJoCo's full physics state holds."""
     data = self._scratch
@@ -164,8 +173,7 @@ class MPPIPlanner:
                          config.noise_scale).reshape(num_envs, samples, horizon, nu)
     noise[:, 0] = 0.0                                        # the plan itself stays a candidate
     actions = np.clip(self._plans[:, None] + noise, -1.0, 1.0)
-    ctrl = self._ctrl_mid + actions * self._ctrl_half_range
-    ctrl = np.repeat(ctrl.reshape(num_envs * samples, horizon, nu), adroit.FRAME_SKIP, axis=1)
+    ctrl = np.repeat(self.ctrl(actions).reshape(num_envs * samples, horizon, nu), adroit.FRAME_SKIP, axis=1)
     initial = np.stack([self._initial_state(q, v) for q, v in zip(qpos, qvel)])
     models = [m for m in self._models for _ in range(samples)]
     states, sensors = rollout.rollout(models, self._datas, np.repeat(initial, samples, axis=0),
@@ -210,8 +218,7 @@ def demonstration(env: adroit.Adroit, rng: np.random.Generator, num_steps: int,
                                      data.qvel.astype(np.float32)), np.float64)
     action = demonstrator.act(rng, data.qpos[None], data.qvel[None], observation[None])[0]
     actions.append(action)
-    data.ctrl[:] = demonstrator._ctrl_mid + np.clip(action, -1.0, 1.0) * \
-        demonstrator._ctrl_half_range
+    data.ctrl[:] = demonstrator.ctrl(action)
     mujoco.mj_step(model, data, nstep=env.frame_skip)
   qpos.append(data.qpos.copy())
   qvel.append(data.qvel.copy())
