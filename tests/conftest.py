@@ -63,6 +63,14 @@ def tiny_pretrain_config(dataset, **overrides):
   return config
 
 
+def run_launch(module, *flags, timeout=300):
+  """`python -m module flags...` from the repository root, its output captured."""
+  import subprocess
+  return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT,
+                        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                        text=True, timeout=timeout)
+
+
 def as_flags(overrides):
   flags = []
   for name, value in overrides.items():

@@ -2,16 +2,13 @@
 collector's `ppo:DIR` policy."""
 
 import json
-import os
-import subprocess
-import sys
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from conftest import ROOT
+from conftest import run_launch
 from envs import adroit_shaped
 from wsrl_mjx import controller
 
@@ -97,10 +94,9 @@ def test_a_policy_saved_with_its_sizes_loads_and_acts_at_those_sizes(tmp_path):
 
 def test_collector_refuses_a_ppo_policy_of_another_task(tmp_path):
   output = tmp_path / "door.hdf5"
-  command = [sys.executable, "-m", "launch.collect", "--env=door-binary-v0",
-             "--policy=ppo:checkpoints/ant_controller", "--steps=10", f"--output={output}"]
-  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=300)
+  result = run_launch("launch.collect", "--env=door-binary-v0",
+                      "--policy=ppo:checkpoints/ant_controller", "--steps=10",
+                      f"--output={output}")
   assert result.returncode != 0
   assert ("checkpoints/ant_controller/controller.json: observation_size 29 and action_size 8 "
           "do not fit door-binary-v0 (39, 28)") in result.stderr

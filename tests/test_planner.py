@@ -1,9 +1,6 @@
 """The door's and pen's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/planner.py), and the
 collector's host loop that runs a planner against MJX envs."""
 
-import os
-import subprocess
-import sys
 import types
 
 import flax
@@ -14,7 +11,7 @@ import numpy as np
 import pytest
 
 import envs
-from conftest import ROOT
+from conftest import run_launch
 from envs import adroit
 from wsrl_mjx import collect, planner
 
@@ -213,10 +210,8 @@ def test_collect_with_planner_steps_the_envs_with_the_planners_actions():
 
 def test_collector_refuses_the_planner_for_a_task_it_has_no_cost_for(tmp_path):
   output = tmp_path / "relocate.npy"
-  command = [sys.executable, "-m", "launch.collect", "--env=relocate-binary-v0",
-             "--policy=planner", "--steps=10", f"--output={output}"]
-  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=300)
+  result = run_launch("launch.collect", "--env=relocate-binary-v0", "--policy=planner",
+                      "--steps=10", f"--output={output}")
   assert result.returncode != 0
   assert ("--policy=planner: No planning cost for relocate; the planner has costs for the "
           "Adroit tasks: door, pen") in result.stderr
