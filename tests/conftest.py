@@ -94,3 +94,12 @@ def random_hopper_dataset(tmp_path_factory):
   path = tmp_path_factory.mktemp("data") / "hopper_random.hdf5"
   collect.write(path, rows, {"algorithm": "test"})
   return path, rows
+
+
+@pytest.fixture(scope="session")
+def cql_run(random_hopper_dataset, tmp_path_factory):
+  """A finished tiny CQL pretraining run on the random hopper data: (workdir, last record)."""
+  from wsrl_mjx import pretrain
+  path, _ = random_hopper_dataset
+  workdir = tmp_path_factory.mktemp("cql")
+  return workdir, pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), workdir)

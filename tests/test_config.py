@@ -14,7 +14,7 @@ def test_default_config_follows_the_wsrl_sheet_for_locomotion():
   assert config.num_critics == 10 and config.num_target_critics == 2
   assert config.utd == 4 and config.batch_size == 1024
   assert (config.actor_hidden_sizes, config.critic_hidden_sizes) == ((256, 256), (256, 256))
-  assert config.warmup_steps == 5_000 and config.online_steps == 1_000_000
+  assert config.warmup_steps == 5_000 and config.online_steps == 500_000
   assert (config.actor_learning_rate, config.critic_learning_rate,
           config.temperature_learning_rate) == (1e-4, 3e-4, 1e-4)
   assert config.replay_capacity == 2_000_000 and config.eval_interval == 20_000

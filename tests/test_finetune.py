@@ -137,19 +137,22 @@ def test_pretrained_handoff_restores_the_checkpoint_seed_by_seed(finished_run, t
   config, _, spec, programs = tiny_programs
   workdir, _ = finished_run
   for path in (workdir, workdir / "checkpoints", workdir / "checkpoints" / "150"):
-    params, description = finetune.load_pretrained(tiny_config(pretrained=str(path)), programs,
-                                                   spec)
+    params, _, description = finetune.load_pretrained(tiny_config(pretrained=str(path)),
+                                                      programs, spec)
     step = 150 if path.name == "150" else 200
     assert description["step"] == step
     jax.tree.map(np.testing.assert_array_equal,
                  serialization.to_state_dict(jax.tree.map(np.asarray, params)),
                  final_agent(workdir, step))
   # More run seeds than checkpoint seeds: seed i starts from checkpoint seed i mod 2.
-  params, _ = finetune.load_pretrained(tiny_config(pretrained=str(workdir), num_seeds=4),
-                                       programs, spec)
+  params, optimizer, _ = finetune.load_pretrained(
+      tiny_config(pretrained=str(workdir), num_seeds=4), programs, spec)
   kernel = np.asarray(params.actor["params"]["mean"]["kernel"])
   np.testing.assert_array_equal(kernel[2], kernel[0])
   np.testing.assert_array_equal(kernel[3], kernel[1])
+  moments = np.asarray(optimizer["actor"].inner_state[0].mu["params"]["mean"]["kernel"])
+  np.testing.assert_array_equal(moments[2], moments[0])
+  assert not np.array_equal(moments[1], moments[0])
 
 
 def test_launch_finetune_end_to_end(finished_run, tmp_path):
@@ -207,9 +210,11 @@ def test_a_diverging_seed_is_reported_and_the_run_goes_on(finished_run, tiny_pro
   finetune.train_and_evaluate(
       tiny_config(pretrained=str(tmp_path / "poisoned"), online_steps=100), workdir, programs)
   warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
-  assert any("Seed 1 stopped learning at env step 51" in w and "non-finite" in w
+  # The first update (the reference's floor: step index > max(warmup 50, batch 64)) is at
+  # step index 65, env step 66.
+  assert any("Seed 1 stopped learning at env step 66" in w and "non-finite" in w
              for w in warnings), warnings
   last = read_records(workdir)[-1]
-  assert last["diverged_at"] == [None, 51]
+  assert last["diverged_at"] == [None, 66]
   assert all(np.isfinite(last["returns"]))                     # both seeds still evaluated
-  assert last["train"]["updates"] == [50, 0]
+  assert last["train"]["updates"] == [35, 0]                   # indices 65..99 of the chunk

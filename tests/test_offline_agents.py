@@ -1,5 +1,6 @@
 """CQL, Cal-QL and IQL losses on fixed batches against float64 numpy re-implementations."""
 
+import dataclasses
 import math
 
 import jax
@@ -93,16 +94,16 @@ def test_calql_bound_raises_the_penalty_only_through_policy_actions(batch):
 
 
 def test_max_target_backup_takes_the_best_of_sampled_next_actions(batch):
-  learner = sac.SAC(SAC_CONFIG)
+  learner = sac.SAC(dataclasses.replace(SAC_CONFIG, num_next_actions=N))
   params = learner.init_params(jax.random.PRNGKey(2))
   key = jax.random.PRNGKey(8)
-  got = learner.td_target(params, batch, key, num_next_actions=N)
+  got = learner.td_target(params, batch, key)
   action_key, subset_key = jax.random.split(key)
   next_observation = np.asarray(batch.next_observation, np.float64)
   mean, std = np_actor(params.actor, next_observation)
   noise = np.asarray(jax.random.normal(action_key, (N, B, ACT)), np.float64)
   actions, _ = np_sample(mean[None], std[None], noise)
-  subset = np.asarray(jax.random.choice(subset_key, 4, (2,), replace=False))
+  subset = np.asarray(jax.random.randint(subset_key, (2,), 0, 4))     # with replacement
   values = np.stack([np_ensemble(params.target_critic, next_observation, actions[j])[subset]
                      .min(0) for j in range(N)])
   expected = (np.asarray(batch.reward)
@@ -120,18 +121,18 @@ def test_cql_update_trains_critics_with_the_penalty_and_tunes_alpha(batch):
       float(metrics["td_loss"]) + 5.0 * float(metrics["cql_gap"]), rel=1e-5)
   assert int(new.agent.critic_opt_state.inner_state[0].count) == 1
   assert int(new.agent.actor_opt_state.inner_state[0].count) == 1
-  assert float(new.log_alpha) == float(state.log_alpha)              # fixed alpha stays
+  assert float(new.raw_alpha) == float(state.raw_alpha)              # fixed alpha stays
 
   tuned = cql.CQL(cql.CQLConfig(sac=SAC_CONFIG, num_sampled_actions=N, autotune_alpha=True,
                                 target_action_gap=-1e3))
   state = tuned.init(jax.random.PRNGKey(0))
   new, metrics = jax.jit(tuned.update)(state, batch, jax.random.PRNGKey(1))
   assert float(metrics["alpha"]) == pytest.approx(1.0)                # initial_alpha
-  assert float(new.log_alpha) > float(state.log_alpha)               # gap above target: rises
+  assert float(new.raw_alpha) > float(state.raw_alpha)               # gap above target: rises
   tuned_low = cql.CQL(cql.CQLConfig(sac=SAC_CONFIG, num_sampled_actions=N, autotune_alpha=True,
                                     target_action_gap=1e3))
   new_low, _ = jax.jit(tuned_low.update)(state, batch, jax.random.PRNGKey(1))
-  assert float(new_low.log_alpha) < float(state.log_alpha)
+  assert float(new_low.raw_alpha) < float(state.raw_alpha)
 
 
 # --- IQL ----------------------------------------------------------------------------------------

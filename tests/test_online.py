@@ -28,6 +28,12 @@ def assert_trees_equal(a, b):
   jax.tree.map(np.testing.assert_array_equal, a, b)
 
 
+def updates_between(start, end, warmup, batch_size):
+  """How many of the steps with index start..end-1 train: those past the reference's floor,
+  index > max(warmup, batch size) (tests/test_reference_parity.py checks the rule itself)."""
+  return sum(k > max(warmup, batch_size) for k in range(start, end))
+
+
 def test_warmup_collects_with_the_pretrained_policy_and_trains_nothing(tiny_programs):
   config, _, _, programs = tiny_programs
   chunk = config.steps_per_chunk
@@ -56,9 +62,11 @@ def test_warmup_collects_with_the_pretrained_policy_and_trains_nothing(tiny_prog
       expected = np.clip(expected, -config.action_clip, config.action_clip)
       np.testing.assert_allclose(rows.action[t], expected, rtol=1e-5, atol=1e-6)
 
-  # Right after warmup the next chunk trains.
+  # After warmup (and a full batch) the next chunk trains.
   state, stats = programs.run(state, chunk)
-  np.testing.assert_array_equal(stats.updates, [chunk, chunk])
+  expected = updates_between(chunk, 2 * chunk, chunk, config.batch_size)
+  assert expected > 0
+  np.testing.assert_array_equal(stats.updates, [expected, expected])
   assert not np.allclose(state.agent.params.critic["params"]["Dense_0"]["kernel"],
                          before.agent.params.critic["params"]["Dense_0"]["kernel"])
 
@@ -98,11 +106,14 @@ def test_seeds_are_independent_of_their_neighbours(tiny_programs):
 
 def test_per_seed_warmup_in_one_program(tiny_programs):
   config, _, _, programs = tiny_programs
+  chunk = config.steps_per_chunk
   settings = settings_for(config, warmup_steps=[0, 10_000])
   state = programs.init(finetune.seed_keys(config), settings, None)
   before = jax.tree.map(np.asarray, state.agent.params)
-  state, stats = programs.run(state, config.steps_per_chunk)
-  np.testing.assert_array_equal(stats.updates, [config.steps_per_chunk, 0])
+  for start in (0, chunk):
+    state, stats = programs.run(state, chunk)
+    expected = updates_between(start, start + chunk, 0, config.batch_size)
+    np.testing.assert_array_equal(stats.updates, [expected, 0])
   assert not np.allclose(state.agent.params.actor["params"]["mean"]["kernel"][0],
                          before.actor["params"]["mean"]["kernel"][0])
   assert_trees_equal(seed_slice(state.agent.params, 1), seed_slice(before, 1))
@@ -137,17 +148,23 @@ def test_non_finite_seed_is_flagged_and_the_others_keep_learning(tiny_programs):
   pretrained = pretrained_params(programs, config.num_seeds)
   poisoned = pretrained.replace(critic=jax.tree.map(lambda x: x.at[1].set(jnp.nan),
                                                     pretrained.critic))
+  chunk = config.steps_per_chunk
   settings = settings_for(config, warmup_steps=[5, 5])
   state = programs.init(finetune.seed_keys(config), settings, poisoned)
   before = jax.tree.map(np.asarray, state.agent)
-  state, stats = programs.run(state, config.steps_per_chunk)
+  updates = 0
+  for _ in range(2):
+    state, stats = programs.run(state, chunk)
+    updates += stats.updates
   diverged_at = np.asarray(state.diverged_at)
-  assert diverged_at[0] == -1 and diverged_at[1] == 6       # first update after warmup
-  assert int(stats.updates[0]) == config.steps_per_chunk - 5 and int(stats.updates[1]) == 0
+  first_update = max(5, config.batch_size) + 1                # its step index; env step + 1
+  assert diverged_at[0] == -1 and diverged_at[1] == first_update + 1
+  assert int(updates[0]) == updates_between(0, 2 * chunk, 5, config.batch_size)
+  assert int(updates[1]) == 0
   assert np.all(np.isfinite(np.asarray(state.agent.params.actor["params"]["mean"]["kernel"][0])))
   # The flagged seed keeps its last parameters (and keeps stepping its env).
   assert_trees_equal(seed_slice(state.agent.params.actor, 1), seed_slice(before.params.actor, 1))
-  np.testing.assert_array_equal(state.env_step, [config.steps_per_chunk] * 2)
+  np.testing.assert_array_equal(state.env_step, [2 * chunk] * 2)
 
 
 def test_evaluation_is_deterministic_given_the_step(tiny_programs):

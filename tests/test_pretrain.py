@@ -55,13 +55,6 @@ def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_data
   assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
-@pytest.fixture(scope="module")
-def cql_run(random_hopper_dataset, tmp_path_factory):
-  path, _ = random_hopper_dataset
-  workdir = tmp_path_factory.mktemp("cql")
-  return workdir, pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), workdir)
-
-
 def agent_item(workdir, step):
   restored = ocp.CheckpointManager(workdir / "checkpoints").restore(
       step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
@@ -88,16 +81,18 @@ def test_pretrain_to_finetune_handoff_restores_exactly_the_pretrained_agent(cql_
                                                                              tiny_programs):
   workdir, _ = cql_run
   config, _, spec, programs = tiny_programs
-  params, description = finetune.load_pretrained(tiny_config(pretrained=str(workdir)), programs,
-                                                 spec)
+  params, optimizer, description = finetune.load_pretrained(
+      tiny_config(pretrained=str(workdir)), programs, spec)
   assert description["algo"] == "cql"
   jax.tree.map(np.testing.assert_array_equal,
                serialization.to_state_dict(jax.tree.map(np.asarray, params)),
                agent_item(workdir, 100))
   settings = jax.tree.map(np.asarray, per_seed.seed_settings(config)[0])
-  state = programs.init(finetune.seed_keys(config), settings, params)
+  state = programs.init(finetune.seed_keys(config), settings, params, optimizer)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.agent.params),
                jax.tree.map(np.asarray, params))
+  # The Adam states continue too (tests/test_reference_parity.py checks them in detail).
+  np.testing.assert_array_equal(state.agent.critic_opt_state.inner_state[0].count, [100, 100])
 
 
 def test_pretraining_resumes_exactly(random_hopper_dataset, cql_run, tmp_path, monkeypatch):

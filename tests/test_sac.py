@@ -5,6 +5,7 @@ import dataclasses
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 import pytest
 
 from numpy_reference import np_actor, np_ensemble, np_sample
@@ -66,15 +67,17 @@ def test_initialisation_follows_the_reference_layout(agent, state):
   assert float(agent.temperature(params)) == pytest.approx(1.0, rel=1e-6)
 
 
-def test_td_target_uses_two_distinct_random_target_critics(agent, state, batch):
+@pytest.mark.parametrize("with_replacement", [True, False])
+def test_td_target_uses_two_random_target_critics(state, batch, with_replacement):
+  agent = sac.SAC(dataclasses.replace(CONFIG, subsample_with_replacement=with_replacement))
   key = jax.random.PRNGKey(7)
   b = first(batch, CONFIG.minibatch_size)
   got = np.asarray(agent.td_target(state.params, b, key))
 
   action_key, subset_key = jax.random.split(key)
   noise = np.asarray(jax.random.normal(action_key, (CONFIG.minibatch_size, ACT)), np.float64)
-  subset = np.asarray(jax.random.choice(subset_key, 10, (2,), replace=False))
-  assert subset[0] != subset[1]
+  subset = np.asarray(jax.random.randint(subset_key, (2,), 0, 10) if with_replacement
+                      else jax.random.choice(subset_key, 10, (2,), replace=False))
   mean, std = np_actor(state.params.actor, np.asarray(b.next_observation, np.float64))
   next_action, _ = np_sample(mean, std, noise)
   target_q = np_ensemble(state.params.target_critic, np.asarray(b.next_observation, np.float64),
@@ -151,8 +154,9 @@ def test_actor_step_trains_actor_and_temperature_only(agent, state, batch):
   key = jax.random.PRNGKey(5)
   new, metrics = jax.jit(agent.actor_temperature_step)(state, batch, key)
   temperature = agent.temperature(state.params)
+  actor_key, _ = jax.random.split(key)
   grads = jax.grad(lambda a: agent.actor_loss(a, state.params.critic, temperature,
-                                              batch.observation, key)[0])(state.params.actor)
+                                              batch.observation, actor_key)[0])(state.params.actor)
   expected = jax.tree.map(lambda p, g: adam_first_step(np.asarray(p), np.asarray(g), 1e-3),
                           state.params.actor, grads)
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6),
@@ -166,27 +170,57 @@ def test_actor_step_trains_actor_and_temperature_only(agent, state, batch):
   jax.tree.map(np.testing.assert_array_equal, new.critic_opt_state, state.critic_opt_state)
 
 
-def test_utd_update_runs_four_critic_steps_then_one_actor_step(agent, state, batch):
+def momentum_only(agent, names):
+  """Adam on a zero gradient for the named networks, spelled out with optax."""
+  for name in names:
+    opt_state = getattr(agent, f"{name}_opt_state")
+    params = getattr(agent.params, name)
+    optimizer = optax.adam(opt_state.hyperparams["learning_rate"])
+    updates, inner = optimizer.update(jax.tree.map(jnp.zeros_like, params),
+                                      opt_state.inner_state, params)
+    agent = agent.replace(params=agent.params.replace(**{name: optax.apply_updates(params,
+                                                                                   updates)}),
+                          **{f"{name}_opt_state": opt_state._replace(inner_state=inner,
+                                                                     count=opt_state.count + 1)})
+  return agent
+
+
+@pytest.mark.parametrize("step_all_optimizers", [True, False])
+def test_utd_update_runs_four_critic_steps_then_one_actor_step(state, batch,
+                                                               step_all_optimizers):
+  agent = sac.SAC(dataclasses.replace(CONFIG, step_all_optimizers=step_all_optimizers))
   key = jax.random.PRNGKey(2)
   update = jax.jit(agent.update)
   new, metrics = update(state, batch, key)
   assert bool(metrics["finite"])
-  assert int(new.critic_opt_state.inner_state[0].count) == 4
-  assert int(new.actor_opt_state.inner_state[0].count) == 1
-  assert int(new.temperature_opt_state.inner_state[0].count) == 1
+  # Every network's Adam counts every call (the reference), or only its own steps.
+  counts = (5, 5, 5) if step_all_optimizers else (4, 1, 1)
+  assert int(new.critic_opt_state.inner_state[0].count) == counts[0]
+  assert int(new.actor_opt_state.inner_state[0].count) == counts[1]
+  assert int(new.temperature_opt_state.inner_state[0].count) == counts[2]
 
-  # The same thing spelled out: critic steps on consecutive minibatches, then the actor step.
+  # The same thing spelled out: critic steps on consecutive minibatches (each followed by
+  # momentum-only steps of actor and temperature), then the actor step, then a momentum-only
+  # critic step with no target update.
   keys = jax.random.split(key, 5)
   manual = state
   for i in range(4):
     minibatch = jax.tree.map(lambda x: x[i * 8:(i + 1) * 8], batch)
     manual, _ = agent.critic_step(manual, minibatch, keys[i])
+    if step_all_optimizers:
+      manual = momentum_only(manual, ("actor", "temperature"))
   manual, _ = agent.actor_temperature_step(manual, batch, keys[4])
+  target_after_critic_steps = manual.params.target_critic
+  if step_all_optimizers:
+    manual = momentum_only(manual, ("critic",))
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                new.params, manual.params)
+  # (A Polyak step after the momentum-only step would move the targets by ~5e-4 relative.)
+  jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-6, atol=1e-9),
+               new.params.target_critic, target_after_critic_steps)
 
   # Inlining the critic steps (a GPU speed setting) changes the program, not the numbers.
-  unrolled = sac.SAC(dataclasses.replace(CONFIG, unroll_critic_steps=True))
+  unrolled = sac.SAC(dataclasses.replace(agent.config, unroll_critic_steps=True))
   inlined, _ = jax.jit(unrolled.update)(state, batch, key)
   jax.tree.map(lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6),
                inlined.params, new.params)

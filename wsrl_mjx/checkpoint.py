@@ -1,11 +1,14 @@
 """Orbax checkpoints: resuming a run exactly, and handing agents from one phase to the next.
 
-A run directory holds `checkpoints/<env_step>/` with three items:
+A run directory holds `checkpoints/<env_step>/` with these items:
 
 - `train_state`: everything of every seed (agent, optimisers, replay buffer, env state, keys,
   counters), so that a killed run resumed from it produces the same numbers;
 - `agent`: only the networks and temperature (`AgentParams`, leading seed axis); this is what
   `--config.pretrained` reads and what the robot team loads;
+- `optimizer` (format 2 on, SAC-shaped agents only): the Adam states of actor, critics and
+  temperature (`sac.optimizer_states`, leading seed axis), which fine-tuning continues as the
+  reference does when it restores the whole agent;
 - `description`: a small JSON of what is inside (env, dimensions, network sizes, config).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
@@ -24,9 +27,9 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2     # 2: the `optimizer` item
 CHECKPOINT_SUBDIR = "checkpoints"
-_ITEMS = ("train_state", "agent", "description")
+_ITEMS = ("train_state", "agent", "optimizer", "description")
 
 # Description fields that fix the agent's array shapes; a pretrained agent must match them.
 AGENT_SHAPE_FIELDS = ("policy", "observation_size", "action_size", "actor_hidden_sizes",
@@ -89,13 +92,17 @@ class RunCheckpoints:
   def latest_step(self) -> int | None:
     return self._manager.latest_step()
 
-  def save(self, step: int, train_state, agent_params, description: dict[str, Any]) -> None:
+  def save(self, step: int, train_state, agent_params, description: dict[str, Any],
+           optimizer=None) -> None:
+    """`optimizer`: the hand-off Adam states (`sac.optimizer_states`), or None (IQL)."""
     description = dict(description, format_version=FORMAT_VERSION, step=int(step),
                        step_unit=self.step_unit)
-    self._manager.save(step, args=ocp.args.Composite(
-        train_state=ocp.args.StandardSave(flatten_for_saving(train_state)),
-        agent=ocp.args.StandardSave(agent_params),
-        description=ocp.args.JsonSave(description)))
+    items = dict(train_state=ocp.args.StandardSave(flatten_for_saving(train_state)),
+                 agent=ocp.args.StandardSave(agent_params),
+                 description=ocp.args.JsonSave(description))
+    if optimizer is not None:
+      items["optimizer"] = ocp.args.StandardSave(flatten_for_saving(optimizer))
+    self._manager.save(step, args=ocp.args.Composite(**items))
     self._manager.wait_until_finished()
 
   def description(self, step: int) -> dict[str, Any]:
@@ -165,6 +172,24 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
     raise CheckpointError(f"{directory / str(step) / 'agent'}: cannot be read as the agent "
                           f"described in {description_file}: {error}") from None
   return restored.agent, description
+
+
+def load_optimizer(path: str | pathlib.Path, abstract_optimizer_for):
+  """The `optimizer` item of the checkpoint `load_agent` read from `path`, or None where the
+  checkpoint has none (made before format 2, or by IQL). `abstract_optimizer_for(n)` gives the
+  abstract Adam states of `n` seeds (`sac.optimizer_states` of an abstract `AgentState`)."""
+  directory, step = resolve(path)
+  if not (directory / str(step) / "optimizer").is_dir():
+    return None
+  num_seeds = int(read_description(directory, step).get("num_seeds", 0))
+  abstract = abstract_optimizer_for(num_seeds)
+  try:
+    restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
+        optimizer=ocp.args.StandardRestore(flatten_for_saving(abstract))))
+  except (ValueError, KeyError, FileNotFoundError) as error:
+    raise CheckpointError(f"{directory / str(step) / 'optimizer'}: cannot be read as the Adam "
+                          f"states of this agent: {error}") from None
+  return unflatten_restored(restored.optimizer, abstract)
 
 
 def seed_sources(num_seeds: int, checkpoint_seeds: int) -> np.ndarray:

@@ -38,6 +38,12 @@ def agent_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   if config.matmul_precision not in networks.PRECISIONS:
     raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
                      f"{', '.join(networks.PRECISIONS)}.")
+  if config.temperature_entropy not in sac.TEMPERATURE_ENTROPY:
+    raise ValueError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one of "
+                     f"{', '.join(sac.TEMPERATURE_ENTROPY)}.")
+  if config.num_next_actions < 1:
+    raise ValueError(f"config.num_next_actions ({config.num_next_actions}) must be at least 1 "
+                     "(1: no max-target backup).")
   return sac.SACConfig(
       observation_size=env_spec.observation_size, action_size=env_spec.action_size,
       actor_hidden_sizes=tuple(config.actor_hidden_sizes),
@@ -51,7 +57,20 @@ def agent_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
                     else config.reward_scale),
       reward_bias=env_spec.reward_bias if config.reward_bias is None else config.reward_bias,
       matmul_precision=config.matmul_precision,
-      unroll_critic_steps=config.unroll_critic_steps)
+      unroll_critic_steps=config.unroll_critic_steps,
+      num_next_actions=config.num_next_actions,
+      subsample_with_replacement=config.subsample_with_replacement,
+      step_all_optimizers=config.step_all_optimizers,
+      temperature_entropy=config.temperature_entropy)
+
+
+def env_options(config, env_spec: envs.EnvSpec) -> dict[str, Any]:
+  """The keyword arguments `envs.make` takes from a launch config (both phases)."""
+  options = {k: config.get(k) or None for k in ("solver_iterations", "solver_ls_iterations")}
+  options = {k: v for k, v in options.items() if v is not None}
+  if env_spec.family == "antmaze":
+    options["goal_offset"] = config.goal_offset
+  return options
 
 
 def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
@@ -107,7 +126,12 @@ def build_programs(config, env, env_spec) -> Programs:
       evaluate=jax.jit(jax.vmap(evaluate), out_shardings=sharding))
 
 
-def load_pretrained(config, programs: Programs, env_spec) -> tuple[sac.AgentParams, dict]:
+def load_pretrained(config, programs: Programs, env_spec):
+  """The checkpoint's agent for every run seed -> (params, Adam states or None, description).
+
+  The Adam states are None where the checkpoint has none (format 1, before they were saved) or
+  `config.init_optimizer` is false everywhere; a warning says so in the first case.
+  """
   agent = programs.online.agent
   expected = dict(agent_description(agent.config), env_name=env_spec.name)
 
@@ -115,14 +139,32 @@ def load_pretrained(config, programs: Programs, env_spec) -> tuple[sac.AgentPara
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
     return jax.eval_shape(jax.vmap(agent.init_params), keys)
 
+  def abstract_optimizer_for(num_seeds):
+    rates = sac.LearningRates(actor=1.0, critic=1.0, temperature=1.0)
+    state = jax.eval_shape(lambda p: jax.vmap(lambda q: agent.init_state(q, rates))(p),
+                           abstract_params_for(num_seeds))
+    return sac.optimizer_states(state)
+
   params, description = checkpoint.load_agent(config.pretrained, expected, abstract_params_for)
   sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
+  optimizer = None
+  settings, _ = per_seed.seed_settings(config)
+  if np.any(settings.init_optimizer):
+    optimizer = checkpoint.load_optimizer(config.pretrained, abstract_optimizer_for)
+    if optimizer is None:
+      logging.warning(
+          "%s holds no optimiser state (a checkpoint of format %s; format 2 saves it): "
+          "fine-tuning starts fresh Adam states, where the reference continues the "
+          "pretraining's. Re-run the pretraining to hand them over.", config.pretrained,
+          description.get("format_version", "?"))
+    else:
+      optimizer = jax.tree.map(lambda x: x[sources], optimizer)
   logging.info("Pretrained agent: %s (%s, %s %s); run seed i starts from its seed %s",
                config.pretrained, description.get("env_name"), description.get("step_unit"),
                description.get("step"),
                "i" if description["num_seeds"] >= config.num_seeds
                else f"i mod {description['num_seeds']}")
-  return jax.tree.map(lambda x: x[sources], params), description
+  return jax.tree.map(lambda x: x[sources], params), optimizer, description
 
 
 def run_description(config, env_spec, agent_config: sac.SACConfig, seed_overrides) -> dict:
@@ -166,8 +208,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   """
   workdir = pathlib.Path(workdir)
   check_schedule(config)
-  solver = {k: config[k] or None for k in ("solver_iterations", "solver_ls_iterations")}
-  env, env_spec = envs.make(config.env_name, **solver)
+  env, env_spec = envs.make(config.env_name, **env_options(config, envs.spec(config.env_name)))
   programs = programs or build_programs(config, env, env_spec)
   settings, seed_overrides = per_seed.seed_settings(config)
   num_devices = programs.sharding.mesh.size
@@ -180,15 +221,15 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   keys = jax.device_put(seed_keys(config), programs.sharding)
 
   def init():
-    pretrained = None
+    pretrained = optimizer = None
     if config.pretrained:
-      pretrained, _ = load_pretrained(config, programs, env_spec)
-      pretrained = jax.device_put(pretrained, programs.sharding)
-    return programs.init(keys, settings, pretrained)
+      pretrained, optimizer, _ = load_pretrained(config, programs, env_spec)
+      pretrained, optimizer = jax.device_put((pretrained, optimizer), programs.sharding)
+    return programs.init(keys, settings, pretrained, optimizer)
 
   def abstract_state():
     # The state's structure does not depend on where the agent came from.
-    abstract = jax.eval_shape(programs.init, keys, settings, None)
+    abstract = jax.eval_shape(programs.init, keys, settings, None, None)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=programs.sharding), abstract)
 
@@ -208,6 +249,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       step_of=lambda state: int(np.asarray(state.env_step)[0]),
       diverged_at=lambda state: np.asarray(state.diverged_at),
       agent_params=lambda state: state.agent.params,
+      optimizer_states=lambda state: sac.optimizer_states(state.agent),
       check_resumable=lambda description: _check_resumable(config, description, workdir),
       progress=(("train return", "train_return"), ("critic loss", "critic_loss"),
                 ("temperature", "temperature")),

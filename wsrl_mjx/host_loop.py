@@ -42,6 +42,8 @@ class Phase:
   diverged_at: Callable[[Any], np.ndarray]  # per seed, -1 where it never diverged
   agent_params: Callable[[Any], Any]  # the checkpoint's `agent` item
   check_resumable: Callable[[dict[str, Any]], None]
+  # The checkpoint's `optimizer` item (the Adam states the next phase continues), or None.
+  optimizer_states: Callable[[Any], Any] | None = None
   progress: tuple[tuple[str, str], ...] = ()  # (label, summary key) shown in progress lines
   record_extras: dict[str, Any] = dataclasses.field(default_factory=dict)
 
@@ -183,7 +185,8 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
         format_duration((phase.total_steps - step) / max(rate, 1e-9)), score,
         f" | {details}" if details else "")
     if step % phase.checkpoint_interval == 0 or step == phase.total_steps:
-      checkpoints.save(step, state, phase.agent_params(state), phase.description)
+      checkpoints.save(step, state, phase.agent_params(state), phase.description,
+                       phase.optimizer_states(state) if phase.optimizer_states else None)
 
   checkpoints.close()
   log.close()

@@ -2,12 +2,17 @@
 
 `make_online(...)` returns pure functions of one seed's `TrainState`:
 
-- `init(key, settings, pretrained)`: agent from the checkpoint or from scratch (per-seed switches
-  choose which parts come from the checkpoint), empty replay buffer, a freshly reset env.
+- `init(key, settings, pretrained, pretrained_optimizer)`: agent from the checkpoint or from
+  scratch (per-seed switches choose which parts come from the checkpoint, and whether their Adam
+  states do too), empty replay buffer, a freshly reset env.
 - `run(state, num_steps)`: `num_steps` environment steps in one `lax.scan`. Each step samples an
   action from the current (stochastic) policy, steps the MJX env, stores the transition, resets
-  finished episodes and, once the seed's warmup is over, runs one UTD update. During warmup
-  nothing is trained, so the collecting policy is exactly the pretrained one.
+  finished episodes and, once past the update floor, runs one UTD update. The floor is the
+  reference's (`finetune.py`, "no updates during warmup"): the step with index k (from 0, the
+  transition it stores is the (k+1)-th) trains only if k > max(warmup_steps, batch_size), so
+  with the defaults the first update comes with 5,002 transitions in the buffer, and a 0 or
+  1,000-step warmup still waits for a full batch (1,026 transitions). Until then nothing is
+  trained, so the collecting policy is exactly the pretrained one.
 - `evaluate(actor_params, key)`: deterministic episodes (tanh of the mean), vmapped.
 
 Nothing here touches the host; the host loop (`wsrl_mjx.finetune`) only calls these in chunks.
@@ -36,6 +41,7 @@ class SeedSettings:
   init_actor: jax.Array           # bool: take the actor from the checkpoint
   init_critic: jax.Array          # bool: take critics and target critics from the checkpoint
   init_temperature: jax.Array     # bool: take the temperature from the checkpoint
+  init_optimizer: jax.Array       # bool: those parts' Adam states too (moments and counts)
 
 
 @struct.dataclass
@@ -90,8 +96,12 @@ class Online:
   agent: sac.SAC
   loop: LoopConfig
 
-  def init(self, key: jax.Array, settings: SeedSettings,
-           pretrained: sac.AgentParams | None) -> TrainState:
+  def init(self, key: jax.Array, settings: SeedSettings, pretrained: sac.AgentParams | None,
+           pretrained_optimizer: dict | None = None) -> TrainState:
+    """One seed's starting state. `pretrained_optimizer` ({"actor", "critic", "temperature"}
+    Adam states, `sac.optimizer_states`) continues the checkpoint's moments and counts at this
+    run's learning rates, for each part that comes from the checkpoint, where
+    `settings.init_optimizer` is set; every other part starts a fresh Adam."""
     agent_key, env_key, key, eval_key = jax.random.split(key, 4)
     fresh = self.agent.init_params(agent_key)
     if pretrained is None:
@@ -107,10 +117,20 @@ class Online:
     rates = sac.LearningRates(actor=settings.actor_learning_rate,
                               critic=settings.critic_learning_rate,
                               temperature=settings.temperature_learning_rate)
+    agent = self.agent.init_state(params, rates)
+    if pretrained is not None and pretrained_optimizer is not None:
+      switches = {"actor": settings.init_actor, "critic": settings.init_critic,
+                  "temperature": settings.init_temperature}
+      restored = {}
+      for name, use in switches.items():
+        field = f"{name}_opt_state"
+        loaded = sac.with_learning_rate(pretrained_optimizer[name], getattr(rates, name))
+        restored[field] = _where(use & settings.init_optimizer, loaded, getattr(agent, field))
+      agent = agent.replace(**restored)
     config = self.agent.config
     zero = jnp.zeros((), jnp.int32)
     return TrainState(
-        agent=self.agent.init_state(params, rates),
+        agent=agent,
         buffer=replay.create(self.loop.replay_capacity, config.observation_size,
                              config.action_size),
         env_state=self.env.reset(env_key),
@@ -142,7 +162,8 @@ class Online:
                              episode_return=jnp.where(done, 0.0, episode_return))
     env_step = state.env_step + 1
 
-    train = (env_step > state.warmup_steps) & (state.diverged_at < 0)
+    floor = jnp.maximum(state.warmup_steps, self.agent.config.batch_size)
+    train = (state.env_step > floor) & (state.diverged_at < 0)
     batch = replay.sample(buffer, sample_key, self.agent.config.batch_size)
 
     def update(agent):

@@ -23,6 +23,7 @@ TUNABLE = {
     "init_actor": ("bool", np.bool_),
     "init_critic": ("bool", np.bool_),
     "init_temperature": ("bool", np.bool_),
+    "init_optimizer": ("bool", np.bool_),
 }
 
 

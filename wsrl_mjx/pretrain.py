@@ -53,7 +53,12 @@ def make_learner(config, env_spec: envs.EnvSpec):
     return iql.IQL(iql_config), agent
   finetune_like = config.copy_and_resolve_references()
   with finetune_like.unlocked():
+    # One critic step per update; the max-target backup is CQL's (cql_max_target_backup); no
+    # UTD calls, so no momentum-only steps (the reference trains every network in each call).
     finetune_like.utd = 1
+    finetune_like.num_next_actions = (config.cql_num_sampled_actions
+                                      if config.cql_max_target_backup else 1)
+    finetune_like.step_all_optimizers = False
   sac_config = finetune.agent_config(finetune_like, env_spec)
   cql_config = cql.CQLConfig(
       sac=sac_config, calql=config.algo == "calql",
@@ -64,7 +69,8 @@ def make_learner(config, env_spec: envs.EnvSpec):
       critic_learning_rate=config.critic_learning_rate,
       temperature_learning_rate=config.temperature_learning_rate,
       max_target_backup=config.cql_max_target_backup,
-      importance_sample=config.cql_importance_sample, cql_temperature=config.cql_temperature)
+      importance_sample=config.cql_importance_sample, cql_temperature=config.cql_temperature,
+      penalty_on_all_critics=config.cql_penalty_on_all_critics)
   return cql.CQL(cql_config), dict(finetune.agent_description(sac_config), algo=config.algo)
 
 
@@ -113,7 +119,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   learner, agent_block = make_learner(config, env_spec)
   dataset, source = load_dataset(config, env_spec)
   if programs is None:
-    env, _ = envs.make(config.env_name)
+    env, _ = envs.make(config.env_name, **finetune.env_options(config, env_spec))
     programs = build_programs(config, env, env_spec, learner)
   replicated = jax.sharding.NamedSharding(programs.sharding.mesh, jax.sharding.PartitionSpec())
   dataset = jax.device_put(jax.tree.map(jnp.asarray, dataset), replicated)
@@ -146,6 +152,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       step_of=lambda state: int(np.asarray(state.step)[0]),
       diverged_at=lambda state: np.asarray(state.diverged_at),
       agent_params=lambda state: programs.offline.learner.handoff_params(state.learner),
+      optimizer_states=(None if config.algo == "iql" else
+                        lambda state: programs.offline.learner.handoff_optimizer(state.learner)),
       check_resumable=check_resumable,
       progress=(("critic loss", "critic_loss"), ("actor loss", "actor_loss")),
       record_extras={"algo": config.algo})

@@ -5,6 +5,9 @@ here are choices of the method: network sizes, the actor's std, budgets, action 
 the offline algorithm each family is pretrained with.
 """
 
+from ml_collections import config_dict
+
+
 def parse_config_arg(arg: str) -> tuple[str, set[str]]:
   """`<env-name>[,demo]` -> (env name, options); unknown options are refused by name."""
   env_name, *options = [a.strip() for a in arg.split(",")]
@@ -19,14 +22,15 @@ FAMILIES = {
         actor_hidden_sizes=(256, 256),
         critic_hidden_sizes=(256, 256),
         state_dependent_std=True,
-        online_steps=1_000_000,
+        # The reference's default, which its locomotion script does not override.
+        online_steps=500_000,
+        num_next_actions=1,
         action_clip=0.99999,
         # Offline phase: CQL (Monte-Carlo returns are hard there), alpha 5.
         offline_steps=250_000,
         algo="cql",
         cql_alpha=5.0,
         cql_autotune_alpha=False,
-        cql_max_target_backup=False,
         negative_sparse_reward=None,
         iql_expectile=0.7,
         iql_beta=3.0,
@@ -37,6 +41,7 @@ FAMILIES = {
         critic_hidden_sizes=(512, 512, 512),
         state_dependent_std=True,
         online_steps=500_000,
+        num_next_actions=1,
         # WSRL clips dataset and evaluation actions; online actions are tanh samples in (-1, 1),
         # which this clip changes only within 1e-5 of the bounds.
         action_clip=0.99999,
@@ -45,7 +50,6 @@ FAMILIES = {
         algo="calql",
         cql_alpha=1.0,
         cql_autotune_alpha=False,
-        cql_max_target_backup=False,
         # Reward -1 per step until the goal (before scale 10, bias 5): -5 per step.
         negative_sparse_reward=-1.0,
         iql_expectile=0.7,
@@ -57,13 +61,15 @@ FAMILIES = {
         critic_hidden_sizes=(256, 256, 256, 256),
         state_dependent_std=False,
         online_steps=500_000,
+        # WSRL's online max-target backup: the TD target is the best of 10 sampled next actions
+        # (reference: experiments/configs/train_config.py, antmaze_wsrl).
+        num_next_actions=10,
         action_clip=0.99999,
-        # Offline phase: Cal-QL with Lagrange-tuned alpha (target gap 0.8), max-target backup.
+        # Offline phase: Cal-QL with Lagrange-tuned alpha (target gap 0.8).
         offline_steps=1_000_000,
         algo="calql",
         cql_alpha=5.0,
         cql_autotune_alpha=True,
-        cql_max_target_backup=True,
         # The env's reward while unsolved (before scale 10, bias -5): a trajectory that never
         # succeeds gets -5 / (1 - gamma) as its Monte-Carlo return, Cal-QL's all-negative case.
         negative_sparse_reward=0.0,
@@ -72,3 +78,32 @@ FAMILIES = {
         iql_actor_dropout=0.0,
     ),
 }
+
+
+def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
+  """The SAC block both phases share (networks, ensemble, losses, optimisers), written once so
+  that an offline checkpoint always has the shapes fine-tuning builds."""
+  c.num_critics = 10
+  c.num_target_critics = 2
+  # The reference draws critic subsets (the target's, and CQL's penalised ones) with
+  # jax.random.randint, so one critic can come twice; false: distinct critics.
+  c.subsample_with_replacement = True
+  c.actor_hidden_sizes = family["actor_hidden_sizes"]
+  c.critic_hidden_sizes = family["critic_hidden_sizes"]
+  c.state_dependent_std = family["state_dependent_std"]
+  c.layer_norm = True
+  c.discount = 0.99
+  c.tau = 0.005
+  c.actor_learning_rate = 1e-4
+  c.critic_learning_rate = 3e-4
+  c.temperature_learning_rate = 1e-4
+  c.initial_temperature = 1.0
+  c.target_entropy = config_dict.placeholder(float)   # None: -action_size
+  c.backup_entropy = False
+  # The temperature's entropy estimate: "next_observations" (the reference: fresh samples at
+  # s', as many as the TD target draws) or "actor_samples" (the actor step's own, at s).
+  c.temperature_entropy = "next_observations"
+  c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
+  c.reward_bias = config_dict.placeholder(float)
+  c.matmul_precision = "default"                      # default | high | highest | bfloat16
+  c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting

@@ -8,7 +8,7 @@ overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES, parse_config_arg
+from launch.configs.families import FAMILIES, add_agent_fields, parse_config_arg
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -28,29 +28,17 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.init_actor = True           # which parts of the checkpoint to use (ablations)
   c.init_critic = True
   c.init_temperature = True
+  c.init_optimizer = True       # and their Adam moments and counts (reference: the whole agent)
   c.per_seed = ""               # e.g. "warmup_steps=0,5000;init_critic=true,false"
 
-  # SAC with a critic ensemble.
+  # SAC with a critic ensemble (the block is shared with pretraining: families.py).
+  add_agent_fields(c, family)
   c.utd = 4
   c.batch_size = 1024           # per environment step: utd critic minibatches of batch/utd
-  c.num_critics = 10
-  c.num_target_critics = 2
-  c.actor_hidden_sizes = family["actor_hidden_sizes"]
-  c.critic_hidden_sizes = family["critic_hidden_sizes"]
-  c.state_dependent_std = family["state_dependent_std"]
-  c.layer_norm = True
-  c.discount = 0.99
-  c.tau = 0.005
-  c.actor_learning_rate = 1e-4
-  c.critic_learning_rate = 3e-4
-  c.temperature_learning_rate = 1e-4
-  c.initial_temperature = 1.0
-  c.target_entropy = config_dict.placeholder(float)   # None: -action_size
-  c.backup_entropy = False
-  c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
-  c.reward_bias = config_dict.placeholder(float)
-  c.matmul_precision = "default"                      # default | high | highest | bfloat16
-  c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting
+  c.num_next_actions = family["num_next_actions"]  # > 1: max-target backup (AntMaze: 10)
+  # Every UTD call applies every network's Adam, as the reference's update does (networks it
+  # does not train move on their moments); false: only the trained network's Adam steps.
+  c.step_all_optimizers = True
 
   # Environment and replay.
   c.replay_capacity = 2_000_000  # capped at online_steps
@@ -58,6 +46,9 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.episode_length = 0          # 0: the task's (1000 for locomotion)
   c.solver_iterations = 0       # 0: wsrl-mjx's MJX defaults, 4 Newton iterations with 8
   c.solver_ls_iterations = 0    # line-search steps (envs/mjx_env.py says why)
+  # AntMaze only: where the episode's goal lies around the goal cell's centre. "wsrl": the
+  # reference's D4RL fork; "d4rl": upstream D4RL (envs/antmaze.py).
+  c.goal_offset = "wsrl"
 
   # Host loop.
   c.steps_per_chunk = 5_000     # env steps per device call; the host logs between calls

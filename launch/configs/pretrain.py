@@ -10,7 +10,7 @@ are the fine-tuning config's, so the final checkpoint is what `launch.finetune
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES, parse_config_arg
+from launch.configs.families import FAMILIES, add_agent_fields, parse_config_arg
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -27,25 +27,8 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.offline_steps = family["offline_steps"]
   c.batch_size = 256
 
-  # Networks (as in fine-tuning, so that checkpoints hand over).
-  c.num_critics = 10
-  c.num_target_critics = 2
-  c.actor_hidden_sizes = family["actor_hidden_sizes"]
-  c.critic_hidden_sizes = family["critic_hidden_sizes"]
-  c.state_dependent_std = family["state_dependent_std"]
-  c.layer_norm = True
-  c.discount = 0.99
-  c.tau = 0.005
-  c.actor_learning_rate = 1e-4
-  c.critic_learning_rate = 3e-4
-  c.temperature_learning_rate = 1e-4
-  c.initial_temperature = 1.0
-  c.target_entropy = config_dict.placeholder(float)
-  c.backup_entropy = False
-  c.reward_scale = config_dict.placeholder(float)     # None: the family's (EnvSpec)
-  c.reward_bias = config_dict.placeholder(float)
-  c.matmul_precision = "default"
-  c.unroll_critic_steps = False   # as in fine-tuning (one critic step per offline step here)
+  # Networks and SAC losses, the block fine-tuning uses (families.py), so checkpoints hand over.
+  add_agent_fields(c, family)
 
   # CQL / Cal-QL.
   c.cql_num_sampled_actions = 10
@@ -53,7 +36,10 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.cql_autotune_alpha = family["cql_autotune_alpha"]
   c.cql_target_action_gap = 0.8
   c.cql_alpha_learning_rate = 3e-4
-  c.cql_max_target_backup = family["cql_max_target_backup"]
+  c.cql_max_target_backup = True   # the reference's default, on for every family
+  # False: the penalty falls on num_target_critics critics drawn per step (the reference with
+  # its ensemble); true: on every critic.
+  c.cql_penalty_on_all_critics = False
   c.cql_importance_sample = True
   c.cql_temperature = 1.0
 
@@ -71,6 +57,7 @@ def get_config(arg: str = "hopper-medium-v2"):
 
   # Host loop and evaluation.
   c.episode_length = 0          # 0: the task's
+  c.goal_offset = "wsrl"        # AntMaze evaluation goals, as in fine-tuning
   c.steps_per_chunk = 5_000
   c.eval_interval = 25_000
   c.eval_episodes = 20

@@ -11,7 +11,14 @@ over `num_sampled_actions` uniform actions and as many policy actions at s and a
 weighted by their densities mu). Cal-QL lower-bounds the policy actions' values by the data's
 Monte-Carlo return before the logsumexp, so the penalty never pushes Q below the behaviour
 policy's value. alpha is fixed or, with `autotune_alpha`, a Lagrange multiplier that holds the
-penalty's gap at `target_action_gap`.
+penalty's gap at `target_action_gap`: softplus of a free parameter initialised at softplus^-1(1),
+as the reference's `LeqLagrangeMultiplier` (`wsrl/networks/lagrange.py`).
+
+As the reference does with the ensemble (`wsrl/agents/cql.py`, `_get_cql_q_diff` with
+`critic_subsample_size`), the penalty falls on `num_target_critics` (2) critics drawn at random
+each step, with replacement, rather than on all of them (`penalty_on_all_critics` restores the
+latter). The max-target backup over `num_sampled_actions` next actions is on by default, as the
+reference's `cql_max_target_backup` is for every family.
 """
 
 from __future__ import annotations
@@ -47,15 +54,16 @@ class CQLConfig:
   actor_learning_rate: float = 1e-4
   critic_learning_rate: float = 3e-4
   temperature_learning_rate: float = 1e-4
-  max_target_backup: bool = False
+  max_target_backup: bool = True
   importance_sample: bool = True
   cql_temperature: float = 1.0
+  penalty_on_all_critics: bool = False   # False: num_target_critics drawn per step (reference)
 
 
 @struct.dataclass
 class CQLState:
   agent: sac.AgentState
-  log_alpha: jax.Array         # the Lagrange multiplier is exp(log_alpha)
+  raw_alpha: jax.Array         # the Lagrange multiplier is softplus(raw_alpha)
   alpha_opt_state: optax.OptState
 
 
@@ -66,16 +74,17 @@ class CQL:
     if config.sac.utd != 1:
       raise ValueError("Offline CQL takes one critic step per update (utd=1).")
     self.config = config
-    self.sac = sac.SAC(config.sac)
+    num_next_actions = config.num_sampled_actions if config.max_target_backup else 1
+    self.sac = sac.SAC(dataclasses.replace(config.sac, num_next_actions=num_next_actions))
     self._alpha_optimizer = optax.adam(config.alpha_learning_rate)
 
   def init(self, key: jax.Array) -> CQLState:
     rates = sac.LearningRates(actor=self.config.actor_learning_rate,
                               critic=self.config.critic_learning_rate,
                               temperature=self.config.temperature_learning_rate)
-    log_alpha = jnp.asarray(math.log(self.config.initial_alpha), jnp.float32)
+    raw_alpha = jnp.asarray(sac.inverse_softplus(self.config.initial_alpha), jnp.float32)
     return CQLState(agent=self.sac.init_state(self.sac.init_params(key), rates),
-                    log_alpha=log_alpha, alpha_opt_state=self._alpha_optimizer.init(log_alpha))
+                    raw_alpha=raw_alpha, alpha_opt_state=self._alpha_optimizer.init(raw_alpha))
 
   def deterministic_action(self, actor_params, observation):
     return self.sac.deterministic_action(actor_params, observation)
@@ -87,9 +96,13 @@ class CQL:
     """What fine-tuning starts from: WSRL's actor, critics, targets and temperature."""
     return state.agent.params
 
+  def handoff_optimizer(self, state: CQLState) -> dict:
+    """The Adam states fine-tuning continues from (the reference restores the whole agent)."""
+    return sac.optimizer_states(state.agent)
+
   def alpha(self, state: CQLState) -> jax.Array:
     if self.config.autotune_alpha:
-      return jnp.exp(state.log_alpha)
+      return jax.nn.softplus(state.raw_alpha)
     return jnp.asarray(self.config.alpha, jnp.float32)
 
   def penalty_gap(self, critic_params, actor_params, batch: OfflineTransition, q_data, key):
@@ -143,30 +156,35 @@ class CQL:
     gap = self.config.target_action_gap if self.config.autotune_alpha else 0.0
 
     def regularizer(critic_params, minibatch, q_data, penalty_key):
+      if not self.config.penalty_on_all_critics:
+        subset_key, penalty_key = jax.random.split(penalty_key)
+        subset = self.sac.subsample(subset_key, self.config.sac.num_target_critics)
+        critic_params = jax.tree.map(lambda p: p[subset], critic_params)
+        q_data = q_data[subset]
       gaps = self.penalty_gap(critic_params, actor_params, minibatch, q_data, penalty_key)
       penalty = jnp.mean(gaps)
       return alpha * (penalty - gap), {"cql_gap": penalty}
 
-    num_next_actions = self.config.num_sampled_actions if self.config.max_target_backup else 1
-    agent, critic_metrics = self.sac.critic_step(state.agent, batch, critic_key, regularizer,
-                                                 num_next_actions)
+    agent, critic_metrics = self.sac.critic_step(state.agent, batch, critic_key, regularizer)
     agent, actor_metrics = self.sac.actor_temperature_step(agent, batch, actor_key)
 
-    log_alpha, alpha_opt_state = state.log_alpha, state.alpha_opt_state
+    raw_alpha, alpha_opt_state = state.raw_alpha, state.alpha_opt_state
     if self.config.autotune_alpha:
-      # Raise alpha while the gap exceeds its target, lower it otherwise.
-      def alpha_loss(log_alpha):
-        return -jnp.exp(log_alpha) * (critic_metrics["cql_gap"] - self.config.target_action_gap)
-      grad = jax.grad(alpha_loss)(state.log_alpha)
+      # Raise alpha while the gap exceeds its target, lower it otherwise (reference:
+      # `cql_alpha_loss_fn`, a "<=" Lagrange penalty -softplus(raw) (gap - target)).
+      def alpha_loss(raw_alpha):
+        return -jax.nn.softplus(raw_alpha) * (critic_metrics["cql_gap"]
+                                              - self.config.target_action_gap)
+      grad = jax.grad(alpha_loss)(state.raw_alpha)
       updates, alpha_opt_state = self._alpha_optimizer.update(grad, state.alpha_opt_state)
-      log_alpha = optax.apply_updates(state.log_alpha, updates)
+      raw_alpha = optax.apply_updates(state.raw_alpha, updates)
 
     values = [critic_metrics["critic_loss"], critic_metrics["grad_norm"],
-              actor_metrics["actor_loss"], actor_metrics["grad_norm"], log_alpha]
+              actor_metrics["actor_loss"], actor_metrics["grad_norm"], raw_alpha]
     metrics = {"critic_loss": critic_metrics["critic_loss"],
                "td_loss": critic_metrics["td_loss"], "cql_gap": critic_metrics["cql_gap"],
                "q": critic_metrics["q"], "actor_loss": actor_metrics["actor_loss"],
                "temperature": actor_metrics["temperature"], "entropy": actor_metrics["entropy"],
                "alpha": alpha,
                "finite": jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in values]))}
-    return CQLState(agent=agent, log_alpha=log_alpha, alpha_opt_state=alpha_opt_state), metrics
+    return CQLState(agent=agent, raw_alpha=raw_alpha, alpha_opt_state=alpha_opt_state), metrics

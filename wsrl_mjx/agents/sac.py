@@ -1,14 +1,23 @@
 """WSRL's online learner: SAC with a 10-critic LayerNorm ensemble and a high update-to-data ratio.
 
-One `update` call is what the reference does per environment step: a batch of `utd x minibatch`
-transitions (4 x 256) gives `utd` critic steps on consecutive minibatches, each followed by a
-Polyak update of the target critics, then one actor step and one temperature step on the whole
-batch. The TD target is the minimum over 2 target critics drawn at random (REDQ, without
-replacement), with no entropy bonus by default; the actor maximises the minimum over all critics.
+One `update` call is what the reference (`zhouzypaul/wsrl`, `wsrl/agents/sac.py`,
+`update_high_utd`) does per environment step: a batch of `utd x minibatch` transitions (4 x 256)
+gives `utd` critic steps on consecutive minibatches, each followed by a Polyak update of the
+target critics, then one actor step and one temperature step on the whole batch. The TD target is
+the minimum over 2 target critics drawn at random (with replacement, as the reference's
+`randint`), optionally the maximum of that over `num_next_actions` sampled next actions (the
+max-target backup AntMaze uses), with no entropy bonus by default; the actor maximises the
+minimum over all critics. The temperature's entropy estimate comes from fresh samples at s', as
+the reference's temperature loss draws them.
 
-Each network has its own Adam, and a step only touches the optimiser of the network it trains,
-so the actor's Adam moments do not move during critic steps. Learning rates sit in the optimiser
-state (`optax.inject_hyperparams`), which lets them differ per seed inside one vmapped program.
+Each network has its own Adam. With `step_all_optimizers` (the default) every call of the
+reference's update applies every network's Adam, as `wsrl/common/common.py`
+(`JaxRLTrainState.apply_gradients`) does: a network that a call does not train gets a zero
+gradient, and Adam still moves it on its old moments. So per environment step the actor and the
+temperature take `utd` such momentum-only steps and one real one, and the critics take `utd`
+real steps and one momentum-only step (with no target update after it). Without it, a step only
+touches the optimiser of the network it trains. Learning rates sit in the optimiser state
+(`optax.inject_hyperparams`), which lets them differ per seed inside one vmapped program.
 Everything here is a pure function of its arguments; `SAC` only holds static settings.
 """
 
@@ -49,6 +58,11 @@ class SACConfig:
   reward_bias: float = 0.0
   matmul_precision: str = "default"        # a key of networks.PRECISIONS
   unroll_critic_steps: bool = False        # the UTD critic steps inline rather than in a scan
+  # Faithfulness settings; the defaults are the reference's (README, "Faithfulness notes").
+  num_next_actions: int = 1                # > 1: max-target backup over that many a' ~ pi(s')
+  subsample_with_replacement: bool = True  # the target critics' draw (reference: randint)
+  step_all_optimizers: bool = True         # every UTD call steps every Adam (reference)
+  temperature_entropy: str = "next_observations"  # or "actor_samples"
 
   @property
   def batch_size(self) -> int:
@@ -72,6 +86,9 @@ class AgentState:
   temperature_opt_state: optax.OptState
 
 
+TEMPERATURE_ENTROPY = ("next_observations", "actor_samples")
+
+
 @struct.dataclass
 class LearningRates:
   actor: jax.Array
@@ -90,14 +107,38 @@ def _adam_step(grads, opt_state, params):
   return optax.apply_updates(params, updates), opt_state
 
 
-def _inverse_softplus(x: float) -> float:
+def _adam_zero_step(opt_state, params):
+  """Adam applied to a zero gradient: the parameters move on the moments alone."""
+  return _adam_step(jax.tree.map(jnp.zeros_like, params), opt_state, params)
+
+
+def inverse_softplus(x: float) -> float:
   return math.log(math.expm1(x))
+
+
+def optimizer_states(agent: AgentState) -> dict:
+  """The Adam states a checkpoint hands from one phase to the next, by network."""
+  return {"actor": agent.actor_opt_state, "critic": agent.critic_opt_state,
+          "temperature": agent.temperature_opt_state}
+
+
+def with_learning_rate(opt_state, learning_rate):
+  """`opt_state` (an `inject_hyperparams` Adam state) with its learning rate replaced: restored
+  moments continue at the learning rates of the phase that restores them."""
+  old = opt_state.hyperparams["learning_rate"]
+  rate = jnp.broadcast_to(jnp.asarray(learning_rate, old.dtype), old.shape)
+  return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})
 
 
 class SAC:
   """The networks and pure update functions for one `SACConfig`."""
 
   def __init__(self, config: SACConfig):
+    if config.temperature_entropy not in TEMPERATURE_ENTROPY:
+      raise ValueError(f"temperature_entropy={config.temperature_entropy!r}; choose one of "
+                       f"{', '.join(TEMPERATURE_ENTROPY)}.")
+    if config.num_next_actions < 1:
+      raise ValueError(f"num_next_actions={config.num_next_actions} must be at least 1.")
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(
@@ -118,7 +159,7 @@ class SAC:
                                     observation, action)
     return AgentParams(
         actor=self.actor.init(actor_key, observation), critic=critic, target_critic=critic,
-        temperature=jnp.asarray(_inverse_softplus(self.config.initial_temperature), jnp.float32))
+        temperature=jnp.asarray(inverse_softplus(self.config.initial_temperature), jnp.float32))
 
   def init_state(self, params: AgentParams, rates: LearningRates) -> AgentState:
     """Fresh optimisers around `params` (pretrained or new)."""
@@ -144,28 +185,45 @@ class SAC:
 
   # --- losses -----------------------------------------------------------------------------------
 
-  def td_target(self, params: AgentParams, batch: Transition, key: jax.Array,
-                num_next_actions: int = 1) -> jax.Array:
-    """r' + gamma (1 - terminal) min over 2 random target critics of Q(s', a' ~ pi(s')).
+  def subsample(self, key: jax.Array, size: int) -> jax.Array:
+    """`size` critic indices drawn at random, with or without replacement (a setting) -> [size].
 
-    With `num_next_actions > 1` (CQL's max-target backup) that many actions are drawn per s'
-    and the largest of their values is backed up.
+    The reference draws with `jax.random.randint`, so the same critic can come twice
+    (probability 0.1 for 2 of 10); the target is then that one critic's value.
+    """
+    if self.config.subsample_with_replacement:
+      return jax.random.randint(key, (size,), 0, self.config.num_critics)
+    return jax.random.choice(key, self.config.num_critics, (size,), replace=False)
+
+  def sample_next_actions(self, actor_params, next_observation, key):
+    """`num_next_actions` actions per s' from the current actor -> ([n, B, A], [n, B]), or
+    ([B, A], [B]) when n is 1."""
+    mean, std = self.actor.apply(actor_params, next_observation)
+    n = self.config.num_next_actions
+    if n > 1:
+      mean, std = (jnp.broadcast_to(x, (n, *x.shape)) for x in (mean, std))
+    return tanh_gaussian.sample_and_log_prob(key, mean, std)
+
+  def td_target(self, params: AgentParams, batch: Transition, key: jax.Array) -> jax.Array:
+    """r' + gamma (1 - terminal) min over 2 random target critics of Q(s', a' ~ pi(s')) -> [B].
+
+    With `num_next_actions` n > 1 (the max-target backup: AntMaze fine-tuning, CQL
+    pretraining) n actions are drawn per s' and the largest of their values (each the min over
+    the same drawn critics) is backed up (reference: `_process_target_next_qs`).
     """
     action_key, subset_key = jax.random.split(key)
-    mean, std = self.actor.apply(params.actor, batch.next_observation)
-    next_observation = batch.next_observation
-    if num_next_actions > 1:                    # [n, B, ...]
-      broadcast = lambda x: jnp.broadcast_to(x, (num_next_actions, *x.shape))
-      mean, std, next_observation = broadcast(mean), broadcast(std), broadcast(next_observation)
-    next_action, next_log_prob = tanh_gaussian.sample_and_log_prob(action_key, mean, std)
-    subset = jax.random.choice(subset_key, self.config.num_critics,
-                               (self.config.num_target_critics,), replace=False)
+    next_action, next_log_prob = self.sample_next_actions(params.actor, batch.next_observation,
+                                                          action_key)
+    subset = self.subsample(subset_key, self.config.num_target_critics)
     target_critics = jax.tree.map(lambda p: p[subset], params.target_critic)
+    next_observation = jnp.broadcast_to(batch.next_observation,
+                                        (*next_action.shape[:-1],
+                                         batch.next_observation.shape[-1]))
     next_q = networks.apply_ensemble(self.critic, target_critics, next_observation,
                                      next_action).min(axis=0)
     if self.config.backup_entropy:
       next_q = next_q - self.temperature(params) * next_log_prob
-    if num_next_actions > 1:
+    if self.config.num_next_actions > 1:
       next_q = next_q.max(axis=0)
     reward = batch.reward * self.config.reward_scale + self.config.reward_bias
     return reward + self.config.discount * (1.0 - batch.terminal) * next_q
@@ -189,14 +247,14 @@ class SAC:
   # --- updates ----------------------------------------------------------------------------------
 
   def critic_step(self, agent: AgentState, minibatch: Transition, key: jax.Array,
-                  regularizer=None, num_next_actions: int = 1):
+                  regularizer=None):
     """One Adam step of the critics on the TD loss, then the Polyak update of their targets.
 
     `regularizer(critic_params, minibatch, q, key) -> (loss, metrics)` adds a term to the loss
     (CQL's conservative penalty); `q` [critics, B] are the critics' values of the batch actions.
     """
     params = agent.params
-    target = jax.lax.stop_gradient(self.td_target(params, minibatch, key, num_next_actions))
+    target = jax.lax.stop_gradient(self.td_target(params, minibatch, key))
 
     def loss_fn(critic_params):
       td_loss, q = self.critic_loss(critic_params, target, minibatch)
@@ -213,13 +271,27 @@ class SAC:
     return agent, {"critic_loss": loss, "q": jnp.mean(q), "grad_norm": optax.tree.norm(grads),
                    **metrics}
 
+  def entropy_estimate(self, actor_params, batch: Transition, actor_log_prob, key):
+    """The temperature loss's entropy estimate, -mean log pi (a scalar, no gradient).
+
+    "next_observations" (the reference's `temperature_loss_fn`): fresh samples at s',
+    `num_next_actions` per state. "actor_samples": the actor step's own samples at s (cheaper).
+    """
+    if self.config.temperature_entropy == "actor_samples":
+      return -jnp.mean(jax.lax.stop_gradient(actor_log_prob))
+    _, log_prob = self.sample_next_actions(actor_params, batch.next_observation, key)
+    return -jnp.mean(jax.lax.stop_gradient(log_prob))
+
   def actor_temperature_step(self, agent: AgentState, batch: Transition, key: jax.Array):
+    """One Adam step of the actor and one of the temperature, both from the parameters before
+    this step (the reference computes both losses from the same parameters)."""
     params = agent.params
+    actor_key, entropy_key = jax.random.split(key)
     temperature = self.temperature(params)
     (actor_loss, log_prob), actor_grads = jax.value_and_grad(self.actor_loss, has_aux=True)(
-        params.actor, params.critic, temperature, batch.observation, key)
+        params.actor, params.critic, temperature, batch.observation, actor_key)
     actor, actor_opt_state = _adam_step(actor_grads, agent.actor_opt_state, params.actor)
-    entropy = -jnp.mean(jax.lax.stop_gradient(log_prob))
+    entropy = self.entropy_estimate(params.actor, batch, log_prob, entropy_key)
     temperature_loss, temperature_grad = jax.value_and_grad(self.temperature_loss)(
         params.temperature, entropy)
     raw_temperature, temperature_opt_state = _adam_step(
@@ -232,6 +304,15 @@ class SAC:
                "grad_norm": optax.tree.norm(actor_grads) + jnp.abs(temperature_grad)}
     return agent, metrics
 
+  def _momentum_step(self, agent: AgentState, names: tuple[str, ...]) -> AgentState:
+    """Adam on a zero gradient for the named networks (`step_all_optimizers`): what the
+    reference's update does to the networks a call does not train. No target update follows."""
+    params, changes, new_params = agent.params, {}, {}
+    for name in names:
+      new_params[name], changes[f"{name}_opt_state"] = _adam_zero_step(
+          getattr(agent, f"{name}_opt_state"), getattr(params, name))
+    return agent.replace(params=params.replace(**new_params), **changes)
+
   def update(self, agent: AgentState, batch: Transition, key: jax.Array):
     """One UTD update on a [utd * minibatch] batch -> (agent, metrics).
 
@@ -241,14 +322,20 @@ class SAC:
     utd, minibatch = self.config.utd, self.config.minibatch_size
     critic_keys = jax.random.split(key, utd + 1)
     minibatches = jax.tree.map(lambda x: x.reshape(utd, minibatch, *x.shape[1:]), batch)
+    step_all = self.config.step_all_optimizers
 
     def one_critic_step(agent, inputs):
       minibatch_data, step_key = inputs
-      return self.critic_step(agent, minibatch_data, step_key)
+      agent, metrics = self.critic_step(agent, minibatch_data, step_key)
+      if step_all:
+        agent = self._momentum_step(agent, ("actor", "temperature"))
+      return agent, metrics
 
     agent, critic_metrics = jax.lax.scan(one_critic_step, agent, (minibatches, critic_keys[:utd]),
                                          unroll=utd if self.config.unroll_critic_steps else 1)
     agent, actor_metrics = self.actor_temperature_step(agent, batch, critic_keys[utd])
+    if step_all:
+      agent = self._momentum_step(agent, ("critic",))
     values = [critic_metrics["critic_loss"], critic_metrics["grad_norm"],
               actor_metrics["actor_loss"], actor_metrics["temperature_loss"],
               actor_metrics["grad_norm"]]
