@@ -1,19 +1,38 @@
 """AntMaze as D4RL's `antmaze-*-v2` tasks define it, on MJX.
 
-| maze   | grid   | start cell | goal cell (evaluation) | episode | D4RL datasets       |
-| ------ | ------ | ---------- | ---------------------- | ------- | ------------------- |
-| umaze  | 5 x 5  | (1, 1)     | (3, 1)                 | 700     | umaze, umaze-diverse |
-| medium | 8 x 8  | (1, 1)     | (6, 6)                 | 1000    | medium-play/diverse |
-| large  | 9 x 12 | (1, 1)     | (7, 9)                 | 1000    | large-play/diverse  |
+| maze   | grid   | start cell | goal cell (evaluation)  | episode | D4RL datasets        |
+| ------ | ------ | ---------- | ----------------------- | ------- | -------------------- |
+| umaze  | 5 x 5  | (1, 1)     | (3, 1), centre (0, 8)   | 700     | umaze, umaze-diverse |
+| medium | 8 x 8  | (1, 1)     | (6, 6), centre (20, 20) | 1000    | medium-play/diverse  |
+| large  | 9 x 12 | (1, 1)     | (7, 9), centre (32, 24) | 1000    | large-play/diverse   |
+
+| `goal_offset`                  | goal per axis (m), then floored at 0 | from                   |
+| ------------------------------ | ------------------------------------ | ---------------------- |
+| "wsrl" (default: task env)     | centre + U(-1, 0) + U(0, 0.5)        | WSRL's fork of D4RL    |
+| "d4rl" (default: data variant) | centre + U(0, 1) + U(0, 0.5)         | upstream D4RL          |
 
 Cells are 4 m; walls are 4 x 4 x 2 m boxes; the start cell's centre is the origin, so cell
 (row, col) is centred at (4 (col - 1), 4 (row - 1)). The ant (envs/assets/antmaze_ant.xml) is
 stepped 5 x 0.02 s RK4 per action; actions in [-1, 1] are scaled to the motors' +-30 as D4RL's
 NormalizedBoxEnv does. Observation (29) = qpos[:15] + qvel[:14]. Reward is 1 within 0.5 m of the
 goal, else 0; the episode ends there (D4RL's evaluation envs and WSRL's fine-tuning env both do).
-A goal is drawn per episode (D4RL's v2 resets): the goal cell's centre plus U(0, 1) + U(0, 0.5)
-in x and y, floored at 0. The ant starts at the origin with qpos noise U(-0.1, 0.1) and qvel
-noise N(0, 0.1^2).
+A goal is drawn per episode (D4RL's v2 resets). The ant starts at the origin with qpos noise
+U(-0.1, 0.1) and qvel noise N(0, 0.1^2).
+
+The goal offsets, with s = 4 m the cell size (`maze_size_scaling`), from `goal_sampler` and
+`_rowcol_to_xy` in `d4rl/locomotion/maze_env.py`: upstream D4RL adds U(0, s/4) and then
+U(0, 0.5) * s/4 to the cell centre and floors each coordinate at 0. The fork WSRL's README
+installs (zhouzypaul/D4RL @d005dca, maze_env.py:260-267 and 286-289, changed in its commit
+d3a2d37) shifts `_rowcol_to_xy` by -s/8 twice, so the first term becomes U(-s/4, 0); the
+second term and the floor are unchanged. In the U-maze the floor matters for "wsrl": the goal
+cell's centre has x = 0, so 3/4 of the goals get x = 0 exactly. The fork's shift also moves its
+multi-start resets and navigation waypoints, but WSRL never generates data: it trains on D4RL's
+published files, which upstream D4RL's code made; so the data-collection variant
+(`data_character`) keeps upstream's goals (`goal_offset` default "d4rl" there).
+
+Data-collection variant: D4RL's v2 AntMaze files mark terminal = 1 on every step whose reward is
+1 (D4RL issue 199) while the episode goes on to its time limit; `data_terminal_at_goal` tells the
+collector (wsrl_mjx/collect.py) to write the same.
 
 Speed without changing the dynamics (`build_model`, benchmarks/antmaze_speed.py): walls that share
 no side with a free cell are left out, MJX collides the ant only with the walls nearest to it (a
@@ -81,6 +100,8 @@ LAYOUTS = {
 EPISODE_LENGTHS = {"umaze": 700, "medium": 1000, "large": 1000}
 DATA_EPISODE_LENGTH = 1000    # D4RL's data collection: 1000-step episodes in every maze
 DATA_CHARACTERS = ("fixed", "play", "diverse")
+# Where the evaluation goal falls around its cell's centre (see the module docstring).
+GOAL_OFFSETS = ("wsrl", "d4rl")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -188,19 +209,32 @@ class AntMaze(mjx_env.MjxEnv):
   def __init__(self, maze_name: str, solver_iterations: int | None = None,
                solver_ls_iterations: int | None = None, touchable_walls_only: bool = True,
                max_wall_pairs: int | None = 8, data_character: str | None = None,
-               max_contacts: int | None = 24):
+               max_contacts: int | None = 24, goal_offset: str | None = None):
     """`data_character` makes the env D4RL's data-collection env instead of the evaluation one:
     "fixed" (start S, goal G), "play" (any start, goals from the hand-picked cells G and P) or
     "diverse" (any start, any goal); episodes do not end at the goal, and the observation
     gets the goal's direction (goal - xy) appended, for the navigating policy (the collector
-    stores the first 29 numbers, as D4RL did)."""
+    stores the first 29 numbers, as D4RL did).
+
+    `goal_offset` is where a goal falls around its cell's centre: "wsrl" (the D4RL fork WSRL
+    evaluates in: + U(-1, 0) + U(0, 0.5) m per axis) or "d4rl" (upstream D4RL: + U(0, 1) +
+    U(0, 0.5) m); both floored at 0. None: "wsrl" for the task env, "d4rl" for the
+    data-collection env (D4RL's files were made with upstream's). Raises ValueError for any
+    other value, naming the field and the allowed values.
+    """
     if maze_name not in MAZES:
       raise ValueError(f"Unknown maze {maze_name!r}; known: {sorted(MAZES)}")
     if data_character not in (None,) + DATA_CHARACTERS:
       raise ValueError(f"data_character must be one of {DATA_CHARACTERS} or None, "
                        f"not {data_character!r}")
+    if goal_offset not in (None,) + GOAL_OFFSETS:
+      raise ValueError(f"goal_offset must be one of {GOAL_OFFSETS} (or None: 'wsrl' for the task "
+                       f"env, 'd4rl' for data collection), not {goal_offset!r}")
     self.maze = MAZES[maze_name]
     self.data_character = data_character
+    if goal_offset is None:
+      goal_offset = "wsrl" if data_character is None else "d4rl"
+    self.goal_offset = goal_offset
     free = self.maze.free_cells
     goal_cells = {"fixed": [self.maze.goal_cell], "play": self.maze.cells("GP"),
                   "diverse": free, None: [self.maze.goal_cell]}[data_character]
@@ -229,8 +263,8 @@ class AntMaze(mjx_env.MjxEnv):
 
   def bridge_start_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
     """A start for the bridge check that makes the ant hit a wall: next to one side of a free
-    cell that is walled (torso 0.8-1.1 m from it; the legs reach ~0.85 m along an axis), moving towards it at
-    1-3 m/s, with D4RL's joint noise."""
+    cell that is walled (torso 0.8-1.1 m from it; the legs reach ~0.85 m along an axis), moving
+    towards it at 1-3 m/s, with D4RL's joint noise."""
     sides = [(cell, (dr, dc)) for cell in self.maze.free_cells
              for dr, dc in ((-1, 0), (1, 0), (0, -1), (0, 1))
              if self.maze.rows[cell[0] + dr][cell[1] + dc] == "#"]
@@ -255,12 +289,21 @@ class AntMaze(mjx_env.MjxEnv):
       return observation
     return jnp.concatenate([observation, goal - data.qpos[:2]])
 
+  @property
+  def data_terminal_at_goal(self) -> bool:
+    """Whether a recorded step whose reward is 1 is written as terminal (the collector reads
+    this). True: D4RL's v2 AntMaze files set terminal = reward, also where the data-collection
+    episode goes on past the goal; in the task env the episode ends there anyway."""
+    return True
+
   def sample_goal(self, rng: jax.Array) -> jax.Array:
-    """D4RL's goal: a goal cell's centre + U(0, 1) + U(0, 0.5), floored at 0 (the evaluation
-    env has one goal cell)."""
+    """A goal [2] (m): a goal cell's centre + U(lo, lo + s/4) + U(0, 0.5) * s/4 per axis, floored
+    at 0, with s = 4 m and lo = -s/4 for `goal_offset` "wsrl", 0 for "d4rl" (module docstring;
+    the evaluation env has one goal cell)."""
     cell_key, cell_noise_key, extra_noise_key = jax.random.split(rng, 3)
     center = self._goal_cells[jax.random.randint(cell_key, (), 0, len(self._goal_cells))]
-    goal = (center + jax.random.uniform(cell_noise_key, (2,), maxval=0.25 * CELL)
+    low = -0.25 * CELL if self.goal_offset == "wsrl" else 0.0
+    goal = (center + jax.random.uniform(cell_noise_key, (2,), minval=low, maxval=low + 0.25 * CELL)
             + jax.random.uniform(extra_noise_key, (2,), maxval=0.5) * 0.25 * CELL)
     return jnp.maximum(goal, 0.0)
 

@@ -6,7 +6,8 @@ r"""Roll out a policy in any registered MJX env and write a D4RL-format hdf5 dat
       --steps=1000000 --output=/tmp/data/hopper_medium.hdf5
 
 AntMaze datasets the way D4RL made them (a goal-reaching controller steered by waypoints, noisy
-actions, 1000-step episodes that go on past the goal):
+actions, 1000-step episodes that go on past the goal; as in D4RL's v2 files, every step with
+reward 1 is written as terminal although the episode goes on):
 
   python -m launch.train_ant_controller --output=/tmp/ant_controller
   python -m launch.collect --env=antmaze-umaze-diverse-v2 --policy=navigator:/tmp/ant_controller \
@@ -158,14 +159,14 @@ def main(argv):
     rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
                            steps_per_env, _NUM_ENVS.value,
                            episode_length, _ACTION_CLIP.value)
-  episodes = int(rows["terminals"].sum() + rows["timeouts"].sum())
+  episodes = int(collect.episode_ends(rows).sum())
   if _OUTPUT.value.endswith(".npy"):
     path = collect.write_adroit_npy(_OUTPUT.value, rows, _NPY_LAYOUT.value)
   else:
     path = collect.write(_OUTPUT.value, rows, {
         "algorithm": "wsrl-mjx collect", "policy": source, "env": env_spec.name,
         "seed": _SEED.value})
-  logging.info("Wrote %s: %d steps, %d episodes (%d terminated), mean reward %.3f, in %.0f s",
+  logging.info("Wrote %s: %d steps, %d episodes, %d terminal steps, mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
   if env_spec.family in ("antmaze", "adroit"):

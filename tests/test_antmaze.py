@@ -68,14 +68,20 @@ def test_maze_geometry_matches_d4rl():
   assert model.opt.timestep == pytest.approx(0.02)
 
 
-def test_goal_sampling_follows_d4rl():
+def test_goal_sampling_follows_wsrls_d4rl_fork_or_upstream():
+  keys = jax.random.split(jax.random.PRNGKey(0), 4000)
+  # WSRL's fork (the default): U(-1, 0) + U(0, 0.5) per axis: support [-1, 0.5], mean -0.25;
+  # upstream D4RL: U(0, 1) + U(0, 0.5): [0, 1.5], mean 0.75; variance 1/12 + 1/48 for both.
+  # (tests/test_reference_parity.py checks the distribution in detail.)
+  for goal_offset, low, high, mean in (("wsrl", -1.0, 0.5, -0.25), ("d4rl", 0.0, 1.5, 0.75)):
+    env = antmaze.AntMaze("medium", goal_offset=goal_offset)
+    offset = np.asarray(jax.vmap(env.sample_goal)(keys)) - np.array([20.0, 20.0])
+    assert offset.min() >= low and offset.max() <= high
+    np.testing.assert_allclose(offset.mean(0), [mean, mean], atol=0.02)
+    np.testing.assert_allclose(offset.var(0), [1 / 12 + 1 / 48] * 2, rtol=0.1)
   env = antmaze.AntMaze("medium")
-  goals = np.asarray(jax.vmap(env.sample_goal)(jax.random.split(jax.random.PRNGKey(0), 4000)))
-  offset = goals - np.array([20.0, 20.0])
-  # U(0, 1) + U(0, 0.5) per axis: support [0, 1.5], mean 0.75, variance 1/12 + 1/48.
-  assert offset.min() >= 0.0 and offset.max() <= 1.5
-  np.testing.assert_allclose(offset.mean(0), [0.75, 0.75], atol=0.02)
-  np.testing.assert_allclose(offset.var(0), [1 / 12 + 1 / 48] * 2, rtol=0.1)
+  assert env.goal_offset == "wsrl"
+  goals = np.asarray(jax.vmap(env.sample_goal)(keys))
   # Different keys, different goals; the same key, the same goal.
   assert len(np.unique(goals, axis=0)) == len(goals)
   np.testing.assert_array_equal(env.sample_goal(jax.random.PRNGKey(3)),
@@ -91,8 +97,9 @@ def test_reset_observation_layout(umaze):
   # D4RL's reset: the origin (the start cell) + U(-0.1, 0.1) on qpos, z from 0.75.
   assert np.all(np.abs(np.asarray(data.qpos[:2])) <= 0.1)
   assert 0.65 <= float(data.qpos[2]) <= 0.85
+  # The goal (WSRL's D4RL fork): the goal cell's centre (0, 8) + U(-1, 0) + U(0, 0.5), x >= 0.
   goal = np.asarray(state.info["goal"])
-  assert np.all(goal >= [0.0, 8.0]) and np.all(goal <= [1.5, 9.5])
+  assert np.all(goal >= [0.0, 7.0]) and np.all(goal <= [0.5, 8.5])
 
 
 def test_an_episode_that_reaches_the_goal_pays_once_and_ends(umaze):
@@ -213,6 +220,7 @@ def test_planner_follows_shortest_paths_through_the_maze():
 
 def test_data_collection_env_draws_d4rl_starts_and_goals():
   env = antmaze.AntMaze("medium", data_character="play")
+  assert env.goal_offset == "d4rl"          # D4RL's files were made with upstream's goals
   keys = jax.random.split(jax.random.PRNGKey(0), 500)
   goals = np.asarray(jax.vmap(env.sample_goal)(keys))
   starts = np.asarray(jax.vmap(env.sample_start)(keys))
@@ -261,9 +269,10 @@ def test_navigator_collects_a_d4rl_antmaze_file_the_loader_reads_back(tmp_path):
     assert f["infos/qpos"].shape == (60, 15) and f["infos/qvel"].shape == (60, 14)
     timeouts, terminals = f["timeouts"][:], f["terminals"][:]
     goal, qpos, rewards = f["infos/goal"][:], f["infos/qpos"][:], f["rewards"][:]
-  # D4RL's data: 10-step episodes end in timeouts, never terminals; one goal per episode.
+  # D4RL's data: 10-step episodes end in timeouts, not at the goal; one goal per episode; as in
+  # D4RL's v2 files every step with reward 1 is terminal (the episode goes on).
   np.testing.assert_array_equal(np.flatnonzero(timeouts), [9, 19, 29, 39, 49, 59])
-  assert not terminals.any()
+  np.testing.assert_array_equal(terminals, rewards == 1.0)
   for start in range(0, 60, 10):
     assert np.all(goal[start:start + 10] == goal[start])
   # Sparse reward: 1 where the next state is within 0.5 m of the goal.

@@ -118,16 +118,27 @@ def test_with_next_observations_timeout_steps_are_kept_and_bootstrap(tmp_path):
   np.testing.assert_allclose(dataset.mc_returns[[8, 9, 10, 11]], [8 + 0.5 * 9, 9, 10 + 5.5, 11])
 
 
-def test_trajectories_split_where_an_observation_does_not_continue(tmp_path):
+def test_an_observation_that_does_not_continue_is_reported_and_split_on_request(tmp_path, caplog):
   steps = hopper_steps(8)                     # no terminal, no timeout anywhere
   next_observations = np.roll(steps["observations"], -1, axis=0)
   next_observations[2] += 1.0                 # step 3 does not start where step 2 ended
   path = d4rl.write_d4rl_hdf5(tmp_path / "stitched.hdf5", **steps,
                               next_observations=next_observations)
-  rows, _, trajectory_ends = transitions.pair_steps(data.read(path))
+  # By default trajectories end only at terminals, timeouts and the file's end (as the WSRL
+  # reference's Monte-Carlo returns do); the jump is logged with its count.
+  with caplog.at_level("WARNING"):
+    rows, _, trajectory_ends = transitions.pair_steps(data.read(path))
   np.testing.assert_array_equal(rows, np.arange(8))
-  np.testing.assert_array_equal(np.flatnonzero(trajectory_ends), [2, 7])
+  np.testing.assert_array_equal(np.flatnonzero(trajectory_ends), [7])
+  assert any(record.getMessage().startswith(f"{path}: 1 of 8 steps")
+             for record in caplog.records), caplog.text
   dataset = data.load(path, HOPPER, discount=0.5)
+  # Row i: the sum over j = i..7 of j / 2^(j - i) (reward j at row j), the file's end the only one.
+  np.testing.assert_allclose(dataset.mc_returns[:3], [1.9296875, 3.859375, 5.71875], rtol=1e-6)
+  # split_at_jumps=True ends a trajectory there.
+  rows, _, trajectory_ends = transitions.pair_steps(data.read(path), split_at_jumps=True)
+  np.testing.assert_array_equal(np.flatnonzero(trajectory_ends), [2, 7])
+  dataset = data.load(path, HOPPER, discount=0.5, split_at_jumps=True)
   np.testing.assert_array_equal(dataset.terminals, np.zeros(8))   # a cut is not a termination
   np.testing.assert_allclose(dataset.mc_returns[:4], [0 + 0.5 + 0.5, 1 + 1.0, 2, 3 + 2 + 1.25 +
                                                       0.75 + 0.4375])

@@ -4,6 +4,19 @@ This is how wsrl-mjx makes offline data without downloads: `launch/collect.py` r
 random policy or a checkpoint's actor in parallel envs (one `lax.scan`, vmapped over envs) and
 writes the steps with D4RL's keys and conventions (terminals at true terminations, timeouts at
 the time limit, `infos/qpos`/`infos/qvel` of the state each observation was taken in).
+
+AntMaze: D4RL's published v2 files set terminal = 1 on every step whose reward is 1 (the ant
+within 0.5 m of the goal; D4RL issue 199, which finds clusters of such steps), while the episode
+goes on to its time limit: D4RL's `scripts/generation/generate_ant_maze_datasets.py:141-158`
+resets only at `done or timeout`, and its data env's `done` is never set (`goal_reaching_env.py`
+ends episodes only with `eval=True`); the terminal flags of the v2 files are the rewards, not
+that script's `done`. An env whose `data_terminal_at_goal` is true (envs/antmaze.py) gets the
+same rows: terminal wherever reward = 1, the episode not reset. So the WSRL reference's
+processing (masks = 1 - terminals, Monte-Carlo returns split at terminals:
+`wsrl/envs/d4rl_dataset.py:171-253`) stops there, on our files as on D4RL's.
+
+Rows carry one column that is not written: `episode_ends` [N] bool, where the env's episode
+ended (a termination, the time limit or the end of a stream); a terminal row need not be one.
 """
 
 from __future__ import annotations
@@ -64,25 +77,31 @@ def checkpoint_policy(path: str | os.PathLike, seed: int, deterministic: bool):
 def make_transition(env: MjxEnv, episode_length: int):
   """transition((env state, steps into its episode), action, reset key) -> (carry, D4RL row).
 
-  The row is the step from the state with `action`; an episode that ends (terminal or time
-  limit) is replaced by a fresh one in the carry.
+  The row is the step from the state with `action`; an episode that ends (the env's termination
+  or the time limit) is replaced by a fresh one in the carry. `terminals` is the env's
+  termination, and also, for an env with `data_terminal_at_goal` (AntMaze), every step with
+  reward 1, where the episode goes on (D4RL's AntMaze files; module docstring). `timeouts` is
+  the time limit unless the env terminated there; with a goal-terminal row at the time limit
+  both are set, as in D4RL's files. `episode_ends` marks the rows after which the env resets.
   """
+  terminal_at_goal = bool(getattr(env, "data_terminal_at_goal", False))
 
   def transition(carry, action, reset_key):
     env_state, length = carry
     next_state = env.step(env_state, action)
     length = length + 1
-    terminal = next_state.done > 0
-    timeout = (length >= episode_length) & ~terminal
+    ended = next_state.done > 0
+    terminal = (ended | (next_state.reward == 1.0)) if terminal_at_goal else ended
+    timeout = (length >= episode_length) & ~ended
     row = {"observations": env_state.obs, "actions": action, "rewards": next_state.reward,
-           "terminals": terminal, "timeouts": timeout,
+           "terminals": terminal, "timeouts": timeout, "episode_ends": ended | timeout,
            "next_observations": next_state.obs,
            "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
     if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
       row["goal"] = env_state.info["goal"]
     if "success" in next_state.metrics:  # sparse tasks: D4RL's infos/goal_achieved
       row["goal_achieved"] = next_state.metrics["success"] > 0
-    done = terminal | timeout
+    done = ended | timeout
     reset_state = env.reset(reset_key)
     env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
     return (env_state, jnp.where(done, 0, length)), row
@@ -157,7 +176,7 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
     carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
     rows.append(row)
     fresh = np.asarray(carry[1]) == 0
-    ended, reached = ended + int(fresh.sum()), reached + int(np.sum(row["terminals"]))
+    ended, reached = ended + int(fresh.sum()), reached + int(np.sum(row["terminals"] & fresh))
     if len(rows) % log_every == 0:
       logging.info("planner: step %d of %d, %d episodes ended, %d at a terminal (%.0f s)",
                    len(rows), steps_per_env, ended, reached, time.time() - started)
@@ -166,10 +185,15 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
 
 
 def _as_dataset(rows, env_spec: EnvSpec) -> dict[str, np.ndarray]:
-  """[envs, steps, ...] rollout columns -> one [envs * steps, ...] stream of D4RL rows."""
+  """[envs, steps, ...] rollout columns -> one [envs * steps, ...] stream of D4RL rows.
+
+  Each stream's last row ends its episode; it becomes a timeout unless the env terminated
+  there, so no trajectory runs from one stream into the next.
+  """
   rows = {k: np.array(v) for k, v in rows.items()}
   num_envs, steps_per_env = rows["terminals"].shape
-  rows["timeouts"][:, -1] |= ~rows["terminals"][:, -1]
+  rows["timeouts"][:, -1] |= ~rows["episode_ends"][:, -1]
+  rows["episode_ends"][:, -1] = True
   # A data-collection env may show its policy more than the task's observation (AntMaze's
   # appends the goal's direction); the dataset keeps the task's, as D4RL's did.
   for key in ("observations", "next_observations"):
@@ -187,7 +211,7 @@ def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
   not reached) is left out: it had no chance to finish, and counting it as a failure would
   understate a demonstrator whose successes end episodes early (Adroit).
   """
-  ends = rows["terminals"] | rows["timeouts"]
+  ends = episode_ends(rows)
   episode = np.concatenate([[0], np.cumsum(ends[:-1])])
   reached = np.zeros(episode[-1] + 1, bool)
   np.logical_or.at(reached, episode, rows.get("goal_achieved", rows["rewards"] > 0))
@@ -201,9 +225,17 @@ def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
   return float(reached[counted].mean()) if counted.any() else float("nan")
 
 
+def episode_ends(rows: dict[str, np.ndarray]) -> np.ndarray:
+  """[N] bool: the rows after which the env started a new episode (the collector's
+  `episode_ends`; for rows without it, terminals | timeouts)."""
+  if "episode_ends" in rows:
+    return np.asarray(rows["episode_ends"], bool)
+  return np.asarray(rows["terminals"], bool) | np.asarray(rows["timeouts"], bool)
+
+
 def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
-  """The collected rows cut into episodes (each ends at a terminal or a timeout)."""
-  ends = np.flatnonzero(rows["terminals"] | rows["timeouts"]) + 1
+  """The collected rows cut into episodes (each ends where the env's episode ended)."""
+  ends = np.flatnonzero(episode_ends(rows)) + 1
   keys = ("observations", "next_observations", "actions", "rewards", "terminals")
   return [{k: rows[k][start:end] for k in keys}
           for start, end in zip(np.concatenate([[0], ends[:-1]]), ends)]

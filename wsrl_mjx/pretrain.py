@@ -79,7 +79,8 @@ def load_dataset(config, env_spec: envs.EnvSpec) -> tuple[data.OfflineDataset, s
   source = config.dataset or env_spec.name
   dataset = data.load(source, env_spec, discount=config.discount,
                       clip_action=config.action_clip,
-                      negative_sparse_reward=config.negative_sparse_reward)
+                      negative_sparse_reward=config.negative_sparse_reward,
+                      split_at_jumps=config.split_at_jumps)
   nbytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(dataset))
   logging.info("Dataset %s: %d transitions, %.1f MiB on the device", source, dataset.size,
                nbytes / 2**20)

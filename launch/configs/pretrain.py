@@ -52,6 +52,10 @@ def get_config(arg: str = "hopper-medium-v2"):
 
   # Data.
   c.action_clip = family["action_clip"]   # dataset and evaluation actions
+  # Trajectories (Monte-Carlo returns) end at terminals and timeouts, as in the reference; an
+  # unflagged jump between next_observations[t] and observations[t+1] is logged. True: split
+  # there too.
+  c.split_at_jumps = False
   c.negative_sparse_reward = family["negative_sparse_reward"] if family[
       "negative_sparse_reward"] is not None else config_dict.placeholder(float)
 

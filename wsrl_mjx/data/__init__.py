@@ -28,12 +28,13 @@ from envs import EnvSpec
 from wsrl_mjx.data import adroit, d4rl, minari, transitions, validation
 from wsrl_mjx.data.transitions import (OfflineDataset, Trajectories, concatenate,
                                        monte_carlo_returns, pair_steps, sample, to_device,
-                                       to_offline_dataset)
+                                       to_offline_dataset, unflagged_jumps)
 from wsrl_mjx.data.validation import DatasetError, check
 
 __all__ = ["DatasetError", "OfflineDataset", "Trajectories", "adroit", "check", "concatenate",
            "d4rl", "load", "minari", "monte_carlo_returns", "pair_steps", "read", "resolve",
-           "sample", "to_device", "to_offline_dataset", "transitions", "validation"]
+           "sample", "to_device", "to_offline_dataset", "transitions", "unflagged_jumps",
+           "validation"]
 
 _FILE_SUFFIXES = (".hdf5", ".h5", ".npy")
 
@@ -82,13 +83,15 @@ def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
 def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec: EnvSpec, *,
          discount: float = 0.99, clip_action: float | None = 0.99999,
          negative_sparse_reward: float | None = None,
-         action_tolerance: float = 1e-3) -> OfflineDataset:
+         action_tolerance: float = 1e-3, split_at_jumps: bool = False) -> OfflineDataset:
   """Reads, checks against `env_spec` and pairs one dataset, or several end to end.
 
   Several sources (a list, or one string of comma-separated paths; an Adroit task's name stands
   for WSRL's demonstrations and BC rollouts) are checked one by one, so an error names the file
-  at fault, and no trajectory runs across files. The reward transform and
-  the sparse value: see `transitions.to_offline_dataset`. Arrays stay numpy: `to_device` next.
+  at fault, and no trajectory runs across files. The reward transform, the sparse value and
+  `split_at_jumps` (False: trajectories end only at terminals, timeouts and file ends, as in the
+  WSRL reference; unflagged jumps are logged): see `transitions.to_offline_dataset`. Arrays
+  stay numpy: `to_device` next.
   """
   if isinstance(path_or_name, os.PathLike):
     sources = [path_or_name]
@@ -112,4 +115,5 @@ def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec
     parts.append(part)
   return to_offline_dataset(
       concatenate(parts), reward_scale=env_spec.reward_scale, reward_bias=env_spec.reward_bias,
-      discount=discount, clip_action=clip_action, negative_sparse_reward=negative_sparse_reward)
+      discount=discount, clip_action=clip_action, negative_sparse_reward=negative_sparse_reward,
+      split_at_jumps=split_at_jumps)

@@ -13,6 +13,30 @@ Conventions (D4RL's and the WSRL reference's): rewards are stored raw, the learn
 family's scale and bias in its loss; only true terminations are terminal, a timeout cuts the
 trajectory but bootstraps; `mc_returns` are computed on the transformed reward r * scale + bias
 and never bootstrap past the end of their trajectory.
+
+Trajectories end at terminals, timeouts and the end of the file, and nowhere else by default: the
+WSRL reference splits its Monte-Carlo returns only there (`wsrl/envs/d4rl_dataset.py:204-253`,
+`qlearning_dataset_and_calc_mc`; Adroit: one trajectory per file record with masks at its
+successes, `wsrl/envs/adroit_binary_dataset.py:47-83`). Its 1e-6 rule on
+|obs[i+1] - next_obs[i]| (`d4rl_dataset.py:114-134`) only feeds a `dones` field that no loss
+reads; applied here it cut good trajectories at float rounding (at AntMaze's magnitudes a float64
+file's float32 next_observations differ from the next observations by ~1e-6) and turned their
+heads into "all-negative" ones (return r / (1 - discount)).
+
+Where a file records next_observations, a step i that is neither terminal nor timeout, whose
+successor's observation does not continue next_observations[i], is an unflagged jump (a teleport
+between episodes, as some D4RL files have). The rule (`unflagged_jumps`), in float64, with
+a = observations[i + 1], b = next_observations[i]:
+
+    |a - b|_2 > JUMP_ULPS * eps * |max(|a|, |b|)|_2 + JUMP_RELATIVE_TOLERANCE * scale
+
+eps: the machine epsilon of the coarser of the two arrays' float dtypes (float32's 1.2e-7 if
+either is float32), so rounding one copy to that dtype (at most eps/2 relative per number) is
+never a jump; scale: the mean L2 length of the file's observations, so differences below 1e-4 of
+a typical observation (recomputed or noisy next observations) are not either. A jump is logged
+(absl warning naming the file and the count) and, by default, not split, as in the reference;
+`split_at_jumps=True` ends the trajectory there. Without recorded next_observations, step i's
+next observation is step i + 1's observation, so there is nothing to detect.
 """
 
 from __future__ import annotations
@@ -23,13 +47,15 @@ from collections.abc import Mapping, Sequence
 import jax
 import jax.numpy as jnp
 import numpy as np
+from absl import logging
 from flax import struct
 
 from wsrl_mjx.data.validation import DatasetError
 
-# An observation continues the previous step when it is this close (L2) to that step's
-# next_observation; the WSRL reference uses the same threshold.
-CONTINUITY_TOLERANCE = 1e-6
+# An unflagged jump: |obs[i + 1] - next_obs[i]|_2 above this many machine epsilons of the values'
+# magnitude plus this fraction of the observations' mean length (module docstring).
+JUMP_ULPS = 4.0
+JUMP_RELATIVE_TOLERANCE = 1e-4
 
 
 @dataclasses.dataclass(frozen=True)
@@ -108,15 +134,49 @@ def concatenate(parts: Sequence[Trajectories]) -> Trajectories:
       infos={key: np.concatenate([part.infos[key] for part in parts]) for key in common_infos})
 
 
-def pair_steps(trajectories: Trajectories) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _jump_gaps(trajectories: Trajectories) -> tuple[np.ndarray, np.ndarray]:
+  """(gaps [N], tolerances [N]) float64 of the jump rule (module docstring); both 0 at the rows
+  it does not apply to: terminals, timeouts, the file's last step, and every step of a file
+  without next_observations."""
+  num_steps = len(trajectories)
+  gaps, tolerances = np.zeros(num_steps), np.zeros(num_steps)
+  if trajectories.next_observations is None or num_steps < 2:
+    return gaps, tolerances
+  observations = np.asarray(trajectories.observations)
+  next_observations = np.asarray(trajectories.next_observations)
+  eps = max((float(np.finfo(array.dtype).eps) for array in (observations, next_observations)
+             if np.issubdtype(array.dtype, np.floating)), default=0.0)
+  following = observations[1:].astype(np.float64)
+  recorded = next_observations[:-1].astype(np.float64)
+  scale = float(np.mean(np.linalg.norm(observations.astype(np.float64), axis=-1)))
+  checked = ~(np.asarray(trajectories.terminals, bool) | np.asarray(trajectories.timeouts, bool))
+  checked[-1] = False
+  gaps[:-1] = np.linalg.norm(following - recorded, axis=-1)
+  magnitude = np.linalg.norm(np.maximum(np.abs(following), np.abs(recorded)), axis=-1)
+  tolerances[:-1] = JUMP_ULPS * eps * magnitude + JUMP_RELATIVE_TOLERANCE * scale
+  return np.where(checked, gaps, 0.0), np.where(checked, tolerances, 0.0)
+
+
+def unflagged_jumps(trajectories: Trajectories) -> np.ndarray:
+  """[N] bool: step i is neither terminal nor timeout, yet step i + 1's observation does not
+  continue step i's recorded next_observation (the rule in the module docstring). All False
+  for a file without next_observations."""
+  gaps, tolerances = _jump_gaps(trajectories)
+  return gaps > tolerances
+
+
+def pair_steps(trajectories: Trajectories, *, split_at_jumps: bool = False
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
   """Which steps become transitions, their next observations, and where trajectories end.
 
-  A trajectory ends at a terminal, at a timeout, at the end of the file, and (where the file
-  records next_observations) wherever the next step's observation does not continue this step's
-  next_observation. Without recorded next_observations, step i is paired with step i + 1, so a
-  step cut by a timeout, or the file's last step, has no next observation and is dropped (as
-  D4RL's `qlearning_dataset` does); a terminal step is kept, its next observation only feeds
-  the CQL regulariser (the file's last step, if terminal, gets its own observation there).
+  A trajectory ends at a terminal, at a timeout and at the end of the file, as in the WSRL
+  reference (module docstring). Unflagged jumps (`unflagged_jumps`) are logged as a warning
+  naming the file and their count, and end a trajectory only with `split_at_jumps`. Where the
+  file records next_observations every step is kept with its recorded next observation. Without
+  them, step i is paired with step i + 1, so a step cut by a timeout, or the file's last step,
+  has no next observation and is dropped (as D4RL's `qlearning_dataset` does); a terminal step
+  is kept, its next observation only feeds the CQL regulariser (the file's last step, if
+  terminal, gets its own observation there).
 
   Returns (rows [M] int: the kept steps, next_observations [M, obs], trajectory_ends [M] bool:
   the kept step is the last of its trajectory).
@@ -130,9 +190,22 @@ def pair_steps(trajectories: Trajectories) -> tuple[np.ndarray, np.ndarray, np.n
   continues = np.zeros(num_steps, bool)   # step i + 1 continues step i's trajectory
   if trajectories.next_observations is not None:
     next_observations = np.asarray(trajectories.next_observations)
-    gaps = np.linalg.norm(
-        observations[1:].astype(np.float64) - next_observations[:-1].astype(np.float64), axis=-1)
-    continues[:-1] = gaps <= CONTINUITY_TOLERANCE
+    continues[:-1] = True
+    gaps, tolerances = _jump_gaps(trajectories)
+    jumps = gaps > tolerances
+    if jumps.any():
+      jump_rows = np.flatnonzero(jumps)
+      largest = jump_rows[np.argmax(gaps[jump_rows])]
+      logging.warning(
+          "%s: %d of %d steps have a next_observation that the next step's observation does not "
+          "continue (L2 gap up to %.3g, tolerance %.3g), with no terminal or timeout there "
+          "(first at rows %s). %s", trajectories.source, len(jump_rows), num_steps,
+          gaps[largest], tolerances[largest], ", ".join(map(str, jump_rows[:5])),
+          "Split there (split_at_jumps=True)." if split_at_jumps else
+          "Not split, as the WSRL reference does not split there: Monte-Carlo returns run "
+          "across; split_at_jumps=True splits them.")
+      if split_at_jumps:
+        continues &= ~jumps
     keep = np.ones(num_steps, bool)
   else:
     next_observations = np.concatenate([observations[1:], observations[-1:]])
@@ -189,14 +262,18 @@ def monte_carlo_returns(rewards: np.ndarray, trajectory_ends: np.ndarray, *, dis
 
 def to_offline_dataset(trajectories: Trajectories, *, reward_scale: float, reward_bias: float,
                        discount: float = 0.99, clip_action: float | None = 0.99999,
-                       negative_sparse_reward: float | None = None) -> OfflineDataset:
+                       negative_sparse_reward: float | None = None,
+                       split_at_jumps: bool = False) -> OfflineDataset:
   """The Q-learning transitions of `trajectories` (numpy arrays; `to_device` moves them).
 
   `negative_sparse_reward` is in the env's own units (adroit binary -1, antmaze 0), before scale
   and bias; None for dense-reward families. `clip_action` keeps dataset actions inside the
   tanh's open range (the WSRL sheet uses 0.99999); None leaves them as recorded.
+  `split_at_jumps` also ends trajectories at unflagged jumps (`pair_steps`; default False, as
+  the WSRL reference). Raises DatasetError (naming the file) if no step can be paired.
   """
-  rows, next_observations, trajectory_ends = pair_steps(trajectories)
+  rows, next_observations, trajectory_ends = pair_steps(trajectories,
+                                                        split_at_jumps=split_at_jumps)
   if len(rows) == 0:
     raise DatasetError(f"{trajectories.source}: no step has a next observation to pair it with")
   scale, bias = np.float32(reward_scale), np.float32(reward_bias)
