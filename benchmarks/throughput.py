@@ -132,7 +132,7 @@ def _updates_per_second(label, update, sample, state, data, num_seeds):
 
 def measure_update_only(num_seeds, precision, unroll=False):
   config, programs, state = _setup(num_seeds, precision, unroll)
-  agent = programs.online.agent
+  agent = programs.loop.agent
   rate, compile_s = _updates_per_second(
       f"update-only{'-unrolled' if unroll else ''}[{precision}], {num_seeds} seeds",
       lambda agent_state, batch, key: agent.update(agent_state, batch, key)[0],

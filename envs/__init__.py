@@ -13,10 +13,10 @@ import difflib
 
 import numpy as np
 
-from envs import adroit, antmaze, locomotion
+from envs import adroit, antmaze, episodes, locomotion
 from envs.mjx_env import MjxEnv, State
 
-__all__ = ["EnvSpec", "MjxEnv", "State", "make", "names", "spec"]
+__all__ = ["EnvSpec", "MjxEnv", "State", "episodes", "make", "names", "spec"]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -6,7 +6,7 @@ import pytest
 import envs
 from conftest import tiny_config
 from launch.configs import finetune as finetune_config
-from wsrl_mjx import checkpoint, finetune, per_seed
+from wsrl_mjx import checkpoint, configs, finetune, per_seed
 
 
 def test_default_config_follows_the_wsrl_sheet_for_locomotion():
@@ -19,7 +19,7 @@ def test_default_config_follows_the_wsrl_sheet_for_locomotion():
           config.temperature_learning_rate) == (1e-4, 3e-4, 1e-4)
   assert config.replay_capacity == 2_000_000 and config.eval_interval == 20_000
   assert config.eval_episodes == 20 and config.action_clip == 0.99999
-  sac_config = finetune.agent_config(config, envs.spec(config.env_name))
+  sac_config = configs.sac_config(config, envs.spec(config.env_name))
   assert sac_config.minibatch_size == 256 and sac_config.target_entropy is None
   assert (sac_config.discount, sac_config.tau) == (0.99, 0.005)
 
@@ -75,11 +75,11 @@ def test_per_seed_errors_say_what_is_wrong(spec, message):
 def test_settings_that_cannot_work_are_refused_with_the_field_named():
   spec = envs.spec("hopper-medium-v2")
   with pytest.raises(ValueError, match=r"config.batch_size \(100\) must split into config.utd"):
-    finetune.agent_config(tiny_config(batch_size=100, utd=3), spec)
+    configs.sac_config(tiny_config(batch_size=100, utd=3), spec)
   with pytest.raises(ValueError, match=r"config.num_target_critics \(12\)"):
-    finetune.agent_config(tiny_config(num_target_critics=12), spec)
+    configs.sac_config(tiny_config(num_target_critics=12), spec)
   with pytest.raises(ValueError, match=r"matmul_precision='fp8'"):
-    finetune.agent_config(tiny_config(matmul_precision="fp8"), spec)
+    configs.sac_config(tiny_config(matmul_precision="fp8"), spec)
   with pytest.raises(ValueError, match=r"config.eval_interval \(75\) must be a positive multiple"):
     finetune.check_schedule(tiny_config(eval_interval=75))
 

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 import envs
-from wsrl_mjx import data
+from wsrl_mjx import data, replay
 from wsrl_mjx.data import adroit, d4rl, minari, transitions
 from wsrl_mjx.data.validation import DatasetError
 
@@ -426,28 +426,28 @@ def test_adroit_trajectory_without_a_field_is_named(tmp_path):
 
 # --- device arrays and sampling -------------------------------------------------------------
 
-def test_sample_returns_whole_rows_of_the_dataset_under_jit(tmp_path):
+def test_the_dataset_on_the_device_is_a_full_replay_buffer_sampled_by_whole_rows(tmp_path):
   path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **three_episodes())
-  dataset = transitions.to_device(data.load(path, HOPPER))
-  assert isinstance(dataset.observations, jax.Array)
-  draw = jax.jit(transitions.sample, static_argnums=2)
-  batch = draw(dataset, jax.random.PRNGKey(0), 2000)
-  assert batch.observations.shape == (2000, 11) and batch.actions.shape == (2000, 3)
-  assert batch.rewards.shape == batch.mc_returns.shape == batch.terminals.shape == (2000,)
+  host = data.load(path, HOPPER)
+  buffer = data.to_replay_buffer(host)
+  assert isinstance(buffer.data.observation, jax.Array)
+  assert int(buffer.size) == buffer.capacity == host.size
+  draw = jax.jit(replay.sample, static_argnums=2)
+  batch = draw(buffer, jax.random.PRNGKey(0), 2000)
+  assert batch.observation.shape == (2000, 11) and batch.action.shape == (2000, 3)
+  assert batch.reward.shape == batch.mc_return.shape == batch.terminal.shape == (2000,)
   # Each sampled row is one row of the dataset, every field from the same row.
-  host = jax.tree.map(np.asarray, dataset)
   sampled = jax.tree.map(np.asarray, batch)
-  rows = np.searchsorted(host.observations[:, 0], sampled.observations[:, 0])
-  np.testing.assert_array_equal(host.observations[rows], sampled.observations)
-  for field in ("actions", "rewards", "next_observations", "terminals", "mc_returns"):
-    np.testing.assert_array_equal(getattr(host, field)[rows], getattr(sampled, field))
-  assert set(rows) == set(range(dataset.size))            # uniform over all 10 rows
+  rows = np.searchsorted(host.observations[:, 0], sampled.observation[:, 0])
+  np.testing.assert_array_equal(host.observations[rows], sampled.observation)
+  for field, column in (("action", "actions"), ("reward", "rewards"),
+                        ("next_observation", "next_observations"), ("terminal", "terminals"),
+                        ("mc_return", "mc_returns")):
+    np.testing.assert_array_equal(getattr(host, column)[rows], getattr(sampled, field))
+  assert set(rows) == set(range(host.size))               # uniform over all 10 rows
   # Per-seed batches under vmap differ but come from the same rows.
-  per_seed = jax.jit(jax.vmap(transitions.sample, in_axes=(None, 0, None)), static_argnums=2)(
-      dataset, jax.random.split(jax.random.PRNGKey(1), 3), 64)
-  assert per_seed.observations.shape == (3, 64, 11)
-  assert not np.array_equal(per_seed.rewards[0], per_seed.rewards[1])
-  assert np.isin(np.asarray(per_seed.rewards), host.rewards).all()
-  # Closed over as numpy constants it works too.
-  constant = jax.jit(lambda key: transitions.sample(data.load(path, HOPPER), key, 8))
-  assert np.isin(np.asarray(constant(jax.random.PRNGKey(2)).rewards), host.rewards).all()
+  per_seed = jax.jit(jax.vmap(replay.sample, in_axes=(None, 0, None)), static_argnums=2)(
+      buffer, jax.random.split(jax.random.PRNGKey(1), 3), 64)
+  assert per_seed.observation.shape == (3, 64, 11)
+  assert not np.array_equal(per_seed.reward[0], per_seed.reward[1])
+  assert np.isin(np.asarray(per_seed.reward), host.rewards).all()

@@ -10,6 +10,7 @@ import pytest
 from scipy.special import logsumexp
 
 from numpy_reference import np_actor, np_ensemble, np_sample, np_value
+from wsrl_mjx import replay
 from wsrl_mjx.agents import cql, iql, sac
 
 OBS, ACT, B, N = 5, 2, 8, 3
@@ -21,7 +22,7 @@ SAC_CONFIG = sac.SACConfig(observation_size=OBS, action_size=ACT, actor_hidden_s
 @pytest.fixture(scope="module")
 def batch():
   rng = np.random.default_rng(1)
-  return cql.OfflineTransition(
+  return replay.Transition(
       observation=jnp.asarray(rng.normal(size=(B, OBS)), jnp.float32),
       action=jnp.asarray(rng.uniform(-0.9, 0.9, size=(B, ACT)), jnp.float32),
       reward=jnp.asarray(rng.normal(size=(B,)), jnp.float32),

@@ -17,7 +17,7 @@ def settings_for(config, **per_seed_values):
 
 def pretrained_params(programs, num_seeds, seed=123):
   keys = jax.random.split(jax.random.PRNGKey(seed), num_seeds)
-  return jax.jit(jax.vmap(programs.online.agent.init_params))(keys)
+  return jax.jit(jax.vmap(programs.loop.agent.init_params))(keys)
 
 
 def seed_slice(tree, i):
@@ -50,7 +50,7 @@ def test_warmup_collects_with_the_pretrained_policy_and_trains_nothing(tiny_prog
   np.testing.assert_array_equal(state.buffer.size, [chunk, chunk])
 
   # Every stored action is the pretrained actor's sample with the loop's key for that step.
-  agent = programs.online.agent
+  agent = programs.loop.agent
   for seed in range(config.num_seeds):
     key = before.key[seed]
     actor = seed_slice(pretrained.actor, seed)

@@ -14,7 +14,7 @@ from flax import serialization
 import envs
 from conftest import (ROOT, TINY_PRETRAIN_OVERRIDES, as_flags, tiny_command_line_overrides,
                       tiny_config, tiny_pretrain_config)
-from wsrl_mjx import checkpoint, data, finetune, per_seed, pretrain
+from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, pretrain
 
 
 def test_collector_writes_d4rl_files_the_loader_reads_back(random_hopper_dataset):
@@ -70,8 +70,8 @@ def test_cql_pretraining_writes_records_and_a_wsrl_shaped_checkpoint(cql_run):
   description = json.loads((workdir / "checkpoints/100/description/metadata").read_text())
   assert description["kind"] == "wsrl-mjx pretrain" and description["algo"] == "cql"
   assert description["step_unit"] == "gradient_step" and description["step"] == 100
-  expected = finetune.agent_description(
-      finetune.agent_config(tiny_config(), envs.spec("hopper-medium-v2")))
+  expected = configs.agent_description(
+      configs.sac_config(tiny_config(), envs.spec("hopper-medium-v2")))
   for field in checkpoint.AGENT_SHAPE_FIELDS:
     assert description["agent"][field] == expected[field], field
   assert len(last["normalized_scores"]) == 2
@@ -128,7 +128,7 @@ def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_hopper_dataset, t
 
 def test_unknown_algo_is_refused():
   with pytest.raises(ValueError, match=r"config.algo='sac'; choose one of calql, cql, iql"):
-    pretrain.make_learner(tiny_pretrain_config("x.hdf5", algo="sac"),
+    configs.make_learner(tiny_pretrain_config("x.hdf5", algo="sac"),
                           envs.spec("hopper-medium-v2"))
 
 

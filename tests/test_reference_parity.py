@@ -47,7 +47,7 @@ from envs import antmaze
 from launch.configs import finetune as finetune_config
 from launch.configs import pretrain as pretrain_config
 from numpy_reference import np_actor, np_ensemble, np_sample
-from wsrl_mjx import checkpoint, collect, data, finetune, per_seed, pretrain, replay
+from wsrl_mjx import checkpoint, collect, configs, data, finetune, per_seed, replay
 from wsrl_mjx.agents import cql, sac
 from wsrl_mjx.data import adroit, d4rl, transitions
 
@@ -388,7 +388,7 @@ ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 def agent_batch(seed=0, size=4 * AGENT_B):
   rng = np.random.default_rng(seed)
-  return cql.OfflineTransition(
+  return replay.Transition(
       observation=jnp.asarray(rng.normal(size=(size, AGENT_OBS)), jnp.float32),
       action=jnp.asarray(rng.uniform(-0.9, 0.9, size=(size, AGENT_ACT)), jnp.float32),
       reward=jnp.asarray(rng.normal(size=(size,)), jnp.float32),
@@ -481,7 +481,7 @@ def test_antmaze_fine_tuning_backs_up_the_best_of_ten_next_actions():
   for env_name, expected in (("antmaze-large-diverse-v2", 10), ("hopper-medium-v2", 1),
                              ("door-binary-v0", 1)):
     config = finetune_config.get_config(env_name)
-    assert finetune.agent_config(config, envs.spec(env_name)).num_next_actions == expected
+    assert configs.sac_config(config, envs.spec(env_name)).num_next_actions == expected
 
   agent = sac.SAC(dataclasses.replace(AGENT_CONFIG, num_next_actions=10))
   params = agent.init_params(jax.random.PRNGKey(2))
@@ -551,7 +551,7 @@ def test_fine_tuning_continues_the_pretrained_adam_states(cql_run, tiny_programs
                                [config[f"{name}_learning_rate"]] * 2, rtol=1e-7)
 
   # The first fine-tuning update continues the moments: the temperature by hand.
-  agent = programs.online.agent
+  agent = programs.loop.agent
   seed0 = jax.tree.map(lambda x: x[0], state.agent)
   m, v, t = scalar_adam_state(seed0.temperature_opt_state)
   raw = float(seed0.params.temperature)
@@ -597,7 +597,7 @@ def test_pretraining_uses_the_max_target_backup_for_every_family():
   for env_name in ("hopper-medium-v2", "pen-binary-v0", "antmaze-umaze-v2"):
     config = pretrain_config.get_config(env_name)
     assert config.cql_max_target_backup and not config.cql_penalty_on_all_critics
-    learner, _ = pretrain.make_learner(config, envs.spec(env_name))
+    learner, _ = configs.make_learner(config, envs.spec(env_name))
     assert learner.sac.config.num_next_actions == config.cql_num_sampled_actions == 10
 
 

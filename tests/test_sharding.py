@@ -25,7 +25,7 @@ SCRIPT = textwrap.dedent("""
     # Placement does not change the numbers: seed 3 equals an init of its key alone.
     params = jax.tree.map(np.asarray, state.agent.params)
     key = finetune.seed_keys(config)[3]
-    alone = jax.jit(programs.online.init)(key, jax.tree.map(lambda x: x[3], settings), None)
+    alone = jax.jit(programs.loop.init)(key, jax.tree.map(lambda x: x[3], settings), None)
     jax.tree.map(lambda a, b: np.testing.assert_array_equal(a[3], b), params,
                  jax.tree.map(np.asarray, alone.agent.params))
     try:

@@ -9,6 +9,8 @@ import flax.struct
 import jax
 import jax.numpy as jnp
 
+from envs import episodes
+
 
 @flax.struct.dataclass
 class EpisodeResults:
@@ -29,18 +31,18 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
 
   def episode(episode_key):
     def body(carry, _):
-      env_state, episode_return, success, alive = carry
-      action = jnp.clip(act(actor_params, env_state.obs), -action_clip, action_clip)
-      env_state = env.step(env_state, action)
+      current, episode_return, success, alive = carry
+      action = jnp.clip(act(actor_params, current.state.obs), -action_clip, action_clip)
+      current, result = episodes.step(env, current, action, episode_length)   # no reset
       # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
-      episode_return = episode_return + jnp.where(alive, env_state.reward, 0.0)
-      reached = env_state.metrics.get("success", jnp.zeros((), jnp.float32)) > 0
+      episode_return = episode_return + jnp.where(alive, result.state.reward, 0.0)
+      reached = result.state.metrics.get("success", jnp.zeros((), jnp.float32)) > 0
       success = success | (alive & reached)
-      alive = alive & (env_state.done == 0)
-      return (env_state, episode_return, success, alive), None
+      alive = alive & ~result.done
+      return (current, episode_return, success, alive), None
 
-    carry = (env.reset(episode_key), jnp.zeros((), jnp.float32), jnp.zeros((), bool),
-             jnp.ones((), bool))
+    carry = (episodes.start(env, episode_key), jnp.zeros((), jnp.float32),
+             jnp.zeros((), bool), jnp.ones((), bool))
     (_, episode_return, success, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
     return EpisodeResults(returns=episode_return, successes=success)
 

@@ -15,10 +15,9 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
-from jax.sharding import NamedSharding
 
 import envs
-from wsrl_mjx import checkpoint, host_loop, networks, online, per_seed, replay
+from wsrl_mjx import checkpoint, configs, host_loop, online, per_seed, replay
 from wsrl_mjx.agents import sac
 from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401 (re-exported)
 
@@ -26,59 +25,6 @@ from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401
 _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_capacity",
                   "num_critics", "num_target_critics", "actor_hidden_sizes", "critic_hidden_sizes",
                   "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained")
-
-
-def agent_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
-  if config.batch_size % config.utd:
-    raise ValueError(f"config.batch_size ({config.batch_size}) must split into config.utd "
-                     f"({config.utd}) equal critic minibatches.")
-  if not 1 <= config.num_target_critics <= config.num_critics:
-    raise ValueError(f"config.num_target_critics ({config.num_target_critics}) must be between "
-                     f"1 and config.num_critics ({config.num_critics}).")
-  if config.matmul_precision not in networks.PRECISIONS:
-    raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
-                     f"{', '.join(networks.PRECISIONS)}.")
-  if config.temperature_entropy not in sac.TEMPERATURE_ENTROPY:
-    raise ValueError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one of "
-                     f"{', '.join(sac.TEMPERATURE_ENTROPY)}.")
-  if config.num_next_actions < 1:
-    raise ValueError(f"config.num_next_actions ({config.num_next_actions}) must be at least 1 "
-                     "(1: no max-target backup).")
-  return sac.SACConfig(
-      observation_size=env_spec.observation_size, action_size=env_spec.action_size,
-      actor_hidden_sizes=tuple(config.actor_hidden_sizes),
-      critic_hidden_sizes=tuple(config.critic_hidden_sizes),
-      state_dependent_std=config.state_dependent_std, layer_norm=config.layer_norm,
-      num_critics=config.num_critics, num_target_critics=config.num_target_critics,
-      utd=config.utd, minibatch_size=config.batch_size // config.utd,
-      discount=config.discount, tau=config.tau, backup_entropy=config.backup_entropy,
-      target_entropy=config.target_entropy, initial_temperature=config.initial_temperature,
-      reward_scale=(env_spec.reward_scale if config.reward_scale is None
-                    else config.reward_scale),
-      reward_bias=env_spec.reward_bias if config.reward_bias is None else config.reward_bias,
-      matmul_precision=config.matmul_precision,
-      unroll_critic_steps=config.unroll_critic_steps,
-      num_next_actions=config.num_next_actions,
-      subsample_with_replacement=config.subsample_with_replacement,
-      step_all_optimizers=config.step_all_optimizers,
-      temperature_entropy=config.temperature_entropy)
-
-
-def env_options(config, env_spec: envs.EnvSpec) -> dict[str, Any]:
-  """The keyword arguments `envs.make` takes from a launch config (both phases)."""
-  options = {k: config.get(k) or None for k in ("solver_iterations", "solver_ls_iterations")}
-  options = {k: v for k, v in options.items() if v is not None}
-  if env_spec.family == "antmaze":
-    options["goal_offset"] = config.goal_offset
-  return options
-
-
-def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
-  """The `agent` block of a checkpoint description (see checkpoint.AGENT_SHAPE_FIELDS)."""
-  fields = dataclasses.asdict(agent_config)
-  for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
-    fields[name] = list(fields[name])
-  return dict(fields, policy="tanh_gaussian")
 
 
 def replay_capacity(config) -> int:
@@ -90,21 +36,7 @@ def check_schedule(config) -> None:
   host_loop.check_schedule(config, "online_steps")
 
 
-
-
-
-@dataclasses.dataclass
-class Programs:
-  """The jitted, seed-vmapped functions of one run (compiled on first use).
-
-  Every array they return has its seed axis laid over `sharding`, so that a freshly initialised
-  state and one restored from a checkpoint hit the same compiled `run`.
-  """
-  online: online.Online
-  sharding: NamedSharding
-  init: Any
-  run: Any
-  evaluate: Any
+Programs = host_loop.SeedPrograms   # `loop` is the `online.Online` of the run
 
 
 def build_programs(config, env, env_spec) -> Programs:
@@ -112,18 +44,12 @@ def build_programs(config, env, env_spec) -> Programs:
       replay_capacity=replay_capacity(config),
       episode_length=config.episode_length or env_spec.episode_length,
       eval_episodes=config.eval_episodes, action_clip=config.action_clip)
-  fused = online.make_online(env, env_spec, agent_config(config, env_spec), loop)
+  fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop)
 
   def evaluate(actor_params, eval_key, env_step):
     return fused.evaluate(actor_params, jax.random.fold_in(eval_key, env_step))
 
-  sharding = seed_sharding(config.num_seeds)
-  return Programs(
-      online=fused, sharding=sharding,
-      init=jax.jit(jax.vmap(fused.init), out_shardings=sharding),
-      run=jax.jit(jax.vmap(fused.run, in_axes=(0, None)), static_argnums=1, donate_argnums=0,
-                  out_shardings=sharding),
-      evaluate=jax.jit(jax.vmap(evaluate), out_shardings=sharding))
+  return host_loop.compile_seed_programs(fused, config.num_seeds, evaluate=evaluate)
 
 
 def load_pretrained(config, programs: Programs, env_spec):
@@ -132,8 +58,8 @@ def load_pretrained(config, programs: Programs, env_spec):
   The Adam states are None where the checkpoint has none (format 1, before they were saved) or
   `config.init_optimizer` is false everywhere; a warning says so in the first case.
   """
-  agent = programs.online.agent
-  expected = dict(agent_description(agent.config), env_name=env_spec.name)
+  agent = programs.loop.agent
+  expected = dict(configs.agent_description(agent.config), env_name=env_spec.name)
 
   def abstract_params_for(num_seeds):
     keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
@@ -172,7 +98,7 @@ def run_description(config, env_spec, agent_config: sac.SACConfig, seed_override
       "kind": "wsrl-mjx finetune",
       "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
       "num_seeds": config.num_seeds,
-      "agent": agent_description(agent_config),
+      "agent": configs.agent_description(agent_config),
       "per_seed": seed_overrides,
       "config": config.to_dict(),
   }
@@ -208,7 +134,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   """
   workdir = pathlib.Path(workdir)
   check_schedule(config)
-  env, env_spec = envs.make(config.env_name, **env_options(config, envs.spec(config.env_name)))
+  env, env_spec = envs.make(config.env_name, **configs.env_options(config, envs.spec(config.env_name)))
   programs = programs or build_programs(config, env, env_spec)
   settings, seed_overrides = per_seed.seed_settings(config)
   num_devices = programs.sharding.mesh.size
@@ -229,9 +155,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
 
   def abstract_state():
     # The state's structure does not depend on where the agent came from.
-    abstract = jax.eval_shape(programs.init, keys, settings, None, None)
-    return jax.tree.map(
-        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=programs.sharding), abstract)
+    return programs.abstract_state(keys, settings, None, None)
 
   def run(state):
     state, stats = programs.run(state, config.steps_per_chunk)
@@ -241,7 +165,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       unit="env_step", total_steps=config.online_steps, steps_per_chunk=config.steps_per_chunk,
       eval_interval=config.eval_interval, checkpoint_interval=config.checkpoint_interval,
       keep_checkpoints=config.keep_checkpoints, num_seeds=config.num_seeds, env_spec=env_spec,
-      description=run_description(config, env_spec, programs.online.agent.config,
+      description=run_description(config, env_spec, programs.loop.agent.config,
                                   seed_overrides),
       init=init, abstract_state=abstract_state, run=run,
       evaluate=lambda state: programs.evaluate(state.agent.params.actor, state.eval_key,

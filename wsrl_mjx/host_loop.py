@@ -68,6 +68,45 @@ def seed_keys(config) -> jax.Array:
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(config.num_seeds))
 
 
+@dataclasses.dataclass
+class SeedPrograms:
+  """A loop's pure per-seed functions, jitted and vmapped over seeds (compiled on first use).
+
+  `loop` has `init(key, ...)`, `run(state, *shared, num_steps)` and `evaluate(...)` for one
+  seed (`online.Online`, `offline.Offline`). Every array the programs return has its seed axis
+  laid over `sharding`, so a freshly initialised state and one restored from a checkpoint hit
+  the same compiled `run`.
+  """
+  loop: Any
+  sharding: NamedSharding
+  init: Any
+  run: Any
+  evaluate: Any
+
+  def abstract_state(self, *init_args):
+    """Shape, dtype and sharding of the state `init(*init_args)` makes: a restore target."""
+    abstract = jax.eval_shape(self.init, *init_args)
+    return jax.tree.map(
+        lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), abstract)
+
+
+def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
+                          evaluate: Callable | None = None) -> SeedPrograms:
+  """`jit(vmap(...))` of `loop.init`, `loop.run` and `evaluate` (default `loop.evaluate`).
+
+  `run(state, *shared, num_steps)` takes `num_shared_run_args` arguments that every seed shares
+  (the offline dataset) and a static `num_steps`; its state argument is donated.
+  """
+  sharding = seed_sharding(num_seeds)
+  static = 1 + num_shared_run_args
+  return SeedPrograms(
+      loop=loop, sharding=sharding,
+      init=jax.jit(jax.vmap(loop.init), out_shardings=sharding),
+      run=jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static), static_argnums=static,
+                  donate_argnums=0, out_shardings=sharding),
+      evaluate=jax.jit(jax.vmap(evaluate or loop.evaluate), out_shardings=sharding))
+
+
 def check_schedule(config, total_field: str) -> None:
   chunk = config.steps_per_chunk
   for name in (total_field, "eval_interval", "checkpoint_interval"):

@@ -1,8 +1,8 @@
 """The fused offline (pretraining) loop for one seed, written to be `jit(vmap(...))`-ed over seeds.
 
 Like the online loop: `init(key)`, `run(state, dataset, num_steps)` (a `lax.scan` of sample +
-update, the dataset shared by all seeds and resident on the device) and `evaluate` in the MJX
-env. The learner is any of `agents.cql.CQL` (CQL and Cal-QL) or `agents.iql.IQL`; what it needs
+update; the dataset is a full replay buffer, shared by all seeds and resident on the device,
+sampled as the online loop samples its own) and `evaluate` in the MJX env. The learner is any of `agents.cql.CQL` (CQL and Cal-QL) or `agents.iql.IQL`; what it needs
 to provide is `init`, `update`, `deterministic_action`, `actor_params` and `handoff_params`.
 """
 
@@ -16,9 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs import MjxEnv
-from wsrl_mjx import evaluation
-from wsrl_mjx.agents.cql import OfflineTransition
-from wsrl_mjx.data import OfflineDataset, sample
+from wsrl_mjx import evaluation, replay
 
 
 @struct.dataclass
@@ -37,12 +35,6 @@ class OfflineChunkStats:
   actor_loss_sum: jax.Array
 
 
-def as_transitions(batch: OfflineDataset) -> OfflineTransition:
-  return OfflineTransition(observation=batch.observations, action=batch.actions,
-                           reward=batch.rewards, next_observation=batch.next_observations,
-                           terminal=batch.terminals, mc_return=batch.mc_returns)
-
-
 @dataclasses.dataclass(frozen=True)
 class Offline:
   env: MjxEnv
@@ -57,13 +49,13 @@ class Offline:
     return OfflineState(learner=self.learner.init(learner_key), key=key, eval_key=eval_key,
                         step=jnp.zeros((), jnp.int32), diverged_at=jnp.full((), -1, jnp.int32))
 
-  def run(self, state: OfflineState, dataset: OfflineDataset, num_steps: int):
+  def run(self, state: OfflineState, dataset: replay.ReplayBuffer, num_steps: int):
     """`num_steps` (static) gradient steps -> (state, OfflineChunkStats)."""
 
     def body(carry, _):
       state, stats = carry
       key, sample_key, update_key = jax.random.split(state.key, 3)
-      batch = as_transitions(sample(dataset, sample_key, self.batch_size))
+      batch = replay.sample(dataset, sample_key, self.batch_size)
       learner, metrics = self.learner.update(state.learner, batch, update_key)
       accepted = metrics["finite"] & (state.diverged_at < 0)
       step = state.step + 1

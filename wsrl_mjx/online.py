@@ -26,7 +26,7 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
-from envs import EnvSpec, MjxEnv
+from envs import EnvSpec, MjxEnv, episodes
 from wsrl_mjx import evaluation, replay
 from wsrl_mjx.agents import sac
 
@@ -148,17 +148,17 @@ class Online:
     params = state.agent.params
     observation = state.env_state.obs
     action = self._clip(self.agent.sample_action(params.actor, observation, action_key))
-    next_env_state = self.env.step(state.env_state, action)
-    terminal = next_env_state.done
+    following, result = episodes.step(
+        self.env, episodes.Episode(state=state.env_state, length=state.episode.length), action,
+        self.loop.episode_length, reset_key)
     buffer = replay.insert(state.buffer, replay.Transition(
-        observation=observation, action=action, reward=next_env_state.reward,
-        next_observation=next_env_state.obs, terminal=terminal))
+        observation=observation, action=action, reward=result.state.reward,
+        next_observation=result.state.obs, terminal=result.terminal.astype(jnp.float32)))
 
-    length = state.episode.length + 1
-    episode_return = state.episode.episode_return + next_env_state.reward
-    done = (terminal > 0) | (length >= self.loop.episode_length)
-    env_state = _where(done, self.env.reset(reset_key), next_env_state)
-    episode = EpisodeTracker(length=jnp.where(done, 0, length),
+    done = result.done
+    episode_return = state.episode.episode_return + result.state.reward
+    env_state = following.state
+    episode = EpisodeTracker(length=following.length,
                              episode_return=jnp.where(done, 0.0, episode_return))
     env_step = state.env_step + 1
 

@@ -1,9 +1,11 @@
-"""The online replay buffer: a fixed-capacity ring of transitions that lives on the device.
+"""The transition both phases learn from, and the replay buffer that holds them on the device.
 
-A buffer is a pytree, so the training loop carries it through `lax.scan` and `vmap` adds the seed
-axis; inserting writes one row in place (`dynamic_update_slice`, no copy of the buffer when the
-caller donates it) and sampling draws uniformly among the rows written so far. WSRL fine-tunes
-without the offline data, so the buffer starts empty and holds online experience only.
+A buffer is a fixed-capacity ring and a pytree, so the training loop carries it through
+`lax.scan` and `vmap` adds the seed axis; inserting writes one row in place
+(`dynamic_update_slice`, no copy of the buffer when the caller donates it) and sampling draws
+uniformly among the rows written so far. Online, WSRL fine-tunes without the offline data, so the
+buffer starts empty and holds online experience only; offline, the dataset is a full buffer
+(`full`), sampled the same way.
 """
 
 from __future__ import annotations
@@ -22,6 +24,9 @@ class Transition:
   reward: jax.Array            # [...]  the env's reward, before the family's scale and bias
   next_observation: jax.Array  # [..., obs]
   terminal: jax.Array          # [...]  1.0 at true terminations; timeouts are not terminal
+  # [...] the discounted return-to-go of the transformed reward, Cal-QL's lower bound: offline
+  # data has it (wsrl_mjx.data); online transitions do not (None, no column in the buffer).
+  mc_return: jax.Array | None = None
 
 
 @struct.dataclass
@@ -42,6 +47,13 @@ def create(capacity: int, observation_size: int, action_size: int) -> ReplayBuff
                     reward=zeros(), next_observation=zeros(observation_size), terminal=zeros())
   return ReplayBuffer(data=data, insert_position=jnp.zeros((), jnp.int32),
                       size=jnp.zeros((), jnp.int32))
+
+
+def full(transitions: Transition) -> ReplayBuffer:
+  """A buffer holding exactly `transitions` (every leaf [rows, ...]): the offline dataset."""
+  rows = transitions.reward.shape[0]
+  return ReplayBuffer(data=transitions, insert_position=jnp.zeros((), jnp.int32),
+                      size=jnp.asarray(rows, jnp.int32))
 
 
 def insert(buffer: ReplayBuffer, transition: Transition) -> ReplayBuffer:

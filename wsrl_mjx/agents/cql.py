@@ -36,11 +36,6 @@ from wsrl_mjx.agents import sac
 from wsrl_mjx.replay import Transition
 
 
-@struct.dataclass
-class OfflineTransition(Transition):
-  mc_return: jax.Array         # [...] discounted return-to-go of the transformed reward
-
-
 @dataclasses.dataclass(frozen=True)
 class CQLConfig:
   sac: sac.SACConfig           # networks, discount, tau, ensemble, reward transform
@@ -105,7 +100,7 @@ class CQL:
       return jax.nn.softplus(state.raw_alpha)
     return jnp.asarray(self.config.alpha, jnp.float32)
 
-  def penalty_gap(self, critic_params, actor_params, batch: OfflineTransition, q_data, key):
+  def penalty_gap(self, critic_params, actor_params, batch: Transition, q_data, key):
     """Per critic and state: soft maximum over sampled actions minus the data action's value.
 
     -> [critics, B]. `q_data` [critics, B] are the critics' values of the dataset actions.
@@ -148,7 +143,7 @@ class CQL:
     soft_max = jax.scipy.special.logsumexp(q_sampled / temperature, axis=-1) * temperature
     return soft_max - q_data
 
-  def update(self, state: CQLState, batch: OfflineTransition, key: jax.Array):
+  def update(self, state: CQLState, batch: Transition, key: jax.Array):
     """One critic step (TD + penalty), one actor/temperature step, one alpha step."""
     critic_key, actor_key = jax.random.split(key)
     alpha = self.alpha(state)

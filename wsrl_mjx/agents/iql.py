@@ -21,7 +21,7 @@ import optax
 from flax import struct
 
 from wsrl_mjx import networks
-from wsrl_mjx.agents.cql import OfflineTransition
+from wsrl_mjx.replay import Transition
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,20 +110,20 @@ class IQL:
 
   # --- losses -----------------------------------------------------------------------------------
 
-  def value_loss(self, value_params, params: IQLParams, batch: OfflineTransition):
+  def value_loss(self, value_params, params: IQLParams, batch: Transition):
     q = networks.apply_ensemble(self.critic, params.target_critic, batch.observation,
                                 batch.action).min(axis=0)
     v = self.value.apply(value_params, batch.observation)
     return jnp.mean(expectile_loss(q - v, self.config.expectile))
 
-  def critic_loss(self, critic_params, params: IQLParams, batch: OfflineTransition):
+  def critic_loss(self, critic_params, params: IQLParams, batch: Transition):
     reward = batch.reward * self.config.reward_scale + self.config.reward_bias
     next_v = self.value.apply(params.value, batch.next_observation)
     target = reward + self.config.discount * (1.0 - batch.terminal) * next_v
     q = networks.apply_ensemble(self.critic, critic_params, batch.observation, batch.action)
     return jnp.mean(jnp.square(q - target[None]))
 
-  def actor_loss(self, actor_params, params: IQLParams, batch: OfflineTransition, key):
+  def actor_loss(self, actor_params, params: IQLParams, batch: Transition, key):
     q = networks.apply_ensemble(self.critic, params.target_critic, batch.observation,
                                 batch.action).min(axis=0)
     advantage = q - self.value.apply(params.value, batch.observation)
@@ -134,7 +134,7 @@ class IQL:
 
   # --- update -----------------------------------------------------------------------------------
 
-  def update(self, state: IQLState, batch: OfflineTransition, key: jax.Array):
+  def update(self, state: IQLState, batch: Transition, key: jax.Array):
     params = state.params
 
     def step(loss_fn, own_params, opt_state, *args):

@@ -4,17 +4,18 @@ Q-learning transitions with Cal-QL's Monte-Carlo returns out.
 `load(path_or_name, env_spec)` is the entry point: it finds the file (a path, a D4RL dataset name
 looked up in D4RL's cache, or a local Minari dataset id), reads it, checks it against the
 environment (`validation.check`, errors name the file and the field) and pairs its steps into an
-`OfflineDataset`; `to_device` and `sample` feed the learner.
+`OfflineDataset`; `to_replay_buffer` feeds it to the learner.
 
 | module | what it is |
 | --- | --- |
 | `d4rl` | D4RL's HDF5 files: reader, writer in D4RL's layout and dtypes, the cache path |
 | `adroit` | the Adroit binary `.npy` trajectory pickles WSRL/Cal-QL use: reader, writer |
 | `minari` | Minari's on-disk HDF5 episodes: reader, writer |
-| `transitions` | `Trajectories` (steps as recorded) -> `OfflineDataset`; MC returns; sampling |
+| `transitions` | `Trajectories` (steps as recorded) -> `OfflineDataset`; MC returns; the device buffer |
 | `validation` | `DatasetError` and the checks against an `EnvSpec` |
 
-Not here: the online replay buffer (`wsrl_mjx.replay`); WSRL fine-tunes without this data.
+Not here: the replay buffer itself (`wsrl_mjx.replay`, both phases'); WSRL fine-tunes without
+this data.
 """
 
 from __future__ import annotations
@@ -27,13 +28,13 @@ import envs
 from envs import EnvSpec
 from wsrl_mjx.data import adroit, d4rl, minari, transitions, validation
 from wsrl_mjx.data.transitions import (OfflineDataset, Trajectories, concatenate,
-                                       monte_carlo_returns, pair_steps, sample, to_device,
-                                       to_offline_dataset, unflagged_jumps)
+                                       monte_carlo_returns, pair_steps, to_offline_dataset,
+                                       to_replay_buffer, unflagged_jumps)
 from wsrl_mjx.data.validation import DatasetError, check
 
 __all__ = ["DatasetError", "OfflineDataset", "Trajectories", "adroit", "check", "concatenate",
            "d4rl", "load", "minari", "monte_carlo_returns", "pair_steps", "read", "resolve",
-           "sample", "to_device", "to_offline_dataset", "transitions", "unflagged_jumps",
+           "to_offline_dataset", "to_replay_buffer", "transitions", "unflagged_jumps",
            "validation"]
 
 _FILE_SUFFIXES = (".hdf5", ".h5", ".npy")
@@ -91,7 +92,7 @@ def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec
   at fault, and no trajectory runs across files. The reward transform, the sparse value and
   `split_at_jumps` (False: trajectories end only at terminals, timeouts and file ends, as in the
   WSRL reference; unflagged jumps are logged): see `transitions.to_offline_dataset`. Arrays
-  stay numpy: `to_device` next.
+  stay numpy: `to_replay_buffer` next.
   """
   if isinstance(path_or_name, os.PathLike):
     sources = [path_or_name]

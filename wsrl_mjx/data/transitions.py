@@ -6,8 +6,9 @@ Two representations:
   episodes (D4RL's layout: `terminals`, `timeouts`, optionally `next_observations`). Every reader
   (`d4rl`, `adroit`, `minari`) produces one, so everything below is written once.
 - `OfflineDataset`: the Q-learning view, one row per usable transition (s, a, r, s', terminal) and
-  the Monte-Carlo return-to-go Cal-QL lower-bounds its Q-values with. It is a pytree: `to_device`
-  moves it to the accelerator and `sample` draws minibatches inside jit/vmap.
+  the Monte-Carlo return-to-go Cal-QL lower-bounds its Q-values with (host numpy, D4RL's
+  plural names). `to_replay_buffer` puts it on the accelerator as a full `replay.ReplayBuffer`
+  of the `replay.Transition`s both phases learn from, which `replay.sample` draws from.
 
 Conventions (D4RL's and the WSRL reference's): rewards are stored raw, the learner applies the
 family's scale and bias in its loss; only true terminations are terminal, a timeout cuts the
@@ -50,7 +51,9 @@ import numpy as np
 from absl import logging
 from flax import struct
 
+from wsrl_mjx import replay
 from wsrl_mjx.data.validation import DatasetError
+from wsrl_mjx.replay import ReplayBuffer, Transition
 
 # An unflagged jump: |obs[i + 1] - next_obs[i]|_2 above this many machine epsilons of the values'
 # magnitude plus this fraction of the observations' mean length (module docstring).
@@ -86,7 +89,7 @@ class Trajectories:
 class OfflineDataset:
   """Q-learning transitions; every leaf has the same leading axis (rows, or a batch).
 
-  Leaves are numpy arrays as loaded and device arrays after `to_device`.
+  Leaves are numpy arrays (`to_replay_buffer` puts them on the device).
   """
   observations: jax.Array       # [N, obs] float32
   actions: jax.Array            # [N, act] float32, clipped to the dataset's clip value
@@ -264,7 +267,7 @@ def to_offline_dataset(trajectories: Trajectories, *, reward_scale: float, rewar
                        discount: float = 0.99, clip_action: float | None = 0.99999,
                        negative_sparse_reward: float | None = None,
                        split_at_jumps: bool = False) -> OfflineDataset:
-  """The Q-learning transitions of `trajectories` (numpy arrays; `to_device` moves them).
+  """The Q-learning transitions of `trajectories` (numpy arrays; `to_replay_buffer` moves them).
 
   `negative_sparse_reward` is in the env's own units (adroit binary -1, antmaze 0), before scale
   and bias; None for dense-reward families. `clip_action` keeps dataset actions inside the
@@ -295,15 +298,11 @@ def to_offline_dataset(trajectories: Trajectories, *, reward_scale: float, rewar
       mc_returns=mc_returns)
 
 
-def to_device(dataset: OfflineDataset, device: jax.Device | None = None) -> OfflineDataset:
-  """The same dataset with every column a device array."""
-  return jax.tree.map(lambda column: jax.device_put(column, device), dataset)
-
-
-def sample(dataset: OfflineDataset, key: jax.Array, batch_size: int) -> OfflineDataset:
-  """`batch_size` transitions drawn uniformly with replacement: every leaf gets [batch, ...].
-
-  Pure, so it runs inside jit and vmap (`batch_size` must be static there).
-  """
-  rows = jax.random.randint(key, (batch_size,), 0, dataset.size)
-  return jax.tree.map(lambda column: jnp.take(column, rows, axis=0), dataset)
+def to_replay_buffer(dataset: OfflineDataset) -> ReplayBuffer:
+  """The dataset as a full replay buffer of `Transition`s (device arrays), which the offline
+  loop samples as the online loop samples its own (`replay.sample`)."""
+  return replay.full(Transition(
+      observation=jnp.asarray(dataset.observations), action=jnp.asarray(dataset.actions),
+      reward=jnp.asarray(dataset.rewards),
+      next_observation=jnp.asarray(dataset.next_observations),
+      terminal=jnp.asarray(dataset.terminals), mc_return=jnp.asarray(dataset.mc_returns)))

@@ -1,0 +1,61 @@
+"""One env step inside an episode with a time limit, and the start of the next episode.
+
+The online loop, the data collector and evaluation all step episodes the same way: the env's own
+`done` is a true termination (it stops bootstrapping), reaching `episode_length` steps is a
+timeout (it does not), and after either the loop starts a fresh episode (or, in evaluation,
+stops counting). `step` is that rule, written once. Pure, so it runs inside `lax.scan` and
+`vmap`.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+from flax import struct
+
+from envs.mjx_env import MjxEnv, State
+
+
+@struct.dataclass
+class Episode:
+  """Where an episode stands: the env's state and the steps taken in it."""
+  state: State
+  length: jax.Array          # int32, steps taken in this episode
+
+
+@struct.dataclass
+class Step:
+  """What one step did. `state` is the state the action led to, before any reset: its `obs` is
+  the transition's next observation, `reward` and `metrics` the step's."""
+  state: State
+  terminal: jax.Array        # bool: the env ended the episode (a true termination)
+  timeout: jax.Array         # bool: the time limit ended it, and the env did not
+
+  @property
+  def done(self) -> jax.Array:
+    """The episode is over, either way."""
+    return self.terminal | self.timeout
+
+
+def start(env: MjxEnv, key: jax.Array) -> Episode:
+  return Episode(state=env.reset(key), length=jnp.zeros((), jnp.int32))
+
+
+def step(env: MjxEnv, episode: Episode, action: jax.Array, episode_length: int,
+         reset_key: jax.Array | None = None) -> tuple[Episode, Step]:
+  """`action` in `episode` -> (the episode to continue, what the step did).
+
+  With `reset_key`, an episode that ended is replaced by a fresh one from `env.reset(reset_key)`
+  (the reset is computed every step and selected, as branches cost the same under `vmap`);
+  without, the finished episode is returned as it is and the caller stops counting it.
+  """
+  next_state = env.step(episode.state, action)
+  length = episode.length + 1
+  terminal = next_state.done > 0
+  timeout = (length >= episode_length) & ~terminal
+  result = Step(state=next_state, terminal=terminal, timeout=timeout)
+  following = Episode(state=next_state, length=length)
+  if reset_key is not None:
+    fresh = start(env, reset_key)
+    following = jax.tree.map(lambda a, b: jnp.where(result.done, a, b), fresh, following)
+  return following, result

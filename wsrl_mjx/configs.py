@@ -1,0 +1,111 @@
+"""Launch configs (ml_collections, `launch/configs/`) turned into the library's settings, for
+both phases: the SAC block fine-tuning and CQL pretraining share, the offline learners, the
+checkpoint's `agent` description and the env's construction options. Offline and online host
+modules both build their agents here, so a pretrained checkpoint has the shapes fine-tuning
+expects by construction.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+import envs
+from wsrl_mjx import networks
+from wsrl_mjx.agents import cql, iql, sac
+
+ALGOS = ("calql", "cql", "iql")   # the offline learners `make_learner` builds
+
+
+def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
+  """The SAC settings of a launch config (the block `families.add_agent_fields` writes, plus
+  `utd`, `batch_size`, `num_next_actions` and `step_all_optimizers`). Raises ValueError naming
+  the field for a value that cannot work."""
+  if config.batch_size % config.utd:
+    raise ValueError(f"config.batch_size ({config.batch_size}) must split into config.utd "
+                     f"({config.utd}) equal critic minibatches.")
+  if not 1 <= config.num_target_critics <= config.num_critics:
+    raise ValueError(f"config.num_target_critics ({config.num_target_critics}) must be between "
+                     f"1 and config.num_critics ({config.num_critics}).")
+  if config.matmul_precision not in networks.PRECISIONS:
+    raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
+                     f"{', '.join(networks.PRECISIONS)}.")
+  if config.temperature_entropy not in sac.TEMPERATURE_ENTROPY:
+    raise ValueError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one of "
+                     f"{', '.join(sac.TEMPERATURE_ENTROPY)}.")
+  if config.num_next_actions < 1:
+    raise ValueError(f"config.num_next_actions ({config.num_next_actions}) must be at least 1 "
+                     "(1: no max-target backup).")
+  return sac.SACConfig(
+      observation_size=env_spec.observation_size, action_size=env_spec.action_size,
+      actor_hidden_sizes=tuple(config.actor_hidden_sizes),
+      critic_hidden_sizes=tuple(config.critic_hidden_sizes),
+      state_dependent_std=config.state_dependent_std, layer_norm=config.layer_norm,
+      num_critics=config.num_critics, num_target_critics=config.num_target_critics,
+      utd=config.utd, minibatch_size=config.batch_size // config.utd,
+      discount=config.discount, tau=config.tau, backup_entropy=config.backup_entropy,
+      target_entropy=config.target_entropy, initial_temperature=config.initial_temperature,
+      reward_scale=(env_spec.reward_scale if config.reward_scale is None
+                    else config.reward_scale),
+      reward_bias=env_spec.reward_bias if config.reward_bias is None else config.reward_bias,
+      matmul_precision=config.matmul_precision,
+      unroll_critic_steps=config.unroll_critic_steps,
+      num_next_actions=config.num_next_actions,
+      subsample_with_replacement=config.subsample_with_replacement,
+      step_all_optimizers=config.step_all_optimizers,
+      temperature_entropy=config.temperature_entropy)
+
+
+def env_options(config, env_spec: envs.EnvSpec) -> dict[str, Any]:
+  """The keyword arguments `envs.make` takes from a launch config (both phases)."""
+  options = {k: config.get(k) or None for k in ("solver_iterations", "solver_ls_iterations")}
+  options = {k: v for k, v in options.items() if v is not None}
+  if env_spec.family == "antmaze":
+    options["goal_offset"] = config.goal_offset
+  return options
+
+
+def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
+  """The `agent` block of a checkpoint description (see checkpoint.AGENT_SHAPE_FIELDS)."""
+  fields = dataclasses.asdict(agent_config)
+  for name in ("actor_hidden_sizes", "critic_hidden_sizes"):
+    fields[name] = list(fields[name])
+  return dict(fields, policy="tanh_gaussian")
+
+
+def make_learner(config, env_spec: envs.EnvSpec):
+  """The learner `config.algo` names -> (learner, the `agent` block of its description)."""
+  if config.algo not in ALGOS:
+    raise ValueError(f"config.algo={config.algo!r}; choose one of {', '.join(ALGOS)}.")
+  if config.algo == "iql":
+    iql_config = iql.IQLConfig(
+        observation_size=env_spec.observation_size, action_size=env_spec.action_size,
+        hidden_sizes=tuple(config.iql_hidden_sizes), expectile=config.iql_expectile,
+        beta=config.iql_beta, actor_dropout=config.iql_actor_dropout,
+        discount=config.discount, tau=config.tau, learning_rate=config.iql_learning_rate,
+        reward_scale=env_spec.reward_scale, reward_bias=env_spec.reward_bias,
+        matmul_precision=config.matmul_precision)
+    agent = dict(dataclasses.asdict(iql_config), policy="gaussian", algo="iql",
+                 hidden_sizes=list(iql_config.hidden_sizes))
+    return iql.IQL(iql_config), agent
+  finetune_like = config.copy_and_resolve_references()
+  with finetune_like.unlocked():
+    # One critic step per update; the max-target backup is CQL's (cql_max_target_backup); no
+    # UTD calls, so no momentum-only steps (the reference trains every network in each call).
+    finetune_like.utd = 1
+    finetune_like.num_next_actions = (config.cql_num_sampled_actions
+                                      if config.cql_max_target_backup else 1)
+    finetune_like.step_all_optimizers = False
+  sac_settings = sac_config(finetune_like, env_spec)
+  cql_config = cql.CQLConfig(
+      sac=sac_settings, calql=config.algo == "calql",
+      num_sampled_actions=config.cql_num_sampled_actions, alpha=config.cql_alpha,
+      autotune_alpha=config.cql_autotune_alpha, target_action_gap=config.cql_target_action_gap,
+      alpha_learning_rate=config.cql_alpha_learning_rate,
+      actor_learning_rate=config.actor_learning_rate,
+      critic_learning_rate=config.critic_learning_rate,
+      temperature_learning_rate=config.temperature_learning_rate,
+      max_target_backup=config.cql_max_target_backup,
+      importance_sample=config.cql_importance_sample, cql_temperature=config.cql_temperature,
+      penalty_on_all_critics=config.cql_penalty_on_all_critics)
+  return cql.CQL(cql_config), dict(agent_description(sac_settings), algo=config.algo)
