@@ -19,6 +19,12 @@ jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 import pytest  # noqa: E402
 
+
+def pytest_configure(config):
+  config.addinivalue_line(
+      "markers", "slow: compiles for a minute or more on a 2-core CPU; runs by default, "
+      "-m 'not slow' deselects it")
+
 # The one fine-tuning configuration every loop test compiles (and the end-to-end test reuses
 # through the compilation cache): hopper, 2 seeds, tiny networks, the real ensemble and UTD.
 TINY_OVERRIDES = dict(

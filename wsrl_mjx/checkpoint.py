@@ -75,8 +75,11 @@ def unflatten_restored(flat: dict[str, Any], abstract_tree):
   paths_and_leaves, treedef = jax.tree_util.tree_flatten_with_path(abstract_tree)
   leaves = []
   for path, leaf in paths_and_leaves:
+    # Zero-size leaves were not saved: rebuild them where the restored state lives (on the
+    # abstract leaf's sharding), or the next chunk would see new input shardings and recompile.
     leaves.append(flat[_leaf_name(path)] if np.prod(leaf.shape)
-                  else jnp.zeros(leaf.shape, leaf.dtype))
+                  else jax.device_put(jnp.zeros(leaf.shape, leaf.dtype),
+                                      getattr(leaf, "sharding", None)))
   return jax.tree_util.tree_unflatten(treedef, leaves)
 
 

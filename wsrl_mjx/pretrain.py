@@ -25,7 +25,7 @@ _RESUME_FIELDS = ("env_name", "dataset", "algo", "num_seeds", "seed", "batch_siz
                   "state_dependent_std", "layer_norm", "steps_per_chunk")
 
 
-def _env_spec(config) -> envs.EnvSpec:
+def env_spec_for(config) -> envs.EnvSpec:
   """The task's facts, with the config's reward transform where it overrides the family's."""
   env_spec = envs.spec(config.env_name)
   return dataclasses.replace(
@@ -64,7 +64,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   """Pretrains `config.num_seeds` seeds; resumes from `workdir` if it holds a checkpoint."""
   workdir = pathlib.Path(workdir)
   host_loop.check_schedule(config, "offline_steps")
-  env_spec = _env_spec(config)
+  env_spec = env_spec_for(config)
   learner, agent_block = configs.make_learner(config, env_spec)
   dataset, source = load_dataset(config, env_spec)
   if programs is None:
