@@ -40,7 +40,8 @@ import envs
 from benchmarks import naive_update, timing
 from launch import runtime
 from launch.configs import finetune as finetune_config
-from wsrl_mjx import controller, finetune, per_seed, replay
+from wsrl_mjx import finetune, per_seed, replay
+from wsrl_mjx.datagen import controller
 
 _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Environment (paper's locomotion config).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Seed counts to measure.")

@@ -26,14 +26,15 @@ is what it rolls out in):
   python -m launch.collect --env=door-binary-v0 --policy=ppo:/tmp/door_ppo --num_envs=100 \
       --steps=20000 --output=/tmp/adroit/door.hdf5
 
-Adroit demonstrations with successes, from the scripted demonstrator (wsrl_mjx/scripted.py; the
-part D4RL's human demonstrations play):
+Adroit demonstrations with successes, from the scripted demonstrator
+(wsrl_mjx/datagen/scripted.py; the part D4RL's human demonstrations play):
 
   python -m launch.collect --env=relocate-binary-v0 --policy=scripted --num_envs=25 \
       --steps=5000 --output=/tmp/adroit/relocate_demos.npy --npy_layout=demo
 
 Door and pen demonstrations with successes, from a sampling-based planner in C MuJoCo that acts
-in the MJX env (wsrl_mjx/planner.py; about 0.15 s of planning per env step on 2 CPU cores):
+in the MJX env (wsrl_mjx/datagen/planner.py; about 0.15 s of planning per env step on 2 CPU
+cores):
 
   python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
       --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
@@ -54,7 +55,7 @@ from absl import app, flags, logging
 import envs
 from envs import antmaze
 from launch import runtime
-from wsrl_mjx import collect, controller, navigation, planner, scripted
+from wsrl_mjx.datagen import collect, controller, navigation, planner, scripted
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _POLICY = flags.DEFINE_string(
@@ -64,7 +65,7 @@ _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
 _PLANNER_SAMPLES = flags.DEFINE_integer(
     "planner_samples", 0, "--policy=planner: action sequences sampled per env per step; 0: the "
-    "task's (wsrl_mjx/planner.py).")
+    "task's (wsrl_mjx/datagen/planner.py).")
 _PLANNER_HORIZON = flags.DEFINE_integer(
     "planner_horizon", 0, "--policy=planner: env steps each sampled sequence looks ahead; 0: the "
     "task's.")

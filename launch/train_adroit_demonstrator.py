@@ -18,7 +18,7 @@ from absl import app, flags, logging
 
 from envs import adroit, adroit_shaped
 from launch import runtime
-from wsrl_mjx import controller
+from wsrl_mjx.datagen import controller
 
 _TASK = flags.DEFINE_enum("task", "door", sorted(adroit.TASKS), "Adroit task.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the demonstrator.")

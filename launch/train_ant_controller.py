@@ -17,7 +17,7 @@ from absl import app, flags, logging
 
 from envs import ant_goal
 from launch import runtime
-from wsrl_mjx import controller
+from wsrl_mjx.datagen import controller
 
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the controller.")
 _NUM_TIMESTEPS = flags.DEFINE_integer("num_timesteps", 50_000_000, "Env steps of training.")

@@ -86,7 +86,7 @@ def random_hopper_dataset(tmp_path_factory):
   time limit 15 steps: a random hopper falls after 8-40 steps, so both endings occur)."""
   import jax
   import envs
-  from wsrl_mjx import collect
+  from wsrl_mjx.datagen import collect
   env, env_spec = envs.make("hopper-medium-v2")
   rows = collect.collect(env, env_spec, collect.random_policy(env_spec.action_size), None,
                          jax.random.PRNGKey(0), steps_per_env=300, num_envs=2,

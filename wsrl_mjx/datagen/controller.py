@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 from absl import logging
 
-from wsrl_mjx import navigation
+from wsrl_mjx.datagen import navigation
 
 POLICY_HIDDEN_SIZES = (128, 128, 128)
 VALUE_HIDDEN_SIZES = (256, 256, 256)
