@@ -6,6 +6,8 @@ import os
 import jax
 from absl import logging
 
+from wsrl_mjx import compat
+
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "wsrl_mjx", "jax")
 
 
@@ -15,11 +17,13 @@ def _not_orbax_chatter(record: python_logging.LogRecord) -> bool:
 
 
 def configure() -> None:
-  """Turns on JAX's persistent compilation cache (MJX programs take minutes to compile) and
-  quiets orbax's per-save INFO lines.
+  """Sets XLA's CPU flag for jaxlib 0.10 (`compat.configure_xla_cpu`), turns on JAX's persistent
+  compilation cache (MJX programs take minutes to compile) and quiets orbax's per-save INFO lines.
+  Call it first in `main`, before anything asks JAX for a device.
 
   `JAX_COMPILATION_CACHE_DIR` chooses the folder; set it to an empty string to disable caching.
   """
+  compat.configure_xla_cpu()
   logging.get_absl_handler().addFilter(_not_orbax_chatter)
   cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_CACHE)
   if cache_dir:
