@@ -44,9 +44,8 @@ import numpy as np
 from absl import app, flags
 
 from benchmarks import timing
-from envs import antmaze
+from envs import antmaze, bridge
 from launch import runtime
-from wsrl_mjx import bridge
 
 VARIANTS = ("naive", "touchable", "culled", "solver4", "contacts24", "ls2", "euler")
 

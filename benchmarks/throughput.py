@@ -40,7 +40,7 @@ import envs
 from benchmarks import naive_update, timing
 from launch import runtime
 from launch.configs import finetune as finetune_config
-from wsrl_mjx import controller, finetune, per_seed, replay
+from wsrl_mjx import compat, finetune, per_seed, replay
 
 _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Environment (paper's locomotion config).")
 _SEEDS = flags.DEFINE_list("seeds", ["1", "8", "64"], "Seed counts to measure.")
@@ -176,7 +176,7 @@ def measure_brax_sac():
   from brax.training import networks as brax_networks
   from brax.training.agents.sac import networks as sac_networks
   from brax.training.agents.sac import train as sac_train
-  controller.patch_brax_for_this_jax()
+  compat.patch_brax_for_this_jax()
   env, env_spec = envs.make(_ENV.value)
   rates = []
   # Brax compiles inside `train`: its first training epoch includes the compile, so hold the

@@ -74,7 +74,7 @@ PEN_GOAL_DISTANCE = 0.075
 PEN_GOAL_SIMILARITY = 0.95
 DOOR_OPEN_ANGLE = 1.35
 RELOCATE_GOAL_DISTANCE = 0.1
-# The bridge check (wsrl_mjx/bridge.py) on Adroit: bounds per field kind, (one-step, multi-step),
+# The bridge check (envs/bridge.py) on Adroit: bounds per field kind, (one-step, multi-step),
 # on the 90th percentile over windows (BUILD.md says why not the worst window). Measured with
 # `launch.bridge_check` defaults for Adroit (4 generated random-action episodes of
 # `BRIDGE_EPISODE_STEPS`, 64 windows of 10 steps, seed 0), one-step 90th percentiles, correct

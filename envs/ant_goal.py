@@ -1,11 +1,11 @@
 """The goal-reaching ant that AntMaze's data controller is trained on (not a D4RL task).
 
 D4RL's AntMaze data came from a controller trained to walk D4RL's ant to nearby goals on an open
-floor, then steered through the maze by waypoints (wsrl_mjx/navigation.py). This is that task:
-the AntMaze ant (same model, same 5 x 0.02 s RK4 step, same action scaling) with no walls, a goal
-drawn in a disk of radius 10 m around the ant (D4RL's `disk_goal_sampler`), and a new goal each
-time the ant gets within 0.5 m of the current one. The observation is what the controller sees
-during collection: qpos[2:15], qvel[:14] and the goal's direction scaled to length 10.
+floor, then steered through the maze by waypoints (wsrl_mjx/datagen/navigation.py). This is that
+task: the AntMaze ant (same model, same 5 x 0.02 s RK4 step, same action scaling) with no walls,
+a goal drawn in a disk of radius 10 m around the ant (D4RL's `disk_goal_sampler`), and a new goal
+each time the ant gets within 0.5 m of the current one. The observation is what the controller
+sees during collection: qpos[2:15], qvel[:14] and the goal's direction scaled to length 10.
 
 Reward: progress towards the goal in m/s (D4RL used minus the distance; progress gives PPO the
 same optimum with less variance), minus 0.005 |a|^2. The episode ends if the ant flips over

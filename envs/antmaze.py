@@ -32,7 +32,7 @@ published files, which upstream D4RL's code made; so the data-collection variant
 
 Data-collection variant: D4RL's v2 AntMaze files mark terminal = 1 on every step whose reward is
 1 (D4RL issue 199) while the episode goes on to its time limit; `data_terminal_at_goal` tells the
-collector (wsrl_mjx/collect.py) to write the same.
+collector (wsrl_mjx/datagen/collect.py) to write the same.
 
 Speed without changing the dynamics (`build_model`, benchmarks/antmaze_speed.py): walls that share
 no side with a free cell are left out, MJX collides the ant only with the walls nearest to it (a

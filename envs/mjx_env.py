@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 import mujoco
 
-from envs import cholesky
+from wsrl_mjx import compat
 
 # MJX prints "Failed to import warp" when the optional Warp backend is absent; we use the JAX one.
 with contextlib.redirect_stdout(io.StringIO()):
@@ -40,8 +40,8 @@ State = brax_base.State
 def _simulating():
   """What every MJX call here is traced under: full float32 matmuls (TF32 or bf16 contact solves
   drift visibly from MuJoCo, whatever precision the networks use) and, on the CPU, a Cholesky
-  that cannot deadlock XLA's thread pool (envs/cholesky.py)."""
-  with jax.default_matmul_precision("highest"), cholesky.lapack_free():
+  that cannot deadlock XLA's thread pool on jaxlib 0.10 (wsrl_mjx/compat.py)."""
+  with jax.default_matmul_precision("highest"), compat.lapack_free_cholesky():
     yield
 
 

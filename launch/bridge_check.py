@@ -7,7 +7,7 @@ r"""MuJoCo bridge consistency check: replay recorded states and actions through 
 Without `--dataset` a random-action trajectory is simulated in C MuJoCo first (for AntMaze it
 starts anywhere in the maze, sliding, so walls are hit). Prints the one-step and multi-step
 observation error per field (MJX vs MuJoCo, and each against the recorded states) and exits with
-status 1 if an MJX-vs-MuJoCo error is over its stated tolerance (wsrl_mjx/bridge.py says why).
+status 1 if an MJX-vs-MuJoCo error is over its stated tolerance (envs/bridge.py says why).
 """
 
 import json
@@ -17,8 +17,9 @@ import numpy as np
 from absl import app, flags
 
 import envs
+from envs import bridge
 from launch import runtime
-from wsrl_mjx import bridge, planner
+from wsrl_mjx.datagen import planner
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
@@ -31,7 +32,7 @@ _EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --da
 _ACTIONS = flags.DEFINE_enum(
     "actions", "random", ["random", "planner"],
     "Generated trajectories' actions: 'random' (held 4 steps), or 'planner', the Adroit "
-    "demonstrator's (wsrl_mjx/planner.py: door, pen), whose episodes reach the goal.")
+    "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
                            "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "

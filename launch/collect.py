@@ -26,27 +26,27 @@ is what it rolls out in):
   python -m launch.collect --env=door-binary-v0 --policy=ppo:/tmp/door_ppo --num_envs=100 \
       --steps=20000 --output=/tmp/adroit/door.hdf5
 
-Adroit demonstrations with successes, from the scripted demonstrator (wsrl_mjx/scripted.py; the
-part D4RL's human demonstrations play):
+Adroit demonstrations with successes, from the scripted demonstrator
+(wsrl_mjx/datagen/scripted.py; the part D4RL's human demonstrations play):
 
   python -m launch.collect --env=relocate-binary-v0 --policy=scripted --num_envs=25 \
       --steps=5000 --output=/tmp/adroit/relocate_demos.npy --npy_layout=demo
 
 Door and pen demonstrations with successes, from a sampling-based planner in C MuJoCo that acts
-in the MJX env (wsrl_mjx/planner.py; about 0.15 s of planning per env step on 2 CPU cores):
+in the MJX env (wsrl_mjx/datagen/planner.py; about 0.15 s of planning per env step on 2 CPU
+cores):
 
   python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
       --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
 
-`--policy` is `random`, `scripted` (Adroit relocate), `planner` (Adroit door and pen), a
-checkpoint directory (a run directory, its `checkpoints/` or one step folder) of a WSRL/CQL agent
-(`--checkpoint_seed` picks which of its seeds acts), `ppo:<dir>` (a Brax PPO policy of
-launch/train_adroit_demonstrator.py), or, for AntMaze, `navigator:<controller dir>`. The file has
-D4RL's keys and conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
+`--policy` names one of the policy kinds in `POLICY_KINDS` below (`--help` lists them). The file
+has D4RL's keys and conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
 
 import dataclasses
+import pathlib
 import time
+from typing import Any, Callable
 
 import jax
 from absl import app, flags, logging
@@ -54,17 +54,136 @@ from absl import app, flags, logging
 import envs
 from envs import antmaze
 from launch import runtime
-from wsrl_mjx import collect, controller, navigation, planner, scripted
+from wsrl_mjx.datagen import collect, controller, navigation, planner, scripted
+
+
+@dataclasses.dataclass(frozen=True)
+class Rollout:
+  """What a policy kind builds: a policy and its parameters for `collect.collect`, or a host-side
+  planner for `collect.collect_with_planner`, and where the actions come from (in the file)."""
+  source: str
+  policy: Any = None
+  params: Any = None
+  planner: Any = None
+
+
+@dataclasses.dataclass(frozen=True)
+class PolicyKind:
+  usage: str             # how --policy names it: "random", "ppo:DIR", or "DIR" (a checkpoint)
+  description: str
+  build: Callable[[str, Any, envs.EnvSpec], Rollout]   # (its DIR or "", env, env spec)
+
+
+def _random(argument, env, env_spec):
+  del argument, env
+  return Rollout("random", collect.random_policy(env_spec.action_size))
+
+
+def _scripted(argument, env, env_spec):
+  del argument, env_spec
+  try:
+    policy = scripted.policy_for(env, _SCRIPTED_NOISE.value)
+  except ValueError as e:
+    raise app.UsageError(f"--policy=scripted: {e}") from None
+  return Rollout(f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})", policy)
+
+
+def _planner(argument, env, env_spec):
+  del argument, env_spec
+  try:
+    config = planner.task_config(env)
+    config = dataclasses.replace(config,
+                                 num_samples=_PLANNER_SAMPLES.value or config.num_samples,
+                                 horizon=_PLANNER_HORIZON.value or config.horizon)
+    host_planner = planner.MPPIPlanner(env, config)
+  except ValueError as e:
+    raise app.UsageError(f"--policy=planner: {e}") from None
+  return Rollout(f"MPPI planner in C MuJoCo ({config})", planner=host_planner)
+
+
+def _ppo(directory, env, env_spec):
+  try:
+    sizes = controller.read_description(directory)
+  except (FileNotFoundError, ValueError) as e:
+    raise app.UsageError(f"--policy=ppo:DIR: {e}") from None
+  if (sizes["observation_size"], sizes["action_size"]) != (env.observation_size,
+                                                           env.action_size):
+    raise app.UsageError(
+        f"{directory}/controller.json: observation_size {sizes['observation_size']} and "
+        f"action_size {sizes['action_size']} do not fit {env_spec.name} "
+        f"({env.observation_size}, {env.action_size})")
+  policy, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
+  return Rollout(f"Brax PPO policy {directory} ({sizes.get('env', 'unknown training env')})",
+                 policy, params)
+
+
+def _navigator(directory, env, env_spec):
+  if env_spec.family != "antmaze":
+    raise app.UsageError("--policy=navigator:DIR steers the AntMaze controller; "
+                         f"{env_spec.name} is not an AntMaze env")
+  low_level, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
+  policy = navigation.navigation_policy(navigation.Planner.for_maze(env.maze), low_level)
+  return Rollout(
+      f"waypoint navigator over {directory} ({env.data_character} starts and goals)",
+      policy, params)
+
+
+def _checkpoint(directory, env, env_spec):
+  del env, env_spec
+  policy, params, description = collect.checkpoint_policy(
+      directory, _CHECKPOINT_SEED.value, _DETERMINISTIC.value)
+  return Rollout(f"{directory} (seed {_CHECKPOINT_SEED.value}, {description.get('env_name')})",
+                 policy, params)
+
+
+# Every --policy kind, in the order --help lists them; `policy_kind` and the unknown-kind error
+# read this table too.
+POLICY_KINDS = {
+    "random": PolicyKind("random", "uniform random actions", _random),
+    "scripted": PolicyKind(
+        "scripted", "the scripted Adroit relocate demonstrator (wsrl_mjx/datagen/scripted.py; "
+        "--scripted_noise)", _scripted),
+    "planner": PolicyKind(
+        "planner", "MPPI in C MuJoCo, Adroit door and pen (wsrl_mjx/datagen/planner.py; "
+        "--planner_samples, --planner_horizon)", _planner),
+    "ppo": PolicyKind("ppo:DIR", "a Brax PPO policy of launch/train_adroit_demonstrator.py",
+                      _ppo),
+    "navigator": PolicyKind(
+        "navigator:DIR", "AntMaze: waypoint navigation steering the goal-reaching controller "
+        "in DIR (launch/train_ant_controller.py)", _navigator),
+    "checkpoint": PolicyKind(
+        "DIR", "a WSRL/CQL checkpoint: a run directory, its checkpoints/ or one step folder "
+        "(--checkpoint_seed picks which of its seeds acts)", _checkpoint),
+}
+
+
+def policy_kind(value: str) -> tuple[PolicyKind, str]:
+  """(kind, its DIR or "") for a --policy value: a kind's name, "name:DIR", or else an existing
+  checkpoint directory. A value that is none of these is a UsageError listing the kinds."""
+  for kind in POLICY_KINDS.values():
+    prefix = kind.usage.removesuffix("DIR")
+    if prefix == kind.usage and value == kind.usage:          # a kind without a directory
+      return kind, ""
+    if prefix.endswith(":") and value.startswith(prefix):     # "name:DIR"
+      return kind, value.removeprefix(prefix)
+  if pathlib.Path(value).expanduser().exists():
+    return POLICY_KINDS["checkpoint"], value
+  raise app.UsageError(f"--policy={value}: no such policy kind or checkpoint directory. "
+                       f"{_kinds_help()}")
+
+
+def _kinds_help() -> str:
+  return "One of: " + "; ".join(f"{kind.usage}: {kind.description}"
+                                for kind in POLICY_KINDS.values()) + "."
+
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
-_POLICY = flags.DEFINE_string(
-    "policy", "random", "'random', 'scripted', 'planner', 'ppo:DIR', 'navigator:DIR' (AntMaze) "
-    "or a checkpoint directory.")
+_POLICY = flags.DEFINE_string("policy", "random", f"The policy that acts. {_kinds_help()}")
 _SCRIPTED_NOISE = flags.DEFINE_float("scripted_noise", 0.05,
                                      "Std of the Gaussian noise on the scripted actions.")
 _PLANNER_SAMPLES = flags.DEFINE_integer(
     "planner_samples", 0, "--policy=planner: action sequences sampled per env per step; 0: the "
-    "task's (wsrl_mjx/planner.py).")
+    "task's (wsrl_mjx/datagen/planner.py).")
 _PLANNER_HORIZON = flags.DEFINE_integer(
     "planner_horizon", 0, "--policy=planner: env steps each sampled sequence looks ahead; 0: the "
     "task's.")
@@ -93,6 +212,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _STEPS.value % _NUM_ENVS.value:
     raise app.UsageError(f"--num_envs ({_NUM_ENVS.value}) must divide --steps ({_STEPS.value})")
+  kind, argument = policy_kind(_POLICY.value)
   runtime.configure()
   env_spec = envs.spec(_ENV.value)
   episode_length = _EPISODE_LENGTH.value or None
@@ -105,58 +225,16 @@ def main(argv):
     if _CHARACTER.value:
       raise app.UsageError("--data_character applies to AntMaze envs only")
     env, _ = envs.make(_ENV.value)
-  if _POLICY.value == "random":
-    policy, params, source = collect.random_policy(env_spec.action_size), None, "random"
-  elif _POLICY.value == "scripted":
-    try:
-      policy = scripted.policy_for(env, _SCRIPTED_NOISE.value)
-    except ValueError as e:
-      raise app.UsageError(f"--policy=scripted: {e}") from None
-    params, source = None, f"scripted demonstrator (action noise {_SCRIPTED_NOISE.value})"
-  elif _POLICY.value == "planner":
-    try:
-      config = planner.task_config(env)
-      config = dataclasses.replace(config,
-                                   num_samples=_PLANNER_SAMPLES.value or config.num_samples,
-                                   horizon=_PLANNER_HORIZON.value or config.horizon)
-      host_planner = planner.MPPIPlanner(env, config)
-    except ValueError as e:
-      raise app.UsageError(f"--policy=planner: {e}") from None
-    source = f"MPPI planner in C MuJoCo ({config})"
-  elif _POLICY.value.startswith("ppo:"):
-    directory = _POLICY.value.removeprefix("ppo:")
-    try:
-      sizes = controller.read_description(directory)
-    except (FileNotFoundError, ValueError) as e:
-      raise app.UsageError(f"--policy=ppo:DIR: {e}") from None
-    if (sizes["observation_size"], sizes["action_size"]) != (env.observation_size,
-                                                             env.action_size):
-      raise app.UsageError(
-          f"{directory}/controller.json: observation_size {sizes['observation_size']} and "
-          f"action_size {sizes['action_size']} do not fit {env_spec.name} "
-          f"({env.observation_size}, {env.action_size})")
-    policy, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
-    source = f"Brax PPO policy {directory} ({sizes.get('env', 'unknown training env')})"
-  elif _POLICY.value.startswith("navigator:"):
-    if env_spec.family != "antmaze":
-      raise app.UsageError("--policy=navigator:DIR steers the AntMaze controller; "
-                           f"{env_spec.name} is not an AntMaze env")
-    directory = _POLICY.value.removeprefix("navigator:")
-    low_level, params = controller.load(directory, deterministic=_DETERMINISTIC.value)
-    policy = navigation.navigation_policy(navigation.Planner.for_maze(env.maze), low_level)
-    source = f"waypoint navigator over {directory} ({character} starts and goals)"
-  else:
-    policy, params, description = collect.checkpoint_policy(
-        _POLICY.value, _CHECKPOINT_SEED.value, _DETERMINISTIC.value)
-    source = f"{_POLICY.value} (seed {_CHECKPOINT_SEED.value}, {description.get('env_name')})"
+  rollout = kind.build(argument, env, env_spec)
   started = time.time()
   steps_per_env = _STEPS.value // _NUM_ENVS.value
-  if _POLICY.value == "planner":
-    rows = collect.collect_with_planner(env, env_spec, host_planner,
+  if rollout.planner is not None:
+    rows = collect.collect_with_planner(env, env_spec, rollout.planner,
                                         jax.random.PRNGKey(_SEED.value), steps_per_env,
                                         _NUM_ENVS.value, episode_length, _ACTION_CLIP.value)
   else:
-    rows = collect.collect(env, env_spec, policy, params, jax.random.PRNGKey(_SEED.value),
+    rows = collect.collect(env, env_spec, rollout.policy, rollout.params,
+                           jax.random.PRNGKey(_SEED.value),
                            steps_per_env, _NUM_ENVS.value,
                            episode_length, _ACTION_CLIP.value)
   episodes = int(collect.episode_ends(rows).sum())
@@ -164,7 +242,7 @@ def main(argv):
     path = collect.write_adroit_npy(_OUTPUT.value, rows, _NPY_LAYOUT.value)
   else:
     path = collect.write(_OUTPUT.value, rows, {
-        "algorithm": "wsrl-mjx collect", "policy": source, "env": env_spec.name,
+        "algorithm": "wsrl-mjx collect", "policy": rollout.source, "env": env_spec.name,
         "seed": _SEED.value})
   logging.info("Wrote %s: %d steps, %d episodes, %d terminal steps, mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),

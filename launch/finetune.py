@@ -7,7 +7,7 @@ Writes `metrics.jsonl`, TensorBoard scalars and orbax checkpoints to `--workdir`
 command again resumes from the latest checkpoint there.
 """
 
-from absl import app, flags, logging
+from absl import app, flags
 from ml_collections import config_flags
 
 from launch import runtime
@@ -19,15 +19,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def main(argv):
-  if len(argv) > 1:
-    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  runtime.configure()
-  record = finetune.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
-  scores = record.get("normalized_scores")
-  if scores is not None:
-    logging.info("Done. Final normalised scores per seed: %s",
-                 ", ".join("n/a" if s is None else f"{s:.1f}" for s in scores))
+main = runtime.phase_main(finetune.train_and_evaluate, _CONFIG, _WORKDIR)
 
 
 if __name__ == "__main__":

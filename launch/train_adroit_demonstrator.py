@@ -18,7 +18,8 @@ from absl import app, flags, logging
 
 from envs import adroit, adroit_shaped
 from launch import runtime
-from wsrl_mjx import controller
+from wsrl_mjx import compat
+from wsrl_mjx.datagen import controller
 
 _TASK = flags.DEFINE_enum("task", "door", sorted(adroit.TASKS), "Adroit task.")
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the demonstrator.")
@@ -43,7 +44,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure()
   from brax.training.agents.ppo import train as ppo  # pylint: disable=import-outside-toplevel
-  controller.patch_brax_for_this_jax()
+  compat.patch_brax_for_this_jax()
   env = adroit_shaped.AdroitShaped(_TASK.value)
   history, progress = controller.evaluation_log(
       {"episode_reward": "eval/episode_reward", "steps_at_success": "eval/episode_success"})

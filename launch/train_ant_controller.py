@@ -17,7 +17,8 @@ from absl import app, flags, logging
 
 from envs import ant_goal
 from launch import runtime
-from wsrl_mjx import controller
+from wsrl_mjx import compat
+from wsrl_mjx.datagen import controller
 
 _OUTPUT = flags.DEFINE_string("output", None, "Directory for the controller.")
 _NUM_TIMESTEPS = flags.DEFINE_integer("num_timesteps", 50_000_000, "Env steps of training.")
@@ -36,7 +37,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure()
   from brax.training.agents.ppo import train as ppo  # pylint: disable=import-outside-toplevel
-  controller.patch_brax_for_this_jax()
+  compat.patch_brax_for_this_jax()
   env = ant_goal.AntGoal()
   history, progress = controller.evaluation_log(
       {"episode_reward": "eval/episode_reward", "goals_reached": "eval/episode_goals_reached"})

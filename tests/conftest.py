@@ -1,5 +1,6 @@
-"""Test-wide settings: the repository on sys.path and a compilation cache shared by the tests
-and the subprocesses they start (MJX programs take tens of seconds to compile on a CPU)."""
+"""Test-wide settings: the repository on sys.path, XLA's CPU flag for jaxlib 0.10 (in the
+environment, so the subprocesses the tests start get it too) and a compilation cache shared by
+the tests and those subprocesses (MJX programs take tens of seconds to compile on a CPU)."""
 
 import os
 import pathlib
@@ -11,6 +12,10 @@ sys.path.insert(0, str(ROOT))
 
 CACHE_DIR = os.environ.setdefault(
     "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
+
+from wsrl_mjx import compat  # noqa: E402
+
+compat.configure_xla_cpu()   # before any test asks JAX for a device (XLA reads XLA_FLAGS once)
 
 import jax  # noqa: E402
 
@@ -92,7 +97,7 @@ def random_hopper_dataset(tmp_path_factory):
   time limit 15 steps: a random hopper falls after 8-40 steps, so both endings occur)."""
   import jax
   import envs
-  from wsrl_mjx import collect
+  from wsrl_mjx.datagen import collect
   env, env_spec = envs.make("hopper-medium-v2")
   rows = collect.collect(env, env_spec, collect.random_policy(env_spec.action_size), None,
                          jax.random.PRNGKey(0), steps_per_env=300, num_envs=2,

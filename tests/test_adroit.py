@@ -18,8 +18,7 @@ from mujoco import mjx
 
 import envs
 from conftest import ROOT, TINY_OVERRIDES, as_flags
-from envs import adroit
-from wsrl_mjx import bridge
+from envs import adroit, bridge
 
 TASKS = ("pen", "door", "relocate")
 DIMS = {"pen": (45, 24, 100), "door": (39, 28, 200), "relocate": (39, 30, 200)}
@@ -239,7 +238,7 @@ def _scripted_relocate_grasp_states(env, num_states):
   """(qpos, qvel, ctrl of the next step) at the `num_states` states with the most contacts of a
   scripted relocate episode in C MuJoCo (the hand closing on and lifting the ball), and those
   contact counts."""
-  from wsrl_mjx import scripted  # pylint: disable=import-outside-toplevel
+  from wsrl_mjx.datagen import scripted  # pylint: disable=import-outside-toplevel
   act = jax.jit(scripted.relocate_policy(env, noise_scale=0.0))
   draws = jax.tree.map(np.asarray, env.sample_task(jax.random.PRNGKey(0)))
   model = copy.deepcopy(env.mj_model)          # the target site moved, as D4RL moves it
@@ -293,7 +292,7 @@ def test_tiny_launch_finetune_run(task, tmp_path):
 
 @pytest.mark.parametrize("layout", ["rollout", "demo"])
 def test_collected_rows_round_trip_through_wsrls_npy_format(layout, tmp_path):
-  from wsrl_mjx import collect
+  from wsrl_mjx.datagen import collect
   from wsrl_mjx.data import adroit as adroit_data
   rng = np.random.default_rng(0)
   # Episode 1 reaches the goal at its third step (reward 0, terminal); episode 2 times out.

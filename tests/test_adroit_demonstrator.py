@@ -10,7 +10,7 @@ import pytest
 
 from conftest import run_launch
 from envs import adroit_shaped
-from wsrl_mjx import controller
+from wsrl_mjx.datagen import controller
 
 
 def _reward(task, observation, qvel=np.zeros(3), ball_height=None):

@@ -11,8 +11,7 @@ import numpy as np
 import pytest
 
 import envs
-from envs import antmaze
-from wsrl_mjx import bridge
+from envs import antmaze, bridge
 
 HORIZON = 6
 STARTS = 12
@@ -193,7 +192,7 @@ def test_bridge_check_catches_a_wrong_model(umaze):
 
 
 def test_planner_follows_shortest_paths_through_the_maze():
-  from wsrl_mjx import navigation
+  from wsrl_mjx.datagen import navigation
   maze = antmaze.MAZES["large"]
   table = navigation.next_cells(maze)
   free = set(maze.free_cells)
@@ -252,7 +251,8 @@ def test_bridge_check_names_the_file_and_the_missing_field(tmp_path):
 
 
 def test_navigator_collects_a_d4rl_antmaze_file_the_loader_reads_back(tmp_path):
-  from wsrl_mjx import collect, data, navigation
+  from wsrl_mjx import data
+  from wsrl_mjx.datagen import collect, navigation
   env, env_spec = envs.make("antmaze-umaze-diverse-v2", data_character="diverse")
   # A stand-in controller (the trained one is a checkpoint): push along the waypoint direction
   # with the hips, so the ant moves; what is tested is the steering, recording and format.

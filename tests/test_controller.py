@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 from envs import ant_goal, antmaze
-from wsrl_mjx import controller as controller_lib
-from wsrl_mjx import navigation
+from wsrl_mjx.datagen import controller as controller_lib
+from wsrl_mjx.datagen import navigation
 
 SHIPPED = pathlib.Path(__file__).parent.parent / "checkpoints" / "ant_controller"
 

@@ -1,5 +1,5 @@
-"""The door's and pen's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/planner.py), and the
-collector's host loop that runs a planner against MJX envs."""
+"""The door's and pen's demonstrator, an MPPI planner in C MuJoCo (wsrl_mjx/datagen/planner.py),
+and the collector's host loop that runs a planner against MJX envs."""
 
 import types
 
@@ -13,7 +13,7 @@ import pytest
 import envs
 from conftest import run_launch
 from envs import adroit
-from wsrl_mjx import collect, planner
+from wsrl_mjx.datagen import collect, planner
 
 
 def test_smooth_noise_is_linear_between_its_knots():

@@ -47,7 +47,8 @@ from envs import antmaze
 from launch.configs import finetune as finetune_config
 from launch.configs import pretrain as pretrain_config
 from numpy_reference import np_actor, np_ensemble, np_sample
-from wsrl_mjx import checkpoint, collect, configs, data, finetune, per_seed, replay
+from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, replay
+from wsrl_mjx.datagen import collect
 from wsrl_mjx.agents import cql, sac
 from wsrl_mjx.data import adroit, d4rl, transitions
 

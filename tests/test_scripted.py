@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from envs import adroit
-from wsrl_mjx import collect, scripted
+from wsrl_mjx.datagen import collect, scripted
 
 
 @pytest.fixture(scope="module")

@@ -15,6 +15,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from wsrl_mjx import compat
+
 # Matmul settings by name: (compute dtype, lax precision). Parameters are always float32.
 PRECISIONS = {
     "default": (jnp.float32, None),
@@ -25,46 +27,14 @@ PRECISIONS = {
 STD_MIN, STD_MAX = 1e-5, 10.0
 
 
-def _orthonormal_columns(z: jax.Array) -> jax.Array:
-  """Q of z = QR (z is m x k, m >= k), signed so that R has a non-negative diagonal.
-
-  A Householder QR in plain JAX ops, with products at full float32 precision (GPUs would
-  otherwise use TF32 and lose orthogonality).
-  """
-  m, k = z.shape
-  rows = jnp.arange(m)
-  dot = lambda a, b: jnp.dot(a, b, precision=jax.lax.Precision.HIGHEST)
-
-  def reflect(j, carry):
-    r, vectors, betas = carry
-    x = jnp.where(rows >= j, r[:, j], 0.0)
-    alpha = -jnp.where(x[j] >= 0, 1.0, -1.0) * jnp.sqrt(jnp.sum(x * x))
-    v = x.at[j].add(-alpha)
-    vv = jnp.sum(v * v)
-    beta = jnp.where(vv > 0, 2.0 / jnp.where(vv > 0, vv, 1.0), 0.0)
-    r = r - beta * jnp.outer(v, dot(v, r))
-    return r, vectors.at[:, j].set(v), betas.at[j].set(beta)
-
-  zeros = (jnp.zeros((m, k), z.dtype), jnp.zeros((k,), z.dtype))
-  r, vectors, betas = jax.lax.fori_loop(0, k, reflect, (z, *zeros))
-
-  def apply_reflection(i, q):  # Q = H_0 ... H_{k-1} I[:, :k], applied right to left.
-    j = k - 1 - i
-    v = vectors[:, j]
-    return q - betas[j] * jnp.outer(v, dot(v, q))
-
-  q = jax.lax.fori_loop(0, k, apply_reflection, jnp.eye(m, k, dtype=z.dtype))
-  return q * jnp.sign(jnp.diagonal(r))
-
-
 def orthogonal(scale: float = 1.0):
-  """`jax.nn.initializers.orthogonal`, with a QR that never calls LAPACK.
+  """`jax.nn.initializers.orthogonal`, with a QR that does not call LAPACK on jaxlib 0.10.
 
   The same draw (a normal matrix's Q with a positive-diagonal R, so Haar-distributed) and the
   same matrices to float rounding. Why not LAPACK: jaxlib 0.10's CPU kernels split a batched QR
   over XLA's intra-op thread pool and block until it is done, so two at once (the actor's and
-  the critics' init in a many-seed program) deadlock a two-thread pool. Init runs once, so the
-  extra flops do not matter.
+  the critics' init in a many-seed program) deadlock a two-thread pool (`compat`, which says
+  when to delete the workaround). Init runs once, so the extra flops do not matter.
   """
   def init(key, shape, dtype=jnp.float32):
     if len(shape) < 2:
@@ -72,7 +42,7 @@ def orthogonal(scale: float = 1.0):
     n_cols = shape[-1]
     n_rows = math.prod(shape) // n_cols
     z = jax.random.normal(key, (max(n_rows, n_cols), min(n_rows, n_cols)), dtype)
-    q = _orthonormal_columns(z)
+    q = compat.orthonormal_columns(z)
     q = q.T if n_rows < n_cols else q
     return jnp.asarray(scale, dtype) * q.reshape(shape)
   return init

@@ -148,7 +148,7 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
                          steps_per_env: int, num_envs: int, episode_length: int | None = None,
                          action_clip: float = 1.0, log_every: int = 50
                          ) -> dict[str, np.ndarray]:
-  """`collect` with actions from a host-side planner (wsrl_mjx/planner.py) instead of a policy.
+  """`collect` with actions from a host-side planner (datagen/planner.py) instead of a policy.
 
   The envs step in MJX, one jitted vmapped transition per step; between steps the planner
   reads their physics states and plans in C MuJoCo. Its random draws come from `key`.

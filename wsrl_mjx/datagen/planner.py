@@ -1,7 +1,7 @@
 """A sampling-based planner (MPPI) as the door's and pen's demonstrator: data with successes.
 
 The door needs a grasp, a latch turn and a pull in sequence, and the pen an in-hand turn that
-must not drop it; neither a feedback law on the observation (wsrl_mjx/scripted.py's approach)
+must not drop it; neither a feedback law on the observation (datagen/scripted.py's approach)
 nor Brax PPO within one device call found these. A model-predictive planner opens the door in
 about 40 steps and turns the pen to two thirds of its goals (benchmarks/RESULTS.md). Each step
 it samples `num_samples` smooth action sequences around its current plan, simulates each

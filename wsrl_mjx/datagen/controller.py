@@ -17,26 +17,13 @@ import tempfile
 import time
 
 import jax
-import jax.numpy as jnp
 from absl import logging
 
-from wsrl_mjx import navigation
+from wsrl_mjx.datagen import navigation
 
 POLICY_HIDDEN_SIZES = (128, 128, 128)
 VALUE_HIDDEN_SIZES = (256, 256, 256)
 ACTION_SIZE = 8
-
-
-def patch_brax_for_this_jax() -> None:
-  """brax 0.14.2's trainers call `jax.device_put_replicated`, which jax 0.10 removed; give them
-  the documented equivalent (a copy per device along a new leading axis)."""
-  try:
-    jax.device_put_replicated  # noqa: B018
-  except AttributeError:
-    def device_put_replicated(tree, devices):
-      return jax.tree.map(lambda x: jax.device_put(jnp.stack([jnp.asarray(x)] * len(devices))),
-                          tree)
-    jax.device_put_replicated = device_put_replicated
 
 
 def make_network_factory(policy_hidden_sizes=POLICY_HIDDEN_SIZES,

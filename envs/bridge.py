@@ -7,6 +7,10 @@ simulator, float64, on the task's reference model (D4RL's, unsimplified: for Ant
 and every contact pair). Errors are reported per named observation field at horizon 1
 ("one-step": the model's dynamics) and at the full horizon ("multi-step": how fast small
 differences grow; contact-rich motion is chaotic, so this is reported, and judged loosely).
+
+It sits beside the envs it checks and is run by `launch/bridge_check.py`; `envs.make` does not
+import it. Nothing here trains (a file's errors are `wsrl_mjx.data.DatasetError`, imported when a
+file is read).
 """
 
 from __future__ import annotations

@@ -1,0 +1,134 @@
+"""The workarounds for the pinned JAX and Brax versions (wsrl_mjx/compat.py): nothing acts on
+import, each acts where its version check says, and the CPU Cholesky MJX programs are traced with
+on jaxlib 0.10. (The orthogonal initialiser's QR is tested in test_networks.py.)"""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from mujoco import mjx
+
+import envs
+from conftest import ROOT
+from wsrl_mjx import compat
+
+
+def _spd(rng, n):
+  a = rng.normal(size=(n, n))
+  return (a @ a.T + n * np.eye(n)).astype(np.float32)
+
+
+@pytest.mark.parametrize("lower", [False, True])
+@pytest.mark.parametrize("rhs_shape", [(7,), (7, 3)])
+def test_factor_and_solve_match_jax_scipy(lower, rhs_shape):
+  rng = np.random.default_rng(0)
+  a = _spd(rng, 7)
+  b = rng.normal(size=rhs_shape).astype(np.float32)
+  factor, flag = compat.cho_factor(a, lower=lower)
+  expected_factor, _ = jax.scipy.linalg.cho_factor(a, lower=lower)
+  triangle = np.tril if lower else np.triu   # LAPACK leaves the other triangle as it was
+  np.testing.assert_allclose(factor, triangle(expected_factor), rtol=1e-5, atol=1e-5)
+  assert flag == lower
+  x = compat.cho_solve((factor, lower), b)
+  np.testing.assert_allclose(a @ x, b, rtol=1e-4, atol=1e-4)
+  np.testing.assert_allclose(x, np.linalg.solve(a, b), rtol=1e-4, atol=1e-5)
+
+
+def test_batched_under_vmap_and_nan_when_not_positive_definite():
+  rng = np.random.default_rng(1)
+  a = np.stack([_spd(rng, 5) for _ in range(4)])
+  factors = jax.vmap(compat.cholesky_lower)(a)
+  np.testing.assert_allclose(factors, np.linalg.cholesky(a), rtol=1e-5, atol=1e-5)
+  assert np.isnan(compat.cholesky_lower(-np.eye(3, dtype=np.float32))).any()
+
+
+@pytest.mark.skipif(not compat.LAPACK_CAN_DEADLOCK, reason="jaxlib >= 0.11 keeps LAPACK's potrf")
+def test_batched_mjx_step_on_the_cpu_calls_no_lapack_kernel():
+  # jaxlib 0.10's batched CPU potrf deadlocks XLA's pool at large batches (wsrl_mjx/compat.py).
+  env, _ = envs.make("hopper-medium-v2")
+  states = jax.eval_shape(jax.vmap(env.reset), jax.random.split(jax.random.PRNGKey(0), 8))
+  actions = jnp.zeros((8, env.action_size))
+  ours = jax.jit(jax.vmap(env.step)).lower(states, actions).as_text().lower()
+  assert "potrf" not in ours and "lapack" not in ours
+  # The check can tell: MJX's own step, traced without the swap, calls LAPACK's potrf.
+  plain = jax.jit(jax.vmap(mjx.step, in_axes=(None, 0))).lower(
+      env.mjx_model, states.pipeline_state).as_text().lower()
+  assert "potrf" in plain
+  assert jax.scipy.linalg.cho_factor is not compat.cho_factor   # the swap was undone
+
+
+IMPORT_EVERYTHING = textwrap.dedent("""
+    import os, pkgutil, importlib
+    import jax
+    from jax._src import xla_bridge
+    before = (os.environ.get("XLA_FLAGS"), jax.scipy.linalg.cho_factor,
+              hasattr(jax, "device_put_replicated"))
+    import envs, wsrl_mjx
+    for package in (envs, wsrl_mjx):
+      for module in pkgutil.walk_packages(package.__path__, package.__name__ + "."):
+        importlib.import_module(module.name)
+    after = (os.environ.get("XLA_FLAGS"), jax.scipy.linalg.cho_factor,
+             hasattr(jax, "device_put_replicated"))
+    assert after == before, (before, after)
+    # No backend started yet, so `configure()` as a main's first call is in time.
+    assert not getattr(xla_bridge, "backends_are_initialized", lambda: False)()
+    from launch import runtime
+    runtime.configure()
+    print("XLA_FLAGS after configure:", os.environ.get("XLA_FLAGS"))
+""")
+
+
+def test_importing_wsrl_mjx_and_envs_changes_nothing_and_configure_sets_the_flag():
+  environ = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  result = subprocess.run([sys.executable, "-c", IMPORT_EVERYTHING], cwd=ROOT,
+                          env=dict(environ, PYTHONPATH=str(ROOT)), capture_output=True,
+                          text=True, timeout=300)
+  assert result.returncode == 0, result.stderr[-3000:]
+  expected = compat.CPU_SCHEDULER_FLAG if compat.LAPACK_CAN_DEADLOCK else "None"
+  assert f"XLA_FLAGS after configure: {expected}" in result.stdout
+
+
+def test_cpu_flag_is_added_once_and_never_overrides_a_setting():
+  if not compat.LAPACK_CAN_DEADLOCK:
+    environ = {}
+    compat.configure_xla_cpu(environ)
+    assert environ == {}
+    return
+  environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
+  compat.configure_xla_cpu(environ)
+  compat.configure_xla_cpu(environ)
+  assert environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + compat.CPU_SCHEDULER_FLAG
+  mine = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+  compat.configure_xla_cpu(mine)
+  assert mine == {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+
+
+def test_version_checks_read_the_release_numbers():
+  assert compat._release("0.10.2") == (0, 10, 2)
+  assert compat._release("0.11.2.dev20260101+cuda12") == (0, 11, 2)
+  assert compat.LAPACK_CAN_DEADLOCK == (compat.JAXLIB_VERSION < (0, 11))
+
+
+def test_both_qr_branches_give_the_same_orthonormal_columns(monkeypatch):
+  # What deleting the Householder QR (jaxlib >= 0.11) changes: float rounding only.
+  z = jax.random.normal(jax.random.PRNGKey(0), (64, 16))
+  householder = compat._householder_orthonormal_columns(z)
+  monkeypatch.setattr(compat, "LAPACK_CAN_DEADLOCK", False)
+  np.testing.assert_allclose(compat.orthonormal_columns(z), householder, atol=1e-5)
+
+
+def test_brax_patch_gives_jax_a_replicating_device_put():
+  had_it = hasattr(jax, "device_put_replicated")
+  compat.patch_brax_for_this_jax()
+  try:
+    replicated = jax.device_put_replicated({"w": jnp.arange(3.0)}, jax.devices())
+    assert replicated["w"].shape == (len(jax.devices()), 3)
+    np.testing.assert_array_equal(replicated["w"][0], np.arange(3.0))
+  finally:
+    if not had_it:
+      del jax.device_put_replicated
