@@ -30,6 +30,7 @@ def pytest_configure(config):
       "markers", "slow: compiles for a minute or more on a 2-core CPU; runs by default, "
       "-m 'not slow' deselects it")
 
+
 # The one fine-tuning configuration every loop test compiles (and the end-to-end test reuses
 # through the compilation cache): hopper, 2 seeds, tiny networks, the real ensemble and UTD.
 TINY_OVERRIDES = dict(

@@ -31,7 +31,7 @@ import jax.numpy as jnp
 import numpy as np
 from absl import logging
 
-from envs import EnvSpec, MjxEnv
+from envs import EnvSpec, MjxEnv, episodes
 from wsrl_mjx import checkpoint
 from wsrl_mjx.agents import sac
 from wsrl_mjx.data import adroit, d4rl
@@ -88,23 +88,20 @@ def make_transition(env: MjxEnv, episode_length: int):
 
   def transition(carry, action, reset_key):
     env_state, length = carry
-    next_state = env.step(env_state, action)
-    length = length + 1
-    ended = next_state.done > 0
-    terminal = (ended | (next_state.reward == 1.0)) if terminal_at_goal else ended
-    timeout = (length >= episode_length) & ~ended
+    following, result = episodes.step(env, episodes.Episode(state=env_state, length=length),
+                                      action, episode_length, reset_key)
+    next_state = result.state
+    terminal = (result.terminal | (next_state.reward == 1.0)) if terminal_at_goal \
+        else result.terminal
     row = {"observations": env_state.obs, "actions": action, "rewards": next_state.reward,
-           "terminals": terminal, "timeouts": timeout, "episode_ends": ended | timeout,
+           "terminals": terminal, "timeouts": result.timeout, "episode_ends": result.done,
            "next_observations": next_state.obs,
            "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
     if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
       row["goal"] = env_state.info["goal"]
     if "success" in next_state.metrics:  # sparse tasks: D4RL's infos/goal_achieved
       row["goal_achieved"] = next_state.metrics["success"] > 0
-    done = ended | timeout
-    reset_state = env.reset(reset_key)
-    env_state = jax.tree.map(lambda r, n: jnp.where(done, r, n), reset_state, next_state)
-    return (env_state, jnp.where(done, 0, length)), row
+    return (following.state, following.length), row
 
   return transition
 
