@@ -20,6 +20,10 @@ import envs
 from conftest import ROOT, TINY_OVERRIDES, as_flags
 from envs import adroit, bridge
 
+# Compiles a hand or maze model for minutes on a 2-core CPU; runs by default, -m 'not slow'
+# deselects it (conftest.py).
+pytestmark = pytest.mark.slow
+
 TASKS = ("pen", "door", "relocate")
 DIMS = {"pen": (45, 24, 100), "door": (39, 28, 200), "relocate": (39, 30, 200)}
 

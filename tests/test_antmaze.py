@@ -13,6 +13,10 @@ import pytest
 import envs
 from envs import antmaze, bridge
 
+# Compiles a hand or maze model for minutes on a 2-core CPU; runs by default, -m 'not slow'
+# deselects it (conftest.py).
+pytestmark = pytest.mark.slow
+
 HORIZON = 6
 STARTS = 12
 

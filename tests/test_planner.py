@@ -15,6 +15,10 @@ from conftest import run_launch
 from envs import adroit
 from wsrl_mjx.datagen import collect, planner
 
+# Compiles a hand or maze model for minutes on a 2-core CPU; runs by default, -m 'not slow'
+# deselects it (conftest.py).
+pytestmark = pytest.mark.slow
+
 
 def test_smooth_noise_is_linear_between_its_knots():
   noise = planner.smooth_noise(np.random.default_rng(0), (3, 7, 2), num_knots=4, scale=0.5)

@@ -7,7 +7,6 @@ checkpoints; it never steps an environment or a learner itself.
 
 from __future__ import annotations
 
-import dataclasses
 import pathlib
 from typing import Any
 
