@@ -168,13 +168,21 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
   num_seeds = int(description.get("num_seeds", 0))
   if num_seeds < 1:
     raise CheckpointError(f"{description_file}: num_seeds is missing or not positive")
+  agent = _restore_item(directory, step, "agent", abstract_params_for(num_seeds),
+                        f"the agent described in {description_file}")
+  return agent, description
+
+
+def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what: str):
+  """One item of a checkpoint, restored read-only to `abstract`; a CheckpointError naming the
+  item's folder and `what` it should have held if it cannot be read as that."""
   try:
     restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
-        agent=ocp.args.StandardRestore(abstract_params_for(num_seeds))))
+        **{item: ocp.args.StandardRestore(abstract)}))
   except (ValueError, KeyError, FileNotFoundError) as error:
-    raise CheckpointError(f"{directory / str(step) / 'agent'}: cannot be read as the agent "
-                          f"described in {description_file}: {error}") from None
-  return restored.agent, description
+    raise CheckpointError(f"{directory / str(step) / item}: cannot be read as {what}: "
+                          f"{error}") from None
+  return restored[item]
 
 
 def load_optimizer(path: str | pathlib.Path, abstract_optimizer_for):
@@ -186,13 +194,9 @@ def load_optimizer(path: str | pathlib.Path, abstract_optimizer_for):
     return None
   num_seeds = int(read_description(directory, step).get("num_seeds", 0))
   abstract = abstract_optimizer_for(num_seeds)
-  try:
-    restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
-        optimizer=ocp.args.StandardRestore(flatten_for_saving(abstract))))
-  except (ValueError, KeyError, FileNotFoundError) as error:
-    raise CheckpointError(f"{directory / str(step) / 'optimizer'}: cannot be read as the Adam "
-                          f"states of this agent: {error}") from None
-  return unflatten_restored(restored.optimizer, abstract)
+  flat = _restore_item(directory, step, "optimizer", flatten_for_saving(abstract),
+                       "the Adam states of this agent")
+  return unflatten_restored(flat, abstract)
 
 
 def seed_sources(num_seeds: int, checkpoint_seeds: int) -> np.ndarray:
