@@ -1,9 +1,11 @@
-"""Independent float64 numpy forward passes of our networks, for checking losses."""
+"""Independent float64 numpy forward passes of our networks, for checking losses, and the random
+transition batches the loss tests feed them."""
 
 import jax
+import jax.numpy as jnp
 import numpy as np
 
-from wsrl_mjx import networks
+from wsrl_mjx import networks, replay
 
 
 def np_mlp(params, x, layer_norm=True):
@@ -53,3 +55,16 @@ def np_sample(mean, std, noise):
   return np.tanh(pre), log_prob
 
 
+
+
+def random_transitions(seed, size, observation_size, action_size):
+  """`size` random transitions (float32, with Monte-Carlo returns) from numpy's generator `seed`:
+  normal observations and rewards, actions in (-0.9, 0.9), terminals 0 or 1."""
+  rng = np.random.default_rng(seed)
+  return replay.Transition(
+      observation=jnp.asarray(rng.normal(size=(size, observation_size)), jnp.float32),
+      action=jnp.asarray(rng.uniform(-0.9, 0.9, size=(size, action_size)), jnp.float32),
+      reward=jnp.asarray(rng.normal(size=(size,)), jnp.float32),
+      next_observation=jnp.asarray(rng.normal(size=(size, observation_size)), jnp.float32),
+      terminal=jnp.asarray(rng.integers(0, 2, size=(size,)), jnp.float32),
+      mc_return=jnp.asarray(rng.normal(size=(size,)) * 3, jnp.float32))

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 from scipy.special import logsumexp
 
-from numpy_reference import np_actor, np_ensemble, np_sample, np_value
-from wsrl_mjx import replay
+from numpy_reference import (np_actor, np_ensemble, np_sample, np_value,
+                             random_transitions)
 from wsrl_mjx.agents import cql, iql, sac
 
 OBS, ACT, B, N = 5, 2, 8, 3
@@ -21,14 +21,7 @@ SAC_CONFIG = sac.SACConfig(observation_size=OBS, action_size=ACT, actor_hidden_s
 
 @pytest.fixture(scope="module")
 def batch():
-  rng = np.random.default_rng(1)
-  return replay.Transition(
-      observation=jnp.asarray(rng.normal(size=(B, OBS)), jnp.float32),
-      action=jnp.asarray(rng.uniform(-0.9, 0.9, size=(B, ACT)), jnp.float32),
-      reward=jnp.asarray(rng.normal(size=(B,)), jnp.float32),
-      next_observation=jnp.asarray(rng.normal(size=(B, OBS)), jnp.float32),
-      terminal=jnp.asarray(rng.integers(0, 2, size=(B,)), jnp.float32),
-      mc_return=jnp.asarray(rng.normal(size=(B,)) * 3, jnp.float32))
+  return random_transitions(1, B, OBS, ACT)
 
 
 def np_penalty_gap(learner, params, batch, key, calql, importance_sample):

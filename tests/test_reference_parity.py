@@ -46,7 +46,7 @@ from conftest import tiny_config
 from envs import antmaze
 from launch.configs import finetune as finetune_config
 from launch.configs import pretrain as pretrain_config
-from numpy_reference import np_actor, np_ensemble, np_sample
+from numpy_reference import np_actor, np_ensemble, np_sample, random_transitions
 from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, replay
 from wsrl_mjx.datagen import collect
 from wsrl_mjx.agents import cql, sac
@@ -388,14 +388,7 @@ ADAM_B1, ADAM_B2, ADAM_EPS = 0.9, 0.999, 1e-8
 
 
 def agent_batch(seed=0, size=4 * AGENT_B):
-  rng = np.random.default_rng(seed)
-  return replay.Transition(
-      observation=jnp.asarray(rng.normal(size=(size, AGENT_OBS)), jnp.float32),
-      action=jnp.asarray(rng.uniform(-0.9, 0.9, size=(size, AGENT_ACT)), jnp.float32),
-      reward=jnp.asarray(rng.normal(size=(size,)), jnp.float32),
-      next_observation=jnp.asarray(rng.normal(size=(size, AGENT_OBS)), jnp.float32),
-      terminal=jnp.asarray(rng.integers(0, 2, size=(size,)), jnp.float32),
-      mc_return=jnp.asarray(rng.normal(size=(size,)) * 3, jnp.float32))
+  return random_transitions(seed, size, AGENT_OBS, AGENT_ACT)
 
 
 def np_adam(param, m, v, t, grad, lr):

@@ -20,7 +20,8 @@ ALGOS = ("calql", "cql", "iql")   # the offline learners `make_learner` builds
 def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   """The SAC settings of a launch config (the block `families.add_agent_fields` writes, plus
   `utd`, `batch_size`, `num_next_actions` and `step_all_optimizers`). Raises ValueError naming
-  the field for a value that cannot work."""
+  the field for a value that cannot work (`sac.SAC` checks `temperature_entropy` and
+  `num_next_actions` when it is built)."""
   if config.batch_size % config.utd:
     raise ValueError(f"config.batch_size ({config.batch_size}) must split into config.utd "
                      f"({config.utd}) equal critic minibatches.")
@@ -30,12 +31,6 @@ def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   if config.matmul_precision not in networks.PRECISIONS:
     raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
                      f"{', '.join(networks.PRECISIONS)}.")
-  if config.temperature_entropy not in sac.TEMPERATURE_ENTROPY:
-    raise ValueError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one of "
-                     f"{', '.join(sac.TEMPERATURE_ENTROPY)}.")
-  if config.num_next_actions < 1:
-    raise ValueError(f"config.num_next_actions ({config.num_next_actions}) must be at least 1 "
-                     "(1: no max-target backup).")
   return sac.SACConfig(
       observation_size=env_spec.observation_size, action_size=env_spec.action_size,
       actor_hidden_sizes=tuple(config.actor_hidden_sizes),

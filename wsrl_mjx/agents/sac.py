@@ -138,7 +138,8 @@ class SAC:
       raise ValueError(f"temperature_entropy={config.temperature_entropy!r}; choose one of "
                        f"{', '.join(TEMPERATURE_ENTROPY)}.")
     if config.num_next_actions < 1:
-      raise ValueError(f"num_next_actions={config.num_next_actions} must be at least 1.")
+      raise ValueError(f"num_next_actions={config.num_next_actions} must be at least 1 "
+                       "(1: no max-target backup).")
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(
