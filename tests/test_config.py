@@ -7,6 +7,7 @@ import envs
 from conftest import tiny_config
 from launch.configs import finetune as finetune_config
 from wsrl_mjx import checkpoint, configs, finetune, per_seed
+from wsrl_mjx.agents import sac
 
 
 def test_default_config_follows_the_wsrl_sheet_for_locomotion():
@@ -82,6 +83,11 @@ def test_settings_that_cannot_work_are_refused_with_the_field_named():
     configs.sac_config(tiny_config(matmul_precision="fp8"), spec)
   with pytest.raises(ValueError, match=r"config.eval_interval \(75\) must be a positive multiple"):
     finetune.check_schedule(tiny_config(eval_interval=75))
+  # The faithfulness options: checked when the agent is built (before anything compiles).
+  with pytest.raises(ValueError, match=r"temperature_entropy='s'; choose one of next_obs"):
+    sac.SAC(configs.sac_config(tiny_config(temperature_entropy="s"), spec))
+  with pytest.raises(ValueError, match=r"num_next_actions=0 must be at least 1"):
+    sac.SAC(configs.sac_config(tiny_config(num_next_actions=0), spec))
 
 
 def test_extending_a_run_beyond_its_buffer_is_refused(tmp_path):
