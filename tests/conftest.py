@@ -83,6 +83,16 @@ def run_launch(module, *flags, timeout=300):
                         text=True, timeout=timeout)
 
 
+def checkpointed_agent(workdir, step):
+  """The agent item of the checkpoint at `step` in `workdir` (either phase), as numpy arrays."""
+  import jax
+  import numpy as np
+  import orbax.checkpoint as ocp
+  restored = ocp.CheckpointManager(pathlib.Path(workdir) / "checkpoints").restore(
+      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
+  return jax.tree.map(np.asarray, restored.agent)
+
+
 def as_flags(overrides):
   flags = []
   for name, value in overrides.items():

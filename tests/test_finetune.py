@@ -7,12 +7,11 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import serialization
 
 import envs
-from conftest import ROOT, tiny_command_line_overrides, tiny_config
+from conftest import ROOT, checkpointed_agent, tiny_config
 from wsrl_mjx import checkpoint, finetune, per_seed
 
 
@@ -26,13 +25,6 @@ def finished_run(tiny_programs, tmp_path_factory):
 
 def read_records(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
-
-
-def final_agent(workdir, step):
-  directory = workdir / "checkpoints"
-  restored = ocp.CheckpointManager(directory).restore(
-      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
-  return jax.tree.map(np.asarray, restored.agent)
 
 
 def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_programs):
@@ -82,8 +74,8 @@ def test_killed_run_resumes_to_the_same_numbers(finished_run, tiny_programs, tmp
 
   finetune.train_and_evaluate(config, tmp_path, programs)
   assert read_records(tmp_path) == read_records(full_dir)
-  jax.tree.map(np.testing.assert_array_equal, final_agent(tmp_path, 200),
-               final_agent(full_dir, 200))
+  jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(tmp_path, 200),
+               checkpointed_agent(full_dir, 200))
 
 
 def test_a_failed_save_keeps_the_last_good_checkpoint(finished_run, tiny_programs, tmp_path):
@@ -143,7 +135,7 @@ def test_pretrained_handoff_restores_the_checkpoint_seed_by_seed(finished_run, t
     assert description["step"] == step
     jax.tree.map(np.testing.assert_array_equal,
                  serialization.to_state_dict(jax.tree.map(np.asarray, params)),
-                 final_agent(workdir, step))
+                 checkpointed_agent(workdir, step))
   # More run seeds than checkpoint seeds: seed i starts from checkpoint seed i mod 2.
   params, optimizer, _ = finetune.load_pretrained(
       tiny_config(pretrained=str(workdir), num_seeds=4), programs, spec)
@@ -153,33 +145,6 @@ def test_pretrained_handoff_restores_the_checkpoint_seed_by_seed(finished_run, t
   moments = np.asarray(optimizer["actor"].inner_state[0].mu["params"]["mean"]["kernel"])
   np.testing.assert_array_equal(moments[2], moments[0])
   assert not np.array_equal(moments[1], moments[0])
-
-
-def test_launch_finetune_end_to_end(finished_run, tmp_path):
-  """The real command, from a pretrained checkpoint, then run again to resume (a no-op)."""
-  pretrained_dir, _ = finished_run
-  command = [sys.executable, "-m", "launch.finetune",
-             "--config=launch/configs/finetune.py:hopper-medium-v2",
-             f"--workdir={tmp_path}", f"--config.pretrained={pretrained_dir}",
-             *tiny_command_line_overrides(), "--config.keep_checkpoints=5"]
-  env = dict(os.environ, PYTHONPATH=str(ROOT))
-  result = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
-  assert result.returncode == 0, result.stderr[-3000:]
-  assert "Pretrained agent" in result.stderr and "env steps/s" in result.stderr
-  assert "Final normalised scores per seed" in result.stderr
-  records = read_records(tmp_path)
-  assert [r["env_step"] for r in records] == [0, 100, 200]
-  # At the end of warmup (step 50) the agent is still exactly the pretrained one.
-  jax.tree.map(np.testing.assert_array_equal, final_agent(tmp_path, 50),
-               final_agent(pretrained_dir, 200))
-  assert not np.array_equal(final_agent(tmp_path, 100)["actor"]["params"]["mean"]["kernel"],
-                            final_agent(pretrained_dir, 200)["actor"]["params"]["mean"]["kernel"])
-
-  again = subprocess.run(command, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-  assert again.returncode == 0, again.stderr[-3000:]
-  assert "Resumed" in again.stderr
-  assert read_records(tmp_path) == records
 
 
 def test_unknown_env_name_fails_before_any_work(tmp_path):
@@ -196,7 +161,7 @@ def test_a_diverging_seed_is_reported_and_the_run_goes_on(finished_run, tiny_pro
                                                           caplog):
   config, _, _, programs = tiny_programs
   source, _ = finished_run
-  agent = final_agent(source, 200)
+  agent = checkpointed_agent(source, 200)
   agent["critic"] = jax.tree.map(lambda x: x.copy(), agent["critic"])
   for leaf in jax.tree.leaves(agent["critic"]):
     leaf[1] = np.nan                                           # seed 1's critics only

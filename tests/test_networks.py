@@ -1,7 +1,6 @@
 """The orthogonal initialiser: the same draw as jax's, and no LAPACK call in the init program."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 

@@ -3,7 +3,6 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from wsrl_mjx import finetune, per_seed, tanh_gaussian
 

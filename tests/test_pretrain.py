@@ -7,13 +7,12 @@ import sys
 
 import jax
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 from flax import serialization
 
 import envs
-from conftest import (ROOT, TINY_PRETRAIN_OVERRIDES, as_flags, tiny_command_line_overrides,
-                      tiny_config, tiny_pretrain_config)
+from conftest import (ROOT, TINY_PRETRAIN_OVERRIDES, as_flags, checkpointed_agent,
+                      tiny_command_line_overrides, tiny_config, tiny_pretrain_config)
 from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, pretrain
 
 
@@ -55,12 +54,6 @@ def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_data
   assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
-def agent_item(workdir, step):
-  restored = ocp.CheckpointManager(workdir / "checkpoints").restore(
-      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
-  return jax.tree.map(np.asarray, restored.agent)
-
-
 def test_cql_pretraining_writes_records_and_a_wsrl_shaped_checkpoint(cql_run):
   workdir, last = cql_run
   records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
@@ -86,7 +79,7 @@ def test_pretrain_to_finetune_handoff_restores_exactly_the_pretrained_agent(cql_
   assert description["algo"] == "cql"
   jax.tree.map(np.testing.assert_array_equal,
                serialization.to_state_dict(jax.tree.map(np.asarray, params)),
-               agent_item(workdir, 100))
+               checkpointed_agent(workdir, 100))
   settings = jax.tree.map(np.asarray, per_seed.seed_settings(config)[0])
   state = programs.init(finetune.seed_keys(config), settings, params, optimizer)
   jax.tree.map(np.testing.assert_array_equal, jax.tree.map(np.asarray, state.agent.params),
@@ -110,8 +103,8 @@ def test_pretraining_resumes_exactly(random_hopper_dataset, cql_run, tmp_path, m
     pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), tmp_path)
   monkeypatch.undo()
   pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), tmp_path)
-  jax.tree.map(np.testing.assert_array_equal, agent_item(tmp_path, 100),
-               agent_item(full_dir, 100))
+  jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(tmp_path, 100),
+               checkpointed_agent(full_dir, 100))
 
 
 def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_hopper_dataset, tmp_path,
@@ -133,7 +126,9 @@ def test_unknown_algo_is_refused():
 
 
 def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
-  """The README's pipeline at toy size: three commands, each consuming the last one's output."""
+  """The README's pipeline at toy size, each command consuming the last one's output: collect,
+  check the bridge, pretrain, fine-tune (then run again: a resume of a finished run is a no-op),
+  and collect with the fine-tuned policy."""
   env = dict(os.environ, PYTHONPATH=str(ROOT))
 
   def run(*command):
@@ -156,17 +151,30 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
                                            "root velocities", "joint velocities"}
   # The file was written by MJX: replaying it in MJX reproduces it to float32 rounding.
   assert all(e["one_step"] < 1e-4 for e in checked["mjx_vs_recorded"].values())
+  offline, online = tmp_path / "offline", tmp_path / "online"
   run("launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2",
-      f"--workdir={tmp_path / 'offline'}", f"--config.dataset={dataset}", "--config.algo=calql",
+      f"--workdir={offline}", f"--config.dataset={dataset}", "--config.algo=calql",
       *as_flags(TINY_PRETRAIN_OVERRIDES))
-  result = run("launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2",
-               f"--workdir={tmp_path / 'online'}",
-               f"--config.pretrained={tmp_path / 'offline'}", *tiny_command_line_overrides())
-  assert "Pretrained agent" in result.stderr
-  records = [json.loads(line)
-             for line in (tmp_path / "online" / "metrics.jsonl").read_text().splitlines()]
+  finetune_command = ("launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2",
+                      f"--workdir={online}", f"--config.pretrained={offline}",
+                      *tiny_command_line_overrides(), "--config.keep_checkpoints=5")
+  result = run(*finetune_command)
+  assert "Pretrained agent" in result.stderr and "env steps/s" in result.stderr
+  assert "Final normalised scores per seed" in result.stderr
+  records = [json.loads(line) for line in (online / "metrics.jsonl").read_text().splitlines()]
   assert [r["env_step"] for r in records] == [0, 100, 200]
+  # At the end of warmup (step 50) the agent is still exactly the pretrained one; then it learns.
+  pretrained = checkpointed_agent(offline, TINY_PRETRAIN_OVERRIDES["offline_steps"])
+  jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(online, 50), pretrained)
+  kernel = lambda agent: agent["actor"]["params"]["mean"]["kernel"]
+  assert not np.array_equal(kernel(checkpointed_agent(online, 100)), kernel(pretrained))
+  again = run(*finetune_command)
+  assert "Resumed" in again.stderr
+  assert [json.loads(line)
+          for line in (online / "metrics.jsonl").read_text().splitlines()] == records
   # A collector run from the fine-tuned checkpoint closes the loop.
-  run("launch.collect", "--env=hopper-medium-v2", f"--policy={tmp_path / 'online'}",
+  run("launch.collect", "--env=hopper-medium-v2", f"--policy={online}",
       "--steps=100", "--episode_length=40", f"--output={tmp_path / 'finetuned.hdf5'}")
   assert data.read(tmp_path / "finetuned.hdf5").observations.shape == (100, 11)
+
+
