@@ -124,6 +124,22 @@ def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:
   return summary
 
 
+def log_start(config, settings: online.SeedSettings) -> None:
+  """Says where the agent comes from and when updates start: WSRL, or SAC from scratch."""
+  if config.pretrained:
+    source = "the pretrained agent, frozen,"
+  else:
+    source = "the untrained agent"
+    logging.warning("config.pretrained is empty: the agent starts from random weights (SAC from "
+                    "scratch, WSRL's baseline), not from an offline-pretrained agent. Set "
+                    "--config.pretrained=RUN_DIR for WSRL.")
+  # The step with index k (from 0) trains if k > max(warmup, batch) (online.py): the first
+  # update comes once the buffer holds that floor + 2 transitions.
+  starts = sorted({max(int(k), config.batch_size) + 2 for k in np.ravel(settings.warmup_steps)})
+  logging.info("Warmup: %s collects into an empty replay buffer; updates (UTD %d) start once it "
+               "holds %s transitions", source, config.utd, " or ".join(f"{s:,}" for s in starts))
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path,
                        programs: Programs | None = None) -> dict[str, Any]:
   """Fine-tunes `config.num_seeds` seeds; resumes from `workdir` if it holds a checkpoint.
@@ -136,6 +152,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   env, env_spec = envs.make(config.env_name, **configs.env_options(config, envs.spec(config.env_name)))
   programs = programs or build_programs(config, env, env_spec)
   settings, seed_overrides = per_seed.seed_settings(config)
+  log_start(config, settings)
   num_devices = programs.sharding.mesh.size
   logging.info(replay.check_fits(replay_capacity(config), env_spec.observation_size,
                                  env_spec.action_size, config.num_seeds // num_devices,

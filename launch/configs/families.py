@@ -5,7 +5,11 @@ here are choices of the method: network sizes, the actor's std, budgets, action 
 the offline algorithm each family is pretrained with.
 """
 
+import pathlib
+
 from ml_collections import config_dict
+
+REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
 def parse_config_arg(arg: str) -> tuple[str, set[str]]:
@@ -107,3 +111,19 @@ def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
   c.reward_bias = config_dict.placeholder(float)
   c.matmul_precision = "default"                      # default | high | highest | bfloat16
   c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting
+
+
+# `,demo`: minutes on a 2-core CPU (README states the measured times). The method as it is (10
+# critics, 2-critic targets, UTD 4, warmup), with 64x64 networks and a small budget; both phases
+# use the same networks, so a demo pretraining hands over to a demo fine-tuning.
+DEMO = dict(num_seeds=2, actor_hidden_sizes=(64, 64), critic_hidden_sizes=(64, 64),
+            steps_per_chunk=500, eval_interval=1_000, checkpoint_interval=1_000, eval_episodes=2)
+
+# Pretrained demo agents shipped in checkpoints/ (checkpoints/README.md says how each was made):
+# a `,demo` fine-tuning of these envs starts from its agent, so the first command runs WSRL.
+DEMO_AGENTS = {"hopper-medium-v2": REPOSITORY / "checkpoints" / "hopper-medium-v2-demo"}
+
+
+def add_demo_fields(c: config_dict.ConfigDict) -> None:
+  """Overrides `c` (either phase's config) with the `,demo` settings both phases share."""
+  c.update(DEMO)

@@ -8,7 +8,8 @@ overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES, add_agent_fields, parse_config_arg
+from launch.configs.families import (DEMO_AGENTS, FAMILIES, add_agent_fields, add_demo_fields,
+                                     parse_config_arg)
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -58,13 +59,10 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.keep_checkpoints = 2
 
   if "demo" in options:
-    # Minutes on a 2-core CPU: the method's networks and ensemble, a smaller batch and budget.
-    c.num_seeds = 2
+    add_demo_fields(c)
     c.online_steps = 2_000
     c.warmup_steps = 500
     c.batch_size = 256
-    c.steps_per_chunk = 500
-    c.eval_interval = 1_000
-    c.checkpoint_interval = 1_000
-    c.eval_episodes = 2
+    # WSRL itself where a demo agent ships (checkpoints/); SAC from scratch elsewhere.
+    c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
   return c

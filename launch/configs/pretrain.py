@@ -10,7 +10,7 @@ are the fine-tuning config's, so the final checkpoint is what `launch.finetune
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import FAMILIES, add_agent_fields, parse_config_arg
+from launch.configs.families import FAMILIES, add_agent_fields, add_demo_fields, parse_config_arg
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -69,10 +69,7 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.keep_checkpoints = 2
 
   if "demo" in options:
-    c.num_seeds = 2
+    add_demo_fields(c)
+    c.iql_hidden_sizes = c.critic_hidden_sizes
     c.offline_steps = 2_000
-    c.steps_per_chunk = 500
-    c.eval_interval = 1_000
-    c.checkpoint_interval = 1_000
-    c.eval_episodes = 2
   return c
