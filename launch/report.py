@@ -35,7 +35,7 @@ def main(argv):
     report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
                        exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,
                        resamples=_RESAMPLES.value, command=command)
-  except (runs.RunError, report.ReportError, ValueError) as error:
+  except (runs.RunError, report.ReportError) as error:
     # One line and a non-zero exit for bad input (launch/runtime.py does not catch these yet).
     sys.exit(f"launch.report: {error}")
   print(f"Report written to {_OUT.value}/report.md")

@@ -164,6 +164,29 @@ def test_unfinished_and_diverged_runs_are_reported_and_diverged_seeds_excluded_w
       (tmp_path / "excluded" / "report.md").read_text()
 
 
+def test_a_pretraining_run_is_its_own_arm_counted_in_gradient_steps(grid_run, tmp_path):
+  offline = tmp_path / "offline"
+  offline.mkdir()
+  lines = [{"gradient_step": step, "normalized_scores": [score, score + 2.0], "algo": "calql",
+            "diverged_at": [None, None], "train": {"critic_loss": [1.0, 3.0], "updates": [5, 5]}}
+           for step, score in ((0, 1.0), (50, 4.0))]
+  (offline / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  (offline / "config.json").write_text(json.dumps(
+      {"env_name": "hopper-medium-v2", "algo": "calql", "offline_steps": 100}))
+  results = report.make_report([grid_run, offline], tmp_path / "out", resamples=200)
+  pretraining = results[-1]
+  assert (pretraining.arm.label, pretraining.arm.panel) == ("calql", ("hopper-medium-v2",
+                                                                      "pretrain"))
+  assert pretraining.arm.step_unit == "gradient_step" and list(pretraining.steps) == [0, 50]
+  assert pretraining.last.mean == 5.0 and pretraining.warmup == []
+  assert runs.read(offline).train_statistic("critic_loss")[1].tolist() == [1.0, 3.0]
+  assert f"{offline} is unfinished: its last evaluation is at 50 of 100 gradient steps" in \
+      (tmp_path / "out" / "report.md").read_text()
+  rows = read_csv(tmp_path / "out" / "curves.csv")
+  assert [(r["arm"], r["step_unit"], r["step"]) for r in rows][-2:] == [
+      ("calql", "gradient_step", "0"), ("calql", "gradient_step", "50")]
+
+
 def test_a_directory_without_metrics_is_refused_in_one_line(grid_run, tmp_path):
   empty = tmp_path / "not_a_run"
   empty.mkdir()

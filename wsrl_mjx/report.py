@@ -341,11 +341,11 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   """Reads `run_dirs`, writes the report into `out` (created) and returns the arms' results.
 
   Raises runs.RunError for a directory that is not a run (naming it), ReportError for configs
-  that would be pooled without `pool`, ValueError for `last_n` < 1. Nothing is written before
+  that would be pooled without `pool` or `last_n` < 1. Nothing is written before
   every run has been read and grouped.
   """
   if last_n < 1:
-    raise ValueError(f"--last_n must be at least 1, got {last_n}")
+    raise ReportError(f"--last_n must be at least 1, got {last_n}")
   if not run_dirs:
     raise ReportError("no run directories given")
   runs = [runs_lib.read(d) for d in run_dirs]
