@@ -138,7 +138,8 @@ def test_runs_with_different_configs_are_pooled_only_when_asked(grid_run, tmp_pa
     report.make_report([same, other], tmp_path / "refused")
   assert not (tmp_path / "refused").exists()
   report.make_report([same, other], tmp_path / "pooled", pool=True, resamples=200)
-  assert "whose configs differ: utd (4 vs 2) (--pool)" in (tmp_path / "pooled/report.md").read_text()
+  text = (tmp_path / "pooled" / "report.md").read_text()
+  assert "whose configs differ: utd (4 vs 2) (--pool)" in text
   assert {r["seeds"] for r in read_csv(tmp_path / "pooled" / "curves.csv")} == {"2"}
 
 

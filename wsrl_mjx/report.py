@@ -98,10 +98,10 @@ def group(runs: Sequence[runs_lib.Run], pool: bool = False) -> tuple[list[Arm], 
       fields = ", ".join(f"{k} ({reference.get(k)!r} vs {other.get(k)!r})" for k in differing)
       if not pool:
         raise ReportError(
-            f"{first.path} and {run.path} both have seeds of arm '{arm.label}' "
+            f"{first.name} and {run.name} both have seeds of arm '{arm.label}' "
             f"({arm.env_name}, {arm.phase}) but their configs differ: {fields}. Report them "
             "separately, or pass --pool to pool them into one arm.")
-      notes.append(f"Arm '{arm.label}' ({arm.env_name}) pools {first.path} and {run.path}, "
+      notes.append(f"Arm '{arm.label}' ({arm.env_name}) pools {first.name} and {run.name}, "
                    f"whose configs differ: {fields} (--pool).")
   return list(arms.values()), notes
 
@@ -321,16 +321,16 @@ def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   for run in runs:
     unit = STEP_LABELS[run.step_unit]
     if run.finished is False:
-      notes.append(f"{run.path} is unfinished: its last evaluation is at {int(run.steps[-1]):,} "
+      notes.append(f"{run.name} is unfinished: its last evaluation is at {int(run.steps[-1]):,} "
                    f"of {int(run.total_steps):,} {unit}; the report uses the {len(run.records)} "
                    "evaluations it has.")
     if run.config is None:
-      notes.append(f"{run.path} records no config (no config.json, no checkpoint yet): whether "
+      notes.append(f"{run.name} records no config (no config.json, no checkpoint yet): whether "
                    "it finished is unknown, and its seeds are grouped by its metrics alone"
                    f"{'' if run.env_name else ' (env unknown)'}.")
     missing = int(np.sum(~np.isfinite(run.scores)))
     if missing:
-      notes.append(f"{run.path}: {missing} seed evaluations were not finite and are left out.")
+      notes.append(f"{run.name}: {missing} seed evaluations were not finite and are left out.")
   return notes
 
 
@@ -371,7 +371,7 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   for run in runs:
     status = {True: "finished", False: "unfinished", None: "unknown"}[run.finished]
     total = f" of {int(run.total_steps):,}" if run.total_steps else ""
-    lines.append(f"| {run.path} | {run.phase} | {run.env_name or '?'} | {run.method} | "
+    lines.append(f"| {run.name} | {run.phase} | {run.env_name or '?'} | {run.method} | "
                  f"{run.num_seeds} | {len(run.records)} | {int(run.steps[-1]):,}{total} | "
                  f"{status} | {run.config_source or '-'} |")
   lines += ["", f"{len(arms)} arms: seeds grouped by phase, env, method and per-seed grid point.",
@@ -384,7 +384,7 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
             "drops them)")
     notes.append(f"{len(diverged)} seeds diverged (a non-finite update stopped their learning), "
                  f"{what}:")
-    notes += [f"  - {run.path} seed {seed} (arm '{result.arm.label}', {result.arm.env_name}) "
+    notes += [f"  - {run.name} seed {seed} (arm '{result.arm.label}', {result.arm.env_name}) "
               f"at {STEP_LABELS[run.step_unit]} {step:,}" for result, (run, seed, step) in diverged]
   if notes:
     lines += ["## Notes", ""] + [n if n.startswith("  -") else f"- {n}" for n in notes] + [""]

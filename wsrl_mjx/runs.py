@@ -32,12 +32,13 @@ class RunError(ValueError):
 
 @dataclasses.dataclass(frozen=True, eq=False)   # runs compare and hash by identity
 class Run:
-  path: pathlib.Path
+  path: pathlib.Path              # absolute
+  name: str                       # the directory as it was given (what reports show)
   phase: str                      # "finetune" or "pretrain"
   step_unit: str                  # "env_step" or "gradient_step"
   records: list[dict[str, Any]]   # metrics.jsonl, in order
   config: dict[str, Any] | None   # the resolved config, None where the run recorded none
-  config_source: str | None       # the file it came from
+  config_source: str | None       # the file it came from, relative to the run directory
   description: dict[str, Any] | None   # the latest checkpoint's description, None without one
 
   @property
@@ -145,6 +146,7 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
 def read(run_dir: str | pathlib.Path) -> Run:
   """Reads a run directory. Raises RunError naming the directory or file where it has no
   `metrics.jsonl`, no evaluation in it, or a line that is not a metrics record."""
+  name = str(run_dir)
   run_dir = pathlib.Path(run_dir).expanduser().absolute()
   if not run_dir.is_dir():
     raise RunError(f"{run_dir}: no such run directory")
@@ -171,8 +173,8 @@ def read(run_dir: str | pathlib.Path) -> Run:
   description, description_file = latest_description(run_dir)
   config, config_source = None, None
   if (run_dir / CONFIG_FILE).is_file():
-    config, config_source = _read_json(run_dir / CONFIG_FILE), str(run_dir / CONFIG_FILE)
+    config, config_source = _read_json(run_dir / CONFIG_FILE), CONFIG_FILE
   elif description is not None and description.get("config"):
-    config, config_source = description["config"], str(description_file)
-  return Run(path=run_dir, phase=STEP_UNITS[step_unit], step_unit=step_unit, records=records,
-             config=config, config_source=config_source, description=description)
+    config, config_source = description["config"], str(description_file.relative_to(run_dir))
+  return Run(path=run_dir, name=name, phase=STEP_UNITS[step_unit], step_unit=step_unit,
+             records=records, config=config, config_source=config_source, description=description)

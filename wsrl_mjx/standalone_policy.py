@@ -2,7 +2,7 @@
 
   import policy
   act = policy.load("policy.npz")
-  action = act(observation)          # [obs_dim] -> [act_dim], or [batch, obs_dim] -> [batch, act_dim]
+  action = act(observation)   # [obs_dim] -> [act_dim]; [batch, obs_dim] -> [batch, act_dim]
 
   python policy.py policy.npz 0.1 0.2 ...   # prints the action for one observation
 
