@@ -1,0 +1,45 @@
+r"""A study's report from its run directories: learning curves, diagnostics, final scores.
+
+  python -m launch.report runs/ablation runs/ablation-more-seeds --out=runs/report
+
+Groups the seeds into arms (phase, env, method, `--config.per_seed` grid point), aggregates them
+with IQM and 95% stratified bootstrap intervals and writes `report.md` with its figures and
+tables into `--out` (wsrl_mjx/report.py says what each file holds).
+"""
+
+import shlex
+import sys
+
+from absl import app, flags
+
+from wsrl_mjx import report, runs, statistics
+
+_OUT = flags.DEFINE_string("out", None, "Folder to write the report into (created).")
+_LAST_N = flags.DEFINE_integer("last_n", 3, "The final-score table also averages each seed's "
+                               "last N evaluations.")
+_EXCLUDE_DIVERGED = flags.DEFINE_bool("exclude_diverged", False, "Leave seeds that diverged out "
+                                      "of the aggregates (they are listed either way).")
+_POOL = flags.DEFINE_bool("pool", False, "Pool seeds of runs whose configs differ into one arm "
+                          "(refused otherwise).")
+_RESAMPLES = flags.DEFINE_integer("resamples", statistics.DEFAULT_RESAMPLES,
+                                  "Bootstrap resamples per confidence interval.")
+flags.mark_flags_as_required(["out"])
+
+
+def main(argv):
+  if len(argv) < 2:
+    raise app.UsageError("Give one or more run directories: python -m launch.report RUN_DIR "
+                         "[RUN_DIR ...] --out=DIR")
+  command = "python -m launch.report " + shlex.join(sys.argv[1:])
+  try:
+    report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
+                       exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,
+                       resamples=_RESAMPLES.value, command=command)
+  except (runs.RunError, report.ReportError) as error:
+    # One line and a non-zero exit for bad input (launch/runtime.py does not catch these yet).
+    sys.exit(f"launch.report: {error}")
+  print(f"Report written to {_OUT.value}/report.md")
+
+
+if __name__ == "__main__":
+  app.run(main)

@@ -1,0 +1,315 @@
+"""launch.report and launch.export on one real tiny run (2 seeds, a per-seed warmup grid), and
+the statistics against rliable's numbers."""
+
+import csv
+import importlib.util
+import json
+import shutil
+import subprocess
+import sys
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import orbax.checkpoint as ocp
+import pytest
+
+import envs
+from conftest import run_launch, tiny_config
+from wsrl_mjx import export, finetune, networks, report, runs, statistics
+
+# A fixed [10 runs, 3 tasks] array and rliable 1.2.0's numbers for it:
+# rly.get_interval_estimates({"a": SCORES}, lambda x: np.array([metrics.aggregate_iqm(x),
+#   metrics.aggregate_mean(x)]), reps=50000, random_state=np.random.RandomState(0))
+# (rliable's percentile intervals moved by up to 0.15 between random states 0-3.)
+SCORES = np.array([[48.6, 66.3, 14.2], [71.5, 79.8, 20.9], [49.2, 27.6, 13.5],
+                   [19.1, 89.1, 22.2], [69.1, 87.6, 5.5], [53.3, 65.8, 27.1],
+                   [54.1, 66.2, 45.9], [53.9, 79.4, 1.9], [40.7, 65.5, 48.8],
+                   [96.7, 81.4, -13.5]])
+RLIABLE_ALL_TASKS = dict(iqm=50.26875, iqm_ci=(41.775, 58.275), mean=48.38,
+                         mean_ci=(41.8467, 54.8433))
+RLIABLE_FIRST_TASK = dict(iqm=54.7, iqm_ci=(44.1667, 67.3667), mean=55.62,
+                          mean_ci=(43.91, 67.99))
+GRID = "warmup_steps=50,100"
+
+
+def test_iqm_and_stratified_bootstrap_intervals_match_rliable_on_a_fixed_array():
+  for scores, expected in ((list(SCORES.T), RLIABLE_ALL_TASKS),
+                           (SCORES[:, 0], RLIABLE_FIRST_TASK)):
+    estimate = statistics.estimate(scores, resamples=50_000)
+    assert estimate.iqm == pytest.approx(expected["iqm"], abs=1e-9)
+    assert estimate.mean == pytest.approx(expected["mean"], abs=1e-9)
+    np.testing.assert_allclose([estimate.iqm_low, estimate.iqm_high], expected["iqm_ci"],
+                               atol=0.5)
+    np.testing.assert_allclose([estimate.mean_low, estimate.mean_high], expected["mean_ci"],
+                               atol=0.5)
+  # By hand: 8 values, int(8/4) = 2 dropped from each end -> mean(2, 3, 4, 5).
+  assert statistics.iqm(np.array([100.0, 0, 5, 1, 3, 2, 4, 6])) == 3.5
+  single = statistics.estimate(np.array([7.0]))
+  assert (single.iqm_low, single.iqm, single.iqm_high) == (7.0, 7.0, 7.0)
+
+
+@pytest.fixture(scope="module")
+def grid_run(tiny_programs, tmp_path_factory):
+  """A finished tiny run whose 2 seeds are 2 grid points (warmup 50 and 100): its workdir."""
+  _, _, _, programs = tiny_programs
+  workdir = tmp_path_factory.mktemp("grid_run")
+  finetune.train_and_evaluate(tiny_config(per_seed=GRID), workdir, programs)
+  return workdir
+
+
+def read_csv(path):
+  with open(path) as f:
+    return list(csv.DictReader(f))
+
+
+def records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def copy_of_metrics(source, destination, shift=0.0, keep=None, diverged=None, **config_changes):
+  """A run directory with `source`'s metrics (scores + shift, the first `keep` records, the last
+  record's diverged_at replaced) and its resolved config (changed) as config.json."""
+  destination.mkdir()
+  lines = records(source)[:keep]
+  for record in lines:
+    record["normalized_scores"] = [s + shift for s in record["normalized_scores"]]
+  if diverged is not None:
+    lines[-1]["diverged_at"] = diverged
+  (destination / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  config = runs.read(source).config
+  (destination / "config.json").write_text(json.dumps(dict(config, **config_changes)))
+  return destination
+
+
+def test_report_command_writes_an_arm_per_grid_point_with_every_evaluation(grid_run, tmp_path):
+  out = tmp_path / "report"
+  result = run_launch("launch.report", str(grid_run), f"--out={out}", "--resamples=2000")
+  assert result.returncode == 0, result.stderr[-3000:]
+  curves = read_csv(out / "curves.csv")
+  scores = {r["env_step"]: r["normalized_scores"] for r in records(grid_run)}
+  assert sorted({r["arm"] for r in curves}) == ["scratch warmup_steps=100",
+                                                "scratch warmup_steps=50"]
+  assert len(curves) == 2 * 3                           # 2 arms x evaluations at 0, 100, 200
+  for row in curves:
+    seed = 0 if row["point"] == "warmup_steps=50" else 1
+    assert (row["env"], row["step_unit"], row["seeds"]) == ("hopper-medium-v2", "env_step", "1")
+    for column in ("mean", "iqm", "iqm_ci_low", "iqm_ci_high"):   # one seed: its own score
+      assert float(row[column]) == pytest.approx(scores[int(row["step"])][seed], rel=1e-5)
+  finals = read_csv(out / "final_scores.csv")
+  assert len(finals) == 2 and {r["final_step_max"] for r in finals} == {"200"}
+  for row in finals:
+    seed = 0 if row["point"] == "warmup_steps=50" else 1
+    assert float(row["last3_mean"]) == pytest.approx(
+        np.mean([scores[s][seed] for s in (0, 100, 200)]), rel=1e-5)
+  text = (out / "report.md").read_text()
+  for link in ("learning_curves.png", "diagnostics.png", "final_scores.md", "final_scores.csv",
+               "curves.csv"):
+    assert f"]({link})" in text
+  assert "finished" in text and "unfinished" not in text
+  assert "python -m launch.report" in text and (out / "final_scores.md").read_text() in text
+  import matplotlib.image
+  for figure in ("learning_curves.png", "diagnostics.png"):
+    image = matplotlib.image.imread(out / figure)
+    assert image.shape[0] > 150 and image.shape[1] > 250
+    assert np.std(image[..., :3]) > 0.05                # something drawn, not a blank canvas
+
+
+def test_seeds_of_runs_pool_into_arms_with_their_iqm_and_intervals(grid_run, tmp_path):
+  shifts = [0.0, 10.0, 20.0, 40.0]
+  dirs = [copy_of_metrics(grid_run, tmp_path / f"run{i}", shift) for i, shift in
+          enumerate(shifts)]
+  results = report.make_report(dirs, tmp_path / "out", resamples=2000)
+  assert [r.arm.label for r in results] == ["scratch warmup_steps=50", "scratch warmup_steps=100"]
+  last = records(grid_run)[-1]["normalized_scores"]
+  for seed, result in enumerate(results):
+    pooled = np.sort(last[seed] + np.asarray(shifts))
+    assert result.last.seeds == 4 and result.warmup == [[50, 100][seed]]
+    assert result.last.mean == pytest.approx(pooled.mean())
+    assert result.last.iqm == pytest.approx(pooled[1:3].mean())   # 4 seeds: 1 cut each end
+    assert pooled[0] <= result.last.iqm_low < result.last.iqm < result.last.iqm_high <= pooled[-1]
+  assert len(read_csv(tmp_path / "out" / "curves.csv")) == 2 * 3
+
+
+def test_runs_with_different_configs_are_pooled_only_when_asked(grid_run, tmp_path):
+  same = copy_of_metrics(grid_run, tmp_path / "same")
+  other = copy_of_metrics(grid_run, tmp_path / "other", utd=2)
+  with pytest.raises(report.ReportError, match=r"configs differ: utd \(4 vs 2\).*--pool"):
+    report.make_report([same, other], tmp_path / "refused")
+  assert not (tmp_path / "refused").exists()
+  report.make_report([same, other], tmp_path / "pooled", pool=True, resamples=200)
+  text = (tmp_path / "pooled" / "report.md").read_text()
+  assert "whose configs differ: utd (4 vs 2) (--pool)" in text
+  assert {r["seeds"] for r in read_csv(tmp_path / "pooled" / "curves.csv")} == {"2"}
+
+
+def test_unfinished_and_diverged_runs_are_reported_and_diverged_seeds_excluded_when_asked(
+    grid_run, tmp_path):
+  unfinished = copy_of_metrics(grid_run, tmp_path / "unfinished", keep=2)
+  diverged = copy_of_metrics(grid_run, tmp_path / "diverged", shift=5.0, diverged=[None, 150])
+  results = report.make_report([unfinished, diverged], tmp_path / "kept", resamples=200)
+  text = (tmp_path / "kept" / "report.md").read_text()
+  assert f"{unfinished} is unfinished: its last evaluation is at 100 of 200 env steps" in text
+  assert f"{diverged} seed 1 (arm 'scratch warmup_steps=100', hopper-medium-v2) at env steps 150" \
+      in text
+  assert [r.last.seeds for r in results] == [2, 2] and results[1].final_steps == (100, 200)
+
+  results = report.make_report([unfinished, diverged], tmp_path / "excluded",
+                               exclude_diverged=True, resamples=200)
+  assert [r.last.seeds for r in results] == [2, 1]
+  excluded = read_csv(tmp_path / "excluded" / "curves.csv")
+  # Left: the unfinished run's seed 1, evaluated at steps 0 and 100.
+  assert [(r["step"], r["seeds"]) for r in excluded if r["point"] == "warmup_steps=100"] == [
+      ("0", "1"), ("100", "1")]
+  assert "excluded from the aggregates (--exclude_diverged)" in \
+      (tmp_path / "excluded" / "report.md").read_text()
+
+
+def test_a_pretraining_run_is_its_own_arm_counted_in_gradient_steps(grid_run, tmp_path):
+  offline = tmp_path / "offline"
+  offline.mkdir()
+  lines = [{"gradient_step": step, "normalized_scores": [score, score + 2.0], "algo": "calql",
+            "diverged_at": [None, None], "train": {"critic_loss": [1.0, 3.0], "updates": [5, 5]}}
+           for step, score in ((0, 1.0), (50, 4.0))]
+  (offline / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  (offline / "config.json").write_text(json.dumps(
+      {"env_name": "hopper-medium-v2", "algo": "calql", "offline_steps": 100}))
+  results = report.make_report([grid_run, offline], tmp_path / "out", resamples=200)
+  pretraining = results[-1]
+  assert (pretraining.arm.label, pretraining.arm.panel) == ("calql", ("hopper-medium-v2",
+                                                                      "pretrain"))
+  assert pretraining.arm.step_unit == "gradient_step" and list(pretraining.steps) == [0, 50]
+  assert pretraining.last.mean == 5.0 and pretraining.warmup == []
+  assert runs.read(offline).train_statistic("critic_loss")[1].tolist() == [1.0, 3.0]
+  assert f"{offline} is unfinished: its last evaluation is at 50 of 100 gradient steps" in \
+      (tmp_path / "out" / "report.md").read_text()
+  rows = read_csv(tmp_path / "out" / "curves.csv")
+  assert [(r["arm"], r["step_unit"], r["step"]) for r in rows][-2:] == [
+      ("calql", "gradient_step", "0"), ("calql", "gradient_step", "50")]
+
+
+def test_a_directory_without_metrics_is_refused_in_one_line(grid_run, tmp_path):
+  empty = tmp_path / "not_a_run"
+  empty.mkdir()
+  result = run_launch("launch.report", str(grid_run), str(empty), f"--out={tmp_path / 'out'}")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"launch.report: {empty}: has no metrics.jsonl; not a wsrl-mjx run directory, or the run "
+      "stopped before its first evaluation")
+  assert not (tmp_path / "out").exists()
+
+
+# --- export -------------------------------------------------------------------------------------
+
+def checkpoint_actor(workdir, step, seed):
+  restored = ocp.CheckpointManager(workdir / "checkpoints").restore(
+      step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))
+  return jax.tree.map(lambda x: np.asarray(x)[seed], restored.agent["actor"])
+
+
+def load_module(path):
+  spec = importlib.util.spec_from_file_location("exported_policy", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
+
+
+def test_onnx_numpy_and_jax_policies_agree(grid_run, tmp_path):
+  import onnx
+  import onnxruntime
+  config = tiny_config()
+  info = export.export(grid_run, tmp_path, seed=1)
+  assert sorted(p.name for p in tmp_path.iterdir()) == sorted(export.FILES)
+  observations = np.random.default_rng(0).normal(0, 3, (64, 11)).astype(np.float32)
+
+  actor = networks.GaussianActor(3, config.actor_hidden_sizes)
+  mean, _ = actor.apply(checkpoint_actor(grid_run, 200, 1), jnp.asarray(observations))
+  expected = np.clip(np.tanh(np.asarray(mean)), -config.action_clip, config.action_clip)
+  assert np.abs(expected).max() > 0.5                   # the inputs move the policy
+
+  model = onnx.load(tmp_path / "policy.onnx")
+  assert model.opset_import[0].version >= 17
+  assert {n.op_type for n in model.graph.node} == {"Gemm", "LayerNormalization", "Relu", "Tanh",
+                                                  "Clip"}
+  session = onnxruntime.InferenceSession(str(tmp_path / "policy.onnx"))
+  from_onnx, = session.run(["action"], {"observation": observations})
+  from_numpy = load_module(tmp_path / "policy.py").load(tmp_path / "policy.npz")(observations)
+  np.testing.assert_allclose(from_onnx, expected, atol=1e-5, rtol=0)
+  np.testing.assert_allclose(from_numpy, expected, atol=1e-5, rtol=0)
+  assert info["source"]["seed"] == 1 and info["source"]["per_seed"] == {"warmup_steps": 100}
+
+  # policy.py alone, with jax and this repository unimportable: one observation from the shell.
+  block = ("import sys, runpy; sys.modules['jax'] = sys.modules['wsrl_mjx'] = None; "
+           "sys.argv = sys.argv[1:]; runpy.run_path('policy.py', run_name='__main__')")
+  shell = subprocess.run([sys.executable, "-I", "-c", block, "policy.py", "policy.npz",
+                          *map(str, observations[0])], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=60)
+  assert shell.returncode == 0, shell.stderr
+  np.testing.assert_allclose(np.asarray(shell.stdout.split(), float), expected[0], atol=1e-5)
+
+
+def test_policy_json_matches_the_env_and_the_run(grid_run, tmp_path):
+  info = export.export(grid_run, tmp_path, seed=0)
+  assert json.loads((tmp_path / "policy.json").read_text()) == info
+  env, spec = envs.make("hopper-medium-v2")
+  assert info["env"]["name"] == "hopper-medium-v2" and info["env"]["episode_length"] == 40
+  assert info["control_period_s"] == pytest.approx(env.dt) == pytest.approx(0.008)
+  layout = info["observation"]["layout"]
+  assert info["observation"]["size"] == spec.observation_size == layout[-1]["stop"]
+  assert [(f["name"], slice(f["start"], f["stop"])) for f in layout] == [
+      (name, slice(*part.indices(11)[:2])) for name, part in env.observation_fields().items()]
+  assert all(a["stop"] == b["start"] for a, b in zip(layout, layout[1:]))
+  assert [a["name"] for a in info["action"]["actuators"]] == ["thigh", "leg",
+                                                              "foot"]
+  assert info["network"]["hidden_sizes"] == [32, 32] and info["network"]["layer_norm"]
+  last = records(grid_run)[-1]
+  assert info["last_evaluation"] == {"env_step": 200, "normalized_score": pytest.approx(
+      last["normalized_scores"][0]), "return": pytest.approx(last["returns"][0])}
+  assert info["source"]["checkpoint_step"] == 200 and info["action"]["clip"] == pytest.approx(
+      tiny_config().action_clip)
+  # The scaling JSON gives is the env's own map, on a family that rescales (AntMaze: x30).
+  antmaze, _ = envs.make("antmaze-umaze-v2")
+  for env in (env, antmaze):
+    scaling = export.action_scaling(env)
+    actions = np.random.default_rng(1).uniform(-1, 1, (5, env.action_size))
+    np.testing.assert_allclose(
+        np.asarray(scaling["offset"]) + np.asarray(scaling["scale"]) * actions,
+        env.action_to_ctrl(jnp.asarray(actions, jnp.float32)), rtol=1e-6, atol=1e-5)
+  assert scaling["scale"] == [30.0] * 8
+
+
+def test_best_picks_the_best_seed_that_did_not_diverge(grid_run, tmp_path):
+  scores = records(grid_run)[-1]["normalized_scores"]
+  best = int(np.argmax(scores))
+  assert export.export(grid_run, tmp_path / "best", best=True)["source"]["seed"] == best
+  poisoned = tmp_path / "poisoned"
+  shutil.copytree(grid_run, poisoned)
+  lines = records(poisoned)
+  lines[-1]["diverged_at"] = [150 if i == best else None for i in range(2)]
+  (poisoned / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  assert export.export(poisoned, tmp_path / "next", best=True)["source"]["seed"] == 1 - best
+  with pytest.raises(export.ExportError, match=rf"--seed={best}: .* diverged at env step 150"):
+    export.export(poisoned, tmp_path / "refused", seed=best)
+  assert not (tmp_path / "refused").exists()
+
+
+def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(grid_run,
+                                                                               tmp_path):
+  result = run_launch("launch.export", f"--run={grid_run}", "--best", f"--out={tmp_path / 'ok'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "Exported seed" in result.stdout and (tmp_path / "ok" / "policy.onnx").is_file()
+
+  result = run_launch("launch.export", f"--run={grid_run}", "--seed=2", f"--out={tmp_path / 'x'}")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"launch.export: --seed=2: {grid_run} has seeds 0 to 1")
+
+  agentless = tmp_path / "agentless"
+  shutil.copytree(grid_run, agentless)
+  shutil.rmtree(agentless / "checkpoints" / "200" / "agent")
+  result = run_launch("launch.export", f"--run={agentless}", "--seed=0", f"--out={tmp_path / 'x'}")
+  assert result.returncode != 0
+  assert result.stderr.strip().splitlines()[-1] == (
+      f"launch.export: {agentless / 'checkpoints' / '200'}: holds no agent item "
+      "(checkpoints/<step>/agent); there is no policy to export")
+  assert not (tmp_path / "x").exists()

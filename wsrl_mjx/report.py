@@ -1,0 +1,407 @@
+"""A study's report: seeds grouped into arms, learning curves with confidence bands, WSRL's
+training diagnostics and a final-score table, from any number of run directories.
+
+An arm is the seeds of one phase, env, method (`runs.Run.method`) and `--config.per_seed` grid
+point. Seeds of different runs join an arm only if the runs' configs agree on every field that
+defines the experiment (`NOT_THE_EXPERIMENT` lists those that do not), unless `pool=True`.
+
+Statistics (`wsrl_mjx.statistics`): per arm and evaluation step, the mean and IQM of the seeds'
+normalised scores with 95% stratified bootstrap intervals; one panel per env and phase, so a
+curve's strata are one task and the bootstrap resamples seeds. `make_report` writes into `out`:
+
+- `learning_curves.png`: IQM and its 95% interval per arm vs step, one panel per env (and phase);
+- `diagnostics.png`: mean Q-value, critic loss and temperature (mean over seeds that updated in
+  the chunk before each evaluation), the end of each arm's warmup marked;
+- `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
+  `last_n`, aggregated per arm; `curves.csv`: every arm's estimates at every step;
+- `report.md`: the runs, what is unfinished or diverged, the figures and the table.
+"""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import io
+import pathlib
+from typing import Any, Sequence
+
+import numpy as np
+
+from wsrl_mjx import runs as runs_lib
+from wsrl_mjx import statistics
+
+# Config fields that do not make two runs different experiments (seeds, sizes of the host
+# loop's steps); a run's per-seed grid fields are compared through its seeds' grid points.
+NOT_THE_EXPERIMENT = ("seed", "num_seeds", "per_seed", "steps_per_chunk", "eval_interval",
+                      "checkpoint_interval", "keep_checkpoints")
+DIAGNOSTICS = (("q", "mean Q-value"), ("critic_loss", "critic loss"),
+               ("temperature", "temperature"))
+STEP_LABELS = {"env_step": "env steps", "gradient_step": "gradient steps"}
+DPI = 80
+
+
+class ReportError(ValueError):
+  """Runs that cannot be reported as asked, with the reason."""
+
+
+@dataclasses.dataclass
+class Arm:
+  phase: str
+  env_name: str
+  method: str
+  point: tuple[tuple[str, Any], ...]          # the grid point's (name, value) pairs
+  members: list[tuple[runs_lib.Run, int]] = dataclasses.field(default_factory=list)
+
+  @property
+  def label(self) -> str:
+    """e.g. "wsrl warmup_steps=0" (the env and phase are the panel's)."""
+    return " ".join([self.method] + [f"{name}={value}" for name, value in self.point])
+
+  @property
+  def panel(self) -> tuple[str, str]:
+    return self.env_name, self.phase
+
+  @property
+  def step_unit(self) -> str:
+    return self.members[0][0].step_unit
+
+
+def _experiment(run: runs_lib.Run, point: dict) -> dict[str, Any]:
+  return {k: v for k, v in (run.config or {}).items()
+          if k not in NOT_THE_EXPERIMENT and k not in point}
+
+
+def group(runs: Sequence[runs_lib.Run], pool: bool = False) -> tuple[list[Arm], list[str]]:
+  """Seeds of `runs` grouped into arms (in order of first appearance) -> (arms, notes).
+
+  Raises ReportError where two runs with different configs would share an arm and `pool` is
+  false; with `pool` they are pooled and a note names the differing fields.
+  """
+  arms: dict[tuple, Arm] = {}
+  notes = []
+  for run in runs:
+    for seed, point in enumerate(run.seed_points):
+      key = (run.phase, run.env_name or "unknown env", run.method, tuple(sorted(point.items())))
+      arm = arms.setdefault(key, Arm(*key))
+      arm.members.append((run, seed))
+  for arm in arms.values():
+    first = arm.members[0][0]
+    reference = _experiment(first, dict(arm.point))
+    for run in dict.fromkeys(r for r, _ in arm.members):
+      if run.config is None or first.config is None:
+        continue
+      other = _experiment(run, dict(arm.point))
+      differing = sorted(k for k in set(reference) | set(other)
+                         if reference.get(k) != other.get(k))
+      if not differing:
+        continue
+      fields = ", ".join(f"{k} ({reference.get(k)!r} vs {other.get(k)!r})" for k in differing)
+      if not pool:
+        raise ReportError(
+            f"{first.name} and {run.name} both have seeds of arm '{arm.label}' "
+            f"({arm.env_name}, {arm.phase}) but their configs differ: {fields}. Report them "
+            "separately, or pass --pool to pool them into one arm.")
+      notes.append(f"Arm '{arm.label}' ({arm.env_name}) pools {first.name} and {run.name}, "
+                   f"whose configs differ: {fields} (--pool).")
+  return list(arms.values()), notes
+
+
+@dataclasses.dataclass
+class ArmResult:
+  arm: Arm
+  used: list[tuple[runs_lib.Run, int]]        # the seeds aggregated (diverged ones maybe not)
+  diverged: list[tuple[runs_lib.Run, int, int]]   # (run, seed, step)
+  steps: np.ndarray                           # [points] the steps with at least one score
+  curve: list[statistics.Estimate]            # one per step
+  last: statistics.Estimate | None            # each seed's last evaluation
+  last_n: statistics.Estimate | None          # each seed's mean of its last n evaluations
+  final_steps: tuple[int, int] | None         # smallest and largest last step of its seeds
+  warmup: list[int]                           # the seeds' distinct warmup lengths
+
+
+def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
+              resamples: int = statistics.DEFAULT_RESAMPLES) -> ArmResult:
+  """The arm's per-step and final estimates over its seeds' finite scores."""
+  diverged = [(run, seed, run.diverged_at[seed]) for run, seed in arm.members
+              if run.diverged_at[seed] is not None]
+  used = [(run, seed) for run, seed in arm.members
+          if not (exclude_diverged and run.diverged_at[seed] is not None)]
+  by_step: dict[int, list[float]] = {}
+  lasts, last_means, final_steps = [], [], []
+  for run, seed in used:
+    scores, steps = run.scores[:, seed], run.steps
+    finite = np.isfinite(scores)
+    for step, score in zip(steps[finite], scores[finite]):
+      by_step.setdefault(int(step), []).append(float(score))
+    if finite.any():
+      lasts.append(scores[finite][-1])
+      last_means.append(scores[finite][-last_n:].mean())
+      final_steps.append(int(steps[finite][-1]))
+  steps = np.asarray(sorted(by_step), np.int64)
+  curve = [statistics.estimate(np.asarray(by_step[s]), resamples) for s in steps]
+  warmup = sorted({w for run, seed in arm.members
+                   if (w := run.warmup_steps(seed)) is not None})
+  return ArmResult(
+      arm=arm, used=used, diverged=diverged, steps=steps, curve=curve,
+      last=statistics.estimate(np.asarray(lasts), resamples) if lasts else None,
+      last_n=statistics.estimate(np.asarray(last_means), resamples) if last_means else None,
+      final_steps=(min(final_steps), max(final_steps)) if final_steps else None, warmup=warmup)
+
+
+# --- files --------------------------------------------------------------------------------------
+
+_CURVE_COLUMNS = ("arm", "env", "phase", "method", "point", "step_unit", "step", "seeds", "mean",
+                  "mean_ci_low", "mean_ci_high", "iqm", "iqm_ci_low", "iqm_ci_high")
+
+
+def _point_text(arm: Arm) -> str:
+  return ";".join(f"{name}={value}" for name, value in arm.point)
+
+
+def _arm_columns(arm: Arm) -> list:
+  return [arm.label, arm.env_name, arm.phase, arm.method, _point_text(arm)]
+
+
+def _estimate_columns(estimate: statistics.Estimate | None) -> list:
+  if estimate is None:
+    return [0] + [""] * 6
+  return [estimate.seeds] + [f"{v:.6g}" for v in (
+      estimate.mean, estimate.mean_low, estimate.mean_high, estimate.iqm, estimate.iqm_low,
+      estimate.iqm_high)]
+
+
+def _write_csv(path: pathlib.Path, header, rows) -> None:
+  buffer = io.StringIO()
+  writer = csv.writer(buffer, lineterminator="\n")
+  writer.writerow(header)
+  writer.writerows(rows)
+  path.write_text(buffer.getvalue())
+
+
+def write_curves_csv(results: list[ArmResult], path: pathlib.Path) -> None:
+  rows = []
+  for result in results:
+    for step, estimate in zip(result.steps, result.curve):
+      columns = _estimate_columns(estimate)
+      rows.append(_arm_columns(result.arm) + [result.arm.step_unit, int(step), columns[0],
+                  *columns[1:4], *columns[4:7]])
+  _write_csv(path, _CURVE_COLUMNS, rows)
+
+
+def write_final_scores_csv(results: list[ArmResult], last_n: int, path: pathlib.Path) -> None:
+  header = ["arm", "env", "phase", "method", "point", "step_unit", "final_step_min",
+            "final_step_max", "diverged_seeds"]
+  for prefix in ("last", f"last{last_n}"):
+    header += [f"{prefix}_{c}" for c in ("seeds", "mean", "mean_ci_low", "mean_ci_high", "iqm",
+                                          "iqm_ci_low", "iqm_ci_high")]
+  rows = []
+  for result in results:
+    low, high = result.final_steps or ("", "")
+    rows.append(_arm_columns(result.arm) + [result.arm.step_unit, low, high,
+                                            len(result.diverged)]
+                + _estimate_columns(result.last) + _estimate_columns(result.last_n))
+  _write_csv(path, header, rows)
+
+
+def _interval_text(point: float, low: float, high: float) -> str:
+  return f"{point:.1f} [{low:.1f}, {high:.1f}]"
+
+
+def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
+  lines = [f"| arm | env | seeds | final step | last evaluation: IQM [95% CI] | mean [95% CI] | "
+           f"mean of last {last_n}: IQM [95% CI] | mean [95% CI] | diverged seeds |",
+           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for result in results:
+    arm = result.arm
+    if result.last is None:
+      lines.append(f"| {arm.label} | {arm.env_name} | 0 | - | - | - | - | - | "
+                   f"{len(result.diverged)} |")
+      continue
+    low, high = result.final_steps
+    final = f"{low:,}" if low == high else f"{low:,}-{high:,}"
+    cells = []
+    for estimate in (result.last, result.last_n):
+      cells += [_interval_text(estimate.iqm, estimate.iqm_low, estimate.iqm_high),
+                _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)]
+    lines.append(f"| {arm.label} | {arm.env_name} | {result.last.seeds} | {final} | "
+                 f"{' | '.join(cells)} | {len(result.diverged)} |")
+  return "\n".join(lines) + "\n"
+
+
+def _panels(results: list[ArmResult]) -> list[tuple[str, str]]:
+  return list(dict.fromkeys(r.arm.panel for r in results))
+
+
+def _step_label(results: list[ArmResult], panel: tuple[str, str]) -> str:
+  return STEP_LABELS[next(r.arm.step_unit for r in results if r.arm.panel == panel)]
+
+
+def _colours(results: list[ArmResult]) -> dict[str, Any]:
+  import matplotlib
+  palette = matplotlib.colormaps["tab10"]
+  labels = list(dict.fromkeys(r.arm.label for r in results))
+  return {label: palette(i % 10) for i, label in enumerate(labels)}
+
+
+def _figure(rows: int, columns: int):
+  """A matplotlib figure without pyplot (no global state, the Agg canvas)."""
+  from matplotlib.backends.backend_agg import FigureCanvasAgg
+  from matplotlib.figure import Figure
+  figure = Figure(figsize=(4.2 * columns, 3.0 * rows), layout="constrained")
+  FigureCanvasAgg(figure)
+  return figure, figure.subplots(rows, columns, squeeze=False)
+
+
+def _mark_warmup(axis, result: ArmResult, colour) -> None:
+  for warmup in result.warmup:
+    if warmup > 0:
+      axis.axvline(warmup, color=colour, linestyle=":", linewidth=1.2)
+
+
+def plot_learning_curves(results: list[ArmResult], path: pathlib.Path) -> None:
+  panels = _panels(results)
+  colours = _colours(results)
+  figure, axes = _figure(1, len(panels))
+  for axis, panel in zip(axes[0], panels):
+    for result in (r for r in results if r.arm.panel == panel and len(r.steps)):
+      colour = colours[result.arm.label]
+      iqm = [e.iqm for e in result.curve]
+      axis.plot(result.steps, iqm, color=colour, marker="o", markersize=3,
+                label=f"{result.arm.label} (n={len(result.used)})")
+      axis.fill_between(result.steps, [e.iqm_low for e in result.curve],
+                        [e.iqm_high for e in result.curve], color=colour, alpha=0.2)
+      _mark_warmup(axis, result, colour)
+    env_name, phase = panel
+    axis.set_title(f"{env_name} ({phase})")
+    axis.set_xlabel(_step_label(results, panel))
+    axis.set_ylabel("normalised score (IQM, 95% CI)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+  figure.savefig(path, dpi=DPI)
+
+
+def plot_diagnostics(results: list[ArmResult], path: pathlib.Path) -> None:
+  """One row per panel (env, phase), one column per statistic of `DIAGNOSTICS`."""
+  panels = _panels(results)
+  colours = _colours(results)
+  figure, axes = _figure(len(panels), len(DIAGNOSTICS))
+  for row, panel in enumerate(panels):
+    for column, (name, title) in enumerate(DIAGNOSTICS):
+      axis = axes[row][column]
+      drawn = False
+      for result in (r for r in results if r.arm.panel == panel):
+        values: dict[int, list[float]] = {}
+        for run, seed in result.used:
+          for step, value in zip(run.steps, run.train_statistic(name)[:, seed]):
+            if np.isfinite(value):
+              values.setdefault(int(step), []).append(value)
+        if not values:
+          continue
+        steps = sorted(values)
+        colour = colours[result.arm.label]
+        axis.plot(steps, [np.mean(values[s]) for s in steps], color=colour, marker="o",
+                  markersize=3, label=result.arm.label)
+        _mark_warmup(axis, result, colour)
+        drawn = True
+      if drawn:
+        axis.legend(fontsize=7)
+      else:
+        axis.text(0.5, 0.5, "not logged", ha="center", va="center", transform=axis.transAxes)
+      env_name, phase = panel
+      axis.set_title(f"{env_name} ({phase}): {title}", fontsize=9)
+      axis.set_xlabel(_step_label(results, panel))
+      axis.grid(alpha=0.3)
+  figure.savefig(path, dpi=DPI)
+
+
+# --- the report ---------------------------------------------------------------------------------
+
+def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
+  notes = []
+  for run in runs:
+    unit = STEP_LABELS[run.step_unit]
+    if run.finished is False:
+      notes.append(f"{run.name} is unfinished: its last evaluation is at {int(run.steps[-1]):,} "
+                   f"of {int(run.total_steps):,} {unit}; the report uses the {len(run.records)} "
+                   "evaluations it has.")
+    if run.config is None:
+      notes.append(f"{run.name} records no config (no config.json, no checkpoint yet): whether "
+                   "it finished is unknown, and its seeds are grouped by its metrics alone"
+                   f"{'' if run.env_name else ' (env unknown)'}.")
+    missing = int(np.sum(~np.isfinite(run.scores)))
+    if missing:
+      notes.append(f"{run.name}: {missing} seed evaluations were not finite and are left out.")
+  return notes
+
+
+def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, *,
+                last_n: int = 3, exclude_diverged: bool = False, pool: bool = False,
+                resamples: int = statistics.DEFAULT_RESAMPLES,
+                command: str | None = None) -> list[ArmResult]:
+  """Reads `run_dirs`, writes the report into `out` (created) and returns the arms' results.
+
+  Raises runs.RunError for a directory that is not a run (naming it), ReportError for configs
+  that would be pooled without `pool` or `last_n` < 1. Nothing is written before
+  every run has been read and grouped.
+  """
+  if last_n < 1:
+    raise ReportError(f"--last_n must be at least 1, got {last_n}")
+  if not run_dirs:
+    raise ReportError("no run directories given")
+  runs = [runs_lib.read(d) for d in run_dirs]
+  arms, pool_notes = group(runs, pool)
+  results = [aggregate(arm, last_n, exclude_diverged, resamples) for arm in arms]
+
+  out = pathlib.Path(out)
+  out.mkdir(parents=True, exist_ok=True)
+  write_curves_csv(results, out / "curves.csv")
+  write_final_scores_csv(results, last_n, out / "final_scores.csv")
+  table = final_scores_markdown(results, last_n)
+  (out / "final_scores.md").write_text(table)
+  plotted = [r for r in results if len(r.steps)]
+  if plotted:
+    plot_learning_curves(plotted, out / "learning_curves.png")
+    plot_diagnostics(plotted, out / "diagnostics.png")
+
+  lines = ["# Report", ""]
+  if command:
+    lines += ["Made with:", "", "```bash", command, "```", ""]
+  lines += ["## Runs", "", "| run | phase | env | method | seeds | evaluations | last step | "
+            "status | config from |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  for run in runs:
+    status = {True: "finished", False: "unfinished", None: "unknown"}[run.finished]
+    total = f" of {int(run.total_steps):,}" if run.total_steps else ""
+    lines.append(f"| {run.name} | {run.phase} | {run.env_name or '?'} | {run.method} | "
+                 f"{run.num_seeds} | {len(run.records)} | {int(run.steps[-1]):,}{total} | "
+                 f"{status} | {run.config_source or '-'} |")
+  lines += ["", f"{len(arms)} arms: seeds grouped by phase, env, method and per-seed grid point.",
+            ""]
+  notes = _run_notes(runs) + pool_notes
+  diverged = [(r, d) for r in results for d in r.diverged]
+  if diverged:
+    what = ("excluded from the aggregates (--exclude_diverged)" if exclude_diverged else
+            "kept in the aggregates with their last finite parameters (--exclude_diverged "
+            "drops them)")
+    notes.append(f"{len(diverged)} seeds diverged (a non-finite update stopped their learning), "
+                 f"{what}:")
+    notes += [f"  - {run.name} seed {seed} (arm '{result.arm.label}', {result.arm.env_name}) "
+              f"at {STEP_LABELS[run.step_unit]} {step:,}" for result, (run, seed, step) in diverged]
+  if notes:
+    lines += ["## Notes", ""] + [n if n.startswith("  -") else f"- {n}" for n in notes] + [""]
+  if plotted:
+    lines += ["## Learning curves", "",
+              "IQM of the seeds' normalised scores per evaluation, shaded: its 95% bootstrap "
+              "confidence interval; dotted: the end of each arm's warmup.", "",
+              "![learning curves](learning_curves.png)", "", "## Training diagnostics", "",
+              "Mean over seeds of each statistic in the chunk before each evaluation (seeds "
+              "without an update in that chunk left out); dotted: the end of each arm's warmup.",
+              "", "![diagnostics](diagnostics.png)", ""]
+  lines += ["## Final scores", "",
+            f"Per seed: its last evaluation, and the mean of its last {last_n}; per arm: the mean "
+            "and the interquartile mean (IQM) over seeds with 95% stratified bootstrap "
+            f"confidence intervals (percentile, {resamples:,} resamples; Agarwal et al. 2021).",
+            "", table, "Files: [final_scores.md](final_scores.md), "
+            "[final_scores.csv](final_scores.csv), [curves.csv](curves.csv) (every arm at every "
+            "evaluation step).", ""]
+  (out / "report.md").write_text("\n".join(lines))
+  return results

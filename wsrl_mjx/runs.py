@@ -1,0 +1,180 @@
+"""A run directory read back: what `launch.report` and `launch.export` know about a run.
+
+A run directory (written by `host_loop.run_phase`, either phase) holds `metrics.jsonl` (one record
+per evaluation: the step, per-seed `normalized_scores`, `diverged_at`, the last chunk's `train`
+statistics, fine-tuning's per-seed grid points `per_seed`, pretraining's `algo`),
+`checkpoints/<step>/description/metadata` (env, agent shapes and the config, see checkpoint.py)
+and, from runs that write it, `config.json` (the resolved config). The config is read from
+`config.json` where it exists, else from the latest checkpoint's description; a run stopped
+before its first checkpoint and without `config.json` has none, and `Run.config` is None.
+
+Only JSON is read here (no JAX, no orbax): reports are made on machines without an accelerator.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import pathlib
+from typing import Any
+
+import numpy as np
+
+METRICS_FILE = "metrics.jsonl"
+CONFIG_FILE = "config.json"
+STEP_UNITS = {"env_step": "finetune", "gradient_step": "pretrain"}   # record step key -> phase
+TOTAL_FIELDS = {"finetune": "online_steps", "pretrain": "offline_steps"}
+
+
+class RunError(ValueError):
+  """A run directory that cannot be read as one, with the file and the reason."""
+
+
+@dataclasses.dataclass(frozen=True, eq=False)   # runs compare and hash by identity
+class Run:
+  path: pathlib.Path              # absolute
+  name: str                       # the directory as it was given (what reports show)
+  phase: str                      # "finetune" or "pretrain"
+  step_unit: str                  # "env_step" or "gradient_step"
+  records: list[dict[str, Any]]   # metrics.jsonl, in order
+  config: dict[str, Any] | None   # the resolved config, None where the run recorded none
+  config_source: str | None       # the file it came from, relative to the run directory
+  description: dict[str, Any] | None   # the latest checkpoint's description, None without one
+
+  @property
+  def num_seeds(self) -> int:
+    return len(self.records[0]["normalized_scores"])
+
+  @property
+  def env_name(self) -> str | None:
+    if self.config is not None and self.config.get("env_name"):
+      return self.config["env_name"]
+    return (self.description or {}).get("env_name")
+
+  @property
+  def method(self) -> str:
+    """"wsrl" (fine-tuned from a pretrained agent), "scratch" (fine-tuning without one), the
+    offline learner's name (pretraining), or the phase where the run does not say."""
+    if self.phase == "pretrain":
+      return (self.config or {}).get("algo") or self.records[0].get("algo") or "pretrain"
+    if self.config is None:
+      return "finetune"
+    return "wsrl" if self.config.get("pretrained") else "scratch"
+
+  @property
+  def seed_points(self) -> list[dict[str, Any]]:
+    """Per seed, the `--config.per_seed` grid values it ran with ({} without a grid)."""
+    points = self.records[-1].get("per_seed") or (self.description or {}).get("per_seed")
+    return [dict(p) for p in points] if points else [{} for _ in range(self.num_seeds)]
+
+  @property
+  def steps(self) -> np.ndarray:
+    """[evaluations] the step of each evaluation (env or gradient steps: `step_unit`)."""
+    return np.asarray([r[self.step_unit] for r in self.records], np.int64)
+
+  @property
+  def scores(self) -> np.ndarray:
+    """[evaluations, seeds] normalised scores; NaN where an evaluation was not finite."""
+    return np.asarray([[np.nan if s is None else s for s in r["normalized_scores"]]
+                       for r in self.records], np.float64)
+
+  def train_statistic(self, name: str) -> np.ndarray:
+    """[evaluations, seeds] a training statistic of the chunk before each evaluation; NaN where
+    it was not logged or the seed made no update in that chunk (warmup, divergence)."""
+    values = np.full((len(self.records), self.num_seeds), np.nan)
+    for i, record in enumerate(self.records):
+      train = record.get("train") or {}
+      if name in train:
+        value = np.asarray([np.nan if v is None else v for v in train[name]], np.float64)
+        updates = np.asarray(train.get("updates", np.ones(self.num_seeds)), np.float64)
+        values[i] = np.where(updates > 0, value, np.nan)
+    return values
+
+  @property
+  def diverged_at(self) -> list[int | None]:
+    """Per seed, the step of its first non-finite update (it stopped learning), or None."""
+    return list(self.records[-1].get("diverged_at") or [None] * self.num_seeds)
+
+  @property
+  def total_steps(self) -> int | None:
+    """The run's budget, None where no config was recorded."""
+    if self.config is None:
+      return None
+    return self.config.get(TOTAL_FIELDS[self.phase])
+
+  @property
+  def finished(self) -> bool | None:
+    """Whether the last evaluation is at the budget's end; None where the budget is unknown."""
+    total = self.total_steps
+    return None if total is None else int(self.steps[-1]) >= int(total)
+
+  def warmup_steps(self, seed: int) -> int | None:
+    """Seed's online warmup length (its grid point's or the config's), None offline/unknown."""
+    if self.phase != "finetune":
+      return None
+    point = self.seed_points[seed]
+    if "warmup_steps" in point:
+      return int(point["warmup_steps"])
+    return None if self.config is None else int(self.config["warmup_steps"])
+
+
+def latest_description(run_dir: pathlib.Path) -> tuple[dict[str, Any] | None, pathlib.Path | None]:
+  """The description of the highest-numbered finished checkpoint and its file, or (None, None).
+
+  Orbax renames a checkpoint's folder to its step only once it is complete, so numeric folders
+  are finished checkpoints.
+  """
+  steps = sorted((int(p.name) for p in (run_dir / "checkpoints").glob("*")
+                  if p.name.isdigit()), reverse=True)
+  for step in steps:
+    path = run_dir / "checkpoints" / str(step) / "description" / "metadata"
+    if path.is_file():
+      try:
+        return json.loads(path.read_text()), path
+      except json.JSONDecodeError as error:
+        raise RunError(f"{path}: not valid JSON ({error})") from None
+  return None, None
+
+
+def _read_json(path: pathlib.Path) -> dict[str, Any]:
+  try:
+    return json.loads(path.read_text())
+  except json.JSONDecodeError as error:
+    raise RunError(f"{path}: not valid JSON ({error})") from None
+
+
+def read(run_dir: str | pathlib.Path) -> Run:
+  """Reads a run directory. Raises RunError naming the directory or file where it has no
+  `metrics.jsonl`, no evaluation in it, or a line that is not a metrics record."""
+  name = str(run_dir)
+  run_dir = pathlib.Path(run_dir).expanduser().absolute()
+  if not run_dir.is_dir():
+    raise RunError(f"{run_dir}: no such run directory")
+  metrics = run_dir / METRICS_FILE
+  if not metrics.is_file():
+    raise RunError(f"{run_dir}: has no {METRICS_FILE}; not a wsrl-mjx run directory, or the run "
+                   "stopped before its first evaluation")
+  records = []
+  for number, line in enumerate(metrics.read_text().splitlines(), 1):
+    if not line.strip():
+      continue
+    try:
+      record = json.loads(line)
+    except json.JSONDecodeError as error:
+      raise RunError(f"{metrics}: line {number} is not valid JSON ({error})") from None
+    if not isinstance(record, dict) or "normalized_scores" not in record or \
+       not any(unit in record for unit in STEP_UNITS):
+      raise RunError(f"{metrics}: line {number} is not an evaluation record (it needs "
+                     f"normalized_scores and one of {', '.join(STEP_UNITS)})")
+    records.append(record)
+  if not records:
+    raise RunError(f"{metrics}: holds no evaluation yet")
+  step_unit = next(unit for unit in STEP_UNITS if unit in records[0])
+  description, description_file = latest_description(run_dir)
+  config, config_source = None, None
+  if (run_dir / CONFIG_FILE).is_file():
+    config, config_source = _read_json(run_dir / CONFIG_FILE), CONFIG_FILE
+  elif description is not None and description.get("config"):
+    config, config_source = description["config"], str(description_file.relative_to(run_dir))
+  return Run(path=run_dir, name=name, phase=STEP_UNITS[step_unit], step_unit=step_unit,
+             records=records, config=config, config_source=config_source, description=description)
