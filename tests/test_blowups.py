@@ -1,7 +1,7 @@
 """A physics blow-up ends the episode as a truncation and nothing non-finite is learned from.
 
-Velocities set to 1e38 by hand make the next physics step non-finite in every family. One
-program per family (the online loop's two steps, `episodes.step` and the reset, in one jit).
+Velocities set to 1e38 by hand make the next physics step non-finite in every family. Per family:
+one compiled loop step (tiny networks, 2 critics) and one `episodes.step` with a reset.
 """
 
 import jax
@@ -41,25 +41,26 @@ def tiny_loop(env, spec):
 def test_a_blow_up_ends_the_episode_as_a_truncation_and_is_not_stored(name):
   env, spec = envs.make(name)
   loop, settings = tiny_loop(env, spec)
-  state = loop.init(jax.random.PRNGKey(0), settings, None)
+  state = jax.jit(loop.init, static_argnums=2)(jax.random.PRNGKey(0), settings, None)
   state = state.replace(env_state=blown_up(state.env_state),
                         episode=state.episode.replace(length=jnp.asarray(3, jnp.int32)))
 
   @jax.jit
   def probe(state):
-    # What one step of the blown-up episode is, by the shared rule...
-    zero_action = jnp.zeros(env.action_size)
+    # What one step of the blown-up episode is, by the shared rule, and the fresh episode the
+    # loop's first step must start (its reset key, as online.step splits it).
     _, result = episodes.step(env, episodes.Episode(state=state.env_state, length=jnp.asarray(
-        3, jnp.int32)), zero_action, EPISODE_LENGTH, jax.random.PRNGKey(1))
-    # ... the fresh episode the loop's first step must start (its reset key, online.step's) ...
-    reset_key = jax.random.split(state.key, 5)[2]
-    fresh = env.reset(reset_key)
-    # ... and two steps of the online loop: the blow-up, then the fresh episode's first step.
-    after_one, stats_one = loop.run(state, 1)
-    after_two, _ = loop.run(after_one, 1)
-    return result, fresh, after_one, stats_one, after_two
+        3, jnp.int32)), jnp.zeros(env.action_size), EPISODE_LENGTH, jax.random.PRNGKey(1))
+    return result, env.reset(jax.random.split(state.key, 5)[2])
 
-  result, fresh, after_one, stats_one, after_two = jax.device_get(probe(state))
+  # Two steps of the online loop (one compiled step, run twice): the blow-up, then the fresh
+  # episode's first step.
+  one_step = jax.jit(lambda state: loop.run(state, 1))
+  after_one, stats_one = one_step(state)
+  after_two, _ = one_step(after_one)
+  assert one_step._cache_size() == 1                                    # compiled once
+  result, fresh, after_one, stats_one, after_two = jax.device_get(
+      (*probe(state), after_one, stats_one, after_two))
   assert not np.isfinite(result.state.pipeline_state.qvel).all()        # it did blow up
   assert not result.valid and result.timeout and not result.terminal    # a truncation
   # The loop ended the episode, stored nothing, and started a fresh, finite episode.
