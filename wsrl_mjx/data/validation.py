@@ -16,11 +16,10 @@ file was recorded with another (dense) reward but has them.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
-
-import dataclasses
 
 import h5py
 import numpy as np
