@@ -34,6 +34,9 @@ class EnvSpec:
   score_max: float
   dataset_file: str | None  # D4RL's cache file name; None for a bare task name
   score_is_success_rate: bool = False   # Adroit binary: WSRL reports the success rate x 100
+  # Sparse tasks: every reward the env gives, failure then success (AntMaze (0, 1), Adroit
+  # binary (-1, 0)); a dataset with other rewards was recorded for another task. None: dense.
+  reward_values: tuple[float, float] | None = None
 
   def normalized_score(self, episode_return, success=None):
     """The score WSRL reports for an episode: D4RL's normalised score of the undiscounted,
@@ -54,6 +57,7 @@ class _Family:
   reward_bias: float
   make: callable            # (task, **kwargs) -> MjxEnv
   score_is_success_rate: bool = False
+  reward_values: tuple[float, float] | None = None   # sparse: (failure, success) rewards
 
 
 def _locomotion_catalogue(tasks, kinds=("random", "medium", "expert", "medium-replay",
@@ -101,6 +105,7 @@ _FAMILIES = {
         reward_scale=10.0,
         reward_bias=-5.0,
         make=lambda task, **kwargs: antmaze.AntMaze(task.removeprefix("antmaze-"), **kwargs),
+        reward_values=(0.0, 1.0),     # D4RL's antmaze-*-v2: 1 within 0.5 m of the goal, else 0
     ),
     # WSRL's `<task>-binary-v0`: reward goal_achieved - 1, scored by success rate. Its datasets
     # are two `.npy` files per task (wsrl_mjx.data.adroit.dataset_paths), not a D4RL download.
@@ -112,6 +117,7 @@ _FAMILIES = {
         reward_bias=5.0,
         make=adroit.Adroit,
         score_is_success_rate=True,
+        reward_values=(-1.0, 0.0),    # goal_achieved - 1 (envs/adroit.py)
     ),
 }
 
@@ -148,7 +154,8 @@ def spec(name: str) -> EnvSpec:
                  action_size=action_size, episode_length=family.episode_length[task],
                  reward_scale=family.reward_scale, reward_bias=family.reward_bias,
                  score_min=score_min, score_max=score_max, dataset_file=dataset_file,
-                 score_is_success_rate=family.score_is_success_rate)
+                 score_is_success_rate=family.score_is_success_rate,
+                 reward_values=family.reward_values)
 
 
 def make(name: str, **env_kwargs) -> tuple[MjxEnv, EnvSpec]:

@@ -5,6 +5,13 @@ The online loop, the data collector and evaluation all step episodes the same wa
 timeout (it does not), and after either the loop starts a fresh episode (or, in evaluation,
 stops counting). `step` is that rule, written once. Pure, so it runs inside `lax.scan` and
 `vmap`.
+
+A physics blow-up ends the episode too: a step whose physics state (qpos, qvel), observation or
+reward is not finite is a truncation (a timeout, never a terminal, whatever the env's own `done`
+says of a NaN state), and `Step.valid` is false, so the transition is not learned from (the
+online loop does not store it, the collector does not write it, evaluation does not add its
+reward). Without this, a NaN state that the env does not terminate (halfcheetah has no health
+check) is stepped on with done = 0 and its transitions poison the replay buffer.
 """
 
 from __future__ import annotations
@@ -29,12 +36,20 @@ class Step:
   the transition's next observation, `reward` and `metrics` the step's."""
   state: State
   terminal: jax.Array        # bool: the env ended the episode (a true termination)
-  timeout: jax.Array         # bool: the time limit ended it, and the env did not
+  timeout: jax.Array         # bool: the time limit or a blow-up ended it, and the env did not
+  valid: jax.Array           # bool: the step's physics, observation and reward are finite
 
   @property
   def done(self) -> jax.Array:
     """The episode is over, either way."""
     return self.terminal | self.timeout
+
+
+def is_finite(state: State) -> jax.Array:
+  """bool: every number of the state's physics (qpos, qvel), observation and reward is finite."""
+  physics = state.pipeline_state
+  return (jnp.isfinite(physics.qpos).all() & jnp.isfinite(physics.qvel).all()
+          & jnp.isfinite(state.obs).all() & jnp.isfinite(state.reward))
 
 
 def start(env: MjxEnv, key: jax.Array) -> Episode:
@@ -47,13 +62,15 @@ def step(env: MjxEnv, episode: Episode, action: jax.Array, episode_length: int,
 
   With `reset_key`, an episode that ended is replaced by a fresh one from `env.reset(reset_key)`
   (the reset is computed every step and selected, as branches cost the same under `vmap`);
-  without, the finished episode is returned as it is and the caller stops counting it.
+  without, the finished episode is returned as it is and the caller stops counting it. A step
+  that is not `valid` (module docstring) ends the episode as a timeout.
   """
   next_state = env.step(episode.state, action)
   length = episode.length + 1
-  terminal = next_state.done > 0
-  timeout = (length >= episode_length) & ~terminal
-  result = Step(state=next_state, terminal=terminal, timeout=timeout)
+  valid = is_finite(next_state)
+  terminal = (next_state.done > 0) & valid
+  timeout = ((length >= episode_length) | ~valid) & ~terminal
+  result = Step(state=next_state, terminal=terminal, timeout=timeout, valid=valid)
   following = Episode(state=next_state, length=length)
   if reset_key is not None:
     fresh = start(env, reset_key)

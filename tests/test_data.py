@@ -451,3 +451,129 @@ def test_the_dataset_on_the_device_is_a_full_replay_buffer_sampled_by_whole_rows
   assert per_seed.observation.shape == (3, 64, 11)
   assert not np.array_equal(per_seed.reward[0], per_seed.reward[1])
   assert np.isin(np.asarray(per_seed.reward), host.rewards).all()
+
+
+# --- the task's rewards, observation dtypes, Minari dict observations (issue 19) -----------
+
+DOOR = envs.spec("door-binary-v0")                 # 39 observations, 28 actions; rewards -1/0
+ANTMAZE = envs.spec("antmaze-umaze-v2")            # 29 observations, 8 actions; rewards 0/1
+
+
+def door_steps(rewards, goal_achieved=None):
+  """D4RL-layout steps for door-binary-v0 with next observations, one episode cut by the time
+  limit."""
+  num_steps = len(rewards)
+  rng = np.random.default_rng(0)
+  infos = {} if goal_achieved is None else {"goal_achieved": np.asarray(goal_achieved)}
+  states = rng.normal(size=(num_steps + 1, DOOR.observation_size))
+  return dict(observations=states[:-1], next_observations=states[1:],
+              actions=rng.uniform(-0.9, 0.9, (num_steps, DOOR.action_size)),
+              rewards=np.asarray(rewards, np.float32), terminals=np.zeros(num_steps, bool),
+              timeouts=np.arange(num_steps) == num_steps - 1, infos=infos)
+
+
+def test_a_dense_reward_file_for_a_sparse_task_is_refused_naming_file_and_field(tmp_path):
+  """D4RL's shaped door reward loaded silently into door-binary-v0 before (MC returns up to
+  11,299 where the binary task's lie in -500..+5)."""
+  shaped = [-0.05, 0.3, 2.5, 10.0, 20.0]
+  path = d4rl.write_d4rl_hdf5(tmp_path / "door-human.hdf5", **door_steps(shaped))
+  with raises_naming(path, r"field 'rewards' has 5 values outside door-binary-v0's \{-1, 0\} "
+                           r"\(the first, -0\.05, at row 0\)"):
+    data.load(path, DOOR)
+  maze = d4rl.write_d4rl_hdf5(tmp_path / "maze.hdf5", observations=np.zeros((3, 29)),
+                              actions=np.zeros((3, 8)), rewards=np.array([0.0, 1.0, 2.0]),
+                              terminals=np.zeros(3, bool), timeouts=np.array([0, 0, 1], bool))
+  with raises_naming(maze, r"field 'rewards' has 1 values outside antmaze-umaze-v2's \{0, 1\} "
+                           r"\(the first, 2, at row 2\)"):
+    data.load(maze, ANTMAZE)
+  # The task's own values load (binary door: -1 until the goal, 0 there).
+  binary = d4rl.write_d4rl_hdf5(tmp_path / "door-binary.hdf5", **door_steps([-1, -1, 0, -1, 0]))
+  np.testing.assert_array_equal(data.load(binary, DOOR).rewards, [-1, -1, 0, -1, 0])
+
+
+def test_a_dense_reward_file_with_success_flags_gets_the_tasks_rewards_saying_so(tmp_path,
+                                                                                 caplog):
+  shaped, achieved = [-0.05, 0.3, 20.0, 12.0, 20.0], [0, 0, 1, 0, 1]
+  path = d4rl.write_d4rl_hdf5(tmp_path / "door-human.hdf5", **door_steps(shaped, achieved))
+  caplog.set_level("WARNING")
+  dataset = data.load(path, DOOR, discount=0.5, negative_sparse_reward=-1.0)
+  # goal_achieved - 1, each success terminal (the binary task's episode ends there).
+  np.testing.assert_array_equal(dataset.rewards, [-1, -1, 0, -1, 0])
+  np.testing.assert_array_equal(dataset.terminals, [0, 0, 1, 0, 1])
+  # Transformed rewards r * 10 + 5: [-5, -5, 5 | -5, 5], returns at discount 0.5.
+  np.testing.assert_allclose(dataset.mc_returns, [-5 - 2.5 + 1.25, -5 + 2.5, 5, -5 + 2.5, 5])
+  message = " ".join(r.getMessage() for r in caplog.records)
+  assert f"{path}: field 'rewards' holds values outside door-binary-v0's {{-1, 0}}" in message
+  assert "rebuilt from 'infos/goal_achieved'" in message
+
+
+def test_integer_observations_are_warned_about_naming_file_and_field(tmp_path, caplog):
+  path = write_hopper(tmp_path)
+  with h5py.File(path, "a") as file:
+    rounded = np.round(file["observations"][()]).astype(np.int64)
+    del file["observations"]
+    file["observations"] = rounded
+  caplog.set_level("WARNING")
+  dataset = data.load(path, HOPPER)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(w.startswith(f"{path}: field 'observations' holds integers (int64)")
+             for w in warnings), warnings
+  assert dataset.observations.dtype == np.float32             # and training goes on
+
+
+def write_minari_dict_episode(path, observations: dict, actions, rewards, terminations,
+                              truncations):
+  """One Minari episode whose observations are a dict (subgroups), as Minari stores Dict
+  spaces (`hdf5_storage.py`); `minari.write_minari_dataset` writes flat ones only."""
+  path.parent.mkdir(parents=True, exist_ok=True)
+  with h5py.File(path, "w") as file:
+    episode = file.create_group("episode_0")
+    group = episode.create_group("observations")
+    for key, values in observations.items():
+      group[key] = np.asarray(values, np.float64)
+    episode["actions"] = np.asarray(actions, np.float32)
+    episode["rewards"] = np.asarray(rewards, np.float64)
+    episode["terminations"] = np.asarray(terminations, bool)
+    episode["truncations"] = np.asarray(truncations, bool)
+  return path
+
+
+def test_minari_antmaze_dict_observations_become_d4rls_29_numbers(tmp_path, monkeypatch):
+  """Gymnasium-Robotics' AntMaze observes {achieved_goal: qpos[:2], observation: qpos[2:15] +
+  qvel, desired_goal}; D4RL's (and our env's) 29 are qpos[:15] + qvel[:14]."""
+  rng = np.random.default_rng(1)
+  length = 6
+  qpos, qvel = rng.normal(size=(length + 1, 15)), rng.normal(size=(length + 1, 14))
+  ant = np.concatenate([qpos, qvel], axis=1)                       # D4RL's layout, [T + 1, 29]
+  rewards = np.array([0, 0, 0, 1, 1, 0], np.float64)
+  write_minari_dict_episode(
+      tmp_path / "D4RL/antmaze/umaze-v1/data/main_data.hdf5",
+      {"achieved_goal": ant[:, :2], "observation": ant[:, 2:],
+       "desired_goal": np.tile([0.5, 8.2], (length + 1, 1))},
+      actions=rng.uniform(-1, 1, (length, 8)), rewards=rewards, terminations=np.zeros(length),
+      truncations=np.arange(length) == length - 1)
+  monkeypatch.setenv("MINARI_DATASETS_PATH", str(tmp_path))
+  dataset = data.load("D4RL/antmaze/umaze-v1", ANTMAZE)
+  np.testing.assert_allclose(dataset.observations, ant[:-1], rtol=1e-6)
+  np.testing.assert_allclose(dataset.next_observations, ant[1:], rtol=1e-6)
+  np.testing.assert_array_equal(dataset.rewards, rewards)
+
+
+def test_minari_observation_keys_are_a_pretrain_config_field(tmp_path):
+  from conftest import tiny_pretrain_config
+  from wsrl_mjx import pretrain
+  rng = np.random.default_rng(2)
+  length = 5
+  state = rng.normal(size=(length + 1, 11))
+  path = write_minari_dict_episode(
+      tmp_path / "hopper-dict/data/main_data.hdf5",
+      {"velocities": state[:, 5:], "positions": state[:, :5]},
+      actions=rng.uniform(-1, 1, (length, 3)), rewards=np.ones(length),
+      terminations=np.arange(length) == length - 1, truncations=np.zeros(length))
+  config = tiny_pretrain_config(path)
+  with raises_naming(path, r"episode_0: field 'observations' is a dict of \['positions', "
+                           r"'velocities'\]; .* --config.observation_keys=key1,key2"):
+    pretrain.load_dataset(config, HOPPER)
+  config.observation_keys = "positions, velocities"
+  dataset, _ = pretrain.load_dataset(config, HOPPER)
+  np.testing.assert_allclose(dataset.observations, state[:-1], rtol=1e-6)

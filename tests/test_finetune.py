@@ -183,3 +183,107 @@ def test_a_diverging_seed_is_reported_and_the_run_goes_on(finished_run, tiny_pro
   assert last["diverged_at"] == [None, 66]
   assert all(np.isfinite(last["returns"]))                     # both seeds still evaluated
   assert last["train"]["updates"] == [35, 0]                   # indices 65..99 of the chunk
+
+
+def copy_of_step(workdir, step, destination):
+  """A copy of one checkpoint step folder of `workdir` (tests edit the copy)."""
+  import shutil
+  target = destination / "checkpoints" / str(step)
+  shutil.copytree(workdir / "checkpoints" / str(step), target)
+  return target
+
+
+def edit_description(step_folder, edit):
+  path = step_folder / "description" / "metadata"
+  description = json.loads(path.read_text())
+  edit(description)
+  path.write_text(json.dumps(description))
+
+
+def test_a_pretrained_agent_of_another_task_reward_or_discount_is_refused(finished_run, tmp_path,
+                                                                          caplog):
+  """Same shapes, other meaning: a hopper agent's Q-values are returns of hopper's reward at
+  scale 1, bias 0, discount 0.99 (issue 19: a walker2d agent for halfcheetah, scale 10 / bias -5
+  for a 1 / 0 run, were accepted)."""
+  workdir, _ = finished_run
+
+  def load(pretrained, **overrides):
+    config = tiny_config(pretrained=str(pretrained), **overrides)
+    env, spec = envs.make(config.env_name)
+    return finetune.load_pretrained(config, finetune.build_programs(config, env, spec), spec)
+
+  for overrides, message in [
+      (dict(reward_scale=10.0), r"agent.reward_scale is 1.0 but this run has 10.0"),
+      (dict(reward_bias=-5.0), r"agent.reward_bias is 0.0 but this run has -5.0"),
+      (dict(discount=0.9), r"agent.discount is 0.99 but this run has 0.9")]:
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=r"200/description/metadata: " + message + r".*allow_transfer"):
+      load(workdir, **overrides)
+
+  walker = copy_of_step(workdir, 200, tmp_path / "walker")
+  edit_description(walker, lambda d: d.update(task="walker2d", env_name="walker2d-medium-v2"))
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"task is 'walker2d' but this run has 'hopper'.*walker2d-medium-v2"):
+    load(walker)
+
+  # An explicit transfer loads it, saying what differs.
+  caplog.set_level("WARNING")
+  params, _, _ = load(walker, allow_transfer=True, reward_scale=10.0)
+  assert np.asarray(params.actor["params"]["mean"]["kernel"]).shape[0] == 2
+  warnings = " ".join(r.getMessage() for r in caplog.records)
+  assert "task is 'walker2d'" in warnings and "agent.reward_scale is 1.0" in warnings
+
+  # A checkpoint of an older version that does not record them: a warning, not a refusal.
+  caplog.clear()
+  old = copy_of_step(workdir, 200, tmp_path / "old")
+
+  def forget(description):
+    del description["task"]
+    for name in ("reward_scale", "reward_bias", "discount"):
+      del description["agent"][name]
+
+  edit_description(old, forget)
+  load(old)
+  warnings = " ".join(r.getMessage() for r in caplog.records)
+  assert "records no task (this run: 'hopper'), agent.reward_scale" in warnings
+
+
+def cut_short(item_folder):
+  """Truncates the largest file of a checkpoint item to half its size (a disk-full copy)."""
+  largest = max((p for p in item_folder.rglob("*") if p.is_file()), key=lambda p: p.stat().st_size)
+  data = largest.read_bytes()
+  largest.write_bytes(data[:len(data) // 2])
+  return largest
+
+
+def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_older_one(
+    finished_run, tiny_programs, tmp_path, caplog):
+  import shutil
+  config, _, _, programs = tiny_programs
+  full_dir, _ = finished_run
+  workdir = tmp_path / "run"
+  shutil.copytree(full_dir, workdir)
+  cut_short(workdir / "checkpoints" / "200" / "train_state")
+
+  caplog.set_level("WARNING")
+  finetune.train_and_evaluate(config, workdir, programs)
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(f"{workdir / 'checkpoints' / '200'}: damaged" in w and "damaged-200" in w
+             for w in warnings), warnings
+  # Resumed at 150, ran 150..200 again: the same numbers as the run that was never damaged.
+  assert read_records(workdir) == read_records(full_dir)
+  jax.tree.map(np.testing.assert_array_equal, final_agent(workdir, 200),
+               final_agent(full_dir, 200))
+  assert (workdir / "checkpoints" / "damaged-200" / "train_state").is_dir()   # kept, aside
+
+
+def test_a_damaged_pretrained_checkpoint_is_a_checkpoint_error_naming_it(finished_run,
+                                                                          tiny_programs, tmp_path):
+  _, _, spec, programs = tiny_programs
+  workdir, _ = finished_run
+  for item in ("agent", "optimizer"):
+    folder = copy_of_step(workdir, 200, tmp_path / item)
+    cut_short(folder / item)
+    with pytest.raises(checkpoint.CheckpointError,
+                       match=rf"{folder / item}: damaged, cannot be read \(.*\); a file was cut"):
+      finetune.load_pretrained(tiny_config(pretrained=str(folder)), programs, spec)

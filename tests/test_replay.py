@@ -31,6 +31,19 @@ def test_insert_wraps_around_overwriting_the_oldest():
   np.testing.assert_array_equal(buffer.data.terminal, [1, 0, 0, 1, 0])
 
 
+def test_a_dropped_insert_changes_nothing_even_when_full():
+  """keep=False (a physics blow-up's transition) writes no row and moves no index: in a full
+  buffer the oldest row it would have replaced stays."""
+  buffer = replay.create(capacity=3, observation_size=3, action_size=2)
+  insert = jax.jit(replay.insert)
+  for i, keep in [(1, True), (2, True), (3, False), (4, True), (5, False), (6, True)]:
+    nan = transition(i).replace(reward=jnp.where(keep, jnp.float32(i), jnp.nan))
+    buffer = insert(buffer, nan, keep)
+  assert int(buffer.size) == 3 and int(buffer.insert_position) == 4 % 3
+  np.testing.assert_array_equal(buffer.data.reward, [6, 2, 4])
+  np.testing.assert_array_equal(buffer.data.observation[:, 0], [6, 2, 4])
+
+
 def test_sample_draws_only_written_rows_uniformly():
   buffer = replay.create(capacity=100, observation_size=3, action_size=2)
   for i in range(1, 4):

@@ -12,7 +12,14 @@ A run directory holds `checkpoints/<env_step>/` with these items:
 - `description`: a small JSON of what is inside (env, dimensions, network sizes, config).
 
 Orbax writes each checkpoint into a temporary directory and renames it when complete, so a crash
-mid-write leaves the previous checkpoint as the latest readable one.
+mid-write leaves the previous checkpoint as the latest readable one. A finished checkpoint that
+was damaged afterwards (a file cut short by a full disk or a failed copy) is set aside when a run
+resumes (`RunCheckpoints.restore_newest_readable`, renamed `damaged-<step>`, a warning naming it)
+and the newest one that reads is used; as `--config.pretrained` it is a `CheckpointError` naming
+it.
+
+A pretrained agent is also checked for meaning, not only shapes (`check_meaning`): the task,
+reward scale, reward bias and discount its values were learned for must be the run's.
 """
 
 from __future__ import annotations
@@ -20,12 +27,13 @@ from __future__ import annotations
 import json
 import pathlib
 import re
-from typing import Any
+from typing import Any, Callable
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
+from absl import logging
 
 FORMAT_VERSION = 2     # 2: the `optimizer` item
 CHECKPOINT_SUBDIR = "checkpoints"
@@ -38,6 +46,14 @@ AGENT_SHAPE_FIELDS = ("policy", "observation_size", "action_size", "actor_hidden
 
 class CheckpointError(ValueError):
   """A checkpoint that cannot be used for what was asked, with the reason."""
+
+
+# What an agent's values mean: Q-values estimate returns of this task's reward, scaled and
+# shifted by the family's transform, discounted by `discount`. (description key, key in the
+# `agent` block or None for a top-level one.)
+MEANING_FIELDS = (("task", None), ("reward_scale", "agent"), ("reward_bias", "agent"),
+                  ("discount", "agent"))
+DAMAGED_PREFIX = "damaged-"    # a damaged step folder is renamed damaged-<step>, out of orbax's way
 
 
 def _manager(directory: pathlib.Path, max_to_keep: int | None = None,
@@ -116,6 +132,57 @@ class RunCheckpoints:
         train_state=ocp.args.StandardRestore(flatten_for_saving(abstract_train_state))))
     return unflatten_restored(restored.train_state, abstract_train_state)
 
+  def restore_newest_readable(self, abstract_train_state: Callable[[], Any],
+                              check_description: Callable[[dict[str, Any]], None]):
+    """(step, train state) of the newest checkpoint that reads, or None where there is none.
+
+    Newest first: each checkpoint's description goes to `check_description` (which raises for a
+    run that may not resume, e.g. another config: that error is passed on, not skipped), then
+    its train state is restored to `abstract_train_state()`. A checkpoint that is damaged (its
+    description or a file of its train state unreadable: `_damage`) is renamed
+    `damaged-<step>` (kept, out of orbax's way, so this run can save that step again) with a
+    warning naming it, and the next older one is tried. Raises CheckpointError naming them if
+    none reads, rather than starting the run afresh over them.
+    """
+    damaged = []
+    abstract = None
+    for step in sorted(self._manager.all_steps(), reverse=True):
+      folder = self.directory / str(step)
+      try:
+        description = self.description(step)
+      except CheckpointError as error:
+        damaged.append(self._set_aside(step, error))
+        continue
+      check_description(description)
+      abstract = abstract_train_state() if abstract is None else abstract
+      try:
+        return step, self.restore(step, abstract)
+      except Exception as error:   # noqa: BLE001 (orbax and TensorStore raise many kinds)
+        damage = _damage(error)
+        if damage is None:
+          raise CheckpointError(f"{folder / 'train_state'}: cannot be read as this run's "
+                                f"state: {_first_line(error)}") from error
+        damaged.append(self._set_aside(step, damage))
+    if damaged:
+      raise CheckpointError(
+          f"{self.directory}: none of its checkpoints reads (each damaged, set aside as "
+          f"{', '.join(p.name for p in damaged)}). Put intact copies back to resume, or run "
+          "again to start afresh.")
+    return None
+
+  def _set_aside(self, step: int, error: Exception) -> pathlib.Path:
+    """Renames the damaged checkpoint `step` to damaged-<step> (a new name if that is taken)."""
+    folder = self.directory / str(step)
+    target = self.directory / f"{DAMAGED_PREFIX}{step}"
+    suffix = 1
+    while target.exists():
+      target, suffix = self.directory / f"{DAMAGED_PREFIX}{step}.{suffix}", suffix + 1
+    folder.rename(target)
+    self._manager.reload()
+    logging.warning("%s: damaged, cannot be read (%s); set aside as %s, resuming from the "
+                    "newest older checkpoint that reads.", folder, _first_line(error), target.name)
+    return target
+
   def close(self) -> None:
     self._manager.close()
 
@@ -145,12 +212,15 @@ def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
   return directory, step
 
 
-def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_params_for):
+def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_params_for, *,
+               meaning: dict[str, Any] | None = None, allow_transfer: bool = False):
   """Restores the `agent` item of a checkpoint after checking it fits `expected`.
 
   `expected` holds the AGENT_SHAPE_FIELDS of the agent being built. `abstract_params_for(n)` gives
-  the abstract `AgentParams` of `n` seeds. Returns (params with the checkpoint's seed axis,
-  description).
+  the abstract `AgentParams` of `n` seeds. `meaning`, where given, is checked by `check_meaning`
+  (with `allow_transfer`) before anything is restored. Returns (params with the checkpoint's seed
+  axis, description). Raises CheckpointError naming the file and field of a mismatch, or the
+  folder of a damaged item.
   """
   directory, step = resolve(path)
   description = read_description(directory, step)
@@ -165,6 +235,8 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
           f"{description_file}: agent.{field} is {have!r} but this run needs {want!r} "
           f"(env {expected.get('env_name', '?')}); the checkpoint was made for "
           f"{description.get('env_name', 'another configuration')}.")
+  if meaning is not None:
+    check_meaning(description, description_file, meaning, allow_transfer)
   num_seeds = int(description.get("num_seeds", 0))
   if num_seeds < 1:
     raise CheckpointError(f"{description_file}: num_seeds is missing or not positive")
@@ -173,16 +245,75 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
   return agent, description
 
 
+def _first_line(error: BaseException) -> str:
+  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+
+
+def _damage(error: BaseException) -> BaseException | None:
+  """The exception in `error`'s chain (orbax wraps TensorStore's) that says a restore failed on
+  the files themselves (cut short, changed, missing), not on a tree that differs from the one
+  asked for; None if there is none. TensorStore reports such failures with an absl status code
+  (DATA_LOSS, OUT_OF_RANGE, NOT_FOUND, ...: "CODE: message"), and a cut-short JSON file of
+  orbax's fails to decode."""
+  seen = set()
+  while error is not None and id(error) not in seen:
+    seen.add(id(error))
+    if isinstance(error, (json.JSONDecodeError, FileNotFoundError, EOFError)) or re.match(
+        r"[A-Z][A-Z_]+: ", str(error)):
+      return error
+    error = error.__cause__ or error.__context__
+  return None
+
+
 def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what: str):
   """One item of a checkpoint, restored read-only to `abstract`; a CheckpointError naming the
-  item's folder and `what` it should have held if it cannot be read as that."""
+  item's folder and either the damage (a file cut short or changed) or `what` it should have
+  held, if it cannot be read as that."""
+  folder = directory / str(step) / item
   try:
     restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
         **{item: ocp.args.StandardRestore(abstract)}))
-  except (ValueError, KeyError, FileNotFoundError) as error:
-    raise CheckpointError(f"{directory / str(step) / item}: cannot be read as {what}: "
-                          f"{error}") from None
+  except Exception as error:   # noqa: BLE001 (orbax and TensorStore raise many kinds)
+    damage = _damage(error)
+    if damage is not None:
+      raise CheckpointError(
+          f"{folder}: damaged, cannot be read ({_first_line(damage)}); a file was cut short or "
+          "changed (disk full, failed copy?). Use an older step folder of that run, or make the "
+          "checkpoint again.") from None
+    if not isinstance(error, (ValueError, KeyError)):
+      raise
+    raise CheckpointError(f"{folder}: cannot be read as {what}: {error}") from None
   return restored[item]
+
+
+def check_meaning(description: dict[str, Any], description_file: pathlib.Path,
+                  expected: dict[str, Any], allow_transfer: bool = False) -> None:
+  """Refuses a pretrained agent learned for another problem than `expected` describes.
+
+  `expected` maps each of MEANING_FIELDS' names (task, reward_scale, reward_bias, discount) to
+  the run's value. A difference raises CheckpointError naming the field and both values, unless
+  `allow_transfer` (a deliberate transfer experiment), which logs it. Fields the description
+  does not record (checkpoints of older versions) are named in a warning, not refused.
+  """
+  missing, differing = [], []
+  for name, block in MEANING_FIELDS:
+    field = f"{block}.{name}" if block else name
+    have = (description.get(block) or {} if block else description).get(name)
+    want = expected[name]
+    if have is None:
+      missing.append(f"{field} (this run: {want!r})")
+    elif (have != want if isinstance(want, str)
+          else not np.isclose(float(have), float(want), rtol=1e-9, atol=0.0)):
+      differing.append((field, have, want))
+  if missing:
+    logging.warning("%s records no %s: made by an older wsrl-mjx, so not checked.",
+                    description_file, ", ".join(missing))
+  for field, have, want in differing:
+    message = (f"{description_file}: {field} is {have!r} but this run has {want!r}; the agent "
+               f"was pretrained for {description.get('env_name', 'another problem')}")
+    if not allow_transfer:
+      raise CheckpointError(f"{message}. Set --config.allow_transfer=true to fine-tune it anyway.")
+    logging.warning("%s (allowed: config.allow_transfer).", message)
 
 
 def load_optimizer(path: str | pathlib.Path, abstract_optimizer_for):

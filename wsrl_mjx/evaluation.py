@@ -25,8 +25,9 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
              action_clip: float) -> EpisodeResults:
   """`num_episodes` deterministic episodes (vmapped) -> EpisodeResults of [num_episodes].
 
-  Episodes end at termination or after `episode_length` steps; actions are clipped to
-  +-action_clip as the reference's evaluation wrapper does.
+  Episodes end at termination, after `episode_length` steps or at a physics blow-up (a step
+  with a non-finite state, observation or reward: the return is that of the steps before it,
+  never NaN); actions are clipped to +-action_clip as the reference's evaluation wrapper does.
   """
 
   def episode(episode_key):
@@ -34,10 +35,11 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
       current, episode_return, success, alive = carry
       action = jnp.clip(act(actor_params, current.state.obs), -action_clip, action_clip)
       current, result = episodes.step(env, current, action, episode_length)   # no reset
-      # `where`, not multiplication: a finished episode's physics may run off to inf/nan.
-      episode_return = episode_return + jnp.where(alive, result.state.reward, 0.0)
+      # `where`, not multiplication: a finished episode's physics may run off to inf/nan, and
+      # a blow-up's step (not `valid`) ends the episode without adding its reward.
+      episode_return = episode_return + jnp.where(alive & result.valid, result.state.reward, 0.0)
       reached = result.state.metrics.get("success", jnp.zeros((), jnp.float32)) > 0
-      success = success | (alive & reached)
+      success = success | (alive & result.valid & reached)
       alive = alive & ~result.done
       return (current, episode_return, success, alive), None
 

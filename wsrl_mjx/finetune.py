@@ -54,6 +54,9 @@ def build_programs(config, env, env_spec) -> Programs:
 def load_pretrained(config, programs: Programs, env_spec):
   """The checkpoint's agent for every run seed -> (params, Adam states or None, description).
 
+  Refused (CheckpointError) where its shapes do not fit, or where it was pretrained for another
+  task, reward scale, reward bias or discount, unless `config.allow_transfer`.
+
   The Adam states are None where the checkpoint has none (format 1, before they were saved) or
   `config.init_optimizer` is false everywhere; a warning says so in the first case.
   """
@@ -70,7 +73,12 @@ def load_pretrained(config, programs: Programs, env_spec):
                            abstract_params_for(num_seeds))
     return sac.optimizer_states(state)
 
-  params, description = checkpoint.load_agent(config.pretrained, expected, abstract_params_for)
+  # What the agent's values mean must be this run's (task, reward transform, discount).
+  meaning = dict(task=env_spec.task, reward_scale=agent.config.reward_scale,
+                 reward_bias=agent.config.reward_bias, discount=agent.config.discount)
+  params, description = checkpoint.load_agent(config.pretrained, expected, abstract_params_for,
+                                              meaning=meaning,
+                                              allow_transfer=config.allow_transfer)
   sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
   optimizer = None
   settings, _ = per_seed.seed_settings(config)

@@ -151,10 +151,10 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   log = metrics_log.MetricsLog(workdir, step_key=phase.unit)
   unit = phase.unit.replace("_", " ")
 
-  latest = checkpoints.latest_step()
+  # The newest checkpoint that reads (a damaged one is set aside with a warning).
+  resumed = checkpoints.restore_newest_readable(phase.abstract_state, phase.check_resumable)
+  latest, state = resumed if resumed is not None else (None, None)
   if latest is not None:
-    phase.check_resumable(checkpoints.description(latest))
-    state = checkpoints.restore(latest, phase.abstract_state())
     log.truncate_after(latest)
     logging.info("Resumed %s at %s %d", workdir, unit, latest)
   else:

@@ -6,8 +6,8 @@
   scratch (per-seed switches choose which parts come from the checkpoint, and whether their Adam
   states do too), empty replay buffer, a freshly reset env.
 - `run(state, num_steps)`: `num_steps` environment steps in one `lax.scan`. Each step samples an
-  action from the current (stochastic) policy, steps the MJX env, stores the transition, resets
-  finished episodes and, once past the update floor, runs one UTD update. The floor is the
+  action from the current (stochastic) policy, steps the MJX env, stores the transition (not
+  that of a physics blow-up, which ends its episode: `envs.episodes`), resets finished episodes and, once past the update floor, runs one UTD update. The floor is the
   reference's (`finetune.py`, "no updates during warmup"): the step with index k (from 0, the
   transition it stores is the (k+1)-th) trains only if k > max(warmup_steps, batch_size), so
   with the defaults the first update comes with 5,002 transitions in the buffer, and a 0 or
@@ -151,12 +151,15 @@ class Online:
     following, result = episodes.step(
         self.env, episodes.Episode(state=state.env_state, length=state.episode.length), action,
         self.loop.episode_length, reset_key)
+    # A physics blow-up's transition is not stored (`episodes.Step.valid`); its episode ends.
     buffer = replay.insert(state.buffer, replay.Transition(
         observation=observation, action=action, reward=result.state.reward,
-        next_observation=result.state.obs, terminal=result.terminal.astype(jnp.float32)))
+        next_observation=result.state.obs, terminal=result.terminal.astype(jnp.float32)),
+        keep=result.valid)
 
     done = result.done
-    episode_return = state.episode.episode_return + result.state.reward
+    episode_return = state.episode.episode_return + jnp.where(result.valid, result.state.reward,
+                                                              0.0)
     env_state = following.state
     episode = EpisodeTracker(length=following.length,
                              episode_return=jnp.where(done, 0.0, episode_return))

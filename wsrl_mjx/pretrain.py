@@ -37,10 +37,12 @@ def env_spec_for(config) -> envs.EnvSpec:
 def load_dataset(config, env_spec: envs.EnvSpec) -> tuple[data.OfflineDataset, str]:
   """Reads and checks the dataset (errors name the file and the field) -> (dataset, source)."""
   source = config.dataset or env_spec.name
+  observation_keys = [k.strip() for k in config.observation_keys.split(",") if k.strip()]
   dataset = data.load(source, env_spec, discount=config.discount,
                       clip_action=config.action_clip,
                       negative_sparse_reward=config.negative_sparse_reward,
-                      split_at_jumps=config.split_at_jumps)
+                      split_at_jumps=config.split_at_jumps,
+                      observation_keys=observation_keys or None)
   nbytes = sum(np.asarray(x).nbytes for x in jax.tree.leaves(dataset))
   logging.info("Dataset %s: %d transitions, %.1f MiB on the device", source, dataset.size,
                nbytes / 2**20)

@@ -56,15 +56,26 @@ def full(transitions: Transition) -> ReplayBuffer:
                       size=jnp.asarray(rows, jnp.int32))
 
 
-def insert(buffer: ReplayBuffer, transition: Transition) -> ReplayBuffer:
-  """Writes one transition over the oldest row once the buffer is full."""
+def insert(buffer: ReplayBuffer, transition: Transition,
+           keep: jax.Array | bool = True) -> ReplayBuffer:
+  """Writes one transition over the oldest row once the buffer is full.
+
+  `keep` (bool, traced or not) false drops the transition: the buffer comes back unchanged (the
+  row at the insert position is rewritten with its own contents, and neither the insert
+  position nor the size advances). The online loop drops the step of a physics blow-up this way
+  (`envs.episodes.Step.valid`), so no non-finite number reaches a sampled batch.
+  """
   position = buffer.insert_position
-  data = jax.tree.map(
-      lambda column, value: jax.lax.dynamic_update_index_in_dim(column, value, position, 0),
-      buffer.data, transition)
+
+  def write(column, value):
+    value = jnp.where(keep, value, jax.lax.dynamic_index_in_dim(column, position, 0, False))
+    return jax.lax.dynamic_update_index_in_dim(column, value, position, 0)
+
+  data = jax.tree.map(write, buffer.data, transition)
   capacity = buffer.capacity
-  return ReplayBuffer(data=data, insert_position=(position + 1) % capacity,
-                      size=jnp.minimum(buffer.size + 1, capacity))
+  added = jnp.asarray(keep, jnp.int32)
+  return ReplayBuffer(data=data, insert_position=(position + added) % capacity,
+                      size=jnp.minimum(buffer.size + added, capacity))
 
 
 def sample(buffer: ReplayBuffer, key: jax.Array, batch_size: int) -> Transition:

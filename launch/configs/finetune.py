@@ -31,6 +31,9 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.init_temperature = True
   c.init_optimizer = True       # and their Adam moments and counts (reference: the whole agent)
   c.per_seed = ""               # e.g. "warmup_steps=0,5000;init_critic=true,false"
+  # The pretrained agent must come from this task, reward scale/bias and discount (its Q-values
+  # mean returns of that problem); true: allow another (a transfer experiment), with a warning.
+  c.allow_transfer = False
 
   # SAC with a critic ensemble (the block is shared with pretraining: families.py).
   add_agent_fields(c, family)

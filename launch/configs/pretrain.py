@@ -21,6 +21,9 @@ def get_config(arg: str = "hopper-medium-v2"):
   c = config_dict.ConfigDict()
   c.env_name = env_name
   c.dataset = ""                # a file or Minari dataset id; empty: D4RL's cache file
+  # Minari datasets with dict observations: the keys to concatenate, in order, comma-separated
+  # ("achieved_goal,observation"); empty: the family's layout (AntMaze: D4RL's 29 numbers).
+  c.observation_keys = ""
   c.algo = family["algo"]       # calql | cql | iql
   c.seed = 0
   c.num_seeds = 4

@@ -68,8 +68,14 @@ def resolve(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None) ->
 
 def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
          observation_keys: Sequence[str] | None = None) -> Trajectories:
-  """The recorded steps of one dataset, whatever its format (chosen by suffix and contents)."""
+  """The recorded steps of one dataset, whatever its format (chosen by suffix and contents).
+
+  `observation_keys`: the parts of a Minari file's dict observations to concatenate, in order;
+  None: the family's known layout (`minari.FAMILY_OBSERVATION_KEYS`, AntMaze), if any.
+  """
   path = resolve(path_or_name, env_spec)
+  if observation_keys is None and env_spec is not None:
+    observation_keys = minari.FAMILY_OBSERVATION_KEYS.get(env_spec.family)
   if path.suffix == ".npy":
     return adroit.read_adroit_npy(path)
   if path.is_dir():
@@ -84,14 +90,17 @@ def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
 def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec: EnvSpec, *,
          discount: float = 0.99, clip_action: float | None = 0.99999,
          negative_sparse_reward: float | None = None,
-         action_tolerance: float = 1e-3, split_at_jumps: bool = False) -> OfflineDataset:
+         action_tolerance: float = 1e-3, split_at_jumps: bool = False,
+         observation_keys: Sequence[str] | None = None) -> OfflineDataset:
   """Reads, checks against `env_spec` and pairs one dataset, or several end to end.
 
   Several sources (a list, or one string of comma-separated paths; an Adroit task's name stands
   for WSRL's demonstrations and BC rollouts) are checked one by one, so an error names the file
   at fault, and no trajectory runs across files. The reward transform, the sparse value and
   `split_at_jumps` (False: trajectories end only at terminals, timeouts and file ends, as in the
-  WSRL reference; unflagged jumps are logged): see `transitions.to_offline_dataset`. Arrays
+  WSRL reference; unflagged jumps are logged): see `transitions.to_offline_dataset`.
+  `observation_keys`: see `read`. A sparse task's file recorded with another reward is rebuilt
+  from its success flags where it has them, else refused (`validation.with_task_rewards`). Arrays
   stay numpy: `to_replay_buffer` next.
   """
   if isinstance(path_or_name, os.PathLike):
@@ -111,7 +120,8 @@ def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec
           "(comma-separated), e.g. from launch.collect")
   parts = []
   for source in sources:
-    part = read(source, env_spec)
+    part = validation.with_task_rewards(
+        read(source, env_spec, observation_keys=observation_keys), env_spec)
     check(part, env_spec, action_tolerance=action_tolerance)
     parts.append(part)
   return to_offline_dataset(

@@ -8,6 +8,14 @@ nested folders. `main_data.hdf5` holds one group `episode_<id>` per episode with
 [T + 1, obs] (the reset observation, then every step's next one), `actions` [T, act], `rewards`
 [T], `terminations` and `truncations` [T] bool, optional `infos`; dict observations are subgroups.
 `metadata.json` beside it has the totals and the spaces.
+
+Dict observations become one vector, the concatenation of `observation_keys` in that order
+(`launch.pretrain --config.observation_keys=a,b`). A family's own layout is known
+(`FAMILY_OBSERVATION_KEYS`): Gymnasium-Robotics' AntMaze, which Minari's `D4RL/antmaze/*`
+datasets record, splits the ant's 29 numbers (qpos[:15] + qvel[:14], as D4RL and envs/antmaze.py
+observe) into `achieved_goal` (qpos[:2], the x-y position) and `observation` (the other 27), with
+the goal as `desired_goal` (`AntMazeEnv._get_obs`: ant_obs[:2], ant_obs[2:]); concatenating
+achieved_goal then observation gives D4RL's 29.
 """
 
 from __future__ import annotations
@@ -27,6 +35,8 @@ DATASETS_PATH_VARIABLE = "MINARI_DATASETS_PATH"
 MAIN_FILE = "main_data.hdf5"
 EPISODE_PREFIX = "episode_"
 REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
+# The dict observation keys that give a family's observation vector (module docstring).
+FAMILY_OBSERVATION_KEYS = {"antmaze": ("achieved_goal", "observation")}
 
 
 def datasets_root() -> pathlib.Path:
@@ -60,8 +70,9 @@ def _array(group: h5py.Group, field: str, source: str, where: str,
   if isinstance(node, h5py.Group):
     if observation_keys is None or field != "observations":
       raise DatasetError(
-          f"{source}: {where}field {field!r} is a dict of {sorted(node.keys())}; pass "
-          "observation_keys to choose which parts to concatenate")
+          f"{source}: {where}field {field!r} is a dict of {sorted(node.keys())}; choose the parts "
+          "to concatenate, in order, with observation_keys (launch.pretrain: "
+          "--config.observation_keys=key1,key2)")
     require_fields(source, node.keys(), observation_keys, where=f"{where}observations: ")
     parts = [node[key][()] for key in observation_keys]
     return np.concatenate([part.reshape(len(part), -1) for part in parts], axis=1)

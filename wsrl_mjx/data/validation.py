@@ -8,22 +8,28 @@ message naming the file instead of h5py's bare OSError. Writers go through `atom
 interrupted write never leaves a half-written file under the real name for these checks to meet.
 
 What this is not: a reader. The readers (`d4rl`, `adroit`, `minari`) turn files into
-`transitions.Trajectories`; `check` looks at those.
+`transitions.Trajectories`; `check` looks at those. The one repair made here is
+`with_task_rewards`: a sparse task's rewards rebuilt from the file's own success flags, where the
+file was recorded with another (dense) reward but has them.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import tempfile
 from collections.abc import Iterable, Iterator
 
 import h5py
 import numpy as np
+from absl import logging
 
 # Fields every `Trajectories` has, and the ones that carry an episode boundary flag.
 _STEP_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 _FLAG_FIELDS = ("terminals", "timeouts")
+# D4RL's per-step success flag (`infos/goal_achieved` in its Adroit files and in ours).
+SUCCESS_FIELD = "goal_achieved"
 
 
 class DatasetError(ValueError):
@@ -89,7 +95,11 @@ def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
   Checked: every field has the same number of rows; observations and actions have the columns
   the environment takes; every value is finite; terminals and timeouts are 0/1 flags; actions lie
   in [-1, 1] up to `action_tolerance` (the policy is a tanh-Gaussian, so data outside that box
-  means the file was recorded with unnormalised actions).
+  means the file was recorded with unnormalised actions); a sparse task's rewards are its
+  values (`EnvSpec.reward_values`: a file with other rewards was recorded for another task, e.g.
+  D4RL's dense Adroit reward, whose Monte-Carlo returns reach 11,299 where the binary task's lie
+  in -500..+5). Integer observations are warned about (a file that rounded its observations
+  trains, but on coarser states than the env gives).
   """
   source = trajectories.source
   name = env_spec.name
@@ -139,6 +149,23 @@ def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
       raise DatasetError(
           f"{source}: field {field!r} must hold 0/1 flags but row {row} holds {values[row]}")
 
+  for field in ("observations", "next_observations"):
+    if field in columns and columns[field].dtype.kind in "biu":
+      logging.warning(
+          "%s: field %r holds integers (%s); %s observes real numbers, so these were rounded or "
+          "are not its observations. Training goes on with them as float32.", source, field,
+          columns[field].dtype, name)
+
+  if env_spec.reward_values is not None:
+    outside = ~_is_one_of(columns["rewards"], env_spec.reward_values)
+    if outside.any():
+      row = int(np.flatnonzero(outside)[0])
+      raise DatasetError(
+          f"{source}: field 'rewards' has {int(outside.sum())} values outside {name}'s "
+          f"{_values_text(env_spec.reward_values)} (the first, {columns['rewards'][row]:.6g}, at "
+          f"row {row}): it was recorded with another reward (a dense one?). Use data of the "
+          f"sparse task, or a file with '{SUCCESS_FIELD}' flags to rebuild the rewards from.")
+
   magnitude = np.abs(columns["actions"]).max(axis=1)
   outside = magnitude > 1.0 + action_tolerance
   if outside.any():
@@ -146,3 +173,39 @@ def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
     raise DatasetError(
         f"{source}: field 'actions' has values outside [-1, 1] in {int(outside.sum())} rows "
         f"(largest |action| {magnitude[row]:.4g} at row {row}); {name} takes actions in [-1, 1]")
+
+
+def _is_one_of(values: np.ndarray, allowed) -> np.ndarray:
+  values = np.asarray(values, np.float64)
+  return np.any([np.isclose(values, value, rtol=0.0, atol=1e-6) for value in allowed], axis=0)
+
+
+def _values_text(values) -> str:
+  return "{" + ", ".join(f"{value:g}" for value in values) + "}"
+
+
+def with_task_rewards(trajectories, env_spec):
+  """`trajectories` with a sparse task's rewards rebuilt from its success flags, where needed.
+
+  Where `env_spec` is a sparse task (`reward_values` (failure, success)) and the file's rewards
+  are not all its values but it records `infos/goal_achieved` per step, each step's reward
+  becomes the success value where the goal was achieved, else the failure value, and each such
+  step is terminal (both sparse families' task envs end the episode there; D4RL's AntMaze files
+  and WSRL's Adroit reader mark them so); a warning says so. Otherwise returned unchanged (and
+  `check` refuses rewards outside the values).
+  """
+  values = env_spec.reward_values
+  flags = trajectories.infos.get(SUCCESS_FIELD)
+  if (values is None or flags is None or len(flags) != len(trajectories.rewards)
+      or _is_one_of(trajectories.rewards, values).all()):
+    return trajectories
+  success = (np.asarray(flags, np.float64).reshape(len(flags), -1) > 0).any(axis=1)
+  failure_value, success_value = values
+  logging.warning(
+      "%s: field 'rewards' holds values outside %s's %s (recorded with another reward); "
+      "rebuilt from 'infos/%s': %g at its %d successes (terminal there, as %s ends the episode), "
+      "%g elsewhere.", trajectories.source, env_spec.name, _values_text(values), SUCCESS_FIELD,
+      success_value, int(success.sum()), env_spec.name, failure_value)
+  rewards = np.where(success, success_value, failure_value).astype(np.float32)
+  terminals = np.asarray(trajectories.terminals, bool) | success
+  return dataclasses.replace(trajectories, rewards=rewards, terminals=terminals)

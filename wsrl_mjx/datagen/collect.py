@@ -17,6 +17,8 @@ processing (masks = 1 - terminals, Monte-Carlo returns split at terminals:
 
 Rows carry one column that is not written: `episode_ends` [N] bool, where the env's episode
 ended (a termination, the time limit or the end of a stream); a terminal row need not be one.
+A physics blow-up's step (a non-finite state, observation or reward: `envs.episodes`) is not
+written; the row before it, in its stream, becomes the end of its episode (a timeout).
 """
 
 from __future__ import annotations
@@ -82,7 +84,8 @@ def make_transition(env: MjxEnv, episode_length: int):
   termination, and also, for an env with `data_terminal_at_goal` (AntMaze), every step with
   reward 1, where the episode goes on (D4RL's AntMaze files; module docstring). `timeouts` is
   the time limit unless the env terminated there; with a goal-terminal row at the time limit
-  both are set, as in D4RL's files. `episode_ends` marks the rows after which the env resets.
+  both are set, as in D4RL's files. `episode_ends` marks the rows after which the env resets;
+  `valid` is false on a blow-up's row, which `_as_dataset` drops.
   """
   terminal_at_goal = bool(getattr(env, "data_terminal_at_goal", False))
 
@@ -95,6 +98,7 @@ def make_transition(env: MjxEnv, episode_length: int):
         else result.terminal
     row = {"observations": env_state.obs, "actions": action, "rewards": next_state.reward,
            "terminals": terminal, "timeouts": result.timeout, "episode_ends": result.done,
+           "valid": result.valid,
            "next_observations": next_state.obs,
            "qpos": env_state.pipeline_state.qpos, "qvel": env_state.pipeline_state.qvel}
     if "goal" in env_state.info:        # AntMaze: D4RL's infos/goal
@@ -185,17 +189,26 @@ def _as_dataset(rows, env_spec: EnvSpec) -> dict[str, np.ndarray]:
   """[envs, steps, ...] rollout columns -> one [envs * steps, ...] stream of D4RL rows.
 
   Each stream's last row ends its episode; it becomes a timeout unless the env terminated
-  there, so no trajectory runs from one stream into the next.
+  there, so no trajectory runs from one stream into the next. A blow-up's row (`valid` false)
+  is dropped, and the row before it in its stream ends its episode the same way.
   """
   rows = {k: np.array(v) for k, v in rows.items()}
+  valid = rows.pop("valid")
   num_envs, steps_per_env = rows["terminals"].shape
-  rows["timeouts"][:, -1] |= ~rows["episode_ends"][:, -1]
-  rows["episode_ends"][:, -1] = True
+  cut = np.zeros_like(valid)
+  cut[:, :-1] = ~valid[:, 1:]
+  cut[:, -1] = True
+  rows["timeouts"] |= cut & ~rows["episode_ends"]
+  rows["episode_ends"] |= cut
   # A data-collection env may show its policy more than the task's observation (AntMaze's
   # appends the goal's direction); the dataset keeps the task's, as D4RL's did.
   for key in ("observations", "next_observations"):
     rows[key] = rows[key][..., :env_spec.observation_size]
-  return {k: v.reshape(num_envs * steps_per_env, *v.shape[2:]) for k, v in rows.items()}
+  keep = valid.reshape(-1)
+  if not keep.all():
+    logging.warning("%d of %d collected steps blew up (non-finite physics); not written, each "
+                    "ends its episode as a timeout", int((~keep).sum()), keep.size)
+  return {k: v.reshape(num_envs * steps_per_env, *v.shape[2:])[keep] for k, v in rows.items()}
 
 
 def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
