@@ -1,0 +1,58 @@
+"""A newcomer's first command (README): the `,demo` configs, the pretrained agent shipped for them
+and what the log says about where the agent came from and when updates start."""
+
+import jax
+import numpy as np
+from flax import serialization
+
+import envs
+from conftest import checkpointed_agent, tiny_config
+from launch.configs import families
+from launch.configs import finetune as finetune_config
+from launch.configs import pretrain as pretrain_config
+from wsrl_mjx import checkpoint, finetune, per_seed
+
+
+def test_the_demo_fine_tunes_the_shipped_pretrained_agent_seed_by_seed():
+  config = finetune_config.get_config("hopper-medium-v2,demo")
+  shipped = families.DEMO_AGENTS["hopper-medium-v2"]
+  assert config.pretrained == str(shipped) and shipped.is_dir()
+  env, env_spec = envs.make(config.env_name)
+  programs = finetune.build_programs(config, env, env_spec)     # traced lazily: nothing compiles
+  params, optimizer, description = finetune.load_pretrained(config, programs, env_spec)
+  assert description["env_name"] == "hopper-medium-v2"
+  _, step = checkpoint.resolve(shipped)
+  saved = checkpointed_agent(shipped, step)
+  # Every run seed starts from the checkpoint's seed (i mod its seed count), Adam states included.
+  for run_seed in range(config.num_seeds):
+    source = run_seed % description["num_seeds"]
+    jax.tree.map(lambda have, want: np.testing.assert_array_equal(have[run_seed], want[source]),
+                 serialization.to_state_dict(jax.device_get(params)), saved)
+  assert optimizer is not None
+
+
+def test_both_demo_configs_build_the_same_networks_so_a_demo_pretraining_hands_over():
+  online = finetune_config.get_config("hopper-medium-v2,demo")
+  offline = pretrain_config.get_config("hopper-medium-v2,demo")
+  for field in ("actor_hidden_sizes", "critic_hidden_sizes", "num_critics", "state_dependent_std",
+                "layer_norm", "num_seeds", "steps_per_chunk"):
+    assert online[field] == offline[field], field
+  assert online.actor_hidden_sizes == (64, 64) and online.num_critics == 10
+  # Envs without a shipped agent run SAC from scratch, and the log says so (below).
+  assert finetune_config.get_config("walker2d-medium-v2,demo").pretrained == ""
+
+
+def test_the_log_says_where_the_agent_comes_from_and_when_updates_start(caplog):
+  caplog.set_level("INFO")
+  config = tiny_config(per_seed="warmup_steps=0,100")           # batch_size 64, UTD 4
+  settings, _ = per_seed.seed_settings(config)
+  finetune.log_start(config, settings)
+  # max(warmup, batch) + 2 transitions: the step with index k trains if k > max(warmup, batch).
+  assert "updates (UTD 4) start once it holds 66 or 102 transitions" in caplog.text
+  assert "config.pretrained is empty" in caplog.text and "SAC from scratch" in caplog.text
+  caplog.clear()
+  config = tiny_config(pretrained="/some/run")
+  finetune.log_start(config, per_seed.seed_settings(config)[0])
+  assert "the pretrained agent, frozen, collects" in caplog.text
+  assert "updates (UTD 4) start once it holds 66 transitions" in caplog.text
+  assert "config.pretrained is empty" not in caplog.text
