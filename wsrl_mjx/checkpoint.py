@@ -17,6 +17,7 @@ mid-write leaves the previous checkpoint as the latest readable one.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
@@ -27,6 +28,8 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 
+from wsrl_mjx.errors import UserError
+
 FORMAT_VERSION = 2     # 2: the `optimizer` item
 CHECKPOINT_SUBDIR = "checkpoints"
 _ITEMS = ("train_state", "agent", "optimizer", "description")
@@ -36,7 +39,7 @@ AGENT_SHAPE_FIELDS = ("policy", "observation_size", "action_size", "actor_hidden
                       "critic_hidden_sizes", "num_critics", "state_dependent_std", "layer_norm")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint that cannot be used for what was asked, with the reason."""
 
 
@@ -117,6 +120,10 @@ class RunCheckpoints:
     return unflatten_restored(restored.train_state, abstract_train_state)
 
   def close(self) -> None:
+    # orbax 0.12's close() does not wait for the temporary-folder cleanup its constructor starts
+    # in a thread; a process that ends first prints "cannot schedule new futures after
+    # interpreter shutdown" tracebacks. A save waits for it; without a save, wait here.
+    getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
     self._manager.close()
 
 
@@ -139,7 +146,8 @@ def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
   if (path / "description").is_dir() and path.name.isdigit():
     return path.parent, int(path.name)
   directory = path / CHECKPOINT_SUBDIR if (path / CHECKPOINT_SUBDIR).is_dir() else path
-  step = _manager(directory, read_only=True).latest_step()
+  with contextlib.closing(_manager(directory, read_only=True)) as manager:
+    step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"{path}: holds no finished checkpoint")
   return directory, step
@@ -177,8 +185,9 @@ def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what:
   """One item of a checkpoint, restored read-only to `abstract`; a CheckpointError naming the
   item's folder and `what` it should have held if it cannot be read as that."""
   try:
-    restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
-        **{item: ocp.args.StandardRestore(abstract)}))
+    with contextlib.closing(_manager(directory, read_only=True)) as manager:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{item: ocp.args.StandardRestore(abstract)}))
   except (ValueError, KeyError, FileNotFoundError) as error:
     raise CheckpointError(f"{directory / str(step) / item}: cannot be read as {what}: "
                           f"{error}") from None

@@ -21,12 +21,14 @@ from collections.abc import Iterable, Iterator
 import h5py
 import numpy as np
 
+from wsrl_mjx.errors import UserError
+
 # Fields every `Trajectories` has, and the ones that carry an episode boundary flag.
 _STEP_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 _FLAG_FIELDS = ("terminals", "timeouts")
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
   """A dataset file that cannot be trained on; the message names the file and the field."""
 
 
