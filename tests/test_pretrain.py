@@ -55,6 +55,21 @@ def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_data
   assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
+def test_an_offline_schedule_off_the_chunk_size_runs_exactly_with_a_shorter_last_chunk(
+    random_hopper_dataset, tmp_path, caplog):
+  """130 gradient steps in chunks of 50 (evaluations every 100): 50, 50, then 30, which is a
+  second compiled chunk program (gcd(130, 100, 50) = 10 would mean 5x the host round trips)."""
+  path, _ = random_hopper_dataset
+  caplog.set_level("INFO")
+  config = tiny_pretrain_config(path, algo="cql", offline_steps=130)
+  last = pretrain.train_and_evaluate(config, tmp_path)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["gradient_step"] for r in records] == [0, 100, 130]
+  assert last["gradient_step"] == 130 and records[-1]["train"]["updates"] == [30, 30]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [100, 130]
+  assert any("Chunks of 50, 30 gradient steps" in r.getMessage() for r in caplog.records)
+
+
 def agent_item(workdir, step):
   restored = ocp.CheckpointManager(workdir / "checkpoints").restore(
       step, args=ocp.args.Composite(agent=ocp.args.StandardRestore()))

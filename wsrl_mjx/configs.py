@@ -67,7 +67,8 @@ def validate(config) -> envs.EnvSpec:
   Raises `ConfigError` naming the first field that cannot work: an unknown env, a value out of
   its range (`_FIELD_RULES`), a per-seed grid that does not parse or fit `num_seeds`, seeds that
   do not split over the devices, or a combination the agent refuses (`sac_config`, `sac.SAC`,
-  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`. Schedules need not line up with `steps_per_chunk` (host_loop.chunk_lengths).
+  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`.
+  Schedules need not line up with `steps_per_chunk` (host_loop.chunk_lengths).
   """
   try:
     env_spec = envs.spec(config.env_name)
@@ -95,13 +96,13 @@ def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   `num_next_actions` when it is built)."""
   if config.batch_size % config.utd:
     raise ConfigError(f"config.batch_size ({config.batch_size}) must split into config.utd "
-                     f"({config.utd}) equal critic minibatches.")
+                      f"({config.utd}) equal critic minibatches.")
   if not 1 <= config.num_target_critics <= config.num_critics:
     raise ConfigError(f"config.num_target_critics ({config.num_target_critics}) must be between "
-                     f"1 and config.num_critics ({config.num_critics}).")
+                      f"1 and config.num_critics ({config.num_critics}).")
   if config.matmul_precision not in networks.PRECISIONS:
     raise ConfigError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
-                     f"{', '.join(networks.PRECISIONS)}.")
+                      f"{', '.join(networks.PRECISIONS)}.")
   return sac.SACConfig(
       observation_size=env_spec.observation_size, action_size=env_spec.action_size,
       actor_hidden_sizes=tuple(config.actor_hidden_sizes),

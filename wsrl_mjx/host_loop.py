@@ -64,7 +64,7 @@ def seed_mesh(num_seeds: int) -> Mesh:
   devices = jax.devices()
   if num_seeds % len(devices):
     raise ConfigError(f"config.num_seeds ({num_seeds}) must be a multiple of the number of "
-                     f"devices ({len(devices)}) so that seeds split evenly across them.")
+                      f"devices ({len(devices)}) so that seeds split evenly across them.")
   return Mesh(np.asarray(devices), ("seeds",))
 
 
@@ -314,9 +314,10 @@ def diverged_seeds(record: dict[str, Any]) -> list[int]:
 
 def final_summary(record: dict[str, Any], unit: str) -> str:
   """The run's last line: every seed's final normalised score and the seeds that diverged."""
-  scores = record.get("normalized_scores") or []
+  scores = record.get("normalized_scores")
   line = "Done. Final normalised scores per seed: " + ", ".join(
-      "n/a" if s is None or not np.isfinite(s) else f"{s:.1f}" for s in scores)
+      "n/a" if s is None or not np.isfinite(s) else f"{s:.1f}"
+      for s in ([] if scores is None else list(scores)))
   diverged = diverged_seeds(record)
   if diverged:
     at = record["diverged_at"]

@@ -56,7 +56,7 @@ def parse_grid(spec: str) -> dict[str, list]:
     name, values = (s.strip() for s in part.split("=", 1))
     if name not in TUNABLE:
       raise ConfigError(f"config.per_seed: {name!r} cannot vary per seed; those that can: "
-                       f"{', '.join(TUNABLE)}")
+                        f"{', '.join(TUNABLE)}")
     if name in grid:
       raise ConfigError(f"config.per_seed: {name!r} is given twice")
     grid[name] = [_parse_value(name, v) for v in values.split(",") if v.strip()]
@@ -72,7 +72,7 @@ def seed_settings(config) -> tuple[SeedSettings, list[dict]]:
   points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
   if config.num_seeds % len(points):
     raise ConfigError(f"config.per_seed defines {len(points)} grid points; config.num_seeds "
-                     f"({config.num_seeds}) must be a multiple of that.")
+                      f"({config.num_seeds}) must be a multiple of that.")
   per_seed = [points[i % len(points)] for i in range(config.num_seeds)]
   columns = {}
   for name, (_, dtype) in TUNABLE.items():

@@ -136,11 +136,11 @@ class SAC:
 
   def __init__(self, config: SACConfig):
     if config.temperature_entropy not in TEMPERATURE_ENTROPY:
-      raise ConfigError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one of "
-                       f"{', '.join(TEMPERATURE_ENTROPY)}.")
+      raise ConfigError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one "
+                        f"of {', '.join(TEMPERATURE_ENTROPY)}.")
     if config.num_next_actions < 1:
       raise ConfigError(f"config.num_next_actions={config.num_next_actions} must be at least 1 "
-                       "(1: no max-target backup).")
+                        "(1: no max-target backup).")
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(
