@@ -16,6 +16,7 @@ import sys
 import jax
 from absl import app, flags, logging
 
+import envs
 from wsrl_mjx import compat
 from wsrl_mjx.errors import UserError
 
@@ -59,6 +60,14 @@ def configure() -> None:
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
   logging.info("JAX %s on %s; compilation cache: %s", jax.__version__,
                ", ".join(str(d) for d in jax.devices()), cache_dir or "off")
+
+
+def env_spec(name: str, flag: str = "--env") -> envs.EnvSpec:
+  """`envs.spec(name)`; an unknown name is a UsageError naming `flag` (with envs' suggestions)."""
+  try:
+    return envs.spec(name)
+  except ValueError as error:
+    raise app.UsageError(f"{flag}={name}: {error}") from None
 
 
 def _verbose(argv) -> bool:

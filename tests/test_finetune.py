@@ -232,7 +232,7 @@ def test_launch_finetune_end_to_end(finished_run, tmp_path):
   # What the run says while it compiles and warms up; no library noise.
   assert "Compiling Online.run(50) ..." in result.stderr
   assert re.search(r"Compiled Online\.run\(50\) in [\d.]+ s", result.stderr)
-  progress = [line for line in result.stderr.splitlines() if "] env step " in line]
+  progress = [line for line in result.stderr.splitlines() if re.search(r"] env step \d+/", line)]
   assert "env step 50/200" in progress[0] and "warmup: no updates yet" in progress[0]
   assert "critic loss" not in progress[0] and "critic loss" in progress[1]
   assert "Failed to import warp" not in result.stdout

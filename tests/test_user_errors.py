@@ -83,3 +83,10 @@ def test_verbose_shows_the_stack_trace_of_a_user_error(tmp_path):
   result = run_launch(*FINETUNE, f"--workdir={tmp_path}", "--config.num_seeds=0", "--verbose")
   assert result.returncode != 0
   assert "Traceback" in result.stderr and "ConfigError: config.num_seeds=0" in result.stderr
+
+
+def test_the_collector_names_an_unknown_env_in_one_line(tmp_path):
+  result = run_launch("launch.collect", "--env=hopper-medum-v2", "--policy=random",
+                      f"--output={tmp_path / 'x.hdf5'}")
+  assert_one_line_error(result, "--env=hopper-medum-v2: Unknown environment",
+                        "Did you mean hopper-medium-v2")
