@@ -321,8 +321,8 @@ def final_summary(record: dict[str, Any], unit: str) -> str:
   diverged = diverged_seeds(record)
   if diverged:
     at = record["diverged_at"]
-    line += (f". Diverged (stopped learning at a non-finite update; scored with their last "
-             f"finite parameters): " + ", ".join(
+    line += (". Diverged (stopped learning at a non-finite update; scored with their last "
+             "finite parameters): " + ", ".join(
                  f"seed {seed} at {unit.replace('_', ' ')} {at[seed]}" for seed in diverged))
   return line
 
@@ -391,8 +391,8 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
               "normalized_scores": scores.mean(axis=1), "episode_returns": returns,
               "success_rates": successes.mean(axis=1),
               "diverged_at": np.where(diverged_at >= 0, diverged_at, None).tolist(),
-              "diverged_seeds": np.flatnonzero(diverged_at >= 0).tolist(),
               **phase.record_extras}
+    record["diverged_seeds"] = diverged_seeds(record)
     if summary:
       record["train"] = dict(summary)
     log.write_evaluation(record)
