@@ -151,3 +151,16 @@ def test_config_checks_of_other_modules_are_user_errors_too():
     replay.check_fits(10**9, spec.observation_size, spec.action_size, 64, 2**30)
   for error in (ConfigError, checkpoint.CheckpointError, DatasetError, replay.BufferTooLargeError):
     assert issubclass(error, UserError) and issubclass(error, ValueError)
+
+
+def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(caplog):
+  caplog.set_level("WARNING")
+  demo = finetune_config.get_config("hopper-medium-v2,demo")   # warmup 500, batch 256
+  demo.online_steps = 400
+  configs.validate(demo)
+  assert any("config.online_steps=400 ends before the first update (step index 501" in
+             r.getMessage() for r in caplog.records)
+  caplog.clear()
+  demo.online_steps = 502                                      # index 501 is its last step
+  configs.validate(demo)
+  assert not caplog.records

@@ -12,6 +12,8 @@ import dataclasses
 import math
 from typing import Any, Callable
 
+from absl import logging
+
 import envs
 from envs import antmaze
 from wsrl_mjx import checkpoint, host_loop, networks, per_seed
@@ -67,8 +69,9 @@ def validate(config) -> envs.EnvSpec:
   Raises `ConfigError` naming the first field that cannot work: an unknown env, a value out of
   its range (`_FIELD_RULES`), a per-seed grid that does not parse or fit `num_seeds`, seeds that
   do not split over the devices, or a combination the agent refuses (`sac_config`, `sac.SAC`,
-  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`.
-  Schedules need not line up with `steps_per_chunk` (host_loop.chunk_lengths).
+  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`. Warns
+  where a fine-tuning run would end before its first update. Schedules need not line up with
+  `steps_per_chunk` (host_loop.chunk_lengths).
   """
   try:
     env_spec = envs.spec(config.env_name)
@@ -84,8 +87,14 @@ def validate(config) -> envs.EnvSpec:
   if "algo" in config:       # pretraining
     make_learner(config, env_spec)
   else:                      # fine-tuning
-    per_seed.seed_settings(config)
+    settings, _ = per_seed.seed_settings(config)
     sac.SAC(sac_config(config, env_spec))
+    # online.py: step index k trains only if k > max(warmup_steps, batch_size).
+    floor = max(int(min(settings.warmup_steps)), config.batch_size)
+    if config.online_steps - 1 <= floor:
+      logging.warning("config.online_steps=%d ends before the first update (step index %d, "
+                      "past max(warmup_steps, batch_size)): this run only collects and "
+                      "evaluates.", config.online_steps, floor + 1)
   return env_spec
 
 
