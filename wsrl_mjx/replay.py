@@ -106,7 +106,8 @@ class BufferTooLargeError(ConfigError, MemoryError):
 
 def check_fits(capacity: int, observation_size: int, action_size: int, num_seeds: int,
                available_bytes: int | None, fraction: float = 0.8) -> str:
-  """Raises BufferTooLargeError (a MemoryError) if the buffers of all seeds would not fit; else returns a summary line.
+  """Raises BufferTooLargeError (a MemoryError) if the buffers of all seeds would not fit; else
+  returns a summary line.
 
   `fraction` leaves room for parameters, optimiser states, environments and XLA's workspace.
   """
