@@ -44,10 +44,9 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import mujoco
-import numpy as np
-from mujoco import mjx
 
 from envs import mjx_env
+from envs.mjx_env import mjx  # imported there without MJX's "Failed to import warp" print
 
 FRAME_SKIP = 5
 

@@ -23,9 +23,8 @@ import jax
 import jax.numpy as jnp
 import mujoco
 import numpy as np
-from mujoco import mjx
 
-from envs.mjx_env import MjxEnv
+from envs.mjx_env import MjxEnv, mjx  # mjx_env imports MJX without its "Failed to import warp"
 
 # Thresholds on the MJX-vs-MuJoCo observation error: the largest absolute error over all windows,
 # per field kind, (one-step, multi-step), for each way of running the check. Measured on

@@ -63,6 +63,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure()
+  runtime.env_spec(_ENV.value)
   env, env_spec = envs.make(_ENV.value, solver_iterations=_SOLVER_ITERATIONS.value or None,
                             solver_ls_iterations=_SOLVER_LS_ITERATIONS.value or None)
   unknown = set(_CONES.value) - set(bridge.CONES)
@@ -105,4 +106,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

@@ -214,7 +214,7 @@ def main(argv):
     raise app.UsageError(f"--num_envs ({_NUM_ENVS.value}) must divide --steps ({_STEPS.value})")
   kind, argument = policy_kind(_POLICY.value)
   runtime.configure()
-  env_spec = envs.spec(_ENV.value)
+  env_spec = runtime.env_spec(_ENV.value)
   episode_length = _EPISODE_LENGTH.value or None
   if env_spec.family == "antmaze":
     character = _CHARACTER.value or next(
@@ -255,4 +255,4 @@ def main(argv):
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

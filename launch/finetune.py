@@ -7,7 +7,7 @@ Writes `metrics.jsonl`, TensorBoard scalars and orbax checkpoints to `--workdir`
 command again resumes from the latest checkpoint there.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from launch import runtime
@@ -23,4 +23,4 @@ main = runtime.phase_main(finetune.train_and_evaluate, _CONFIG, _WORKDIR)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

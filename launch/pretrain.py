@@ -7,7 +7,7 @@ The final checkpoint is what `launch.finetune --config.pretrained=<workdir>` sta
 Rerunning the same command resumes from the latest checkpoint in `--workdir`.
 """
 
-from absl import app, flags
+from absl import flags
 from ml_collections import config_flags
 
 from launch import runtime
@@ -23,4 +23,4 @@ main = runtime.phase_main(pretrain.train_and_evaluate, _CONFIG, _WORKDIR)
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

@@ -1,30 +1,59 @@
-"""What the launch entry points share: process-wide JAX settings and the training phases' main."""
+"""What the launch entry points share: process-wide JAX settings, how a launcher runs and reports
+user errors (`run`), and the training phases' main.
+
+A user error (`wsrl_mjx.errors.UserError`: a bad config value, dataset, checkpoint or run
+directory; an unknown flag or one that does not parse; an `app.UsageError`) ends the launcher
+with one line on stderr, `error: <message>`, and exit status 2, without a Python stack trace.
+`--verbose` (or the environment variable WSRL_MJX_VERBOSE=1) lets it raise with its trace.
+"""
 
 import logging as python_logging
 import os
+import pathlib
+import re
+import sys
 
 import jax
-from absl import app, logging
+from absl import app, flags, logging
 
+import envs
 from wsrl_mjx import compat
+from wsrl_mjx.errors import UserError
 
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "wsrl_mjx", "jax")
+VERBOSE_ENV = "WSRL_MJX_VERBOSE"
+USER_ERROR_EXIT_CODE = 2
+
+_VERBOSE = flags.DEFINE_bool(
+    "verbose", False, "Show the Python stack trace of a user error (bad config value, dataset, "
+    f"checkpoint, run directory) instead of its one-line message; also {VERBOSE_ENV}=1.")
+
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_OUR_PACKAGES = ("wsrl_mjx", "launch", "envs", "benchmarks")
 
 
-def _not_orbax_chatter(record: python_logging.LogRecord) -> bool:
-  """Orbax logs every step of every save at INFO; keep its warnings and errors only."""
-  return record.levelno >= python_logging.WARNING or f"{os.sep}orbax{os.sep}" not in record.pathname
+def _ours_or_a_warning(record: python_logging.LogRecord) -> bool:
+  """Keeps our INFO lines and every library's warnings and errors; drops libraries' INFO chatter
+  (orbax's line per save, JAX's "Unable to initialize backend 'tpu'", MJX's "Using JAX default
+  device")."""
+  if record.levelno >= python_logging.WARNING:
+    return True
+  try:
+    parts = pathlib.Path(record.pathname).resolve().relative_to(_ROOT).parts
+  except ValueError:
+    return False
+  return bool(parts) and parts[0] in _OUR_PACKAGES
 
 
 def configure() -> None:
   """Sets XLA's CPU flag for jaxlib 0.10 (`compat.configure_xla_cpu`), turns on JAX's persistent
-  compilation cache (MJX programs take minutes to compile) and quiets orbax's per-save INFO lines.
-  Call it first in `main`, before anything asks JAX for a device.
+  compilation cache (MJX programs take minutes to compile) and keeps libraries' INFO lines out
+  of the log. Call it first in `main`, before anything asks JAX for a device.
 
   `JAX_COMPILATION_CACHE_DIR` chooses the folder; set it to an empty string to disable caching.
   """
   compat.configure_xla_cpu()
-  logging.get_absl_handler().addFilter(_not_orbax_chatter)
+  logging.get_absl_handler().addFilter(_ours_or_a_warning)
   cache_dir = os.environ.get("JAX_COMPILATION_CACHE_DIR", DEFAULT_CACHE)
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
@@ -33,17 +62,80 @@ def configure() -> None:
                ", ".join(str(d) for d in jax.devices()), cache_dir or "off")
 
 
+def env_spec(name: str, flag: str = "--env") -> envs.EnvSpec:
+  """`envs.spec(name)`; an unknown name is a UsageError naming `flag` (with envs' suggestions)."""
+  try:
+    return envs.spec(name)
+  except ValueError as error:
+    raise app.UsageError(f"{flag}={name}: {error}") from None
+
+
+def _verbose(argv) -> bool:
+  """--verbose, read from the command line itself where the flags did not parse."""
+  if os.environ.get(VERBOSE_ENV, "") not in ("", "0"):
+    return True
+  if flags.FLAGS.is_parsed():
+    return _VERBOSE.value
+  return any(arg in ("--verbose", "--verbose=true", "--verbose=1") for arg in argv)
+
+
+def _fail(message: str):
+  """Prints `error: <message>` as one line on stderr and exits with status 2."""
+  print("error: " + " ".join(message.split()), file=sys.stderr, flush=True)
+  sys.exit(USER_ERROR_EXIT_CODE)
+
+
+def flag_error_message(error: Exception) -> str:
+  """One line for a command line that does not parse. An exception inside a config file
+  (ml_collections reports it with the traceback as text) becomes its flag and its last line."""
+  text = str(error).strip()
+  if "Traceback (most recent call last)" in text:
+    flag = text.splitlines()[0].split(": Error whilst parsing config file")[0]
+    last = re.sub(r"^[\w.]*(Error|Exception): ", "", text.splitlines()[-1].strip())
+    return f"{flag}: {last}"
+  if isinstance(error, (KeyError, AttributeError)):
+    # ml_collections, for a --config.<name> it does not have: repr("'name'\nDid you mean ...?").
+    field = re.search(r"\w+", text)
+    hint = re.search(r"Did you mean .*?\?", text)
+    return (f"--config.{field.group(0) if field else '?'}: no such config field."
+            f"{' ' + hint.group(0) if hint else ''}")
+  return text
+
+
+def _parse_flags(argv):
+  try:
+    return flags.FLAGS(argv)
+  except Exception as error:  # noqa: BLE001 (anything failing here comes from the command line)
+    if _verbose(argv):
+      raise
+    _fail(flag_error_message(error))
+
+
+def run(main) -> None:
+  """`app.run(main)`, with user errors and command lines that do not parse reported as one line
+  (`error: ...`, exit status 2) unless `--verbose`."""
+  def guarded(argv):
+    try:
+      return main(argv)
+    except (UserError, app.UsageError) as error:
+      if _verbose(argv):
+        raise
+      _fail(str(error))
+  app.run(guarded, flags_parser=_parse_flags)
+
+
 def phase_main(train_and_evaluate, config_flag, workdir_flag):
   """The absl `main` of a training phase's launcher (launch/pretrain.py, launch/finetune.py):
-  `configure()`, then `train_and_evaluate(config, workdir)` with the flags' values, then the
-  final normalised score of every seed in the log."""
+  `configure()`, then `train_and_evaluate(config, workdir)` with the flags' values (which logs
+  the final scores and the seeds that diverged)."""
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    config = config_flag.value
+    try:
+      config.to_dict()   # ml_collections defers the error of a file it could not load to a use
+    except OSError as error:
+      raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
     configure()
-    record = train_and_evaluate(config_flag.value, workdir_flag.value)
-    scores = record.get("normalized_scores")
-    if scores is not None:
-      logging.info("Done. Final normalised scores per seed: %s",
-                   ", ".join("n/a" if s is None else f"{s:.1f}" for s in scores))
+    train_and_evaluate(config, workdir_flag.value)
   return main

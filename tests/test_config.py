@@ -6,8 +6,10 @@ import pytest
 import envs
 from conftest import tiny_config
 from launch.configs import finetune as finetune_config
-from wsrl_mjx import checkpoint, configs, finetune, per_seed
+from wsrl_mjx import checkpoint, configs, finetune, per_seed, replay
+from wsrl_mjx.data import DatasetError
 from wsrl_mjx.agents import sac
+from wsrl_mjx.errors import ConfigError, UserError
 
 
 def test_default_config_follows_the_wsrl_sheet_for_locomotion():
@@ -45,7 +47,7 @@ def test_config_rejects_unknown_names_and_options():
   with pytest.raises(ValueError, match=r"Unknown config option\(s\) \['fast'\]"):
     finetune_config.get_config("hopper-medium-v2,fast")
   demo = finetune_config.get_config("hopper-medium-v2,demo")
-  finetune.check_schedule(demo)
+  assert configs.validate(demo).name == "hopper-medium-v2"
   assert demo.num_seeds == 2 and demo.online_steps < 10_000
 
 
@@ -81,10 +83,10 @@ def test_settings_that_cannot_work_are_refused_with_the_field_named():
     configs.sac_config(tiny_config(num_target_critics=12), spec)
   with pytest.raises(ValueError, match=r"matmul_precision='fp8'"):
     configs.sac_config(tiny_config(matmul_precision="fp8"), spec)
-  with pytest.raises(ValueError, match=r"config.eval_interval \(75\) must be a positive multiple"):
-    finetune.check_schedule(tiny_config(eval_interval=75))
+  with pytest.raises(ConfigError, match=r"config.eval_interval=0: must be a whole number >= 1"):
+    configs.validate(tiny_config(eval_interval=0))
   # The faithfulness options: checked when the agent is built (before anything compiles).
-  with pytest.raises(ValueError, match=r"temperature_entropy='s'; choose one of next_obs"):
+  with pytest.raises(ConfigError, match=r"temperature_entropy='s'; choose one of next_obs"):
     sac.SAC(configs.sac_config(tiny_config(temperature_entropy="s"), spec))
   with pytest.raises(ValueError, match=r"num_next_actions=0 must be at least 1"):
     sac.SAC(configs.sac_config(tiny_config(num_next_actions=0), spec))
@@ -98,3 +100,67 @@ def test_extending_a_run_beyond_its_buffer_is_refused(tmp_path):
   with pytest.raises(checkpoint.CheckpointError, match="replay buffers hold 200 transitions"):
     finetune._check_resumable(tiny_config(online_steps=400, replay_capacity=500),
                               {"config": saved}, tmp_path)
+
+
+# One bad value per rule of configs._FIELD_RULES, for the phase whose config has the field.
+# Each passed a range check before (or none existed) and failed later, inside a compiled program
+# or as an IndexError (num_seeds=0), or never (a negative learning rate trained upwards).
+BAD_VALUES = [
+    ("finetune", "num_seeds", 0), ("finetune", "online_steps", -5),
+    ("finetune", "steps_per_chunk", 0), ("finetune", "eval_episodes", 0),
+    ("finetune", "keep_checkpoints", 0), ("finetune", "replay_capacity", 0),
+    ("finetune", "warmup_steps", -1), ("finetune", "episode_length", -1),
+    ("finetune", "actor_learning_rate", -1e-4), ("finetune", "initial_temperature", 0.0),
+    ("finetune", "discount", 1.0), ("finetune", "tau", 0.0), ("finetune", "action_clip", 1.5),
+    ("finetune", "reward_scale", float("nan")), ("finetune", "critic_hidden_sizes", ()),
+    ("finetune", "actor_hidden_sizes", (256, 0)), ("finetune", "goal_offset", "centre"),
+    ("pretrain", "offline_steps", 0), ("pretrain", "cql_num_sampled_actions", 0),
+    ("pretrain", "cql_temperature", 0.0), ("pretrain", "iql_expectile", 1.0),
+    ("pretrain", "iql_actor_dropout", 1.0), ("pretrain", "iql_hidden_sizes", (32, -1)),
+]
+
+
+@pytest.mark.parametrize("phase, field, value", BAD_VALUES)
+def test_a_config_value_out_of_its_range_is_a_config_error_naming_the_field(phase, field, value):
+  from launch.configs import pretrain as pretrain_config
+  module = finetune_config if phase == "finetune" else pretrain_config
+  config = module.get_config("hopper-medium-v2,demo")
+  config[field] = value
+  with pytest.raises(ConfigError, match=rf"^config\.{field}="):
+    configs.validate(config)
+
+
+def test_config_checks_of_other_modules_are_user_errors_too():
+  spec = envs.spec("hopper-medium-v2")
+  config = tiny_config()
+  config.env_name = "hopper-medium-v9"
+  with pytest.raises(ConfigError, match=r"config.env_name: Unknown environment 'hopper-medium-v9'"):
+    configs.validate(config)
+  with pytest.raises(ConfigError, match="config.per_seed"):
+    configs.validate(tiny_config(per_seed="utd=1,2"))
+  with pytest.raises(ConfigError, match=r"config.num_next_actions=0"):
+    configs.validate(tiny_config(num_next_actions=0))
+  with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
+    configs.validate(tiny_config(pretrained="/nonexistent/run"))
+  with pytest.raises(ConfigError, match=r"config.algo='sac'"):
+    from launch.configs import pretrain as pretrain_config
+    offline = pretrain_config.get_config("hopper-medium-v2,demo")
+    offline.algo = "sac"
+    configs.validate(offline)
+  with pytest.raises(MemoryError, match="replay_capacity"):
+    replay.check_fits(10**9, spec.observation_size, spec.action_size, 64, 2**30)
+  for error in (ConfigError, checkpoint.CheckpointError, DatasetError, replay.BufferTooLargeError):
+    assert issubclass(error, UserError) and issubclass(error, ValueError)
+
+
+def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(caplog):
+  caplog.set_level("WARNING")
+  demo = finetune_config.get_config("hopper-medium-v2,demo")   # warmup 500, batch 256
+  demo.online_steps = 400
+  configs.validate(demo)
+  assert any("config.online_steps=400 ends before the first update (step index 501" in
+             r.getMessage() for r in caplog.records)
+  caplog.clear()
+  demo.online_steps = 502                                      # index 501 is its last step
+  configs.validate(demo)
+  assert not caplog.records

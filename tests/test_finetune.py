@@ -2,6 +2,7 @@
 
 import json
 import os
+import struct
 import subprocess
 import sys
 
@@ -27,6 +28,24 @@ def read_records(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
+def tensorboard_scalars(workdir):
+  """[(tag, step, value)] as TensorBoard shows them: event files in name order, a SessionLog
+  START at step s hiding the events read before it at steps >= s (TensorBoard's
+  EventAccumulator purges orphaned data this way). Records: u64 length, u32 CRC, data, u32 CRC."""
+  from tensorboardX.proto import event_pb2
+  shown = []
+  for path in sorted((workdir / "tensorboard").glob("events.out.tfevents.*")):
+    data, offset = path.read_bytes(), 0
+    while offset < len(data):
+      (length,) = struct.unpack("<Q", data[offset:offset + 8])
+      event = event_pb2.Event.FromString(data[offset + 12:offset + 12 + length])
+      offset += 12 + length + 4
+      if event.HasField("session_log") and event.session_log.status == event_pb2.SessionLog.START:
+        shown = [scalar for scalar in shown if scalar[1] < event.step]
+      shown += [(value.tag, event.step, value.simple_value) for value in event.summary.value]
+  return sorted(shown)
+
+
 def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_programs):
   config = tiny_programs[0]
   workdir, last = finished_run
@@ -40,6 +59,11 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_progr
                                spec.normalized_score(np.asarray(record["returns"])), rtol=1e-6)
   assert records[-1]["train"]["updates"] == [50, 50]
   assert list(workdir.glob("tensorboard/events.out.tfevents.*"))
+  assert ("eval/normalized_score_mean", 200, pytest.approx(np.mean(last["normalized_scores"]))
+          ) in tensorboard_scalars(workdir)
+  # The resolved config, as the run used it, at the run directory's root.
+  assert json.loads((workdir / "config.json").read_text()) == json.loads(
+      json.dumps(config.to_dict()))
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [150, 200]                                  # keep_checkpoints=2
   description = json.loads((workdir / "checkpoints/200/description/metadata").read_text())
@@ -51,7 +75,7 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_progr
 
 
 def test_killed_run_resumes_to_the_same_numbers(finished_run, tiny_programs, tmp_path,
-                                                monkeypatch):
+                                                monkeypatch, caplog):
   config, _, _, programs = tiny_programs
   full_dir, _ = finished_run
   save = checkpoint.RunCheckpoints.save
@@ -72,10 +96,46 @@ def test_killed_run_resumes_to_the_same_numbers(finished_run, tiny_programs, tmp
   with (tmp_path / "metrics.jsonl").open("a") as f:
     f.write(json.dumps({"env_step": 150, "returns": [0.0, 0.0]}) + "\n")
 
+  caplog.set_level("INFO")
+  caplog.clear()
   finetune.train_and_evaluate(config, tmp_path, programs)
   assert read_records(tmp_path) == read_records(full_dir)
+  assert tensorboard_scalars(tmp_path) == tensorboard_scalars(full_dir)
+  # The resumed run's first progress line shows the score of the evaluation it resumed after.
+  first = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("env step "))
+  score_at_100 = np.mean(read_records(full_dir)[1]["normalized_scores"])
+  assert first.startswith("env step 150/200") and f"last eval score {score_at_100:.1f}" in first
   jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(tmp_path, 200),
                checkpointed_agent(full_dir, 200))
+
+
+def test_a_run_killed_before_its_first_checkpoint_logs_each_step_once_when_restarted(
+    finished_run, tiny_programs, tmp_path, monkeypatch):
+  config, _, _, programs = tiny_programs
+  full_dir, _ = finished_run
+
+  def die(self, step, *args, **kwargs):
+    raise KeyboardInterrupt("killed before the first checkpoint was written")
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", die)
+  with pytest.raises(KeyboardInterrupt):
+    finetune.train_and_evaluate(config, tmp_path, programs)
+  monkeypatch.undo()
+  assert [r["env_step"] for r in read_records(tmp_path)] == [0]   # written, not checkpointed
+  finetune.train_and_evaluate(config, tmp_path, programs)
+  assert read_records(tmp_path) == read_records(full_dir)          # env_step 0 once
+  assert tensorboard_scalars(tmp_path) == tensorboard_scalars(full_dir)
+
+
+def test_a_schedule_off_the_chunk_size_runs_on_the_same_program_to_the_same_numbers(
+    finished_run, tiny_programs, tmp_path):
+  """steps_per_chunk 75 does not divide the evaluation interval (100): chunks of 50 fit every
+  evaluation and checkpoint, on the program already compiled for 50 (it was a ValueError)."""
+  _, _, _, programs = tiny_programs
+  full_dir, _ = finished_run
+  last = finetune.train_and_evaluate(tiny_config(steps_per_chunk=75), tmp_path, programs)
+  assert last["env_step"] == 200
+  assert read_records(tmp_path) == read_records(full_dir)
 
 
 def test_a_failed_save_keeps_the_last_good_checkpoint(finished_run, tiny_programs, tmp_path):
@@ -180,9 +240,14 @@ def test_a_diverging_seed_is_reported_and_the_run_goes_on(finished_run, tiny_pro
   assert any("Seed 1 stopped learning at env step 66" in w and "non-finite" in w
              for w in warnings), warnings
   last = read_records(workdir)[-1]
-  assert last["diverged_at"] == [None, 66]
+  assert last["diverged_at"] == [None, 66] and last["diverged_seeds"] == [1]
   assert all(np.isfinite(last["returns"]))                     # both seeds still evaluated
   assert last["train"]["updates"] == [35, 0]                   # indices 65..99 of the chunk
+  # No update of seed 1 in the chunk: its losses are missing (NaN -> null), not 0.
+  for name in ("critic_loss", "actor_loss", "q", "entropy"):
+    assert last["train"][name][1] is None and np.isfinite(last["train"][name][0]), name
+  assert warnings[-1].startswith("Done. Final normalised scores per seed: ")
+  assert "Diverged" in warnings[-1] and "seed 1 at env step 66" in warnings[-1], warnings[-1]
 
 
 def copy_of_step(workdir, step, destination):
@@ -272,8 +337,8 @@ def test_a_damaged_checkpoint_is_set_aside_and_the_run_resumes_from_the_older_on
              for w in warnings), warnings
   # Resumed at 150, ran 150..200 again: the same numbers as the run that was never damaged.
   assert read_records(workdir) == read_records(full_dir)
-  jax.tree.map(np.testing.assert_array_equal, final_agent(workdir, 200),
-               final_agent(full_dir, 200))
+  jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(workdir, 200),
+               checkpointed_agent(full_dir, 200))
   assert (workdir / "checkpoints" / "damaged-200" / "train_state").is_dir()   # kept, aside
 
 

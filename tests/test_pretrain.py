@@ -2,6 +2,7 @@
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -52,6 +53,21 @@ def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_data
   with pytest.raises(data.DatasetError, match=rf"{path.name}.*'observations'.*11.*17"):
     pretrain.train_and_evaluate(config, tmp_path)
   assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
+
+
+def test_an_offline_schedule_off_the_chunk_size_runs_exactly_with_a_shorter_last_chunk(
+    random_hopper_dataset, tmp_path, caplog):
+  """130 gradient steps in chunks of 50 (evaluations every 100): 50, 50, then 30, which is a
+  second compiled chunk program (gcd(130, 100, 50) = 10 would mean 5x the host round trips)."""
+  path, _ = random_hopper_dataset
+  caplog.set_level("INFO")
+  config = tiny_pretrain_config(path, algo="cql", offline_steps=130)
+  last = pretrain.train_and_evaluate(config, tmp_path)
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["gradient_step"] for r in records] == [0, 100, 130]
+  assert last["gradient_step"] == 130 and records[-1]["train"]["updates"] == [30, 30]
+  assert sorted(int(p.name) for p in (tmp_path / "checkpoints").iterdir()) == [100, 130]
+  assert any("Chunks of 50, 30 gradient steps" in r.getMessage() for r in caplog.records)
 
 
 def test_cql_pretraining_writes_records_and_a_wsrl_shaped_checkpoint(cql_run):
@@ -161,6 +177,16 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
   result = run(*finetune_command)
   assert "Pretrained agent" in result.stderr and "env steps/s" in result.stderr
   assert "Final normalised scores per seed" in result.stderr
+  # What the run says while it compiles and warms up; no library noise.
+  assert "Warmup: the pretrained agent, frozen, collects" in result.stderr
+  assert "Compiling Online.run(50) ..." in result.stderr
+  assert re.search(r"Compiled Online\.run\(50\) in [\d.]+ s", result.stderr)
+  progress = [line for line in result.stderr.splitlines() if re.search(r"] env step \d+/", line)]
+  assert "env step 50/200" in progress[0] and "warmup: no updates yet" in progress[0]
+  assert "critic loss" not in progress[0] and "critic loss" in progress[1]
+  assert "Failed to import warp" not in result.stdout
+  assert "Unable to initialize backend" not in result.stderr
+  assert "Config (also in" in result.stderr and (online / "config.json").exists()
   records = [json.loads(line) for line in (online / "metrics.jsonl").read_text().splitlines()]
   assert [r["env_step"] for r in records] == [0, 100, 200]
   # At the end of warmup (step 50) the agent is still exactly the pretrained one; then it learns.

@@ -24,6 +24,7 @@ reward scale, reward bias and discount its values were learned for must be the r
 
 from __future__ import annotations
 
+import contextlib
 import json
 import pathlib
 import re
@@ -35,6 +36,8 @@ import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
 
+from wsrl_mjx.errors import UserError
+
 FORMAT_VERSION = 2     # 2: the `optimizer` item
 CHECKPOINT_SUBDIR = "checkpoints"
 _ITEMS = ("train_state", "agent", "optimizer", "description")
@@ -44,7 +47,7 @@ AGENT_SHAPE_FIELDS = ("policy", "observation_size", "action_size", "actor_hidden
                       "critic_hidden_sizes", "num_critics", "state_dependent_std", "layer_norm")
 
 
-class CheckpointError(ValueError):
+class CheckpointError(UserError):
   """A checkpoint that cannot be used for what was asked, with the reason."""
 
 
@@ -184,6 +187,10 @@ class RunCheckpoints:
     return target
 
   def close(self) -> None:
+    # orbax 0.12's close() does not wait for the temporary-folder cleanup its constructor starts
+    # in a thread; a process that ends first prints "cannot schedule new futures after
+    # interpreter shutdown" tracebacks. A save waits for it; without a save, wait here.
+    getattr(self._manager, "_maybe_await_cleanup_tmp_directory", lambda: None)()
     self._manager.close()
 
 
@@ -206,7 +213,8 @@ def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
   if (path / "description").is_dir() and path.name.isdigit():
     return path.parent, int(path.name)
   directory = path / CHECKPOINT_SUBDIR if (path / CHECKPOINT_SUBDIR).is_dir() else path
-  step = _manager(directory, read_only=True).latest_step()
+  with contextlib.closing(_manager(directory, read_only=True)) as manager:
+    step = manager.latest_step()
   if step is None:
     raise CheckpointError(f"{path}: holds no finished checkpoint")
   return directory, step
@@ -271,8 +279,9 @@ def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what:
   held, if it cannot be read as that."""
   folder = directory / str(step) / item
   try:
-    restored = _manager(directory, read_only=True).restore(step, args=ocp.args.Composite(
-        **{item: ocp.args.StandardRestore(abstract)}))
+    with contextlib.closing(_manager(directory, read_only=True)) as manager:
+      restored = manager.restore(step, args=ocp.args.Composite(
+          **{item: ocp.args.StandardRestore(abstract)}))
   except Exception as error:   # noqa: BLE001 (orbax and TensorStore raise many kinds)
     damage = _damage(error)
     if damage is not None:

@@ -2,35 +2,116 @@
 both phases: the SAC block fine-tuning and CQL pretraining share, the offline learners, the
 checkpoint's `agent` description and the env's construction options. Offline and online host
 modules both build their agents here, so a pretrained checkpoint has the shapes fine-tuning
-expects by construction.
+expects by construction. `validate` checks every field of a launch config, before anything is
+built or compiled, and raises `ConfigError` naming the field.
 """
 
 from __future__ import annotations
 
 import dataclasses
-from typing import Any
+import math
+from typing import Any, Callable
+
+from absl import logging
 
 import envs
-from wsrl_mjx import networks
+from envs import antmaze
+from wsrl_mjx import checkpoint, host_loop, networks, per_seed
 from wsrl_mjx.agents import cql, iql, sac
+from wsrl_mjx.errors import ConfigError
 
 ALGOS = ("calql", "cql", "iql")   # the offline learners `make_learner` builds
 
 
+def _whole(value) -> bool:
+  return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _number(value) -> bool:
+  return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+# (fields, what a value must be, the check). A field a config does not have is skipped, so one
+# table serves both phases' configs (launch/configs/finetune.py, pretrain.py).
+_FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
+    (("num_seeds", "online_steps", "offline_steps", "steps_per_chunk", "eval_interval",
+      "eval_episodes", "checkpoint_interval", "keep_checkpoints", "batch_size", "utd",
+      "num_critics", "num_target_critics", "num_next_actions", "replay_capacity",
+      "cql_num_sampled_actions"),
+     "a whole number >= 1", lambda v: _whole(v) and v >= 1),
+    (("warmup_steps", "episode_length", "solver_iterations", "solver_ls_iterations"),
+     "a whole number >= 0 (0: the default)", lambda v: _whole(v) and v >= 0),
+    (("actor_learning_rate", "critic_learning_rate", "temperature_learning_rate", "cql_alpha",
+      "cql_alpha_learning_rate", "iql_learning_rate", "iql_beta"),
+     "a finite number >= 0", lambda v: _number(v) and v >= 0),
+    (("initial_temperature", "cql_temperature"), "a finite number > 0",
+     lambda v: _number(v) and v > 0),
+    (("discount",), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    (("tau", "action_clip"), "a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
+    (("iql_expectile",), "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1),
+    (("iql_actor_dropout",), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
+    (("reward_scale", "reward_bias", "target_entropy", "negative_sparse_reward",
+      "cql_target_action_gap"),
+     "a finite number (or unset)", lambda v: v is None or _number(v)),
+    (("actor_hidden_sizes", "critic_hidden_sizes", "iql_hidden_sizes"),
+     "a non-empty list of layer widths >= 1, e.g. (256,256)",
+     lambda v: isinstance(v, (list, tuple)) and len(v) > 0 and all(
+         _whole(w) and w >= 1 for w in v)),
+    (("goal_offset",), f"one of {', '.join(antmaze.GOAL_OFFSETS)}",
+     lambda v: v in antmaze.GOAL_OFFSETS),
+)
+
+
+def validate(config) -> envs.EnvSpec:
+  """Checks every field of a launch config of either phase (`launch/configs/finetune.py`,
+  `pretrain.py`) before anything is built or compiled, and returns the env's spec.
+
+  Raises `ConfigError` naming the first field that cannot work: an unknown env, a value out of
+  its range (`_FIELD_RULES`), a per-seed grid that does not parse or fit `num_seeds`, seeds that
+  do not split over the devices, or a combination the agent refuses (`sac_config`, `sac.SAC`,
+  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`. Warns
+  where a fine-tuning run would end before its first update. Schedules need not line up with
+  `steps_per_chunk` (host_loop.chunk_lengths).
+  """
+  try:
+    env_spec = envs.spec(config.env_name)
+  except ValueError as error:
+    raise ConfigError(f"config.env_name: {error}") from None
+  for fields, requirement, check in _FIELD_RULES:
+    for field in fields:
+      if field in config and not check(config[field]):
+        raise ConfigError(f"config.{field}={config[field]!r}: must be {requirement}.")
+  host_loop.seed_mesh(config.num_seeds)
+  if config.get("pretrained"):
+    checkpoint.resolve(config.pretrained)       # CheckpointError naming it if there is none
+  if "algo" in config:       # pretraining
+    make_learner(config, env_spec)
+  else:                      # fine-tuning
+    settings, _ = per_seed.seed_settings(config)
+    sac.SAC(sac_config(config, env_spec))
+    # online.py: step index k trains only if k > max(warmup_steps, batch_size).
+    floor = max(int(min(settings.warmup_steps)), config.batch_size)
+    if config.online_steps - 1 <= floor:
+      logging.warning("config.online_steps=%d ends before the first update (step index %d, "
+                      "past max(warmup_steps, batch_size)): this run only collects and "
+                      "evaluates.", config.online_steps, floor + 1)
+  return env_spec
+
+
 def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
   """The SAC settings of a launch config (the block `families.add_agent_fields` writes, plus
-  `utd`, `batch_size`, `num_next_actions` and `step_all_optimizers`). Raises ValueError naming
+  `utd`, `batch_size`, `num_next_actions` and `step_all_optimizers`). Raises ConfigError naming
   the field for a value that cannot work (`sac.SAC` checks `temperature_entropy` and
   `num_next_actions` when it is built)."""
   if config.batch_size % config.utd:
-    raise ValueError(f"config.batch_size ({config.batch_size}) must split into config.utd "
-                     f"({config.utd}) equal critic minibatches.")
+    raise ConfigError(f"config.batch_size ({config.batch_size}) must split into config.utd "
+                      f"({config.utd}) equal critic minibatches.")
   if not 1 <= config.num_target_critics <= config.num_critics:
-    raise ValueError(f"config.num_target_critics ({config.num_target_critics}) must be between "
-                     f"1 and config.num_critics ({config.num_critics}).")
+    raise ConfigError(f"config.num_target_critics ({config.num_target_critics}) must be between "
+                      f"1 and config.num_critics ({config.num_critics}).")
   if config.matmul_precision not in networks.PRECISIONS:
-    raise ValueError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
-                     f"{', '.join(networks.PRECISIONS)}.")
+    raise ConfigError(f"config.matmul_precision={config.matmul_precision!r}; choose one of "
+                      f"{', '.join(networks.PRECISIONS)}.")
   return sac.SACConfig(
       observation_size=env_spec.observation_size, action_size=env_spec.action_size,
       actor_hidden_sizes=tuple(config.actor_hidden_sizes),
@@ -71,7 +152,7 @@ def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
 def make_learner(config, env_spec: envs.EnvSpec):
   """The learner `config.algo` names -> (learner, the `agent` block of its description)."""
   if config.algo not in ALGOS:
-    raise ValueError(f"config.algo={config.algo!r}; choose one of {', '.join(ALGOS)}.")
+    raise ConfigError(f"config.algo={config.algo!r}; choose one of {', '.join(ALGOS)}.")
   if config.algo == "iql":
     iql_config = iql.IQLConfig(
         observation_size=env_spec.observation_size, action_size=env_spec.action_size,

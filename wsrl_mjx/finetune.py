@@ -1,8 +1,9 @@
 """The host side of WSRL fine-tuning: build, restore or initialise, run chunks, report, save.
 
-`train_and_evaluate(config, workdir)` is what `launch.finetune` calls. Between jitted chunks of
-`config.steps_per_chunk` environment steps (all seeds at once) it evaluates, logs and
-checkpoints; it never steps an environment or a learner itself.
+`train_and_evaluate(config, workdir)` is what `launch.finetune` calls. It checks the config
+(`configs.validate`), then between jitted chunks of up to `config.steps_per_chunk` environment
+steps (all seeds at once; `host_loop.chunk_lengths`) it evaluates, logs and checkpoints; it
+never steps an environment or a learner itself.
 """
 
 from __future__ import annotations
@@ -29,10 +30,6 @@ _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_
 def replay_capacity(config) -> int:
   """No run needs more rows than it takes environment steps."""
   return int(min(config.replay_capacity, config.online_steps))
-
-
-def check_schedule(config) -> None:
-  host_loop.check_schedule(config, "online_steps")
 
 
 Programs = host_loop.SeedPrograms   # `loop` is the `online.Online` of the run
@@ -156,8 +153,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   config. Returns the last evaluation record.
   """
   workdir = pathlib.Path(workdir)
-  check_schedule(config)
-  env, env_spec = envs.make(config.env_name, **configs.env_options(config, envs.spec(config.env_name)))
+  env_spec = configs.validate(config)
+  env, env_spec = envs.make(config.env_name, **configs.env_options(config, env_spec))
   programs = programs or build_programs(config, env, env_spec)
   settings, seed_overrides = per_seed.seed_settings(config)
   log_start(config, settings)
@@ -181,8 +178,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
     # The state's structure does not depend on where the agent came from.
     return programs.abstract_state(keys, settings, None, None)
 
-  def run(state):
-    state, stats = programs.run(state, config.steps_per_chunk)
+  def run(state, num_steps):
+    state, stats = programs.run(state, num_steps)
     return state, _chunk_summary(stats)
 
   phase = host_loop.Phase(

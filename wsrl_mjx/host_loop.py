@@ -2,13 +2,22 @@
 
 A phase (online fine-tuning in `finetune.py`, offline pretraining in `pretrain.py`) describes
 itself as a `Phase` of jitted, seed-vmapped callables; `run_phase` drives it between device calls
-and owns everything a user sees: progress lines, `metrics.jsonl`, TensorBoard scalars, warnings
-about diverged seeds and orbax checkpoints. It never steps an environment or a learner itself.
+and owns everything a user sees: the run directory (`config.json`, a lock against a second run
+in it), compile and progress lines, `metrics.jsonl`, TensorBoard scalars, warnings about
+diverged seeds and orbax checkpoints. It never steps an environment or a learner itself.
+
+Chunks: the host acts between chunks only, so every evaluation, checkpoint and the end fall on a
+chunk's end (`chunk_lengths`); each distinct chunk length is one compiled program.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import fcntl
+import json
+import math
+import os
 import pathlib
 import time
 from typing import Any, Callable
@@ -21,6 +30,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from envs import EnvSpec
 from wsrl_mjx import checkpoint, metrics_log
+from wsrl_mjx.errors import ConfigError, WorkdirError
 
 
 @dataclasses.dataclass
@@ -36,7 +46,8 @@ class Phase:
   description: dict[str, Any]       # the checkpoint's JSON description
   init: Callable[[], Any]           # -> a fresh state (all seeds)
   abstract_state: Callable[[], Any]  # -> shape/dtype/sharding of a state, for restoring
-  run: Callable[[Any], tuple[Any, dict[str, np.ndarray]]]  # one chunk -> (state, per-seed summary)
+  # (state, number of steps) -> (state, per-seed summary of that chunk)
+  run: Callable[[Any, int], tuple[Any, dict[str, np.ndarray]]]
   evaluate: Callable[[Any], np.ndarray]  # -> undiscounted returns [seeds, episodes]
   step_of: Callable[[Any], int]
   diverged_at: Callable[[Any], np.ndarray]  # per seed, -1 where it never diverged
@@ -52,8 +63,8 @@ def seed_mesh(num_seeds: int) -> Mesh:
   """A 1-D mesh over all devices; seeds are split evenly across it."""
   devices = jax.devices()
   if num_seeds % len(devices):
-    raise ValueError(f"config.num_seeds ({num_seeds}) must be a multiple of the number of "
-                     f"devices ({len(devices)}) so that seeds split evenly across them.")
+    raise ConfigError(f"config.num_seeds ({num_seeds}) must be a multiple of the number of "
+                      f"devices ({len(devices)}) so that seeds split evenly across them.")
   return Mesh(np.asarray(devices), ("seeds",))
 
 
@@ -66,6 +77,92 @@ def seed_keys(config) -> jax.Array:
   """Seed i's key depends only on (config.seed, i), not on how many seeds run beside it."""
   base = jax.random.PRNGKey(config.seed)
   return jax.vmap(lambda i: jax.random.fold_in(base, i))(jnp.arange(config.num_seeds))
+
+
+# jax.monitoring events: tracing to a jaxpr, lowering to MLIR, XLA's compile (or the persistent
+# cache's read, which the compile event wraps) and a persistent cache hit (jax/_src/dispatch.py,
+# compiler.py).
+_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
+                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
+                   "/jax/core/compile/backend_compile_duration")
+_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+
+
+class CompileClock:
+  """Wall seconds JAX spends tracing, lowering and compiling while it is entered (any program,
+  from jax.monitoring's time spans; nested spans, a jitted helper traced inside a program, count
+  once), and how many compiles the persistent cache answered. `on_start()` is called when the
+  first compile step of the entry begins."""
+
+  def __init__(self, on_start: Callable[[], None] | None = None):
+    self.cache_hits = 0
+    self._spans: list[tuple[float, float]] = []
+    self._on_start = on_start
+    self._started = False
+
+  @property
+  def seconds(self) -> float:
+    total, end = 0.0, -math.inf
+    for start, stop in sorted(self._spans):
+      total += max(0.0, stop - max(start, end))
+      end = max(end, stop)
+    return total
+
+  def _span(self, event, start_time, end_time, **kwargs):
+    del kwargs
+    if event in _COMPILE_EVENTS:
+      self._spans.append((start_time, end_time))
+
+  def _scalar(self, event, value, **kwargs):
+    del value, kwargs    # JAX records each compile step's start time as a scalar when it begins
+    if event in _COMPILE_EVENTS and not self._started:
+      self._started = True
+      if self._on_start:
+        self._on_start()
+
+  def _event(self, event, **kwargs):
+    del kwargs
+    if event == _CACHE_HIT_EVENT:
+      self.cache_hits += 1
+
+  def __enter__(self):
+    jax.monitoring.register_event_time_span_listener(self._span)
+    jax.monitoring.register_scalar_listener(self._scalar)
+    jax.monitoring.register_event_listener(self._event)
+    return self
+
+  def __exit__(self, *exc):
+    jax.monitoring.unregister_event_time_span_listener(self._span)
+    jax.monitoring.unregister_scalar_listener(self._scalar)
+    jax.monitoring.unregister_event_listener(self._event)
+
+
+class LoggedProgram:
+  """A jitted program that says when a call compiles it: "compiling <name> ..." as the compile
+  starts and "compiled <name> in <s> s" when it is done (MJX programs take minutes). Attributes
+  (`lower`, ...) are the jitted function's; calls under a transformation (`jax.eval_shape`)
+  compile nothing and log nothing."""
+
+  def __init__(self, name: str, jitted, static_argnums: tuple[int, ...] = ()):
+    self.name = name
+    self.jitted = jitted
+    self._static_argnums = static_argnums
+
+  def __getattr__(self, attribute):
+    return getattr(self.jitted, attribute)
+
+  def __call__(self, *args):
+    if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
+      return self.jitted(*args)
+    static = ", ".join(f"{args[i]}" for i in self._static_argnums if i < len(args))
+    name = f"{self.name}({static})" if static else self.name
+    clock = CompileClock(on_start=lambda: logging.info("Compiling %s ...", name))
+    with clock:
+      result = self.jitted(*args)
+    if clock.seconds > 0.05:
+      logging.info("Compiled %s in %.1f s%s", name, clock.seconds,
+                   " (from the persistent compilation cache)" if clock.cache_hits else "")
+    return result
 
 
 @dataclasses.dataclass
@@ -85,7 +182,7 @@ class SeedPrograms:
 
   def abstract_state(self, *init_args):
     """Shape, dtype and sharding of the state `init(*init_args)` makes: a restore target."""
-    abstract = jax.eval_shape(self.init, *init_args)
+    abstract = jax.eval_shape(self.init.jitted, *init_args)
     return jax.tree.map(
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), abstract)
 
@@ -95,25 +192,57 @@ def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
   """`jit(vmap(...))` of `loop.init`, `loop.run` and `evaluate` (default `loop.evaluate`).
 
   `run(state, *shared, num_steps)` takes `num_shared_run_args` arguments that every seed shares
-  (the offline dataset) and a static `num_steps`; its state argument is donated.
+  (the offline dataset) and a static `num_steps`; its state argument is donated. Each program
+  logs its compiles (`LoggedProgram`), named after the loop (`Online.run(500)`).
   """
   sharding = seed_sharding(num_seeds)
   static = 1 + num_shared_run_args
+  prefix = type(loop).__name__
   return SeedPrograms(
       loop=loop, sharding=sharding,
-      init=jax.jit(jax.vmap(loop.init), out_shardings=sharding),
-      run=jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static), static_argnums=static,
-                  donate_argnums=0, out_shardings=sharding),
-      evaluate=jax.jit(jax.vmap(evaluate or loop.evaluate), out_shardings=sharding))
+      init=LoggedProgram(f"{prefix}.init",
+                         jax.jit(jax.vmap(loop.init), out_shardings=sharding)),
+      run=LoggedProgram(f"{prefix}.run",
+                        jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static),
+                                static_argnums=static, donate_argnums=0,
+                                out_shardings=sharding),
+                        static_argnums=(static,)),
+      evaluate=LoggedProgram(f"{prefix}.evaluate",
+                             jax.jit(jax.vmap(evaluate or loop.evaluate),
+                                     out_shardings=sharding)))
 
 
-def check_schedule(config, total_field: str) -> None:
-  chunk = config.steps_per_chunk
-  for name in (total_field, "eval_interval", "checkpoint_interval"):
-    value = config[name]
-    if value <= 0 or value % chunk:
-      raise ValueError(f"config.{name} ({value}) must be a positive multiple of "
-                       f"config.steps_per_chunk ({chunk}): the host acts between chunks only.")
+def fitted_chunk(steps_per_chunk: int, total: int, eval_interval: int,
+                 checkpoint_interval: int) -> int:
+  """The chunk length a phase runs, given its config's.
+
+  Every evaluation (multiples of `eval_interval`), checkpoint (of `checkpoint_interval`) and the
+  end (`total`) must fall on a chunk's end. A length that divides all three,
+  g = gcd(total, eval_interval, checkpoint_interval), does so with one compiled program: the
+  largest divisor of g not above `steps_per_chunk` is chosen when it is at least a quarter of
+  `steps_per_chunk` (a few more host round trips cost far less than a compile). Otherwise
+  `steps_per_chunk` stays, and `chunk_lengths` shortens the chunk before each such step it would
+  overrun (one more compiled program per distinct shorter length).
+  """
+  common = math.gcd(total, eval_interval, checkpoint_interval)
+  fitting = max(d for d in range(1, min(common, steps_per_chunk) + 1) if common % d == 0)
+  return fitting if 4 * fitting >= steps_per_chunk else steps_per_chunk
+
+
+def chunk_lengths(start: int, total: int, chunk: int, eval_interval: int,
+                  checkpoint_interval: int) -> list[int]:
+  """The chunks from step `start` to `total`: `chunk` steps each, cut short where the next
+  evaluation, checkpoint or the end comes first, so every one of them is at a chunk's end.
+
+  E.g. (0, 130, 50, 100, 50) -> [50, 50, 30]; (0, 400, 200, 1000, 1000) -> [200, 200].
+  """
+  lengths, step = [], start
+  while step < total:
+    stop = min(total, step + chunk, (step // eval_interval + 1) * eval_interval,
+               (step // checkpoint_interval + 1) * checkpoint_interval)
+    lengths.append(stop - step)
+    step = stop
+  return lengths
 
 
 def check_same_fields(saved_config: dict, config, fields, workdir) -> None:
@@ -140,25 +269,114 @@ def format_duration(seconds: float) -> str:
   return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
 
 
+@contextlib.contextmanager
+def claimed_workdir(workdir: pathlib.Path):
+  """Creates `workdir` if needed and holds its lock (`.lock`, an flock the kernel drops when the
+  process ends, however it ends) while the block runs. Raises WorkdirError naming the folder if
+  it cannot be created or written, or if another run holds it."""
+  try:
+    workdir.mkdir(parents=True, exist_ok=True)
+    lock = open(workdir / ".lock", "a+")
+  except OSError as error:
+    raise WorkdirError(f"{workdir}: cannot be used as the run directory "
+                       f"({error.strerror or error}); choose another --workdir.") from None
+  with lock:
+    try:
+      fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+      lock.seek(0)
+      holder = lock.read().strip() or "?"
+      raise WorkdirError(f"{workdir}: another run (process {holder}) is using it; wait for it "
+                         "to end or choose another --workdir.") from None
+    lock.seek(0)
+    lock.truncate()
+    lock.write(f"{os.getpid()}\n")
+    lock.flush()
+    try:
+      yield
+    finally:
+      fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def write_config(workdir: pathlib.Path, config: dict[str, Any]) -> pathlib.Path:
+  """The run's resolved config as `<workdir>/config.json` (written whole or not at all)."""
+  path = workdir / "config.json"
+  temporary = path.with_suffix(".json.tmp")
+  temporary.write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+  os.replace(temporary, path)
+  return path
+
+
+def diverged_seeds(record: dict[str, Any]) -> list[int]:
+  """Seeds of an evaluation record whose updates went non-finite (its `diverged_at`)."""
+  return [seed for seed, at in enumerate(record.get("diverged_at") or []) if at is not None]
+
+
+def final_summary(record: dict[str, Any], unit: str) -> str:
+  """The run's last line: every seed's final normalised score and the seeds that diverged."""
+  scores = record.get("normalized_scores")
+  line = "Done. Final normalised scores per seed: " + ", ".join(
+      "n/a" if s is None or not np.isfinite(s) else f"{s:.1f}"
+      for s in ([] if scores is None else list(scores)))
+  diverged = diverged_seeds(record)
+  if diverged:
+    at = record["diverged_at"]
+    line += (". Diverged (stopped learning at a non-finite update; scored with their last "
+             "finite parameters): " + ", ".join(
+                 f"seed {seed} at {unit.replace('_', ' ')} {at[seed]}" for seed in diverged))
+  return line
+
+
+def _progress_details(phase: Phase, summary: dict[str, np.ndarray], diverged_at) -> str:
+  """The progress line's training statistics: those with a finite value for some seed, then
+  why there are no losses where no seed updated in the chunk (warmup, or every seed diverged)."""
+  details = [f"{label} {nanmean(summary[key]):.3g}" for label, key in phase.progress
+             if np.isfinite(nanmean(summary[key]))]
+  if "updates" in summary and not np.any(np.asarray(summary["updates"]) > 0):
+    details.append("every seed diverged" if np.all(diverged_at >= 0)
+                   else "warmup: no updates yet")
+  return " | ".join(details)
+
+
 def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Runs `phase` to its end in `workdir`, resuming there if it holds a checkpoint.
 
-  Returns the last evaluation record.
+  Holds the run directory's lock throughout (`claimed_workdir`), writes `config.json` (the
+  description's resolved config) and logs it, then runs chunks (`chunk_lengths`), evaluating,
+  logging and checkpointing between them. Rates and the ETA count execution time only (compile
+  time excluded). Returns the last evaluation record, with `diverged_seeds`.
   """
   workdir = pathlib.Path(workdir)
-  checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
-                                          step_unit=phase.unit)
-  log = metrics_log.MetricsLog(workdir, step_key=phase.unit)
-  unit = phase.unit.replace("_", " ")
+  with claimed_workdir(workdir):
+    config = phase.description.get("config")
+    if config is not None:
+      path = write_config(workdir, config)
+      logging.info("Config (also in %s):\n%s", path, "\n".join(
+          f"  {name} = {json.dumps(value)}" for name, value in sorted(config.items())))
+    checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
+                                            step_unit=phase.unit)
+    log = metrics_log.MetricsLog(workdir, step_key=phase.unit)
+    try:
+      return _run_chunks(phase, workdir, checkpoints, log)
+    finally:
+      checkpoints.close()
+      log.close()
 
+
+def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.RunCheckpoints,
+                log: metrics_log.MetricsLog) -> dict[str, Any]:
+  unit = phase.unit.replace("_", " ")
   # The newest checkpoint that reads (a damaged one is set aside with a warning).
   resumed = checkpoints.restore_newest_readable(phase.abstract_state, phase.check_resumable)
   latest, state = resumed if resumed is not None else (None, None)
   if latest is not None:
-    log.truncate_after(latest)
     logging.info("Resumed %s at %s %d", workdir, unit, latest)
   else:
     state = phase.init()
+  dropped = log.restart_at(latest)
+  if dropped:
+    logging.info("%s: dropped %d evaluation record(s) past %s %d, written before the run "
+                 "stopped; this run writes them again", log.path, dropped, unit, latest or 0)
 
   step = phase.step_of(state)
   reported = set(np.flatnonzero(phase.diverged_at(state) >= 0).tolist())
@@ -174,49 +392,62 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
               "success_rates": successes.mean(axis=1),
               "diverged_at": np.where(diverged_at >= 0, diverged_at, None).tolist(),
               **phase.record_extras}
+    record["diverged_seeds"] = diverged_seeds(record)
     if summary:
       record["train"] = dict(summary)
     log.write_evaluation(record)
     scalars = {"eval/normalized_score_mean": nanmean(record["normalized_scores"]),
                "eval/normalized_score_min": float(np.min(record["normalized_scores"])),
                "eval/normalized_score_max": float(np.max(record["normalized_scores"])),
-               "eval/return_mean": nanmean(record["returns"])}
+               "eval/return_mean": nanmean(record["returns"]),
+               "eval/diverged_seeds": float(len(record["diverged_seeds"]))}
     scalars.update({f"train/{k}": nanmean(v) for k, v in (summary or {}).items()})
     log.write_scalars(step, scalars)
     return record
 
-  last_record = None
+  records = log.records()
+  last_record = records[-1] if records else None     # resumed: the checkpoint's evaluation
   if latest is None:
     last_record = evaluate_and_log(state, step, None)
     logging.info("%s %d: normalised score %.1f (mean of %d seeds; the starting policy)",
                  unit, step, nanmean(last_record["normalized_scores"]), phase.num_seeds)
 
-  # The first chunk includes compilation: rates count from its end once there is a second one.
-  started, started_step, first_chunk_end = time.time(), step, None
-  while step < phase.total_steps:
-    state, summary = phase.run(state)
-    step += phase.steps_per_chunk
-    now = time.time()
-    if first_chunk_end is None:
-      first_chunk_end = (now, step)
-      rate = (step - started_step) / max(now - started, 1e-9)
-    else:
-      rate = (step - first_chunk_end[1]) / max(now - first_chunk_end[0], 1e-9)
+  chunk = fitted_chunk(phase.steps_per_chunk, phase.total_steps, phase.eval_interval,
+                       phase.checkpoint_interval)
+  lengths = chunk_lengths(step, phase.total_steps, chunk, phase.eval_interval,
+                          phase.checkpoint_interval)
+  if set(lengths) - {phase.steps_per_chunk}:
+    logging.info(
+        "Chunks of %s %ss (steps_per_chunk %d), so that every evaluation, checkpoint and the "
+        "end fall on a chunk's end%s.", ", ".join(map(str, sorted(set(lengths), reverse=True))),
+        unit, phase.steps_per_chunk,
+        "" if len(set(lengths)) == 1 else "; each distinct length compiles once")
 
-    diverged_at = phase.diverged_at(state)
+  # Rates and the ETA count execution time only: compiles (logged with their own times) are not
+  # what the remaining chunks will cost.
+  executing, done = 0.0, 0
+  for length in lengths:
+    started = time.time()
+    with CompileClock() as compiling:
+      state, summary = phase.run(state, length)
+      step += length
+      diverged_at = phase.diverged_at(state)
+      evaluating = step % phase.eval_interval == 0 or step == phase.total_steps
+      if evaluating:
+        last_record = evaluate_and_log(state, step, summary)
+    executing += max(time.time() - started - compiling.seconds, 1e-9)
+    done += length
+    rate = done / executing
     for seed in sorted(set(np.flatnonzero(diverged_at >= 0).tolist()) - reported):
       logging.warning(
           "Seed %d stopped learning at %s %d: an update produced a non-finite loss or "
-          "gradient. Its parameters stay at its last finite update; the other seeds go on.",
-          seed, unit, int(diverged_at[seed]))
+          "gradient. Its parameters stay at its last finite update; the other seeds go on "
+          "(its losses are logged as NaN from here).", seed, unit, int(diverged_at[seed]))
       reported.add(seed)
-
-    if step % phase.eval_interval == 0 or step == phase.total_steps:
-      last_record = evaluate_and_log(state, step, summary)
-    else:
+    if not evaluating:
       log.write_scalars(step, {f"train/{k}": nanmean(v) for k, v in summary.items()})
     score = nanmean(last_record["normalized_scores"]) if last_record else float("nan")
-    details = " | ".join(f"{label} {nanmean(summary[key]):.3g}" for label, key in phase.progress)
+    details = _progress_details(phase, summary, diverged_at)
     logging.info(
         "%s %d/%d (%.1f%%) | %.0f %ss/s per seed, %.0f over %d seeds | ETA %s | "
         "last eval score %.1f%s", unit, step, phase.total_steps,
@@ -227,22 +458,24 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
       checkpoints.save(step, state, phase.agent_params(state), phase.description,
                        phase.optimizer_states(state) if phase.optimizer_states else None)
 
-  checkpoints.close()
-  log.close()
-  if last_record is None:  # Resumed a run that had already finished.
-    records = log.records()
-    last_record = records[-1] if records else {}
+  last_record = last_record or {}
+  if last_record:
+    last_record.setdefault("diverged_seeds", diverged_seeds(last_record))
+    summary_line = final_summary(last_record, phase.unit)
+    (logging.warning if last_record["diverged_seeds"] else logging.info)(summary_line)
   return last_record
 
 
 def per_seed_summary(sums: dict[str, Any], count_key: str) -> dict[str, np.ndarray]:
-  """Per-seed means of the `*_sum` entries of a chunk's statistics, divided by `count_key`."""
+  """Per-seed means of the `*_sum` entries of a chunk's statistics, divided by `count_key`;
+  NaN for a seed with a zero count (no update in the chunk: warmup, or a diverged seed), never
+  a mean of nothing shown as 0."""
   sums = jax.tree.map(np.asarray, sums)
-  counts = np.maximum(sums[count_key], 1)
+  counts = sums[count_key]
   summary = {}
   for name, value in sums.items():
     if name.endswith("_sum"):
-      summary[name[:-4]] = value / counts
+      summary[name[:-4]] = np.where(counts > 0, value / np.maximum(counts, 1), np.nan)
     else:
       summary[name] = value
   return summary

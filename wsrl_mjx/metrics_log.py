@@ -1,8 +1,11 @@
 """What a run reports: `metrics.jsonl` (one JSON object per evaluation) and TensorBoard scalars.
 
-`metrics.jsonl` is the record a sweep is analysed from, so it is kept consistent with the
-checkpoints: on resume, lines written after the checkpoint being resumed are dropped (the resumed
-run writes them again, with the same numbers).
+`metrics.jsonl` is the record a sweep is analysed from, so it always matches the state the run
+continues from (`restart_at`): on resume, lines written after the checkpoint being resumed are
+dropped, and a run that starts fresh (no checkpoint yet, e.g. killed before its first one) drops
+them all; the run writes them again, with the same numbers. TensorBoard scalars are purged the
+same way (tensorboardX's `purge_step`: TensorBoard hides the events of earlier files at or past
+the step a new file starts at).
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ import json
 import math
 import os
 import pathlib
+import time
 
 import numpy as np
 
@@ -37,12 +41,27 @@ class MetricsLog:
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / "metrics.jsonl"
     self._tensorboard = None
+    self._purge_step = None
 
   def _writer(self):
     if self._tensorboard is None:
       from tensorboardX import SummaryWriter
-      self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"))
+      # The suffix orders two files started within the same second (their names are
+      # events.out.tfevents.<seconds>.<host><suffix>; TensorBoard reads them in name order).
+      self._tensorboard = SummaryWriter(str(self.workdir / "tensorboard"),
+                                        purge_step=self._purge_step,
+                                        filename_suffix=f".{time.time_ns()}")
     return self._tensorboard
+
+  def restart_at(self, step: int | None) -> int:
+    """The run continues from the state at `step` (a checkpoint's; None: a fresh start, which
+    writes step 0 again): drops the records past it, and has the TensorBoard file written next
+    hide earlier files' events from `step + 1` on (from 0 on a fresh start). Returns how many
+    records were dropped."""
+    before = len(self.records())
+    self.truncate_after(-1 if step is None else step)
+    self._purge_step = 0 if step is None else step + 1
+    return before - len(self.records())
 
   def records(self) -> list[dict]:
     if not self.path.exists():

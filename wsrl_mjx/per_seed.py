@@ -12,6 +12,7 @@ import itertools
 
 import numpy as np
 
+from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.online import SeedSettings
 
 # name -> (parser, numpy dtype)
@@ -36,13 +37,13 @@ def _parse_value(name: str, text: str):
       return True
     if lowered in ("false", "0", "no"):
       return False
-    raise ValueError(f"config.per_seed: {name} takes true/false, got {text!r}")
+    raise ConfigError(f"config.per_seed: {name} takes true/false, got {text!r}")
   try:
     value = parser(float(text)) if parser is int else parser(text)
   except ValueError:
-    raise ValueError(f"config.per_seed: {name} takes numbers, got {text!r}") from None
+    raise ConfigError(f"config.per_seed: {name} takes numbers, got {text!r}") from None
   if parser is int and float(text) != value:
-    raise ValueError(f"config.per_seed: {name} takes whole numbers, got {text!r}")
+    raise ConfigError(f"config.per_seed: {name} takes whole numbers, got {text!r}")
   return value
 
 
@@ -51,16 +52,16 @@ def parse_grid(spec: str) -> dict[str, list]:
   grid = {}
   for part in filter(None, (p.strip() for p in spec.split(";"))):
     if "=" not in part:
-      raise ValueError(f"config.per_seed: expected name=v1,v2,... but got {part!r}")
+      raise ConfigError(f"config.per_seed: expected name=v1,v2,... but got {part!r}")
     name, values = (s.strip() for s in part.split("=", 1))
     if name not in TUNABLE:
-      raise ValueError(f"config.per_seed: {name!r} cannot vary per seed; those that can: "
-                       f"{', '.join(TUNABLE)}")
+      raise ConfigError(f"config.per_seed: {name!r} cannot vary per seed; those that can: "
+                        f"{', '.join(TUNABLE)}")
     if name in grid:
-      raise ValueError(f"config.per_seed: {name!r} is given twice")
+      raise ConfigError(f"config.per_seed: {name!r} is given twice")
     grid[name] = [_parse_value(name, v) for v in values.split(",") if v.strip()]
     if not grid[name]:
-      raise ValueError(f"config.per_seed: {name!r} has no values")
+      raise ConfigError(f"config.per_seed: {name!r} has no values")
   return grid
 
 
@@ -70,8 +71,8 @@ def seed_settings(config) -> tuple[SeedSettings, list[dict]]:
   grid = parse_grid(config.per_seed)
   points = [dict(zip(grid, values)) for values in itertools.product(*grid.values())] or [{}]
   if config.num_seeds % len(points):
-    raise ValueError(f"config.per_seed defines {len(points)} grid points; config.num_seeds "
-                     f"({config.num_seeds}) must be a multiple of that.")
+    raise ConfigError(f"config.per_seed defines {len(points)} grid points; config.num_seeds "
+                      f"({config.num_seeds}) must be a multiple of that.")
   per_seed = [points[i % len(points)] for i in range(config.num_seeds)]
   columns = {}
   for name, (_, dtype) in TUNABLE.items():

@@ -65,7 +65,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                        programs: Programs | None = None) -> dict[str, Any]:
   """Pretrains `config.num_seeds` seeds; resumes from `workdir` if it holds a checkpoint."""
   workdir = pathlib.Path(workdir)
-  host_loop.check_schedule(config, "offline_steps")
+  configs.validate(config)
   env_spec = env_spec_for(config)
   learner, agent_block = configs.make_learner(config, env_spec)
   dataset, source = load_dataset(config, env_spec)
@@ -77,8 +77,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   dataset = jax.device_put(data.to_replay_buffer(dataset), replicated)
   keys = jax.device_put(host_loop.seed_keys(config), programs.sharding)
 
-  def run(state):
-    state, stats = programs.run(state, dataset, config.steps_per_chunk)
+  def run(state, num_steps):
+    state, stats = programs.run(state, dataset, num_steps)
     return state, host_loop.per_seed_summary(vars(stats), "updates")
 
   def check_resumable(description):

@@ -16,6 +16,8 @@ import jax
 import jax.numpy as jnp
 from flax import struct
 
+from wsrl_mjx.errors import ConfigError
+
 
 @struct.dataclass
 class Transition:
@@ -109,9 +111,14 @@ def device_memory_bytes(device: jax.Device | None = None) -> int | None:
   return None
 
 
+class BufferTooLargeError(ConfigError, MemoryError):
+  """Replay buffers that would not fit on the device (a config value to lower, named)."""
+
+
 def check_fits(capacity: int, observation_size: int, action_size: int, num_seeds: int,
                available_bytes: int | None, fraction: float = 0.8) -> str:
-  """Raises MemoryError if the buffers of all seeds would not fit; else returns a summary line.
+  """Raises BufferTooLargeError (a MemoryError) if the buffers of all seeds would not fit; else
+  returns a summary line.
 
   `fraction` leaves room for parameters, optimiser states, environments and XLA's workspace.
   """
@@ -120,7 +127,7 @@ def check_fits(capacity: int, observation_size: int, action_size: int, num_seeds
   summary = (f"replay buffer: {capacity:,} transitions x {num_seeds} seeds = "
              f"{per_seed / 2**20:,.1f} MiB per seed, {total / 2**30:,.2f} GiB in all")
   if available_bytes is not None and total > fraction * available_bytes:
-    raise MemoryError(
+    raise BufferTooLargeError(
         f"The {summary} do not fit in {fraction:.0%} of the device's "
         f"{available_bytes / 2**30:,.1f} GiB. Lower config.replay_capacity or config.num_seeds, "
         "or shard seeds over more devices.")

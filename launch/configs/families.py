@@ -87,23 +87,23 @@ FAMILIES = {
 def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
   """The SAC block both phases share (networks, ensemble, losses, optimisers), written once so
   that an offline checkpoint always has the shapes fine-tuning builds."""
-  c.num_critics = 10
-  c.num_target_critics = 2
+  c.num_critics = 10            # the critic ensemble
+  c.num_target_critics = 2      # critics drawn per TD target (its min)
   # The reference draws critic subsets (the target's, and CQL's penalised ones) with
   # jax.random.randint, so one critic can come twice; false: distinct critics.
   c.subsample_with_replacement = True
-  c.actor_hidden_sizes = family["actor_hidden_sizes"]
+  c.actor_hidden_sizes = family["actor_hidden_sizes"]    # layer widths
   c.critic_hidden_sizes = family["critic_hidden_sizes"]
-  c.state_dependent_std = family["state_dependent_std"]
-  c.layer_norm = True
-  c.discount = 0.99
-  c.tau = 0.005
-  c.actor_learning_rate = 1e-4
+  c.state_dependent_std = family["state_dependent_std"]  # false: one learned std per action
+  c.layer_norm = True           # LayerNorm in every hidden layer
+  c.discount = 0.99             # in [0, 1)
+  c.tau = 0.005                 # target critics' Polyak step, in (0, 1]
+  c.actor_learning_rate = 1e-4  # Adam's rates
   c.critic_learning_rate = 3e-4
   c.temperature_learning_rate = 1e-4
-  c.initial_temperature = 1.0
+  c.initial_temperature = 1.0   # SAC's entropy temperature at the start (> 0)
   c.target_entropy = config_dict.placeholder(float)   # None: -action_size
-  c.backup_entropy = False
+  c.backup_entropy = False      # true: the entropy term in the TD target
   # The temperature's entropy estimate: "next_observations" (the reference: fresh samples at
   # s', as many as the TD target draws) or "actor_samples" (the actor step's own, at s).
   c.temperature_entropy = "next_observations"

@@ -18,13 +18,13 @@ def get_config(arg: str = "hopper-medium-v2"):
   family = FAMILIES[env_spec.family]
 
   c = config_dict.ConfigDict()
-  c.env_name = env_name
-  c.seed = 0
-  c.num_seeds = 4
+  c.env_name = env_name         # a task or D4RL dataset name (envs.names() lists them)
+  c.seed = 0                    # seed i's randomness depends only on (seed, i)
+  c.num_seeds = 4               # independent runs in one program (a multiple of the devices)
 
   # Online budget: environment steps per seed, the warmup included.
   c.online_steps = family["online_steps"]
-  c.warmup_steps = 5_000
+  c.warmup_steps = 5_000        # no update while the step index k <= max(warmup, batch_size)
   c.pretrained = ""             # a checkpoint directory; empty: start from scratch
   c.init_actor = True           # which parts of the checkpoint to use (ablations)
   c.init_critic = True
@@ -37,7 +37,7 @@ def get_config(arg: str = "hopper-medium-v2"):
 
   # SAC with a critic ensemble (the block is shared with pretraining: families.py).
   add_agent_fields(c, family)
-  c.utd = 4
+  c.utd = 4                     # critic updates per env step (update-to-data ratio)
   c.batch_size = 1024           # per environment step: utd critic minibatches of batch/utd
   c.num_next_actions = family["num_next_actions"]  # > 1: max-target backup (AntMaze: 10)
   # Every UTD call applies every network's Adam, as the reference's update does (networks it
@@ -55,11 +55,11 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.goal_offset = "wsrl"
 
   # Host loop.
-  c.steps_per_chunk = 5_000     # env steps per device call; the host logs between calls
-  c.eval_interval = 20_000
-  c.eval_episodes = 20
-  c.checkpoint_interval = 100_000
-  c.keep_checkpoints = 2
+  c.steps_per_chunk = 5_000     # env steps per device call, at most; the host logs between calls
+  c.eval_interval = 20_000      # env steps between evaluations (metrics.jsonl records)
+  c.eval_episodes = 20          # deterministic episodes per seed and evaluation
+  c.checkpoint_interval = 100_000  # env steps between checkpoints (and resume points)
+  c.keep_checkpoints = 2         # the newest checkpoints kept in <workdir>/checkpoints
 
   if "demo" in options:
     add_demo_fields(c)

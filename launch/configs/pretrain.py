@@ -19,39 +19,39 @@ def get_config(arg: str = "hopper-medium-v2"):
   family = FAMILIES[env_spec.family]
 
   c = config_dict.ConfigDict()
-  c.env_name = env_name
+  c.env_name = env_name         # evaluation env; names D4RL's file unless dataset is set
   c.dataset = ""                # a file or Minari dataset id; empty: D4RL's cache file
   # Minari datasets with dict observations: the keys to concatenate, in order, comma-separated
   # ("achieved_goal,observation"); empty: the family's layout (AntMaze: D4RL's 29 numbers).
   c.observation_keys = ""
   c.algo = family["algo"]       # calql | cql | iql
-  c.seed = 0
-  c.num_seeds = 4
-  c.offline_steps = family["offline_steps"]
-  c.batch_size = 256
+  c.seed = 0                    # seed i's randomness depends only on (seed, i)
+  c.num_seeds = 4               # independent runs in one program (a multiple of the devices)
+  c.offline_steps = family["offline_steps"]  # gradient steps per seed
+  c.batch_size = 256            # transitions per gradient step
 
   # Networks and SAC losses, the block fine-tuning uses (families.py), so checkpoints hand over.
   add_agent_fields(c, family)
 
   # CQL / Cal-QL.
-  c.cql_num_sampled_actions = 10
-  c.cql_alpha = family["cql_alpha"]
-  c.cql_autotune_alpha = family["cql_autotune_alpha"]
-  c.cql_target_action_gap = 0.8
-  c.cql_alpha_learning_rate = 3e-4
+  c.cql_num_sampled_actions = 10  # actions per state in the CQL penalty (and max-target backup)
+  c.cql_alpha = family["cql_alpha"]  # the CQL penalty's weight (its start when autotuned)
+  c.cql_autotune_alpha = family["cql_autotune_alpha"]  # Lagrange-tune alpha to the target gap
+  c.cql_target_action_gap = 0.8  # the gap autotuning holds the penalty at
+  c.cql_alpha_learning_rate = 3e-4  # Adam's rate for the Lagrange multiplier
   c.cql_max_target_backup = True   # the reference's default, on for every family
   # False: the penalty falls on num_target_critics critics drawn per step (the reference with
   # its ensemble); true: on every critic.
   c.cql_penalty_on_all_critics = False
-  c.cql_importance_sample = True
-  c.cql_temperature = 1.0
+  c.cql_importance_sample = True  # importance-weight the sampled actions' logsumexp
+  c.cql_temperature = 1.0       # the penalty's logsumexp temperature
 
   # IQL.
-  c.iql_hidden_sizes = (256, 256)
-  c.iql_expectile = family["iql_expectile"]
-  c.iql_beta = family["iql_beta"]
-  c.iql_actor_dropout = family["iql_actor_dropout"]
-  c.iql_learning_rate = 3e-4
+  c.iql_hidden_sizes = (256, 256)  # IQL's networks (no LayerNorm)
+  c.iql_expectile = family["iql_expectile"]  # the value's expectile, in (0, 1)
+  c.iql_beta = family["iql_beta"]  # inverse temperature of the advantage weights
+  c.iql_actor_dropout = family["iql_actor_dropout"]  # dropout in the actor, in [0, 1)
+  c.iql_learning_rate = 3e-4    # Adam's rate for every IQL network
 
   # Data.
   c.action_clip = family["action_clip"]   # dataset and evaluation actions
@@ -65,11 +65,11 @@ def get_config(arg: str = "hopper-medium-v2"):
   # Host loop and evaluation.
   c.episode_length = 0          # 0: the task's
   c.goal_offset = "wsrl"        # AntMaze evaluation goals, as in fine-tuning
-  c.steps_per_chunk = 5_000
-  c.eval_interval = 25_000
-  c.eval_episodes = 20
-  c.checkpoint_interval = 50_000
-  c.keep_checkpoints = 2
+  c.steps_per_chunk = 5_000     # gradient steps per device call, at most
+  c.eval_interval = 25_000      # gradient steps between evaluations
+  c.eval_episodes = 20          # deterministic episodes per seed and evaluation
+  c.checkpoint_interval = 50_000  # gradient steps between checkpoints
+  c.keep_checkpoints = 2         # the newest checkpoints kept
 
   if "demo" in options:
     add_demo_fields(c)

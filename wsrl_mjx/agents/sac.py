@@ -33,6 +33,7 @@ import optax
 from flax import struct
 
 from wsrl_mjx import networks, tanh_gaussian
+from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.replay import Transition
 
 
@@ -135,11 +136,11 @@ class SAC:
 
   def __init__(self, config: SACConfig):
     if config.temperature_entropy not in TEMPERATURE_ENTROPY:
-      raise ValueError(f"temperature_entropy={config.temperature_entropy!r}; choose one of "
-                       f"{', '.join(TEMPERATURE_ENTROPY)}.")
+      raise ConfigError(f"config.temperature_entropy={config.temperature_entropy!r}; choose one "
+                        f"of {', '.join(TEMPERATURE_ENTROPY)}.")
     if config.num_next_actions < 1:
-      raise ValueError(f"num_next_actions={config.num_next_actions} must be at least 1 "
-                       "(1: no max-target backup).")
+      raise ConfigError(f"config.num_next_actions={config.num_next_actions} must be at least 1 "
+                        "(1: no max-target backup).")
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(

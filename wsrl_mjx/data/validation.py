@@ -25,6 +25,8 @@ import h5py
 import numpy as np
 from absl import logging
 
+from wsrl_mjx.errors import UserError
+
 # Fields every `Trajectories` has, and the ones that carry an episode boundary flag.
 _STEP_FIELDS = ("observations", "actions", "rewards", "terminals", "timeouts")
 _FLAG_FIELDS = ("terminals", "timeouts")
@@ -32,7 +34,7 @@ _FLAG_FIELDS = ("terminals", "timeouts")
 SUCCESS_FIELD = "goal_achieved"
 
 
-class DatasetError(ValueError):
+class DatasetError(UserError):
   """A dataset file that cannot be trained on; the message names the file and the field."""
 
 

@@ -1,0 +1,178 @@
+"""The host loop's own behaviour, without an MJX program: chunk schedules, compile logging, rates
+that count execution only, the progress line during warmup, the config it records.
+
+`toy_phase` is a `host_loop.Phase` whose chunk sleeps a known time per step and whose first
+chunk compiles a small jitted function with a known tracing time, so the progress line's rate
+can be checked against the execution time alone."""
+
+import json
+import math
+import re
+import time
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import envs
+from launch.configs import finetune as finetune_config
+from launch.configs import pretrain as pretrain_config
+from wsrl_mjx import evaluation, host_loop
+
+# --- chunk schedules ---------------------------------------------------------------------------
+
+
+def stops_by_brute_force(total, eval_interval, checkpoint_interval):
+  """Every step the host must act at: evaluations, checkpoints and the end."""
+  return {s for s in range(1, total + 1)
+          if s % eval_interval == 0 or s % checkpoint_interval == 0 or s == total}
+
+
+@pytest.mark.parametrize("steps_per_chunk, total, eval_interval, checkpoint_interval", [
+    (500, 400, 1000, 1000), (50, 130, 100, 50), (75, 200, 100, 50), (5000, 500_000, 20_000,
+                                                                       100_000),
+    (5000, 250_000, 25_000, 50_000), (64, 1001, 300, 700), (7, 7, 7, 7), (1000, 999, 1, 1000)])
+def test_chunks_end_at_every_evaluation_checkpoint_and_the_end_and_never_overrun(
+    steps_per_chunk, total, eval_interval, checkpoint_interval):
+  chunk = host_loop.fitted_chunk(steps_per_chunk, total, eval_interval, checkpoint_interval)
+  lengths = host_loop.chunk_lengths(0, total, chunk, eval_interval, checkpoint_interval)
+  ends = set(np.cumsum(lengths).tolist())
+  assert sum(lengths) == total and max(lengths) <= steps_per_chunk
+  assert stops_by_brute_force(total, eval_interval, checkpoint_interval) <= ends
+  # From any chunk end (a resume point), the rest of the schedule is the same.
+  middle = sorted(ends)[len(ends) // 2]
+  assert host_loop.chunk_lengths(middle, total, chunk, eval_interval, checkpoint_interval) == (
+      lengths[sorted(ends).index(middle) + 1:])
+
+
+def test_a_schedule_off_the_chunk_size_takes_one_program_where_a_divisor_fits():
+  # --config.online_steps=400 on the demo (chunks of 500, evaluations every 1000): 2 x 200.
+  demo = finetune_config.get_config("hopper-medium-v2,demo")
+  chunk = host_loop.fitted_chunk(demo.steps_per_chunk, 400, demo.eval_interval,
+                                 demo.checkpoint_interval)
+  assert host_loop.chunk_lengths(0, 400, chunk, demo.eval_interval,
+                                 demo.checkpoint_interval) == [200, 200]
+  # The defaults keep their chunk.
+  for config, total in ((finetune_config.get_config("hopper-medium-v2"), "online_steps"),
+                        (pretrain_config.get_config("hopper-medium-v2"), "offline_steps")):
+    assert host_loop.fitted_chunk(config.steps_per_chunk, config[total], config.eval_interval,
+                                  config.checkpoint_interval) == config.steps_per_chunk
+  # gcd(130, 100, 50) = 10 would mean 5x the host round trips: keep 50, one shorter chunk of 30.
+  assert host_loop.fitted_chunk(50, 130, 100, 50) == 50
+  assert host_loop.chunk_lengths(0, 130, 50, 100, 50) == [50, 50, 30]
+
+
+# --- compile logging ---------------------------------------------------------------------------
+
+def slow_to_trace(seconds):
+  def f(x, n):
+    time.sleep(seconds)            # runs while JAX traces, not when the program executes
+    return x * n
+  return f
+
+
+def host_loop_messages(caplog):
+  return [r.getMessage() for r in caplog.records if r.filename == "host_loop.py"]
+
+
+def test_a_program_logs_when_it_compiles_and_how_long_it_took(caplog):
+  caplog.set_level("INFO")
+  program = host_loop.LoggedProgram("toy.run", jax.jit(slow_to_trace(0.3), static_argnums=1),
+                                    static_argnums=(1,))
+  np.testing.assert_array_equal(program(jnp.ones(3), 2), [2, 2, 2])
+  messages = host_loop_messages(caplog)
+  assert messages[0] == "Compiling toy.run(2) ..."
+  seconds = float(re.fullmatch(r"Compiled toy\.run\(2\) in ([\d.]+) s.*", messages[1]).group(1))
+  assert seconds >= 0.3
+  caplog.clear()
+  program(jnp.ones(3), 2)                                   # compiled: silent
+  jax.eval_shape(lambda x: program(x, 2), jnp.ones(3))      # under a transformation: silent
+  assert not host_loop_messages(caplog)
+
+
+def test_the_compile_clock_counts_nested_traces_once():
+  inner = jax.jit(slow_to_trace(0.2), static_argnums=1)
+
+  def outer(x):
+    time.sleep(0.2)
+    return inner(x, 3) + 1
+
+  with host_loop.CompileClock() as clock:
+    started = time.time()
+    jax.jit(outer)(jnp.ones(2)).block_until_ready()
+    wall = time.time() - started
+  # Summed per event, the inner trace would count twice (once inside the outer one): >= 0.6 s.
+  assert 0.4 <= clock.seconds <= wall < 0.6 + 0.5
+
+
+# --- progress lines ----------------------------------------------------------------------------
+
+SECONDS_PER_STEP = 0.25
+TRACE_SECONDS = 2.0
+
+
+def toy_phase(warmup_chunks=1):
+  """4 steps in chunks of 2 for one seed; each step sleeps SECONDS_PER_STEP; the first chunk
+  compiles a program that takes TRACE_SECONDS to trace; no updates in the first
+  `warmup_chunks` chunks."""
+  program = jax.jit(slow_to_trace(TRACE_SECONDS), static_argnums=1)
+  chunks = []
+
+  def run(state, num_steps):
+    program(jnp.ones(1), 2).block_until_ready()           # compiles once
+    time.sleep(SECONDS_PER_STEP * num_steps)
+    chunks.append(num_steps)
+    updates = 0 if len(chunks) <= warmup_chunks else num_steps
+    return ({"step": state["step"] + num_steps},
+            {"updates": np.array([updates]),
+             "critic_loss": np.array([0.5 if updates else np.nan])})
+
+  return host_loop.Phase(
+      unit="env_step", total_steps=4, steps_per_chunk=2, eval_interval=2,
+      checkpoint_interval=4, keep_checkpoints=1, num_seeds=1,
+      env_spec=envs.spec("hopper-medium-v2"),
+      description={"kind": "toy", "config": {"online_steps": 4, "steps_per_chunk": 2}},
+      init=lambda: {"step": np.zeros(1, np.int32)},
+      abstract_state=lambda: None, run=run,
+      evaluate=lambda state: evaluation.EpisodeResults(returns=np.full((1, 2), 1000.0),
+                                                       successes=np.zeros((1, 2), bool)),
+      step_of=lambda state: int(state["step"][0]),
+      diverged_at=lambda state: np.array([-1]),
+      agent_params=lambda state: state, check_resumable=lambda description: None,
+      progress=(("critic loss", "critic_loss"),))
+
+
+def progress_lines(caplog):
+  return [r.getMessage() for r in caplog.records if re.match(r"env step \d+/", r.getMessage())]
+
+
+def test_rates_and_eta_count_execution_time_not_compile_time(tmp_path, caplog):
+  caplog.set_level("INFO")
+  host_loop.run_phase(toy_phase(), tmp_path)
+  first, second = progress_lines(caplog)
+  rate = float(re.search(r"\| ([\d.]+) env steps/s per seed", first).group(1))
+  # 1 / SECONDS_PER_STEP = 4 steps/s executing; counting the compile it would be 2 / 2.5 s = 0.8.
+  assert 2.5 <= rate <= 1 / SECONDS_PER_STEP + 0.5, first
+  eta = re.search(r"ETA (\d+):(\d\d):(\d\d)", first).groups()
+  assert int(eta[2]) <= 1 and eta[:2] == ("0", "00"), first     # 2 steps left at ~4/s: 0-1 s
+
+
+def test_the_progress_line_says_warmup_instead_of_a_zero_loss(tmp_path, caplog):
+  caplog.set_level("INFO")
+  host_loop.run_phase(toy_phase(warmup_chunks=1), tmp_path)
+  first, second = progress_lines(caplog)
+  assert "warmup: no updates yet" in first and "critic loss" not in first, first
+  assert "critic loss 0.5" in second and "warmup" not in second, second
+
+
+def test_the_resolved_config_is_logged_and_written_to_the_run_directory(tmp_path, caplog):
+  caplog.set_level("INFO")
+  phase = toy_phase()
+  host_loop.run_phase(phase, tmp_path)
+  assert json.loads((tmp_path / "config.json").read_text()) == phase.description["config"]
+  logged = next(r.getMessage() for r in caplog.records if r.getMessage().startswith("Config"))
+  assert f"Config (also in {tmp_path / 'config.json'}):" in logged
+  assert "  online_steps = 4" in logged.splitlines()
+  assert not math.isnan(json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])[
+      "normalized_scores"][0])

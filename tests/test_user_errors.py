@@ -1,0 +1,92 @@
+"""User errors end a launcher with one line naming the field or the file, exit status 2 and no
+stack trace (`--verbose` shows it); each is found before anything compiles, so these runs take
+seconds. The library's noise stays out: no MJX "Failed to import warp" on stdout, no JAX TPU
+INFO line, no orbax shutdown tracebacks after the message."""
+
+import fcntl
+
+import pytest
+
+from conftest import run_launch
+
+FINETUNE = ["launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2,demo"]
+PRETRAIN = ["launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2,demo"]
+
+
+def assert_one_line_error(result, *expected):
+  """Exit status 2; the last line of stderr is `error: ...` holding each of `expected`."""
+  output = result.stdout + result.stderr
+  assert result.returncode == 2, output[-3000:]
+  last = result.stderr.strip().splitlines()[-1]
+  assert last.startswith("error: "), output[-3000:]
+  for text in expected:
+    assert text in last, last
+  for noise in ("Traceback", "Failed to import warp", "Unable to initialize backend",
+                "Event loop is closed", "cannot schedule new futures"):
+    assert noise not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("flags, expected", [
+    (["--config.num_seeds=0"], ["config.num_seeds=0", "whole number >= 1"]),
+    (["--config.eval_interval=-100"], ["config.eval_interval=-100"]),
+    (["--config.discount=1.5"], ["config.discount=1.5", "[0, 1)"]),
+    (["--config.env_name=hopper-medum-v2"], ["config.env_name", "Did you mean hopper-medium-v2"]),
+    (["--config.per_seed=utd=1,2"], ["config.per_seed", "'utd' cannot vary per seed"]),
+    (["--config.num_seedz=3"], ["--config.num_seedz: no such config field", "num_seeds"]),
+    (["--config.num_seeds=many"], ["--config.num_seeds=many"]),
+    (["--config.pretrained=/nonexistent/run"], ["/nonexistent/run: no such checkpoint directory"]),
+])
+def test_a_bad_fine_tuning_setting_is_one_line_naming_the_field(tmp_path, flags, expected):
+  workdir = tmp_path / "run"
+  assert_one_line_error(run_launch(*FINETUNE, f"--workdir={workdir}", *flags), *expected)
+  assert not workdir.exists()          # refused before the run directory is touched
+
+
+def test_an_unknown_env_or_config_file_is_one_line(tmp_path):
+  result = run_launch("launch.finetune", "--config=launch/configs/finetune.py:hopper-medum-v2",
+                      f"--workdir={tmp_path}")
+  assert_one_line_error(result, "--config=launch/configs/finetune.py:hopper-medum-v2",
+                        "Unknown environment 'hopper-medum-v2'")
+  result = run_launch("launch.pretrain", "--config=launch/configs/nonesuch.py:hopper",
+                      f"--workdir={tmp_path}")
+  assert_one_line_error(result, "--config:", "launch/configs/nonesuch.py")
+
+
+def test_a_missing_dataset_is_one_line_naming_the_file(tmp_path):
+  result = run_launch(*PRETRAIN, f"--workdir={tmp_path / 'run'}",
+                      f"--config.dataset={tmp_path / 'absent.hdf5'}")
+  assert_one_line_error(result, f"{tmp_path / 'absent.hdf5'}: no such file")
+
+
+def test_a_workdir_that_cannot_be_created_is_one_line_naming_it(tmp_path):
+  blocker = tmp_path / "a_file"
+  blocker.write_text("not a folder")
+  result = run_launch(*FINETUNE, f"--workdir={blocker / 'run'}")
+  assert_one_line_error(result, f"{blocker / 'run'}: cannot be used as the run directory")
+
+
+def test_a_workdir_another_run_holds_is_refused_and_left_as_it_was(tmp_path):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  (workdir / "metrics.jsonl").write_text('{"env_step": 0}\n')
+  with open(workdir / ".lock", "w") as lock:     # what a running launcher holds
+    lock.write("12345\n")
+    lock.flush()
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    result = run_launch(*FINETUNE, f"--workdir={workdir}")
+  assert_one_line_error(result, f"{workdir}: another run (process 12345) is using it")
+  assert (workdir / "metrics.jsonl").read_text() == '{"env_step": 0}\n'
+  assert not (workdir / "config.json").exists()
+
+
+def test_verbose_shows_the_stack_trace_of_a_user_error(tmp_path):
+  result = run_launch(*FINETUNE, f"--workdir={tmp_path}", "--config.num_seeds=0", "--verbose")
+  assert result.returncode != 0
+  assert "Traceback" in result.stderr and "ConfigError: config.num_seeds=0" in result.stderr
+
+
+def test_the_collector_names_an_unknown_env_in_one_line(tmp_path):
+  result = run_launch("launch.collect", "--env=hopper-medum-v2", "--policy=random",
+                      f"--output={tmp_path / 'x.hdf5'}")
+  assert_one_line_error(result, "--env=hopper-medum-v2: Unknown environment",
+                        "Did you mean hopper-medium-v2")
