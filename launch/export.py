@@ -8,12 +8,10 @@ evaluation that did not diverge. Writes `policy.onnx`, `policy.npz`, `policy.py`
 `policy.json` into `--out` (wsrl_mjx/export.py says what each holds).
 """
 
-import sys
-
 from absl import app, flags
 
 from launch import runtime
-from wsrl_mjx import export, runs
+from wsrl_mjx import export
 
 _RUN = flags.DEFINE_string("run", None, "The run directory to export from.")
 _SEED = flags.DEFINE_integer("seed", None, "The seed to export (0-based).")
@@ -26,15 +24,11 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure()
-  try:
-    info = export.export(_RUN.value, _OUT.value, seed=_SEED.value, best=_BEST.value)
-  except (runs.RunError, export.ExportError) as error:
-    # One line and a non-zero exit for bad input (launch/runtime.py does not catch these yet).
-    sys.exit(f"launch.export: {error}")
+  info = export.export(_RUN.value, _OUT.value, seed=_SEED.value, best=_BEST.value)
   score = info["last_evaluation"]["normalized_score"]
   print(f"Exported seed {info['source']['seed']} of {info['source']['run']} (last evaluation: "
         f"normalised score {'n/a' if score is None else f'{score:.1f}'}) to {_OUT.value}")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

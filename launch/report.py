@@ -12,7 +12,8 @@ import sys
 
 from absl import app, flags
 
-from wsrl_mjx import report, runs, statistics
+from launch import runtime
+from wsrl_mjx import report, statistics
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write the report into (created).")
 _LAST_N = flags.DEFINE_integer("last_n", 3, "The final-score table also averages each seed's "
@@ -31,15 +32,11 @@ def main(argv):
     raise app.UsageError("Give one or more run directories: python -m launch.report RUN_DIR "
                          "[RUN_DIR ...] --out=DIR")
   command = "python -m launch.report " + shlex.join(sys.argv[1:])
-  try:
-    report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
-                       exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,
-                       resamples=_RESAMPLES.value, command=command)
-  except (runs.RunError, report.ReportError) as error:
-    # One line and a non-zero exit for bad input (launch/runtime.py does not catch these yet).
-    sys.exit(f"launch.report: {error}")
+  report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
+                     exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,
+                     resamples=_RESAMPLES.value, command=command)
   print(f"Report written to {_OUT.value}/report.md")
 
 
 if __name__ == "__main__":
-  app.run(main)
+  runtime.run(main)

@@ -194,7 +194,7 @@ def test_a_directory_without_metrics_is_refused_in_one_line(grid_run, tmp_path):
   result = run_launch("launch.report", str(grid_run), str(empty), f"--out={tmp_path / 'out'}")
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      f"launch.report: {empty}: has no metrics.jsonl; not a wsrl-mjx run directory, or the run "
+      f"error: {empty}: has no metrics.jsonl; not a wsrl-mjx run directory, or the run "
       "stopped before its first evaluation")
   assert not (tmp_path / "out").exists()
 
@@ -302,7 +302,7 @@ def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(g
   result = run_launch("launch.export", f"--run={grid_run}", "--seed=2", f"--out={tmp_path / 'x'}")
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      f"launch.export: --seed=2: {grid_run} has seeds 0 to 1")
+      f"error: --seed=2: {grid_run} has seeds 0 to 1")
 
   agentless = tmp_path / "agentless"
   shutil.copytree(grid_run, agentless)
@@ -310,6 +310,6 @@ def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(g
   result = run_launch("launch.export", f"--run={agentless}", "--seed=0", f"--out={tmp_path / 'x'}")
   assert result.returncode != 0
   assert result.stderr.strip().splitlines()[-1] == (
-      f"launch.export: {agentless / 'checkpoints' / '200'}: holds no agent item "
+      f"error: {agentless / 'checkpoints' / '200'}: holds no agent item "
       "(checkpoints/<step>/agent); there is no policy to export")
   assert not (tmp_path / "x").exists()

@@ -30,6 +30,7 @@ import numpy as np
 import envs
 from wsrl_mjx import checkpoint, configs, runs
 from wsrl_mjx.agents import sac
+from wsrl_mjx.errors import UserError
 
 OPSET = 17
 IR_VERSION = 8            # the ONNX IR of opset 17 (onnx 1.12), so older runtimes load it
@@ -37,7 +38,7 @@ LAYER_NORM_EPSILON = 1e-6  # flax.linen.LayerNorm's default, which networks.MLP 
 FILES = ("policy.onnx", "policy.npz", "policy.py", "policy.json")
 
 
-class ExportError(ValueError):
+class ExportError(UserError):
   """A policy that cannot be exported as asked, with the reason."""
 
 

@@ -29,6 +29,7 @@ import numpy as np
 
 from wsrl_mjx import runs as runs_lib
 from wsrl_mjx import statistics
+from wsrl_mjx.errors import UserError
 
 # Config fields that do not make two runs different experiments (seeds, sizes of the host
 # loop's steps); a run's per-seed grid fields are compared through its seeds' grid points.
@@ -40,7 +41,7 @@ STEP_LABELS = {"env_step": "env steps", "gradient_step": "gradient steps"}
 DPI = 80
 
 
-class ReportError(ValueError):
+class ReportError(UserError):
   """Runs that cannot be reported as asked, with the reason."""
 
 

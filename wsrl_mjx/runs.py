@@ -20,13 +20,15 @@ from typing import Any
 
 import numpy as np
 
+from wsrl_mjx.errors import UserError
+
 METRICS_FILE = "metrics.jsonl"
 CONFIG_FILE = "config.json"
 STEP_UNITS = {"env_step": "finetune", "gradient_step": "pretrain"}   # record step key -> phase
 TOTAL_FIELDS = {"finetune": "online_steps", "pretrain": "offline_steps"}
 
 
-class RunError(ValueError):
+class RunError(UserError):
   """A run directory that cannot be read as one, with the file and the reason."""
 
 
