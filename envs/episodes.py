@@ -46,10 +46,14 @@ class Step:
 
 
 def is_finite(state: State) -> jax.Array:
-  """bool: every number of the state's physics (qpos, qvel), observation and reward is finite."""
+  """bool: every number of the state's physics (qpos, qvel), observation and reward is finite.
+  An env without physics (`pipeline_state` None: the toy tasks of tests/test_learning.py) is
+  checked on its observation and reward."""
+  finite = jnp.isfinite(state.obs).all() & jnp.isfinite(state.reward)
   physics = state.pipeline_state
-  return (jnp.isfinite(physics.qpos).all() & jnp.isfinite(physics.qvel).all()
-          & jnp.isfinite(state.obs).all() & jnp.isfinite(state.reward))
+  if physics is not None:
+    finite &= jnp.isfinite(physics.qpos).all() & jnp.isfinite(physics.qvel).all()
+  return finite
 
 
 def start(env: MjxEnv, key: jax.Array) -> Episode:

@@ -388,13 +388,17 @@ def test_door_solver_budget_follows_mujoco_where_hand_and_door_press_together(ta
 
 
 def test_bridge_check_generates_adroit_episodes_of_the_length_its_bounds_were_calibrated_on():
-  from absl import flags
+  from absl import flags, logging
   from launch import bridge_check
+  absl_level = logging.get_absl_logger().level
   flags.FLAGS(["bridge_check", "--env=door-binary-v0"])       # --steps left at its default
   try:
     trajectory = bridge_check.generated(adroit.Adroit("door"), np.random.default_rng(0))
   finally:
     flags.FLAGS.unparse_flags()
+    # Unparsing resets absl's --verbosity, which sets its logger to WARNING: later tests'
+    # caplog would see no INFO record.
+    logging.get_absl_logger().setLevel(absl_level)
   # 4 episodes of BRIDGE_EPISODE_STEPS actions (each also records its final state).
   assert adroit.BRIDGE_EPISODE_STEPS == 100
   np.testing.assert_array_equal(trajectory["episode_ends"], [100, 201, 302, 403])

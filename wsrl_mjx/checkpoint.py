@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging as python_logging
 import pathlib
 import re
 from typing import Any, Callable
@@ -59,12 +60,24 @@ MEANING_FIELDS = (("task", None), ("reward_scale", "agent"), ("reward_bias", "ag
 DAMAGED_PREFIX = "damaged-"    # a damaged step folder is renamed damaged-<step>, out of orbax's way
 
 
+def _not_a_read_only_notice(record: python_logging.LogRecord) -> bool:
+  """orbax warns each time it opens a manager read-only ("Given directory is read only", "...
+  read_only=True, setting save_interval_steps=0"): what we asked for, not a problem to report."""
+  return not record.getMessage().startswith(("Given directory is read only",
+                                             "CheckpointManagerOptions.read_only=True"))
+
+
 def _manager(directory: pathlib.Path, max_to_keep: int | None = None,
              read_only: bool = False) -> ocp.CheckpointManager:
-  options = ocp.CheckpointManagerOptions(
-      max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
-      enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
-  return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+  absl_logger = logging.get_absl_logger()
+  absl_logger.addFilter(_not_a_read_only_notice)
+  try:
+    options = ocp.CheckpointManagerOptions(
+        max_to_keep=max_to_keep, create=not read_only, read_only=read_only,
+        enable_async_checkpointing=False, cleanup_tmp_directories=not read_only)
+    return ocp.CheckpointManager(directory, options=options, item_names=_ITEMS)
+  finally:
+    absl_logger.removeFilter(_not_a_read_only_notice)
 
 
 def abstract_like(tree):
