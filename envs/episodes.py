@@ -56,6 +56,15 @@ def is_finite(state: State) -> jax.Array:
   return finite
 
 
+def outcome(next_state: State, length: jax.Array, episode_length: int) -> Step:
+  """What a step that led to `next_state`, the episode's `length`-th, did: the env's `done` is a
+  termination, `episode_length` steps or a blow-up (not `is_finite`) a timeout."""
+  valid = is_finite(next_state)
+  terminal = (next_state.done > 0) & valid
+  timeout = ((length >= episode_length) | ~valid) & ~terminal
+  return Step(state=next_state, terminal=terminal, timeout=timeout, valid=valid)
+
+
 def start(env: MjxEnv, key: jax.Array) -> Episode:
   return Episode(state=env.reset(key), length=jnp.zeros((), jnp.int32))
 
@@ -71,10 +80,7 @@ def step(env: MjxEnv, episode: Episode, action: jax.Array, episode_length: int,
   """
   next_state = env.step(episode.state, action)
   length = episode.length + 1
-  valid = is_finite(next_state)
-  terminal = (next_state.done > 0) & valid
-  timeout = ((length >= episode_length) | ~valid) & ~terminal
-  result = Step(state=next_state, terminal=terminal, timeout=timeout, valid=valid)
+  result = outcome(next_state, length, episode_length)
   following = Episode(state=next_state, length=length)
   if reset_key is not None:
     fresh = start(env, reset_key)

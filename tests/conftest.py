@@ -10,8 +10,15 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+# One cache per pytest-xdist worker (JAX writes cache files without a lock unless the `filelock`
+# package is there): a worker and the launchers it starts share theirs.
+_WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
+if _WORKER:   # on a GPU host, two workers each taking 75% of its memory would not fit
+  os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 CACHE_DIR = os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
+    "JAX_COMPILATION_CACHE_DIR",
+    os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache" + (f"_{_WORKER}" if _WORKER
+                                                                     else "")))
 
 from wsrl_mjx import compat  # noqa: E402
 

@@ -7,12 +7,15 @@ checks that every name resolves to one of those tasks with that task's sizes.
 
 Per task: build the env, reset two episodes, take a few uniformly random actions in each, and
 check the observation shape against the `EnvSpec`, the action size, finite observations and
-rewards, and done flags in {0, 1}. The steps go through `envs.episodes.step`, the rule every loop
-steps episodes by, and one more step from a state whose velocities are 1e38 checks its blow-up
-rule in every task with the same program: a non-finite step ends the episode as a truncation
-(never a terminal, whatever the env's health check says), is not valid, and the next episode
-starts from a finite reset. AntMaze and Adroit take about a minute each to compile on a 2-core
-CPU; they are marked `slow` and still run by default (`-m "not slow"` leaves them out).
+rewards, and done flags in {0, 1}. Then one step from a state whose velocities are 1e38: its
+physics is not finite, and `envs.episodes.outcome` (the rule every loop steps episodes by) makes
+it a truncation, never a terminal, whatever the env's health check says (tests/test_blowups.py
+checks what the online loop does with it). The programs are `jax.jit(env.reset)` and
+`jax.jit(env.step)` unbatched, as tests/test_envs.py (locomotion), test_antmaze.py (the U-maze's
+reset) and test_adroit.py (the hands' steps) compile them, so a run of the whole suite compiles
+those once (conftest.py's persistent compilation cache). AntMaze and Adroit take about a minute
+each to compile on a 2-core CPU; they are marked `slow` and still run by default (`-m "not slow"`
+leaves them out).
 """
 
 import jax
@@ -58,9 +61,7 @@ def test_env_makes_resets_and_steps(name):
   assert (env_spec.name, env_spec.task) == (name, name)
   assert env.observation_size == env_spec.observation_size
   assert env.action_size == env_spec.action_size
-  reset = jax.jit(env.reset)
-  step = jax.jit(lambda episode, action, key: episodes.step(env, episode, action, EPISODE_LENGTH,
-                                                           key))
+  reset, step = jax.jit(env.reset), jax.jit(env.step)
   rng = np.random.default_rng(0)
 
   first_observations = []
@@ -70,31 +71,26 @@ def test_env_makes_resets_and_steps(name):
     assert first.shape == (env_spec.observation_size,) and first.dtype == np.float32, name
     assert np.all(np.isfinite(first)), name
     first_observations.append(first)
-    current = episodes.Episode(state=state, length=jnp.zeros((), jnp.int32))
     for t in range(NUM_STEPS):
       action = rng.uniform(-1.0, 1.0, env_spec.action_size).astype(np.float32)
-      current, result = step(current, action, jax.random.PRNGKey(100 + t))
-      observation, reward, done = (np.asarray(x) for x in (
-          result.state.obs, result.state.reward, result.state.done))
+      state = step(state, action)
+      observation, reward, done = (np.asarray(x) for x in (state.obs, state.reward, state.done))
       where = f"{name}, episode {episode}, step {t}"
       assert observation.shape == (env_spec.observation_size,), where
       assert reward.shape == done.shape == (), where
       assert np.all(np.isfinite(observation)) and np.isfinite(reward), where
-      assert done in (0.0, 1.0) and result.valid, where
+      assert done in (0.0, 1.0), where
+      assert episodes.outcome(state, t + 1, EPISODE_LENGTH).valid, where
     # The random actions moved the state.
     assert not np.array_equal(observation, first), name
   # Each reset key draws its own start.
   assert not np.array_equal(*first_observations), name
 
   # A blow-up: velocities of 1e38 make the next step's physics non-finite.
-  physics = current.state.pipeline_state
-  blown = current.replace(state=current.state.replace(
-      pipeline_state=physics.replace(qvel=jnp.full_like(physics.qvel, 1e38))))
-  reset_key = jax.random.PRNGKey(7)
-  following, result = jax.device_get(step(blown, np.zeros(env_spec.action_size, np.float32),
-                                          reset_key))
-  assert not episodes.is_finite(result.state), name                    # it did blow up
-  assert not result.valid and result.timeout and not result.terminal, name  # a truncation
-  # A fresh episode (the reset compiled inside the step rounds as the standalone one, to 1e-6).
-  np.testing.assert_allclose(following.state.obs, reset(reset_key).obs, rtol=1e-6, atol=1e-6)
-  assert following.length == 0 and np.isfinite(following.state.obs).all(), name
+  physics = state.pipeline_state
+  blown = step(state.replace(pipeline_state=physics.replace(qvel=jnp.full_like(physics.qvel,
+                                                                                1e38))),
+               np.zeros(env_spec.action_size, np.float32))
+  assert not episodes.is_finite(blown), name
+  result = episodes.outcome(blown, 3, EPISODE_LENGTH)
+  assert not result.valid and result.timeout and not result.terminal, name   # a truncation
