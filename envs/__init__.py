@@ -145,8 +145,9 @@ def spec(name: str) -> EnvSpec:
     close = difflib.get_close_matches(name, catalogue, n=3)
     hint = f" Did you mean {', '.join(close)}?" if close else ""
     raise ValueError(
-        f"Unknown environment {name!r}.{hint} Known tasks: {sorted(t for _, t, f in catalogue.values() if f is None)}; "
-        "D4RL dataset names such as 'hopper-medium-v2' are accepted too (envs.names() lists all).")
+        f"Unknown environment {name!r}.{hint} Known tasks: "
+        f"{', '.join(sorted({task for _, task, _ in catalogue.values()}))}; D4RL dataset names "
+        "such as 'hopper-medium-v2' are accepted too (envs.names() lists all).")
   family_name, task, dataset_file = catalogue[name]
   family = _FAMILIES[family_name]
   observation_size, action_size, score_min, score_max = family.tasks[task]

@@ -28,8 +28,11 @@ def test_registry_accepts_d4rl_names_and_returns_facts():
 def test_unknown_name_is_a_clear_error_with_suggestions():
   with pytest.raises(ValueError, match=r"Unknown environment 'hoper-medium-v2'.*hopper-medium-v2"):
     envs.spec("hoper-medium-v2")
-  with pytest.raises(ValueError, match="Known tasks"):
+  with pytest.raises(ValueError, match="Known tasks") as refused:
     envs.make("cartpole")
+  # Each task once (Adroit's were listed twice, once per file name).
+  known = str(refused.value).split("Known tasks: ")[1].split(";")[0].split(", ")
+  assert len(known) == len(set(known)) and {"door", "hopper", "antmaze-umaze"} <= set(known)
 
 
 def gym_reference(task_name, mj_model, data, qpos_before, action):

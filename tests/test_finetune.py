@@ -160,8 +160,12 @@ def test_a_failed_save_keeps_the_last_good_checkpoint(finished_run, tiny_program
 def test_resume_with_a_different_config_is_refused(finished_run, tiny_programs):
   _, _, _, programs = tiny_programs
   workdir, _ = finished_run
-  with pytest.raises(checkpoint.CheckpointError, match=r"config.num_critics=10.*asks for 5"):
-    finetune.train_and_evaluate(tiny_config(num_critics=5), workdir, programs)
+  recorded = (workdir / "config.json").read_text()
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"config.utd=4 \(this one: 2\), config.num_critics=10 \(this one: 5\)"):
+    finetune.train_and_evaluate(tiny_config(num_critics=5, utd=2), workdir, programs)
+  # The refused run left the run's record alone.
+  assert (workdir / "config.json").read_text() == recorded
 
 
 def test_pretrained_checkpoint_must_match_env_and_networks(finished_run):

@@ -246,6 +246,11 @@ def test_onnx_numpy_and_jax_policies_agree(grid_run, tmp_path):
                          text=True, timeout=60)
   assert shell.returncode == 0, shell.stderr
   np.testing.assert_allclose(np.asarray(shell.stdout.split(), float), expected[0], atol=1e-5)
+  # An observation of the wrong size is one line naming the size it needs.
+  wrong = subprocess.run([sys.executable, "-I", "-c", block, "policy.py", "policy.npz", "1", "2"],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+  assert wrong.returncode == 1 and wrong.stderr.strip() == (
+      "error: an observation has 11 values (policy.json lists them); got shape (2,)")
 
 
 def test_policy_json_matches_the_env_and_the_run(grid_run, tmp_path):

@@ -89,11 +89,16 @@ def load_pretrained(config, programs: Programs, env_spec):
           description.get("format_version", "?"))
     else:
       optimizer = jax.tree.map(lambda x: x[sources], optimizer)
-  logging.info("Pretrained agent: %s (%s, %s %s); run seed i starts from its seed %s",
-               config.pretrained, description.get("env_name"), description.get("step_unit"),
-               description.get("step"),
-               "i" if description["num_seeds"] >= config.num_seeds
-               else f"i mod {description['num_seeds']}")
+  saved_seeds = description["num_seeds"]
+  if saved_seeds == 1:
+    which = "every run seed starts from its one seed"
+  elif saved_seeds >= config.num_seeds:
+    which = "run seed i starts from its seed i"
+  else:
+    which = f"run seed i starts from its seed i mod {saved_seeds}"
+  logging.info("Pretrained agent: %s (%s, %s %s); %s", config.pretrained,
+               description.get("env_name"), description.get("step_unit"), description.get("step"),
+               which)
   return jax.tree.map(lambda x: x[sources], params), optimizer, description
 
 
@@ -142,7 +147,9 @@ def log_start(config, settings: online.SeedSettings) -> None:
   # update comes once the buffer holds that floor + 2 transitions.
   starts = sorted({max(int(k), config.batch_size) + 2 for k in np.ravel(settings.warmup_steps)})
   logging.info("Warmup: %s collects into an empty replay buffer; updates (UTD %d) start once it "
-               "holds %s transitions", source, config.utd, " or ".join(f"{s:,}" for s in starts))
+               "holds %s transitions (the reference's rule: the first step whose index exceeds "
+               "max(warmup_steps, batch_size))", source, config.utd,
+               " or ".join(f"{s:,}" for s in starts))
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,

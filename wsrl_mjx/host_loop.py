@@ -246,15 +246,19 @@ def chunk_lengths(start: int, total: int, chunk: int, eval_interval: int,
 
 
 def check_same_fields(saved_config: dict, config, fields, workdir) -> None:
-  """Refuses to resume a run whose shape-defining settings differ from `config`'s."""
+  """Refuses to resume a run whose shape-defining settings differ from `config`'s, naming every
+  field that differs."""
+  differences = []
   for field in fields:
     have, want = saved_config.get(field), config[field]
     if isinstance(want, (list, tuple)):
       have, want = list(have or []), list(want)
     if have != want:
-      raise checkpoint.CheckpointError(
-          f"{workdir}: holds a run with config.{field}={have!r}, this one asks for {want!r}. "
-          "Resume with the same settings or choose a new --workdir.")
+      differences.append(f"config.{field}={have!r} (this one: {want!r})")
+  if differences:
+    raise checkpoint.CheckpointError(
+        f"{workdir}: holds a run with {', '.join(differences)}. Resume with the same settings "
+        "or choose a new --workdir.")
 
 
 def nanmean(x) -> float:
@@ -342,17 +346,13 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   """Runs `phase` to its end in `workdir`, resuming there if it holds a checkpoint.
 
   Holds the run directory's lock throughout (`claimed_workdir`), writes `config.json` (the
-  description's resolved config) and logs it, then runs chunks (`chunk_lengths`), evaluating,
+  description's resolved config) and logs it once the run may start or resume there, then runs
+  chunks (`chunk_lengths`), evaluating,
   logging and checkpointing between them. Rates and the ETA count execution time only (compile
   time excluded). Returns the last evaluation record, with `diverged_seeds`.
   """
   workdir = pathlib.Path(workdir)
   with claimed_workdir(workdir):
-    config = phase.description.get("config")
-    if config is not None:
-      path = write_config(workdir, config)
-      logging.info("Config (also in %s):\n%s", path, "\n".join(
-          f"  {name} = {json.dumps(value)}" for name, value in sorted(config.items())))
     checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
                                             step_unit=phase.unit)
     log = metrics_log.MetricsLog(workdir, step_key=phase.unit)
@@ -369,6 +369,12 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
   # The newest checkpoint that reads (a damaged one is set aside with a warning).
   resumed = checkpoints.restore_newest_readable(phase.abstract_state, phase.check_resumable)
   latest, state = resumed if resumed is not None else (None, None)
+  # Written once the run may go on here (a refused resume leaves the run's record as it was).
+  config = phase.description.get("config")
+  if config is not None:
+    path = write_config(workdir, config)
+    logging.info("Config (also in %s):\n%s", path, "\n".join(
+        f"  {name} = {json.dumps(value)}" for name, value in sorted(config.items())))
   if latest is not None:
     logging.info("Resumed %s at %s %d", workdir, unit, latest)
   else:

@@ -27,8 +27,15 @@ class Policy:
     self.action_clip = float(weights["action_clip"])
     self.weights = {k: np.asarray(v, np.float64) for k, v in weights.items()}
 
+  @property
+  def observation_size(self) -> int:
+    return self.weights["hidden_0_kernel"].shape[0]
+
   def __call__(self, observation):
     x = np.asarray(observation, np.float64)
+    if x.shape[-1:] != (self.observation_size,):
+      raise ValueError(f"an observation has {self.observation_size} values (policy.json lists "
+                       f"them); got shape {x.shape}")
     for i in range(self.num_hidden):
       x = x @ self.weights[f"hidden_{i}_kernel"] + self.weights[f"hidden_{i}_bias"]
       if self.layer_norm:
@@ -49,4 +56,8 @@ def load(path="policy.npz"):
 if __name__ == "__main__":
   if len(sys.argv) < 3:
     sys.exit("usage: python policy.py policy.npz OBSERVATION_VALUES...")
-  print(" ".join(f"{a:.6f}" for a in load(sys.argv[1])([float(v) for v in sys.argv[2:]])))
+  try:
+    action = load(sys.argv[1])([float(v) for v in sys.argv[2:]])
+  except ValueError as error:
+    sys.exit(f"error: {error}")
+  print(" ".join(f"{a:.6f}" for a in action))
