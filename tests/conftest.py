@@ -1,6 +1,7 @@
 """Test-wide settings: the repository on sys.path, XLA's CPU flag for jaxlib 0.10 (in the
 environment, so the subprocesses the tests start get it too) and a compilation cache shared by
-the tests and those subprocesses (MJX programs take tens of seconds to compile on a CPU)."""
+the tests and those subprocesses, one per pytest-xdist worker (MJX programs take tens of seconds
+to compile on a CPU)."""
 
 import os
 import pathlib
@@ -10,15 +11,18 @@ import tempfile
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-# One cache per pytest-xdist worker (JAX writes cache files without a lock unless the `filelock`
-# package is there): a worker and the launchers it starts share theirs.
+# The tests' compilation cache: $WSRL_MJX_TEST_CACHE (default: in the temp folder), one folder
+# per pytest-xdist worker, as JAX writes cache files without a lock unless the `filelock` package
+# is there. A worker and the launchers it starts share the worker's (JAX_COMPILATION_CACHE_DIR is
+# set here, overriding the one the xdist controller passed down).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER:   # on a GPU host, two workers each taking 75% of its memory would not fit
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 CACHE_DIR = os.environ.setdefault(
-    "JAX_COMPILATION_CACHE_DIR",
-    os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache" + (f"_{_WORKER}" if _WORKER
-                                                                     else "")))
+    "WSRL_MJX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
+if _WORKER:
+  CACHE_DIR = f"{CACHE_DIR}_{_WORKER}"
+os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
 
 from wsrl_mjx import compat  # noqa: E402
 
