@@ -7,9 +7,10 @@
   states do too), empty replay buffer, a freshly reset env.
 - `run(state, num_steps)`: `num_steps` environment steps in one `lax.scan`. Each step samples an
   action from the current (stochastic) policy, steps the MJX env, stores the transition (not
-  that of a physics blow-up, which ends its episode: `envs.episodes`), resets finished episodes and, once past the update floor, runs one UTD update. The floor is the
-  reference's (`finetune.py`, "no updates during warmup"): the step with index k (from 0, the
-  transition it stores is the (k+1)-th) trains only if k > max(warmup_steps, batch_size), so
+  that of a physics blow-up, which ends its episode: `envs.episodes`), resets finished episodes
+  and, once past the update floor, runs one UTD update. The floor is the reference's
+  (`finetune.py`, "no updates during warmup"): the step with index k (from 0, the transition it
+  stores is the (k+1)-th) trains only if k > max(warmup_steps, batch_size), so
   with the defaults the first update comes with 5,002 transitions in the buffer, and a 0 or
   1,000-step warmup still waits for a full batch (1,026 transitions). Until then nothing is
   trained, so the collecting policy is exactly the pretrained one.

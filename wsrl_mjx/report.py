@@ -375,8 +375,8 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
     lines.append(f"| {run.name} | {run.phase} | {run.env_name or '?'} | {run.method} | "
                  f"{run.num_seeds} | {len(run.records)} | {int(run.steps[-1]):,}{total} | "
                  f"{status} | {run.config_source or '-'} |")
-  lines += ["", f"{len(arms)} arm{'' if len(arms) == 1 else 's'}: seeds grouped by phase, env, method and per-seed grid point.",
-            ""]
+  lines += ["", f"{len(arms)} arm{'' if len(arms) == 1 else 's'}: seeds grouped by phase, env, "
+            "method and per-seed grid point.", ""]
   notes = _run_notes(runs) + pool_notes
   diverged = [(r, d) for r in results for d in r.diverged]
   if diverged:
