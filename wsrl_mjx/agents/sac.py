@@ -64,6 +64,10 @@ class SACConfig:
   subsample_with_replacement: bool = True  # the target critics' draw (reference: randint)
   step_all_optimizers: bool = True         # every UTD call steps every Adam (reference)
   temperature_entropy: str = "next_observations"  # or "actor_samples"
+  # SO2's perturbed value update (`perturb_target_actions`): Gaussian noise of this std, clipped
+  # to +-target_action_noise_clip, on the TD target's next actions. 0: off (WSRL, the default).
+  target_action_noise: float = 0.0
+  target_action_noise_clip: float = 0.0
 
   @property
   def batch_size(self) -> int:
@@ -131,6 +135,23 @@ def with_learning_rate(opt_state, learning_rate):
   return opt_state._replace(hyperparams={**opt_state.hyperparams, "learning_rate": rate})
 
 
+def perturb_target_actions(key: jax.Array, action: jax.Array, noise_std: float,
+                           noise_clip: float) -> jax.Array:
+  """SO2's perturbed value update: the TD target's next actions a' (tanh-squashed, [..., A] in
+  [-1, 1]) -> clip(a' + clip(noise_std * eps, -noise_clip, noise_clip), -1, 1), eps ~ N(0, I).
+
+  TD3's target policy smoothing, applied by SO2 (Zhang et al. 2024, "A Perspective of Q-value
+  Estimation on Offline-to-Online Reinforcement Learning", arXiv 2312.07685) to SAC's sampled
+  next actions: its code (github opendilab/SO2, commit 36f8274, `SO2/ding/policy/edac.py`,
+  `_forward_learn`) clamps the Gaussian noise to its `noise_range`, adds it to tanh(sample) and
+  clamps the sum to the action range [-1, 1]. The log-density of a' is left as it was (SO2 keeps
+  the unperturbed sample's; it matters only with `backup_entropy`).
+  """
+  noise = jnp.clip(noise_std * jax.random.normal(key, action.shape, action.dtype),
+                   -noise_clip, noise_clip)
+  return jnp.clip(action + noise, -1.0, 1.0)
+
+
 class SAC:
   """The networks and pure update functions for one `SACConfig`."""
 
@@ -141,6 +162,14 @@ class SAC:
     if config.num_next_actions < 1:
       raise ConfigError(f"config.num_next_actions={config.num_next_actions} must be at least 1 "
                         "(1: no max-target backup).")
+    for name in ("target_action_noise", "target_action_noise_clip"):
+      value = getattr(config, name)
+      if not (math.isfinite(value) and value >= 0):
+        raise ConfigError(f"config.{name}={value!r} must be a finite number >= 0 (0: off).")
+    if config.target_action_noise > 0 and config.target_action_noise_clip <= 0:
+      raise ConfigError("config.target_action_noise_clip must be > 0 where "
+                        f"config.target_action_noise ({config.target_action_noise}) is on: the "
+                        "noise is clipped to +-target_action_noise_clip (SO2: 0.6).")
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(
@@ -211,11 +240,17 @@ class SAC:
 
     With `num_next_actions` n > 1 (the max-target backup: AntMaze fine-tuning, CQL
     pretraining) n actions are drawn per s' and the largest of their values (each the min over
-    the same drawn critics) is backed up (reference: `_process_target_next_qs`).
+    the same drawn critics) is backed up (reference: `_process_target_next_qs`). With
+    `target_action_noise` > 0 the next actions are perturbed first (SO2,
+    `perturb_target_actions`); off, the random draws are exactly WSRL's.
     """
     action_key, subset_key = jax.random.split(key)
     next_action, next_log_prob = self.sample_next_actions(params.actor, batch.next_observation,
                                                           action_key)
+    if self.config.target_action_noise > 0:
+      next_action = perturb_target_actions(
+          jax.random.fold_in(action_key, 1), next_action, self.config.target_action_noise,
+          self.config.target_action_noise_clip)
     subset = self.subsample(subset_key, self.config.num_target_critics)
     target_critics = jax.tree.map(lambda p: p[subset], params.target_critic)
     next_observation = jnp.broadcast_to(batch.next_observation,
