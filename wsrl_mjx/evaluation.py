@@ -22,8 +22,11 @@ class EpisodeResults:
 
 
 def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_length: int,
-             action_clip: float) -> EpisodeResults:
+             action_clip: float, with_step: bool = False) -> EpisodeResults:
   """`num_episodes` deterministic episodes (vmapped) -> EpisodeResults of [num_episodes].
+
+  `act(actor_params, observation)`, or with `with_step` `act(actor_params, observation, step)`
+  where `step` (int32) counts the steps the episode has taken (JSRL's guide acts on the first h).
 
   Episodes end at termination, after `episode_length` steps or at a physics blow-up (a step
   with a non-finite state, observation or reward: the return is that of the steps before it,
@@ -33,7 +36,9 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
   def episode(episode_key):
     def body(carry, _):
       current, episode_return, success, alive = carry
-      action = jnp.clip(act(actor_params, current.state.obs), -action_clip, action_clip)
+      action = (act(actor_params, current.state.obs, current.length) if with_step
+                else act(actor_params, current.state.obs))
+      action = jnp.clip(action, -action_clip, action_clip)
       current, result = episodes.step(env, current, action, episode_length)   # no reset
       # `where`, not multiplication: a finished episode's physics may run off to inf/nan, and
       # a blow-up's step (not `valid`) ends the episode without adding its reward.

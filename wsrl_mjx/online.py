@@ -28,7 +28,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs import EnvSpec, MjxEnv, episodes
-from wsrl_mjx import evaluation, replay
+from wsrl_mjx import evaluation, jsrl, replay
 from wsrl_mjx.agents import sac
 
 
@@ -75,6 +75,7 @@ class TrainState:
   env_step: jax.Array             # int32, environment steps taken (warmup included)
   warmup_steps: jax.Array         # int32
   diverged_at: jax.Array          # int32, env step of the first non-finite update, -1 if none
+  jump_start: jsrl.JumpStart | None = None   # JSRL's guide and curriculum; None otherwise
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,8 @@ class LoopConfig:
   episode_length: int
   eval_episodes: int
   action_clip: float              # collected and evaluation actions are clipped to +-this
+  # JSRL (`jsrl.py`): the checkpoint's actor guides an episode's first h steps. None: off.
+  jump_start: jsrl.Curriculum | None = None
 
 
 def _where(condition, on_true, on_false):
@@ -130,6 +133,11 @@ class Online:
       agent = agent.replace(**restored)
     config = self.agent.config
     zero = jnp.zeros((), jnp.int32)
+    jump_start = None
+    if self.loop.jump_start is not None:
+      if pretrained is None:
+        raise ValueError("JSRL needs a pretrained actor as its guide.")
+      jump_start = jsrl.start(pretrained.actor)
     return TrainState(
         agent=agent,
         buffer=replay.create(self.loop.replay_capacity, config.observation_size,
@@ -138,7 +146,7 @@ class Online:
         episode=EpisodeTracker(length=zero, episode_return=jnp.zeros((), jnp.float32)),
         key=key, eval_key=eval_key, env_step=zero,
         warmup_steps=jnp.asarray(settings.warmup_steps, jnp.int32),
-        diverged_at=jnp.full((), -1, jnp.int32))
+        diverged_at=jnp.full((), -1, jnp.int32), jump_start=jump_start)
 
   def _clip(self, action):
     return jnp.clip(action, -self.loop.action_clip, self.loop.action_clip)
@@ -148,7 +156,12 @@ class Online:
     key, action_key, reset_key, sample_key, update_key = jax.random.split(state.key, 5)
     params = state.agent.params
     observation = state.env_state.obs
-    action = self._clip(self.agent.sample_action(params.actor, observation, action_key))
+    if state.jump_start is None:
+      action = self.agent.sample_action(params.actor, observation, action_key)
+    else:   # JSRL: the guide's sample on the episode's first h steps
+      action = jsrl.collect_action(self.agent, state.jump_start, params.actor, observation,
+                                   state.episode.length, action_key, self.loop.jump_start)
+    action = self._clip(action)
     following, result = episodes.step(
         self.env, episodes.Episode(state=state.env_state, length=state.episode.length), action,
         self.loop.episode_length, reset_key)
@@ -211,10 +224,12 @@ class Online:
     return state, stats
 
   def evaluate(self, actor_params, key: jax.Array) -> evaluation.EpisodeResults:
-    """`eval_episodes` deterministic episodes (tanh of the mean) -> [eval_episodes] each."""
-    return evaluation.evaluate(self.env, self.agent.deterministic_action, actor_params, key,
-                               self.loop.eval_episodes, self.loop.episode_length,
-                               self.loop.action_clip)
+    """`eval_episodes` deterministic episodes (tanh of the mean) -> [eval_episodes] each.
+    `actor_params` may be a `jsrl.GuidedPolicy`: the guide acts on each episode's first h steps."""
+    guided = isinstance(actor_params, jsrl.GuidedPolicy)
+    act = jsrl.deterministic_act(self.agent) if guided else self.agent.deterministic_action
+    return evaluation.evaluate(self.env, act, actor_params, key, self.loop.eval_episodes,
+                               self.loop.episode_length, self.loop.action_clip, with_step=guided)
 
 
 def make_online(env: MjxEnv, env_spec: EnvSpec, agent_config: sac.SACConfig,
