@@ -57,6 +57,10 @@ class Phase:
   optimizer_states: Callable[[Any], Any] | None = None
   progress: tuple[tuple[str, str], ...] = ()  # (label, summary key) shown in progress lines
   record_extras: dict[str, Any] = dataclasses.field(default_factory=dict)
+  # (state) -> (state, per-seed record fields): the phase's own step after each evaluation,
+  # before any checkpoint, so that a resumed run continues from it (JSRL's curriculum,
+  # finetune.py). None: nothing.
+  after_evaluation: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
@@ -398,6 +402,10 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
               "success_rates": successes.mean(axis=1),
               "diverged_at": np.where(diverged_at >= 0, diverged_at, None).tolist(),
               **phase.record_extras}
+    fields = {}
+    if phase.after_evaluation is not None:
+      state, fields = phase.after_evaluation(state)
+      record.update(fields)
     record["diverged_seeds"] = diverged_seeds(record)
     if summary:
       record["train"] = dict(summary)
@@ -408,13 +416,14 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
                "eval/return_mean": nanmean(record["returns"]),
                "eval/diverged_seeds": float(len(record["diverged_seeds"]))}
     scalars.update({f"train/{k}": nanmean(v) for k, v in (summary or {}).items()})
+    scalars.update({f"eval/{k}_mean": nanmean(v) for k, v in fields.items()})
     log.write_scalars(step, scalars)
-    return record
+    return state, record
 
   records = log.records()
   last_record = records[-1] if records else None     # resumed: the checkpoint's evaluation
   if latest is None:
-    last_record = evaluate_and_log(state, step, None)
+    state, last_record = evaluate_and_log(state, step, None)
     logging.info("%s %d: normalised score %.1f (mean of %d seeds; the starting policy)",
                  unit, step, nanmean(last_record["normalized_scores"]), phase.num_seeds)
 
@@ -440,7 +449,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
       diverged_at = phase.diverged_at(state)
       evaluating = step % phase.eval_interval == 0 or step == phase.total_steps
       if evaluating:
-        last_record = evaluate_and_log(state, step, summary)
+        state, last_record = evaluate_and_log(state, step, summary)
     executing += max(time.time() - started - compiling.seconds, 1e-9)
     done += length
     rate = done / executing
