@@ -51,9 +51,12 @@ TINY_OVERRIDES = dict(
 
 
 def tiny_config(**overrides):
+  """The tiny fine-tuning config: WSRL where `pretrained` is given, SAC from scratch else
+  (unless `method` says otherwise)."""
   from launch.configs import finetune as finetune_config
   config = finetune_config.get_config("hopper-medium-v2")
-  config.update(dict(TINY_OVERRIDES, **overrides))
+  method = "wsrl" if overrides.get("pretrained") else "sac"
+  config.update({**TINY_OVERRIDES, "method": method, **overrides})
   return config
 
 

@@ -35,6 +35,13 @@ def assert_one_line_error(result, *expected):
     (["--config.num_seedz=3"], ["--config.num_seedz: no such config field", "num_seeds"]),
     (["--config.num_seeds=many"], ["--config.num_seeds=many"]),
     (["--config.pretrained=/nonexistent/run"], ["/nonexistent/run: no such checkpoint directory"]),
+    # The arms (wsrl_mjx/methods.py): the shipped demo agent is a CQL pretraining.
+    (["--config.method=iql", "--config.utd=1"],
+     ["description/metadata: holds a cql agent, but config.method='iql' starts from iql"]),
+    (["--config.method=rlpd", "--config.pretrained=", "--config.offline_data=keep",
+      "--config.dataset=/nonexistent/d.hdf5"],
+     ["config.offline_data='keep' (config.method='rlpd') needs the offline dataset",
+      "/nonexistent/d.hdf5: no such file"]),
 ])
 def test_a_bad_fine_tuning_setting_is_one_line_naming_the_field(tmp_path, flags, expected):
   workdir = tmp_path / "run"

@@ -352,6 +352,24 @@ def load_optimizer(path: str | pathlib.Path, abstract_optimizer_for):
   return unflatten_restored(flat, abstract)
 
 
+def load_train_state(path: str | pathlib.Path, abstract_for):
+  """The `train_state` item of the checkpoint at `path` (a run directory, its checkpoints
+  folder or a step folder): everything of every seed the run saved, e.g. a pretraining's whole
+  learner, which fine-tuning arms that continue it start from. `abstract_for(n)` gives the
+  abstract state of `n` seeds. Returns (state, description); CheckpointError naming the folder
+  if it cannot be read as that."""
+  directory, step = resolve(path)
+  description = read_description(directory, step)
+  num_seeds = int(description.get("num_seeds", 0))
+  if num_seeds < 1:
+    raise CheckpointError(f"{directory / str(step) / 'description' / 'metadata'}: num_seeds is "
+                          "missing or not positive")
+  abstract = abstract_for(num_seeds)
+  flat = _restore_item(directory, step, "train_state", flatten_for_saving(abstract),
+                       "the state of this run's learner")
+  return unflatten_restored(flat, abstract), description
+
+
 def seed_sources(num_seeds: int, checkpoint_seeds: int) -> np.ndarray:
   """Which checkpoint seed initialises each run seed: seed i takes i mod checkpoint_seeds."""
   return np.arange(num_seeds) % checkpoint_seeds

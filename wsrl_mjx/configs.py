@@ -16,7 +16,7 @@ from absl import logging
 
 import envs
 from envs import antmaze
-from wsrl_mjx import checkpoint, host_loop, networks, per_seed
+from wsrl_mjx import checkpoint, data, host_loop, methods, networks, per_seed
 from wsrl_mjx.agents import cql, iql, sac
 from wsrl_mjx.errors import ConfigError
 
@@ -48,6 +48,10 @@ _FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
      lambda v: _number(v) and v > 0),
     (("discount",), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     (("tau", "action_clip"), "a number in (0, 1]", lambda v: _number(v) and 0 < v <= 1),
+    (("offline_data_ratio",), "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1),
+    (("offline_sampling",), f"one of {', '.join(methods.SAMPLING)}",
+     lambda v: v in methods.SAMPLING),
+    (("online_cql_alpha",), "a finite number >= 0", lambda v: _number(v) and v >= 0),
     (("iql_expectile",), "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1),
     (("iql_actor_dropout",), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     (("reward_scale", "reward_bias", "target_entropy", "negative_sparse_reward",
@@ -69,7 +73,8 @@ def validate(config) -> envs.EnvSpec:
   Raises `ConfigError` naming the first field that cannot work: an unknown env, a value out of
   its range (`_FIELD_RULES`), a per-seed grid that does not parse or fit `num_seeds`, seeds that
   do not split over the devices, or a combination the agent refuses (`sac_config`, `sac.SAC`,
-  `make_learner`); a `pretrained` path that holds no checkpoint is a `CheckpointError`. Warns
+  `make_learner`), or what the fine-tuning arm needs (`check_method`); a `pretrained` path that
+  holds no checkpoint, or one of another algorithm than the arm's, is a `CheckpointError`. Warns
   where a fine-tuning run would end before its first update. Schedules need not line up with
   `steps_per_chunk` (host_loop.chunk_lengths).
   """
@@ -89,6 +94,7 @@ def validate(config) -> envs.EnvSpec:
   else:                      # fine-tuning
     settings, _ = per_seed.seed_settings(config)
     sac.SAC(sac_config(config, env_spec))
+    check_method(config, env_spec, settings)
     # online.py: step index k trains only if k > max(warmup_steps, batch_size).
     floor = max(int(min(settings.warmup_steps)), config.batch_size)
     if config.online_steps - 1 <= floor:
@@ -96,6 +102,59 @@ def validate(config) -> envs.EnvSpec:
                       "past max(warmup_steps, batch_size)): this run only collects and "
                       "evaluates.", config.online_steps, floor + 1)
   return env_spec
+
+
+def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
+  """What `config.method` needs (`methods.Method`), checked before anything is built: its
+  checkpoint (none, or one of the algorithms it starts from: CheckpointError naming the
+  description file), its offline data (`offline_data` among the arm's choices, a dataset that
+  exists), and the settings its learner takes. Returns the method."""
+  method = methods.get(config.method)
+  name = f"config.method={method.name!r}"
+  if config.offline_data not in method.offline_data:
+    raise ConfigError(f"config.offline_data={config.offline_data!r}: {name} takes "
+                      f"{' or '.join(repr(v) for v in method.offline_data)}.")
+  if method.needs_checkpoint and not config.pretrained:
+    raise ConfigError(
+        f"config.pretrained is empty but {name} starts from a pretrained agent "
+        f"({', '.join(method.checkpoint_algos)}): set --config.pretrained=RUN_DIR"
+        f"{', or --config.method=sac for SAC from scratch' if method.learner == 'sac' else ''}.")
+  if config.pretrained and not method.needs_checkpoint:
+    raise ConfigError(f"config.pretrained={config.pretrained!r}: {name} starts from scratch; "
+                      "leave config.pretrained empty, or choose --config.method=wsrl.")
+  if config.pretrained:
+    directory, step = checkpoint.resolve(config.pretrained)
+    description = checkpoint.read_description(directory, step)
+    algo = methods.checkpoint_algo(description)
+    where = directory / str(step) / "description" / "metadata"
+    if algo not in method.checkpoint_algos:
+      raise checkpoint.CheckpointError(
+          f"{where}: holds a {algo} agent, but {name} starts from "
+          f"{' or '.join(method.checkpoint_algos)} (config.pretrained).")
+    if method.offline_learner and description.get("kind") != "wsrl-mjx pretrain":
+      raise checkpoint.CheckpointError(
+          f"{where}: {name} continues a pretraining's whole learner; this is a "
+          f"{description.get('kind', 'different')} checkpoint (config.pretrained).")
+  if method.offline_learner:
+    if config.utd != 1:
+      raise ConfigError(f"config.utd={config.utd}: {name} takes one update per environment "
+                        "step (utd 1, as the reference's baseline scripts).")
+    for switch in ("init_actor", "init_critic", "init_temperature", "init_optimizer"):
+      if not all(getattr(settings, switch)):
+        raise ConfigError(f"config.{switch} (or config.per_seed): {name} continues the whole "
+                          "pretrained learner; the initialisation switches are WSRL's ablations.")
+  if config.offline_data == "keep" and (config.dataset or env_spec.family != "adroit"):
+    try:
+      data.resolve(config.dataset or env_spec.name, env_spec)
+    except data.DatasetError as error:
+      raise ConfigError(f"config.offline_data='keep' ({name}) needs the offline dataset "
+                        f"(config.dataset, else the env's D4RL file): {error}") from None
+  if method.learner == "calql" and config.replay_capacity < config.online_steps:
+    raise ConfigError(
+        f"config.replay_capacity={config.replay_capacity} is below config.online_steps="
+        f"{config.online_steps}: Cal-QL's buffer keeps every online transition (whole episodes "
+        "for their Monte-Carlo returns, as the reference's ReplayBufferMC asserts).")
+  return method
 
 
 def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
@@ -149,11 +208,13 @@ def agent_description(agent_config: sac.SACConfig) -> dict[str, Any]:
   return dict(fields, policy="tanh_gaussian")
 
 
-def make_learner(config, env_spec: envs.EnvSpec):
-  """The learner `config.algo` names -> (learner, the `agent` block of its description)."""
-  if config.algo not in ALGOS:
-    raise ConfigError(f"config.algo={config.algo!r}; choose one of {', '.join(ALGOS)}.")
-  if config.algo == "iql":
+def make_learner(config, env_spec: envs.EnvSpec, algo: str | None = None):
+  """The learner `algo` (default `config.algo`) names -> (learner, the `agent` block of its
+  description). Fine-tuning configs build the offline learners they continue this way."""
+  algo = algo or config.algo
+  if algo not in ALGOS:
+    raise ConfigError(f"config.algo={algo!r}; choose one of {', '.join(ALGOS)}.")
+  if algo == "iql":
     iql_config = iql.IQLConfig(
         observation_size=env_spec.observation_size, action_size=env_spec.action_size,
         hidden_sizes=tuple(config.iql_hidden_sizes), expectile=config.iql_expectile,
@@ -174,7 +235,7 @@ def make_learner(config, env_spec: envs.EnvSpec):
     finetune_like.step_all_optimizers = False
   sac_settings = sac_config(finetune_like, env_spec)
   cql_config = cql.CQLConfig(
-      sac=sac_settings, calql=config.algo == "calql",
+      sac=sac_settings, calql=algo == "calql",
       num_sampled_actions=config.cql_num_sampled_actions, alpha=config.cql_alpha,
       autotune_alpha=config.cql_autotune_alpha, target_action_gap=config.cql_target_action_gap,
       alpha_learning_rate=config.cql_alpha_learning_rate,
@@ -184,4 +245,4 @@ def make_learner(config, env_spec: envs.EnvSpec):
       max_target_backup=config.cql_max_target_backup,
       importance_sample=config.cql_importance_sample, cql_temperature=config.cql_temperature,
       penalty_on_all_critics=config.cql_penalty_on_all_critics)
-  return cql.CQL(cql_config), dict(agent_description(sac_settings), algo=config.algo)
+  return cql.CQL(cql_config), dict(agent_description(sac_settings), algo=algo)

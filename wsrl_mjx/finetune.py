@@ -1,13 +1,16 @@
-"""The host side of WSRL fine-tuning: build, restore or initialise, run chunks, report, save.
+"""The host side of fine-tuning: build, restore or initialise, run chunks, report, save.
 
 `train_and_evaluate(config, workdir)` is what `launch.finetune` calls. It checks the config
-(`configs.validate`), then between jitted chunks of up to `config.steps_per_chunk` environment
-steps (all seeds at once; `host_loop.chunk_lengths`) it evaluates, logs and checkpoints; it
-never steps an environment or a learner itself.
+(`configs.validate`, which also checks what the arm `config.method` needs: `methods`), reads
+the offline dataset where the arm keeps it (once, onto every device, shared by its seeds), then
+between jitted chunks of up to `config.steps_per_chunk` environment steps (all seeds at once;
+`host_loop.chunk_lengths`) it evaluates, logs and checkpoints; it never steps an environment
+or a learner itself.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from typing import Any
 
@@ -17,35 +20,75 @@ import numpy as np
 from absl import logging
 
 import envs
-from wsrl_mjx import checkpoint, configs, host_loop, online, per_seed, replay
-from wsrl_mjx.agents import sac
+from wsrl_mjx import (checkpoint, configs, host_loop, learners, methods, offline, online,
+                      per_seed, pretrain, replay)
+from wsrl_mjx.agents import cql, sac
+from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401 (re-exported)
 
 # Config fields that fix the program or array shapes: a run can only resume with the same values.
 _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_capacity",
                   "num_critics", "num_target_critics", "actor_hidden_sizes", "critic_hidden_sizes",
-                  "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained")
+                  "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained",
+                  "method", "offline_data", "offline_sampling", "offline_data_ratio")
 
 
-def replay_capacity(config) -> int:
-  """No run needs more rows than it takes environment steps."""
-  return int(min(config.replay_capacity, config.online_steps))
+def _appends(config) -> bool:
+  """The offline dataset is written into each seed's buffer (the `append` sampling)."""
+  return config.offline_data == "keep" and config.offline_sampling == "append"
+
+
+def _mixes(config) -> bool:
+  """Each batch draws offline rows beside the buffer's (the `mixed` sampling)."""
+  return config.offline_data == "keep" and config.offline_sampling == "mixed"
+
+
+def replay_capacity(config, dataset_rows: int = 0) -> int:
+  """No run needs more rows than it takes environment steps (plus, with the `append` sampling,
+  the `dataset_rows` written first)."""
+  extra = dataset_rows if _appends(config) else 0
+  return int(min(config.replay_capacity, config.online_steps + extra))
 
 
 Programs = host_loop.SeedPrograms   # `loop` is the `online.Online` of the run
 
 
-def build_programs(config, env, env_spec) -> Programs:
+def make_learner(config, env_spec):
+  """The online learner of `config.method` (`learners`) and its checkpoint `agent` block."""
+  method = methods.get(config.method)
+  agent_config = configs.sac_config(config, env_spec)
+  if method.learner == "sac":
+    return learners.SACLearner(sac.SAC(agent_config)), configs.agent_description(agent_config)
+  learner, block = configs.make_learner(config, pretrain.env_spec_for(config), method.learner)
+  if method.learner == "iql":
+    return learners.IQLLearner(learner, batch_size=config.batch_size), block
+  # The reference's online_cql_alpha (finetune.py:288-295); an autotuned alpha continues.
+  online_config = dataclasses.replace(learner.config, alpha=config.online_cql_alpha)
+  return learners.CQLLearner(cql.CQL(online_config)), block
+
+
+def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
+  """The seed-vmapped programs of `config`'s arm; `dataset_rows`: the offline dataset's size
+  where the arm writes it into its buffers (`append`)."""
+  learner, _ = make_learner(config, env_spec)
+  episode_length = config.episode_length or env_spec.episode_length
+  offline_rows = int(config.batch_size * config.offline_data_ratio) if _mixes(config) else 0
+  # finetune.py:111-115: updates wait for the online part of a batch, Cal-QL for an episode.
+  floor = config.batch_size - offline_rows
+  if learner.uses_mc_returns:
+    floor = max(floor, episode_length)
   loop = online.LoopConfig(
-      replay_capacity=replay_capacity(config),
-      episode_length=config.episode_length or env_spec.episode_length,
-      eval_episodes=config.eval_episodes, action_clip=config.action_clip)
-  fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop)
+      replay_capacity=replay_capacity(config, dataset_rows), episode_length=episode_length,
+      eval_episodes=config.eval_episodes, action_clip=config.action_clip,
+      offline_rows=offline_rows, update_floor=floor,
+      negative_sparse_reward=config.negative_sparse_reward)
+  fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop, learner)
 
   def evaluate(actor_params, eval_key, env_step):
     return fused.evaluate(actor_params, jax.random.fold_in(eval_key, env_step))
 
-  return host_loop.compile_seed_programs(fused, config.num_seeds, evaluate=evaluate)
+  return host_loop.compile_seed_programs(fused, config.num_seeds, evaluate=evaluate,
+                                         num_shared_run_args=int(_mixes(config)))
 
 
 def load_pretrained(config, programs: Programs, env_spec):
@@ -102,24 +145,75 @@ def load_pretrained(config, programs: Programs, env_spec):
   return jax.tree.map(lambda x: x[sources], params), optimizer, description
 
 
-def run_description(config, env_spec, agent_config: sac.SACConfig, seed_overrides) -> dict:
+def load_pretrained_learner(config, programs: Programs, env_spec):
+  """The whole learner state of the pretraining at `config.pretrained` (calql, cql, iql arms),
+  for every run seed (run seed i from its seed i mod the checkpoint's seeds) -> (state,
+  description). Refused (CheckpointError) where it was pretrained for another task, reward
+  transform or discount, unless `config.allow_transfer`, or where its shapes differ."""
+  learner = programs.loop.learner.learner
+  reader = offline.Offline(env=None, learner=learner, batch_size=0, eval_episodes=0,
+                           episode_length=0, action_clip=1.0)
+
+  def abstract_for(num_seeds):
+    keys = jax.random.split(jax.random.PRNGKey(0), num_seeds)
+    return jax.eval_shape(jax.vmap(reader.init), keys)
+
+  directory, step = checkpoint.resolve(config.pretrained)
+  description = checkpoint.read_description(directory, step)
+  agent = description.get("agent", {})
+  _, expected = make_learner(config, env_spec)
+  meaning = dict(task=env_spec.task, reward_scale=expected["reward_scale"],
+                 reward_bias=expected["reward_bias"], discount=expected["discount"])
+  checkpoint.check_meaning(description, directory / str(step) / "description" / "metadata",
+                           meaning, config.allow_transfer)
+  for field in sorted(set(expected) & set(agent) - {"reward_scale", "reward_bias", "discount"}):
+    want, have = expected[field], agent[field]
+    if isinstance(want, (list, tuple)):
+      want, have = list(want), list(have or [])
+    if field in checkpoint.AGENT_SHAPE_FIELDS + ("hidden_sizes", "num_critics") and have != want:
+      raise checkpoint.CheckpointError(
+          f"{directory / str(step) / 'description' / 'metadata'}: agent.{field} is {have!r} but "
+          f"this run needs {want!r} (config.pretrained).")
+  state, description = checkpoint.load_train_state(config.pretrained, abstract_for)
+  sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
+  logging.info("Pretrained %s learner: %s (%s, %s %s), continued whole (networks, Adam states"
+               "%s)", description.get("algo"), config.pretrained, description.get("env_name"),
+               description.get("step_unit"), description.get("step"),
+               ", Lagrange multiplier" if description.get("algo") != "iql" else "")
+  return jax.tree.map(lambda x: x[sources], state.learner), description
+
+
+def run_description(config, env_spec, agent_block: dict, seed_overrides) -> dict:
   return {
       "kind": "wsrl-mjx finetune",
+      "method": config.method,
       "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
       "num_seeds": config.num_seeds,
-      "agent": configs.agent_description(agent_config),
+      "agent": agent_block,
       "per_seed": seed_overrides,
       "config": config.to_dict(),
   }
 
 
-def _check_resumable(config, description: dict, workdir) -> None:
-  saved = description.get("config", {})
-  if saved and min(saved["replay_capacity"], saved["online_steps"]) != replay_capacity(config):
+def _check_resumable(config, description: dict, workdir, capacity: int | None = None) -> None:
+  """Refuses a resume whose buffer size (`capacity`, default `replay_capacity(config)`) or
+  shape-defining fields (the arm's included) differ from the run's in `workdir`."""
+  capacity = replay_capacity(config) if capacity is None else capacity
+  saved = dict(description.get("config", {}))
+  held = description.get("replay_capacity")
+  if held is None and saved:
+    held = min(saved["replay_capacity"], saved["online_steps"])
+  if held is not None and held != capacity:
     raise checkpoint.CheckpointError(
-        f"{workdir}: its replay buffers hold {min(saved['replay_capacity'], saved['online_steps'])}"
-        f" transitions, this config asks for {replay_capacity(config)} (the buffer is capped at "
-        "online_steps). Extend a run only within its buffer size, or choose a new --workdir.")
+        f"{workdir}: its replay buffers hold {held} transitions, this config asks for "
+        f"{capacity} (the buffer is capped at online_steps, plus an appended dataset). Extend a "
+        "run only within its buffer size, or choose a new --workdir.")
+  if saved:
+    # Runs made before config.method existed were WSRL with a checkpoint, SAC without, and
+    # kept no offline data.
+    saved.setdefault("method", "wsrl" if saved.get("pretrained") else "sac")
+    for field in ("offline_data", "offline_sampling", "offline_data_ratio"):
+      saved.setdefault(field, config[field])
   host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir)
 
 
@@ -135,7 +229,13 @@ def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:
 
 
 def log_start(config, settings: online.SeedSettings) -> None:
-  """Says where the agent comes from and when updates start: WSRL, or SAC from scratch."""
+  """Says which arm runs, where the agent comes from and when updates start."""
+  method = methods.get(config.method)
+  data_line = ""
+  if config.offline_data == "keep":
+    data_line = (f"; offline data kept ({config.offline_sampling}"
+                 f"{f', {config.offline_data_ratio:g} of each batch' if _mixes(config) else ''})")
+  logging.info("Method %s: %s%s", method.name, method.summary, data_line)
   if config.pretrained:
     source = "the pretrained agent, frozen,"
   else:
@@ -143,9 +243,13 @@ def log_start(config, settings: online.SeedSettings) -> None:
     logging.warning("config.pretrained is empty: the agent starts from random weights (SAC from "
                     "scratch, WSRL's baseline), not from an offline-pretrained agent. Set "
                     "--config.pretrained=RUN_DIR for WSRL.")
-  # The step with index k (from 0) trains if k > max(warmup, batch) (online.py): the first
+  # The step with index k (from 0) trains if k > max(warmup, floor) (online.py): the first
   # update comes once the buffer holds that floor + 2 transitions.
-  starts = sorted({max(int(k), config.batch_size) + 2 for k in np.ravel(settings.warmup_steps)})
+  floor = config.batch_size - (int(config.batch_size * config.offline_data_ratio)
+                               if _mixes(config) else 0)
+  if method.learner == "calql":
+    floor = max(floor, config.episode_length or envs.spec(config.env_name).episode_length)
+  starts = sorted({max(int(k), floor) + 2 for k in np.ravel(settings.warmup_steps)})
   logging.info("Warmup: %s collects into an empty replay buffer; updates (UTD %d) start once it "
                "holds %s transitions (the reference's rule: the first step whose index exceeds "
                "max(warmup_steps, batch_size))", source, config.utd,
@@ -161,48 +265,82 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   """
   workdir = pathlib.Path(workdir)
   env_spec = configs.validate(config)
+  method = methods.get(config.method)
+  dataset = None
+  if config.offline_data == "keep":
+    dataset, _ = pretrain.load_dataset(config, pretrain.env_spec_for(config))
+  dataset_rows = dataset.size if dataset is not None else 0
+  capacity = replay_capacity(config, dataset_rows)
+  if method.learner == "calql" and capacity < config.online_steps + (
+      dataset_rows if _appends(config) else 0):
+    raise ConfigError(
+        f"config.replay_capacity={config.replay_capacity} cannot hold the appended dataset "
+        f"({dataset_rows} transitions) and config.online_steps={config.online_steps}: Cal-QL's "
+        "buffer keeps every transition (whole episodes for their Monte-Carlo returns).")
   env, env_spec = envs.make(config.env_name, **configs.env_options(config, env_spec))
-  programs = programs or build_programs(config, env, env_spec)
+  programs = programs or build_programs(config, env, env_spec, dataset_rows)
+  learner = programs.loop.learner
   settings, seed_overrides = per_seed.seed_settings(config)
   log_start(config, settings)
   num_devices = programs.sharding.mesh.size
-  logging.info(replay.check_fits(replay_capacity(config), env_spec.observation_size,
-                                 env_spec.action_size, config.num_seeds // num_devices,
-                                 replay.device_memory_bytes()))
+  logging.info(replay.check_fits(capacity, env_spec.observation_size, env_spec.action_size,
+                                 config.num_seeds // num_devices, replay.device_memory_bytes(),
+                                 mc_return=learner.uses_mc_returns,
+                                 dataset_rows=dataset_rows if _mixes(config) else 0))
   if num_devices > 1:
     logging.info("Seeds split over %d devices", num_devices)
   settings = jax.device_put(jax.tree.map(jnp.asarray, settings), programs.sharding)
   keys = jax.device_put(seed_keys(config), programs.sharding)
+  shared = ()
+  if dataset is not None:
+    dataset = pretrain.dataset_on_device(dataset, programs.sharding.mesh,
+                                         mc_return=learner.uses_mc_returns)
+    if _mixes(config):
+      shared = (dataset,)
 
   def init():
     pretrained = optimizer = None
-    if config.pretrained:
+    if config.pretrained and method.offline_learner:
+      pretrained, _ = load_pretrained_learner(config, programs, env_spec)
+      pretrained = jax.device_put(pretrained, programs.sharding)
+    elif config.pretrained:
       pretrained, optimizer, _ = load_pretrained(config, programs, env_spec)
       pretrained, optimizer = jax.device_put((pretrained, optimizer), programs.sharding)
-    return programs.init(keys, settings, pretrained, optimizer)
+    state = programs.init(keys, settings, pretrained, optimizer)
+    if _appends(config):
+      append = jax.jit(jax.vmap(programs.loop.append_offline, in_axes=(0, None)),
+                       donate_argnums=0, out_shardings=programs.sharding)
+      state = append(state, dataset)
+    return state
 
   def abstract_state():
     # The state's structure does not depend on where the agent came from.
     return programs.abstract_state(keys, settings, None, None)
 
   def run(state, num_steps):
-    state, stats = programs.run(state, num_steps)
+    state, stats = programs.run(state, *shared, num_steps)
     return state, _chunk_summary(stats)
 
+  _, agent_block = make_learner(config, env_spec)
+  description = dict(run_description(config, env_spec, agent_block, seed_overrides),
+                     replay_capacity=capacity)
+  if dataset is not None:
+    description["dataset_transitions"] = dataset_rows
   phase = host_loop.Phase(
       unit="env_step", total_steps=config.online_steps, steps_per_chunk=config.steps_per_chunk,
       eval_interval=config.eval_interval, checkpoint_interval=config.checkpoint_interval,
       keep_checkpoints=config.keep_checkpoints, num_seeds=config.num_seeds, env_spec=env_spec,
-      description=run_description(config, env_spec, programs.loop.agent.config,
-                                  seed_overrides),
+      description=description,
       init=init, abstract_state=abstract_state, run=run,
-      evaluate=lambda state: programs.evaluate(state.agent.params.actor, state.eval_key,
+      evaluate=lambda state: programs.evaluate(learner.actor_params(state.agent), state.eval_key,
                                                state.env_step),
       step_of=lambda state: int(np.asarray(state.env_step)[0]),
       diverged_at=lambda state: np.asarray(state.diverged_at),
-      agent_params=lambda state: state.agent.params,
-      optimizer_states=lambda state: sac.optimizer_states(state.agent),
-      check_resumable=lambda description: _check_resumable(config, description, workdir),
+      agent_params=lambda state: learner.handoff_params(state.agent),
+      optimizer_states=(None if method.learner == "iql"
+                        else lambda state: learner.handoff_optimizer(state.agent)),
+      check_resumable=lambda description: _check_resumable(config, description, workdir,
+                                                           capacity),
       progress=(("train return", "train_return"), ("critic loss", "critic_loss"),
                 ("temperature", "temperature")),
       record_extras={"per_seed": seed_overrides})

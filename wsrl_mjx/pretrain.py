@@ -49,6 +49,16 @@ def load_dataset(config, env_spec: envs.EnvSpec) -> tuple[data.OfflineDataset, s
   return dataset, str(source)
 
 
+def dataset_on_device(dataset: data.OfflineDataset, mesh, mc_return: bool = True):
+  """The dataset as a full replay buffer, one copy on each device of `mesh` (replicated, not
+  one per seed): the seed-vmapped programs take it as an input every seed shares. Without
+  `mc_return` its Monte-Carlo returns stay on the host (learners that do not read them)."""
+  buffer = data.to_replay_buffer(dataset)
+  if not mc_return:
+    buffer = buffer.replace(data=buffer.data.replace(mc_return=None))
+  return jax.device_put(buffer, jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec()))
+
+
 Programs = host_loop.SeedPrograms   # `loop` is the `offline.Offline` of the run
 
 
@@ -72,9 +82,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   if programs is None:
     env, _ = envs.make(config.env_name, **configs.env_options(config, env_spec))
     programs = build_programs(config, env, env_spec, learner)
-  replicated = jax.sharding.NamedSharding(programs.sharding.mesh, jax.sharding.PartitionSpec())
   num_transitions = dataset.size
-  dataset = jax.device_put(data.to_replay_buffer(dataset), replicated)
+  dataset = dataset_on_device(dataset, programs.sharding.mesh)
   keys = jax.device_put(host_loop.seed_keys(config), programs.sharding)
 
   def run(state, num_steps):

@@ -12,12 +12,14 @@ from ml_collections import config_dict
 REPOSITORY = pathlib.Path(__file__).resolve().parents[2]
 
 
-def parse_config_arg(arg: str) -> tuple[str, set[str]]:
-  """`<env-name>[,demo]` -> (env name, options); unknown options are refused by name."""
+def parse_config_arg(arg: str, known: tuple[str, ...] = ("demo",)) -> tuple[str, set[str]]:
+  """`<env-name>[,option...]` -> (env name, options); options not in `known` are refused by
+  name."""
   env_name, *options = [a.strip() for a in arg.split(",")]
-  unknown = set(options) - {"demo"}
+  unknown = set(options) - set(known)
   if unknown:
-    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: demo")
+    raise ValueError(f"Unknown config option(s) {sorted(unknown)} in {arg!r}; known: "
+                     f"{', '.join(known)}")
   return env_name, set(options)
 
 
@@ -111,6 +113,42 @@ def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
   c.reward_bias = config_dict.placeholder(float)
   c.matmul_precision = "default"                      # default | high | highest | bfloat16
   c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting
+
+
+def add_data_fields(c: config_dict.ConfigDict, family: dict) -> None:
+  """Where an offline dataset comes from and how it is read (`pretrain.load_dataset`): the
+  pretraining's data, and fine-tuning arms that keep it (RLPD, offline data retained)."""
+  c.dataset = ""                # a file or Minari dataset id; empty: D4RL's cache file
+  # Minari datasets with dict observations: the keys to concatenate, in order, comma-separated
+  # ("achieved_goal,observation"); empty: the family's layout (AntMaze: D4RL's 29 numbers).
+  c.observation_keys = ""
+  # Trajectories (Monte-Carlo returns) end at terminals and timeouts, as in the reference; an
+  # unflagged jump between next_observations[t] and observations[t+1] is logged. True: split
+  # there too.
+  c.split_at_jumps = False
+  c.negative_sparse_reward = family["negative_sparse_reward"] if family[
+      "negative_sparse_reward"] is not None else config_dict.placeholder(float)
+
+
+def add_offline_learner_fields(c: config_dict.ConfigDict, family: dict) -> None:
+  """The offline learners' settings (CQL, Cal-QL, IQL): pretraining's, and fine-tuning's when
+  an arm continues one of them online (`--config.method=calql|cql|iql`)."""
+  c.cql_num_sampled_actions = 10  # actions per state in the CQL penalty (and max-target backup)
+  c.cql_alpha = family["cql_alpha"]  # the CQL penalty's weight (its start when autotuned)
+  c.cql_autotune_alpha = family["cql_autotune_alpha"]  # Lagrange-tune alpha to the target gap
+  c.cql_target_action_gap = 0.8  # the gap autotuning holds the penalty at
+  c.cql_alpha_learning_rate = 3e-4  # Adam's rate for the Lagrange multiplier
+  c.cql_max_target_backup = True   # the reference's default, on for every family
+  # False: the penalty falls on num_target_critics critics drawn per step (the reference with
+  # its ensemble); true: on every critic.
+  c.cql_penalty_on_all_critics = False
+  c.cql_importance_sample = True  # importance-weight the sampled actions' logsumexp
+  c.cql_temperature = 1.0       # the penalty's logsumexp temperature
+  c.iql_hidden_sizes = (256, 256)  # IQL's networks (no LayerNorm)
+  c.iql_expectile = family["iql_expectile"]  # the value's expectile, in (0, 1)
+  c.iql_beta = family["iql_beta"]  # inverse temperature of the advantage weights
+  c.iql_actor_dropout = family["iql_actor_dropout"]  # dropout in the actor, in [0, 1)
+  c.iql_learning_rate = 3e-4    # Adam's rate for every IQL network
 
 
 # `,demo`: minutes on a 2-core CPU (README states the measured times). The method as it is (10

@@ -1,19 +1,27 @@
-"""WSRL online fine-tuning: `--config=launch/configs/finetune.py:<env-name>[,demo]`.
+"""Online fine-tuning: `--config=launch/configs/finetune.py:<env-name>[,demo][,<method>]`.
 
 `<env-name>` is a D4RL dataset name (`hopper-medium-v2`) or a task (`hopper`). Appending `,demo`
-gives a run of a few thousand steps that finishes in minutes on a CPU. Any field can be
-overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
+gives a run of a few thousand steps that finishes in minutes on a CPU. `--config.method` chooses
+the arm (WSRL by default; `wsrl_mjx/methods.py`, README "Methods"); appending `,<method>`
+instead also sets the settings the WSRL reference's script for that arm uses (e.g. `,calql`:
+utd 1, batch 256, no warmup). Any field can be overridden on the command line:
+`--config.num_seeds=64 --config.warmup_steps=0`.
 """
 
 from ml_collections import config_dict
 
 import envs
-from launch.configs.families import (DEMO_AGENTS, FAMILIES, add_agent_fields, add_demo_fields,
+from launch.configs.families import (DEMO_AGENTS, FAMILIES, add_agent_fields, add_data_fields,
+                                     add_demo_fields, add_offline_learner_fields,
                                      parse_config_arg)
+from wsrl_mjx import methods
 
 
 def get_config(arg: str = "hopper-medium-v2"):
-  env_name, options = parse_config_arg(arg)
+  env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
+  chosen = sorted(options & set(methods.NAMES))
+  if len(chosen) > 1:
+    raise ValueError(f"Config options {chosen} in {arg!r} name more than one method")
   env_spec = envs.spec(env_name)  # Fails early, with suggestions, on an unknown name.
   family = FAMILIES[env_spec.family]
 
@@ -25,7 +33,9 @@ def get_config(arg: str = "hopper-medium-v2"):
   # Online budget: environment steps per seed, the warmup included.
   c.online_steps = family["online_steps"]
   c.warmup_steps = 5_000        # no update while the step index k <= max(warmup, batch_size)
-  c.pretrained = ""             # a checkpoint directory; empty: start from scratch
+  # The arm (wsrl_mjx/methods.py): wsrl | sac | rlpd | calql | cql | iql | jsrl | so2.
+  c.method = "wsrl"
+  c.pretrained = ""             # a checkpoint directory (wsrl, calql, cql, iql, jsrl, so2)
   c.init_actor = True           # which parts of the checkpoint to use (ablations)
   c.init_critic = True
   c.init_temperature = True
@@ -43,6 +53,20 @@ def get_config(arg: str = "hopper-medium-v2"):
   # Every UTD call applies every network's Adam, as the reference's update does (networks it
   # does not train move on their moments); false: only the trained network's Adam steps.
   c.step_all_optimizers = True
+
+  # Offline data during fine-tuning (rlpd; calql, cql, iql): "none" (the buffer starts empty)
+  # or "keep". Kept data is read as pretraining reads it (dataset, observation_keys, ...).
+  c.offline_data = "none"
+  # "mixed": each batch draws int(batch_size * offline_data_ratio) rows from the dataset and
+  # the rest from the online replay buffer (the reference's default, finetune.py:345-354);
+  # "append": the dataset is written into each seed's replay buffer first (finetune.py:280).
+  c.offline_sampling = "mixed"
+  c.offline_data_ratio = 0.5    # mixed: the offline share of each batch (RLPD: 0.5)
+  add_data_fields(c, family)
+  # calql, cql, iql: their own fields (families.py) and the CQL penalty's weight online
+  # (the reference's online_cql_alpha; the family's offline alpha, autotuned on AntMaze).
+  add_offline_learner_fields(c, family)
+  c.online_cql_alpha = family["cql_alpha"]
 
   # Environment and replay.
   c.replay_capacity = 2_000_000  # capped at online_steps
@@ -68,4 +92,9 @@ def get_config(arg: str = "hopper-medium-v2"):
     c.batch_size = 256
     # WSRL itself where a demo agent ships (checkpoints/); SAC from scratch elsewhere.
     c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
+    if not c.pretrained:
+      c.method = "sac"
+  for name in chosen:
+    c.method = name
+    c.update(methods.reference_settings(name, env_spec.family))
   return c
