@@ -139,3 +139,26 @@ def cql_run(random_hopper_dataset, tmp_path_factory):
   path, _ = random_hopper_dataset
   workdir = tmp_path_factory.mktemp("cql")
   return workdir, pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="cql"), workdir)
+
+
+def untrained_checkpoint(workdir, config):
+  """A pretraining checkpoint (a CQL description) of untrained SAC networks of the fine-tuning
+  `config`'s shapes, for arms that need a checkpoint but not a trained one (jsrl, so2), without
+  compiling a pretraining -> (the agent's parameters, its Adam states), seed axis first."""
+  import envs
+  from wsrl_mjx import checkpoint, configs
+  from wsrl_mjx.agents import sac
+  spec = envs.spec(config.env_name)
+  agent_config = configs.sac_config(config, spec)
+  agent = sac.SAC(agent_config)
+  rates = sac.LearningRates(actor=1e-4, critic=3e-4, temperature=1e-4)
+  state = jax.jit(jax.vmap(lambda key: agent.init_state(agent.init_params(key), rates)))(
+      jax.random.split(jax.random.PRNGKey(3), config.num_seeds))
+  params = state.params
+  description = {"kind": "wsrl-mjx pretrain", "algo": "cql", "env_name": spec.name,
+                 "task": spec.task, "family": spec.family, "num_seeds": config.num_seeds,
+                 "agent": dict(configs.agent_description(agent_config), algo="cql")}
+  saver = checkpoint.RunCheckpoints(workdir, step_unit="gradient_step")
+  saver.save(1, state, params, description, sac.optimizer_states(state))
+  saver.close()
+  return params, sac.optimizer_states(state)

@@ -1,12 +1,17 @@
 """JSRL: the guide acts on an episode's first h steps and the learner after; h moves down the
-curriculum when an evaluation reaches the threshold. Hand-worked examples."""
+curriculum when an evaluation reaches the threshold. Hand-worked examples, then the arm end to
+end (one compiled tiny loop shared by its tests)."""
+
+import json
 
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from wsrl_mjx import jsrl
+import envs
+from conftest import checkpointed_agent, tiny_config, untrained_checkpoint
+from wsrl_mjx import checkpoint, finetune, jsrl, per_seed
 from wsrl_mjx.agents import sac
 
 
@@ -37,15 +42,16 @@ def test_the_acting_policy_switches_at_h():
 def test_collected_actions_are_the_guides_samples_before_h_and_the_learners_after():
   config = sac.SACConfig(observation_size=3, action_size=2, actor_hidden_sizes=(8,))
   agent = sac.SAC(config)
-  learner = agent.init_params(jax.random.PRNGKey(0)).actor
-  guide = agent.init_params(jax.random.PRNGKey(1)).actor
+  init = jax.jit(agent.init_params)
+  learner, guide = init(jax.random.PRNGKey(0)).actor, init(jax.random.PRNGKey(1)).actor
   jump_start = jsrl.start(guide).replace(stage=jnp.asarray(2, jnp.int32))   # h = 10 - 4 = 6
   curriculum = jsrl.Curriculum(horizon=10, num_stages=5)
   observation = jnp.asarray([0.3, -0.2, 0.5])
   key = jax.random.PRNGKey(5)
   guide_key, learner_key = jax.random.split(key)
-  from_guide = np.asarray(agent.sample_action(guide, observation, guide_key))
-  from_learner = np.asarray(agent.sample_action(learner, observation, learner_key))
+  sample = jax.jit(agent.sample_action)
+  from_guide = np.asarray(sample(guide, observation, guide_key))
+  from_learner = np.asarray(sample(learner, observation, learner_key))
   assert not np.allclose(from_guide, from_learner)
   collect = jax.jit(jsrl.collect_action, static_argnums=(0, 6))
   for step in range(10):
@@ -57,14 +63,15 @@ def test_collected_actions_are_the_guides_samples_before_h_and_the_learners_afte
 def test_deterministic_evaluation_act_uses_the_guides_mean_before_h():
   config = sac.SACConfig(observation_size=3, action_size=2, actor_hidden_sizes=(8,))
   agent = sac.SAC(config)
-  learner = agent.init_params(jax.random.PRNGKey(0)).actor
-  guide = agent.init_params(jax.random.PRNGKey(1)).actor
+  init = jax.jit(agent.init_params)
+  learner, guide = init(jax.random.PRNGKey(0)).actor, init(jax.random.PRNGKey(1)).actor
   act = jax.jit(jsrl.deterministic_act(agent))
   policy = jsrl.GuidedPolicy(learner=learner, guide=guide, guide_steps=jnp.asarray(4))
   observation = jnp.asarray([0.3, -0.2, 0.5])
+  mode = jax.jit(agent.deterministic_action)
   for step, actor in [(0, guide), (3, guide), (4, learner), (9, learner)]:
     np.testing.assert_array_equal(act(policy, observation, jnp.asarray(step)),
-                                  agent.deterministic_action(actor, observation))
+                                  mode(actor, observation))
 
 
 def advance(stage, best, value, num_stages=10, tolerance=0.05):
@@ -110,3 +117,102 @@ def test_a_curriculum_runs_down_to_the_learner_alone():
                      (3, 60.0, 25),     # 53 < 54
                      (4, 70.0, 0),      # the learner acts alone from here on
                      (4, 70.0, 0)]
+
+
+# --- the arm end to end: `--config.method=jsrl` through finetune.train_and_evaluate ------------
+
+def jsrl_config(pretrained, **overrides):
+  # 4 stages of a 40-step episode: h = 40, 30, 20, 10, 0. A tolerance this large moves a stage
+  # at every evaluation after the first (the threshold's cases are checked above).
+  return tiny_config(method="jsrl", pretrained=str(pretrained), jsrl_num_stages=4,
+                     jsrl_tolerance=1000.0, **overrides)
+
+
+@pytest.fixture(scope="module")
+def jsrl_run(tmp_path_factory):
+  """A tiny JSRL run (200 env steps, evaluations at 0, 100, 200): (programs, pretrained
+  directory, its (parameters, Adam states), workdir)."""
+  pretrained = tmp_path_factory.mktemp("pretrained")
+  written = untrained_checkpoint(pretrained, tiny_config())
+  config = jsrl_config(pretrained)
+  env, spec = envs.make(config.env_name)
+  programs = finetune.build_programs(config, env, spec)
+  workdir = tmp_path_factory.mktemp("jsrl")
+  finetune.train_and_evaluate(config, workdir, programs)
+  return programs, pretrained, written, workdir
+
+
+def read_records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_jsrl_moves_h_down_its_curriculum_at_each_evaluation(jsrl_run):
+  _, _, _, workdir = jsrl_run
+  records = read_records(workdir)
+  assert [r["env_step"] for r in records] == [0, 100, 200]
+  assert [r["jsrl_guide_steps"] for r in records] == [[40, 40], [30, 30], [20, 20]]
+  assert [r["jsrl_stage"] for r in records] == [[0, 0], [1, 1], [2, 2]]
+  # The rule, replayed on the logged returns of the combined policy: the first sets the best,
+  # each later one within 1000 |best| of it moves a stage.
+  best, stage = np.full(2, -np.inf), np.zeros(2, int)
+  for record in records:
+    value = np.asarray(record["jsrl_guided_return"], np.float64)
+    moved = np.isfinite(best) & (value >= best - 1000.0 * np.abs(best))
+    stage = np.where(moved, np.minimum(stage + 1, 4), stage)
+    best = np.where(np.isfinite(best), np.maximum(best, value), value)
+    np.testing.assert_array_equal(record["jsrl_stage"], stage)
+  # At the start the learner is the pretrained actor, so the combined policy at h = 40 (the
+  # guide alone) and the learner alone (every arm's score) play the same episodes alike.
+  np.testing.assert_allclose(records[0]["jsrl_guided_return"], records[0]["returns"], rtol=1e-6)
+  assert records[-1]["train"]["updates"] == [50, 50]
+  saved = json.loads((workdir / "checkpoints/200/description/metadata").read_text())
+  assert saved["method"] == "jsrl"
+
+
+def test_a_killed_jsrl_run_resumes_with_its_curriculum(jsrl_run, tmp_path, monkeypatch):
+  programs, pretrained, _, full_dir = jsrl_run
+  save = checkpoint.RunCheckpoints.save
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    if step == 100:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    finetune.train_and_evaluate(jsrl_config(pretrained), tmp_path, programs)
+  monkeypatch.undo()
+  finetune.train_and_evaluate(jsrl_config(pretrained), tmp_path, programs)
+  assert read_records(tmp_path) == read_records(full_dir)
+  jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(tmp_path, 200),
+               checkpointed_agent(full_dir, 200))
+
+
+def test_the_loop_collects_with_the_guide_for_the_first_h_steps(jsrl_run):
+  """A guide whose every action is tanh(-3) = -0.995 (std 1e-5) and a fresh learner (std 1):
+  the stored actions say who acted. At stage 3 (h = 10), 50 steps without updates."""
+  programs, _, (params, optimizer), _ = jsrl_run
+  config = jsrl_config("unused", init_actor=False, warmup_steps=1_000)
+  actor = params.actor["params"]
+  for head, bias in (("mean", -3.0), ("log_std", -20.0)):
+    actor[head]["kernel"] = jnp.zeros_like(actor[head]["kernel"])
+    actor[head]["bias"] = jnp.full_like(actor[head]["bias"], bias)
+  settings, _ = per_seed.seed_settings(config)
+  settings = jax.device_put(jax.tree.map(jnp.asarray, settings), programs.sharding)
+  keys = jax.device_put(finetune.seed_keys(config), programs.sharding)
+  state = programs.init(keys, settings,
+                        *jax.device_put((params, optimizer), programs.sharding))
+  stage = jax.device_put(jnp.full((2,), 3, jnp.int32), programs.sharding)
+  state = state.replace(jump_start=state.jump_start.replace(stage=stage))
+  state, _ = programs.run(state, 50)
+  actions = np.asarray(state.buffer.data.action)              # [seeds, capacity, 3]
+  terminal = np.asarray(state.buffer.data.terminal)
+  assert np.all(np.asarray(state.buffer.size) == 50)
+  for seed in range(2):
+    step, guided = 0, []
+    for row in range(50):
+      guided.append((step < 10, bool(np.all(actions[seed, row] < -0.99))))
+      step = 0 if terminal[seed, row] or step + 1 == 40 else step + 1
+    assert step == int(np.asarray(state.episode.length)[seed])   # no row was left out
+    assert [by_guide for _, by_guide in guided] == [first for first, _ in guided]
+    assert sum(first for first, _ in guided) >= 10

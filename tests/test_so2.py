@@ -1,14 +1,19 @@
 """SO2's perturbed value update: noise of the configured scale and clip on the TD target's next
-actions, against float64 numpy; off by default, so WSRL's target is untouched."""
+actions, against float64 numpy; off by default, so WSRL's target is untouched. Then the arm:
+its settings and one tiny run."""
 
 import dataclasses
+import json
 import math
 
 import jax
 import numpy as np
 import pytest
 
+import envs
+from conftest import tiny_config, untrained_checkpoint
 from numpy_reference import np_actor, np_ensemble, np_sample
+from wsrl_mjx import configs, finetune
 from wsrl_mjx.agents import sac
 from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.replay import Transition
@@ -59,9 +64,9 @@ def test_td_target_backs_up_the_perturbed_next_actions():
       next_observation=rng.normal(size=(BATCH, OBS)).astype(np.float32),
       terminal=rng.integers(0, 2, size=(BATCH,)).astype(np.float32))
   agent = sac.SAC(CONFIG)
-  params = agent.init_params(jax.random.PRNGKey(0))
+  params = jax.jit(agent.init_params)(jax.random.PRNGKey(0))
   key = jax.random.PRNGKey(7)
-  got = np.asarray(agent.td_target(params, batch, key), np.float64)
+  got = np.asarray(jax.jit(agent.td_target)(params, batch, key), np.float64)
 
   action_key, subset_key = jax.random.split(key)
   eps = np.asarray(jax.random.normal(action_key, (BATCH, ACT)), np.float64)
@@ -76,7 +81,7 @@ def test_td_target_backs_up_the_perturbed_next_actions():
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
   # The noise matters: without it the target is that of the unperturbed actions (WSRL's).
   plain = sac.SAC(dataclasses.replace(CONFIG, target_action_noise=0.0))
-  unperturbed = np.asarray(plain.td_target(params, batch, key), np.float64)
+  unperturbed = np.asarray(jax.jit(plain.td_target)(params, batch, key), np.float64)
   q_plain = np_ensemble(params.target_critic, batch.next_observation.astype(np.float64),
                         next_action)
   np.testing.assert_allclose(
@@ -91,3 +96,48 @@ def test_bad_noise_settings_are_refused_naming_the_field(noise, clip):
   with pytest.raises(ConfigError, match="config.target_action_noise"):
     sac.SAC(dataclasses.replace(CONFIG, target_action_noise=noise,
                                 target_action_noise_clip=clip))
+
+
+# --- the arm: `--config.method=so2` -------------------------------------------------------------
+
+@pytest.mark.parametrize("env_name", ["hopper-medium-v2", "antmaze-large-diverse-v2",
+                                      "pen-binary-v0"])
+def test_the_so2_option_sets_its_published_settings(env_name):
+  from launch.configs import finetune as finetune_config
+  config = finetune_config.get_config(f"{env_name},so2")
+  assert (config.method, config.utd, config.batch_size, config.target_action_noise,
+          config.target_action_noise_clip) == ("so2", 10, 2560, 0.3, 0.6)
+  assert config.warmup_steps == 5_000 and config.offline_data == "none"
+  # Without the option, WSRL's target is unperturbed.
+  assert finetune_config.get_config(env_name).target_action_noise == 0.0
+
+
+@pytest.fixture(scope="module")
+def pretrained(tmp_path_factory):
+  workdir = tmp_path_factory.mktemp("pretrained")
+  untrained_checkpoint(workdir, tiny_config())
+  return workdir
+
+
+def test_so2_without_its_noise_is_refused_before_anything_is_built(pretrained):
+  with pytest.raises(ConfigError, match=r"config.target_action_noise=0.0: config.method='so2' "
+                                        r"perturbs the TD target's next actions.*,so2"):
+    configs.validate(tiny_config(method="so2", pretrained=str(pretrained)))
+
+
+def test_so2_fine_tunes_the_pretrained_agent_with_perturbed_targets(pretrained, tmp_path):
+  # The tiny loop (utd 4, batch 64) with SO2's noise, 100 env steps.
+  config = tiny_config(method="so2", pretrained=str(pretrained), target_action_noise=0.3,
+                       target_action_noise_clip=0.6, online_steps=100, checkpoint_interval=100)
+  env, spec = envs.make(config.env_name)
+  programs = finetune.build_programs(config, env, spec)
+  assert programs.loop.agent.config.target_action_noise == 0.3
+  workdir = tmp_path
+  last = finetune.train_and_evaluate(config, workdir, programs)
+  assert last["env_step"] == 100      # updates from step index 65 (past max(warmup, batch 64))
+  np.testing.assert_array_equal(last["train"]["updates"], [35, 35])
+  assert np.all(np.isfinite(last["train"]["critic_loss"])) and last["diverged_seeds"] == []
+  saved = json.loads((workdir / "checkpoints/100/description/metadata").read_text())
+  assert saved["method"] == "so2"
+  assert (saved["agent"]["target_action_noise"], saved["agent"]["target_action_noise_clip"]
+          ) == (0.3, 0.6)

@@ -37,9 +37,10 @@ _FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
     (("num_seeds", "online_steps", "offline_steps", "steps_per_chunk", "eval_interval",
       "eval_episodes", "checkpoint_interval", "keep_checkpoints", "batch_size", "utd",
       "num_critics", "num_target_critics", "num_next_actions", "replay_capacity",
-      "cql_num_sampled_actions"),
+      "cql_num_sampled_actions", "jsrl_num_stages"),
      "a whole number >= 1", lambda v: _whole(v) and v >= 1),
-    (("warmup_steps", "episode_length", "solver_iterations", "solver_ls_iterations"),
+    (("warmup_steps", "episode_length", "solver_iterations", "solver_ls_iterations",
+      "jsrl_horizon"),
      "a whole number >= 0 (0: the default)", lambda v: _whole(v) and v >= 0),
     (("actor_learning_rate", "critic_learning_rate", "temperature_learning_rate", "cql_alpha",
       "cql_alpha_learning_rate", "iql_learning_rate", "iql_beta"),
@@ -51,7 +52,8 @@ _FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
     (("offline_data_ratio",), "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1),
     (("offline_sampling",), f"one of {', '.join(methods.SAMPLING)}",
      lambda v: v in methods.SAMPLING),
-    (("online_cql_alpha",), "a finite number >= 0", lambda v: _number(v) and v >= 0),
+    (("online_cql_alpha", "jsrl_tolerance", "target_action_noise", "target_action_noise_clip"),
+     "a finite number >= 0", lambda v: _number(v) and v >= 0),
     (("iql_expectile",), "a number in (0, 1)", lambda v: _number(v) and 0 < v < 1),
     (("iql_actor_dropout",), "a number in [0, 1)", lambda v: _number(v) and 0 <= v < 1),
     (("reward_scale", "reward_bias", "target_entropy", "negative_sparse_reward",
@@ -154,6 +156,15 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
         f"config.replay_capacity={config.replay_capacity} is below config.online_steps="
         f"{config.online_steps}: Cal-QL's buffer keeps every online transition (whole episodes "
         "for their Monte-Carlo returns, as the reference's ReplayBufferMC asserts).")
+  if method.name == "so2" and not config.target_action_noise > 0:
+    raise ConfigError(
+        f"config.target_action_noise={config.target_action_noise}: {name} perturbs the TD "
+        "target's next actions; set it (with target_action_noise_clip), or use "
+        f"--config=launch/configs/finetune.py:{config.env_name},so2 for SO2's settings.")
+  episode_length = config.episode_length or env_spec.episode_length
+  if method.name == "jsrl" and config.jsrl_horizon > episode_length:
+    raise ConfigError(f"config.jsrl_horizon={config.jsrl_horizon} is longer than an episode "
+                      f"({episode_length} steps); 0 starts the guide on whole episodes.")
   return method
 
 
@@ -188,7 +199,10 @@ def sac_config(config, env_spec: envs.EnvSpec) -> sac.SACConfig:
       num_next_actions=config.num_next_actions,
       subsample_with_replacement=config.subsample_with_replacement,
       step_all_optimizers=config.step_all_optimizers,
-      temperature_entropy=config.temperature_entropy)
+      temperature_entropy=config.temperature_entropy,
+      # Fine-tuning's SO2 fields (pretraining configs have none).
+      target_action_noise=config.get("target_action_noise", 0.0),
+      target_action_noise_clip=config.get("target_action_noise_clip", 0.0))
 
 
 def env_options(config, env_spec: envs.EnvSpec) -> dict[str, Any]:

@@ -20,7 +20,7 @@ import numpy as np
 from absl import logging
 
 import envs
-from wsrl_mjx import (checkpoint, configs, host_loop, learners, methods, offline, online,
+from wsrl_mjx import (checkpoint, configs, host_loop, jsrl, learners, methods, offline, online,
                       per_seed, pretrain, replay)
 from wsrl_mjx.agents import cql, sac
 from wsrl_mjx.errors import ConfigError
@@ -81,7 +81,8 @@ def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
       replay_capacity=replay_capacity(config, dataset_rows), episode_length=episode_length,
       eval_episodes=config.eval_episodes, action_clip=config.action_clip,
       offline_rows=offline_rows, update_floor=floor,
-      negative_sparse_reward=config.negative_sparse_reward)
+      negative_sparse_reward=config.negative_sparse_reward,
+      jump_start=jump_start_curriculum(config, episode_length))
   fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop, learner)
 
   def evaluate(actor_params, eval_key, env_step):
@@ -89,6 +90,50 @@ def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
 
   return host_loop.compile_seed_programs(fused, config.num_seeds, evaluate=evaluate,
                                          num_shared_run_args=int(_mixes(config)))
+
+
+def jump_start_curriculum(config, episode_length: int) -> jsrl.Curriculum | None:
+  """JSRL's curriculum where `config.method` is jsrl (`jsrl_*` fields), else None."""
+  if config.method != "jsrl":
+    return None
+  return jsrl.Curriculum(horizon=config.jsrl_horizon or episode_length,
+                         num_stages=config.jsrl_num_stages, tolerance=config.jsrl_tolerance)
+
+
+def jump_start_phase(programs: Programs) -> dict[str, Any]:
+  """A JSRL run's `host_loop.Phase` fields: `evaluate` scores the learner alone (h = 0, as every
+  arm is scored), and `after_evaluation` scores the combined policy (the guide for the current h
+  steps, then the learner; same episodes' keys) and moves the curriculum (`jsrl.advance`),
+  recording per seed that return, the new stage and the new h (`jsrl_guide_steps`)."""
+  curriculum = programs.loop.loop.jump_start
+  learner = programs.loop.learner
+  logging.info("JSRL: the pretrained actor (frozen) acts on each episode's first h steps, the "
+               "learner after; h starts at %d and drops by 1/%d of it at each evaluation whose "
+               "return (guide, then learner) is within %g x |best| of the best so far",
+               curriculum.horizon, curriculum.num_stages, curriculum.tolerance)
+
+  def policy(state, guide_steps):
+    return jsrl.GuidedPolicy(learner=learner.actor_params(state.agent),
+                             guide=state.jump_start.guide, guide_steps=guide_steps)
+
+  def evaluate(state):
+    return programs.evaluate(policy(state, jnp.zeros_like(state.jump_start.stage)),
+                             state.eval_key, state.env_step)
+
+  def after_evaluation(state):
+    current = state.jump_start
+    results = programs.evaluate(policy(state, jsrl.guide_steps(current.stage, curriculum)),
+                                state.eval_key, state.env_step)
+    guided_return = jnp.mean(results.returns, axis=1)
+    stage, best = jax.device_put(
+        jsrl.advance(current.stage, current.best_return, guided_return, curriculum),
+        programs.sharding)
+    state = state.replace(jump_start=current.replace(stage=stage, best_return=best))
+    return state, {"jsrl_guided_return": np.asarray(guided_return),
+                   "jsrl_stage": np.asarray(stage),
+                   "jsrl_guide_steps": np.asarray(jsrl.guide_steps(stage, curriculum))}
+
+  return dict(evaluate=evaluate, after_evaluation=after_evaluation)
 
 
 def load_pretrained(config, programs: Programs, env_spec):
@@ -344,4 +389,6 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       progress=(("train return", "train_return"), ("critic loss", "critic_loss"),
                 ("temperature", "temperature")),
       record_extras={"per_seed": seed_overrides})
+  if programs.loop.loop.jump_start is not None:
+    phase = dataclasses.replace(phase, **jump_start_phase(programs))
   return host_loop.run_phase(phase, workdir)

@@ -63,6 +63,18 @@ _SAC_SHAPED = ("calql", "cql", "sac")
 _OFFLINE_LEARNER_REFERENCE = {"utd": 1, "batch_size": 256, "warmup_steps": 0,
                               "offline_data": "none"}
 
+# SO2's published settings (github opendilab/SO2, `train.py` at commit 36f8274, the script for
+# its D4RL locomotion runs; the only family it publishes, so every family takes them): target
+# noise std 0.3 clipped to +-0.6 (`noise_sigma`, `noise_range`), 10 critic updates per env step
+# with one actor update (`update_per_collect` 10, `actor_update_freq` 10) on minibatches of
+# 256: here utd 10, batch 2,560 (the actor step takes the whole batch, as WSRL's UTD does).
+# SO2's own 10-critic (hopper: 50) EDAC ensemble and its offline-data mixing (90% of each
+# batch, `concat_online_ratio` 0.1) are not taken: the arm is SO2's update on WSRL's agent with
+# no offline data, WSRL's 5,000-step warmup kept (SO2's script also collects
+# `random_collect_size` 5,000 steps with its collect policy before its online updates).
+_SO2_SETTINGS = {"utd": 10, "batch_size": 2560, "target_action_noise": 0.3,
+                 "target_action_noise_clip": 0.6}
+
 METHODS: dict[str, Method] = {m.name: m for m in (
     Method(
         name="wsrl",
@@ -123,7 +135,9 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         paper="Uchendu et al. 2023, arXiv 2204.02372",
         figure="no-retention comparison",
         learner="sac", needs_checkpoint=True, checkpoint_algos=_SAC_SHAPED,
-        offline_data=("none",)),
+        offline_data=("none",),
+        # JSRL has no warmup of its own: its first stage (the guide on whole episodes) is one.
+        reference={"warmup_steps": 0}),
     Method(
         name="so2",
         summary="SO2: the pretrained agent fine-tuned with perturbed value updates (clipped noise "
@@ -131,7 +145,8 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         paper="Zhang et al. 2024, arXiv 2312.07685",
         figure="no-retention comparison",
         learner="sac", needs_checkpoint=True, checkpoint_algos=_SAC_SHAPED,
-        offline_data=("none",)),
+        offline_data=("none",),
+        reference=_SO2_SETTINGS),
 )}
 
 NAMES = tuple(METHODS)

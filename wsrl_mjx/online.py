@@ -140,10 +140,11 @@ class Online:
     agent = self.learner.init(agent_key, settings, pretrained, pretrained_optimizer)
     zero = jnp.zeros((), jnp.int32)
     jump_start = None
-    if self.loop.jump_start is not None:
-      if pretrained is None:
-        raise ValueError("JSRL needs a pretrained actor as its guide.")
-      jump_start = jsrl.start(pretrained.actor)
+    if self.loop.jump_start is not None:   # JSRL's guide: the checkpoint's actor, as it is
+      # (without a checkpoint, which `configs.validate` refuses for JSRL: the shapes, for a
+      # restore target)
+      jump_start = jsrl.start(self.learner.actor_params(agent) if pretrained is None
+                              else pretrained.actor)
     return TrainState(
         agent=agent,
         buffer=replay.create(self.loop.replay_capacity, self.env.observation_size,

@@ -68,6 +68,19 @@ def get_config(arg: str = "hopper-medium-v2"):
   add_offline_learner_fields(c, family)
   c.online_cql_alpha = family["cql_alpha"]
 
+  # JSRL (--config.method=jsrl; wsrl_mjx/jsrl.py): the checkpoint's actor, frozen, acts on each
+  # episode's first h steps and the learner after. h goes from jsrl_horizon to 0 in
+  # jsrl_num_stages equal steps, one step at each evaluation whose return (guide for h steps,
+  # then learner) is >= best - jsrl_tolerance x |best| (the best so far; the first sets it).
+  c.jsrl_horizon = 0            # h at the start; 0: the episode length
+  c.jsrl_num_stages = 10
+  c.jsrl_tolerance = 0.05
+  # SO2's perturbed value update (--config.method=so2; sac.perturb_target_actions): Gaussian
+  # noise of this std, clipped to +-target_action_noise_clip, on the TD target's next actions;
+  # 0: off. `,so2` sets SO2's published 0.3 and 0.6 with its update frequency (utd 10).
+  c.target_action_noise = 0.0
+  c.target_action_noise_clip = 0.0
+
   # Environment and replay.
   c.replay_capacity = 2_000_000  # capped at online_steps
   c.action_clip = family["action_clip"]
