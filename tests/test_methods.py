@@ -28,12 +28,13 @@ def marked_buffer(capacity, rows, first_reward):
       next_observation=jnp.zeros((rows, 2)), terminal=jnp.zeros(rows)))
 
 
-def sampler(offline_rows, batch_size=64):
+def sampler(offline_rows, batch_size=64, interleave=False):
   """An `Online` whose only use here is `sample_batch` (no env is stepped)."""
   agent = sac.SAC(sac.SACConfig(observation_size=2, action_size=1, utd=4,
                                 minibatch_size=batch_size // 4))
   loop = online.LoopConfig(replay_capacity=100, episode_length=10, eval_episodes=1,
-                           action_clip=1.0, offline_rows=offline_rows)
+                           action_clip=1.0, offline_rows=offline_rows,
+                           interleave_offline=interleave)
   return online.Online(env=None, agent=agent, loop=loop)
 
 
@@ -51,6 +52,13 @@ def test_rlpd_batches_are_exactly_half_offline_rows_after_the_online_half():
   # The online half never reaches past `online_rows` (Cal-QL leaves the running episode out).
   batch = fused.sample_batch(buffer, dataset, jax.random.PRNGKey(9), jnp.asarray(7))
   assert np.all(np.asarray(batch.reward)[:32] < 7)
+  # offline_interleave (RLPD's own code): rows alternate, so each of the 4 UTD minibatches of
+  # 16 rows is half offline.
+  batch = sampler(32, interleave=True).sample_batch(buffer, dataset, jax.random.PRNGKey(3),
+                                                    buffer.size)
+  reward = np.asarray(batch.reward)
+  assert np.all(reward[0::2] < 30) and np.all(reward[1::2] >= 1000)
+  assert [int(np.sum(part >= 1000)) for part in reward.reshape(4, 16)] == [8] * 4
 
 
 def test_without_offline_data_no_batch_row_comes_from_the_dataset():
@@ -181,6 +189,9 @@ def checkpoints(tmp_path_factory):
      r"config.init_critic \(or config.per_seed\): config.method='cql' continues the whole"),
     (dict(method="cql", pretrained="cql_pretrain", utd=1, offline_data="keep",
           offline_sampling="both"), ConfigError, r"config.offline_sampling='both': must be one of"),
+    (dict(method="rlpd", offline_data="keep", offline_data_ratio=0.25, offline_interleave=True,
+          dataset="/nonexistent/d.hdf5"), ConfigError,
+     r"config.offline_interleave alternates .* needs config.offline_data_ratio=0.5, not 0.25"),
     (dict(method="dqn"), ConfigError, r"config.method='dqn'; choose one of wsrl, sac, rlpd"),
 ])
 def test_what_an_arm_needs_is_checked_before_anything_is_built(checkpoints, overrides, error,

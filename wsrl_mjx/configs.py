@@ -114,6 +114,9 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
   if config.offline_data not in method.offline_data:
     raise ConfigError(f"config.offline_data={config.offline_data!r}: {name} takes "
                       f"{' or '.join(repr(v) for v in method.offline_data)}.")
+  if config.offline_interleave and config.offline_data_ratio != 0.5:
+    raise ConfigError(f"config.offline_interleave alternates offline and online rows: it needs "
+                      f"config.offline_data_ratio=0.5, not {config.offline_data_ratio}.")
   if method.needs_checkpoint and not config.pretrained:
     raise ConfigError(
         f"config.pretrained is empty but {name} starts from a pretrained agent "

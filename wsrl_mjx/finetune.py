@@ -30,7 +30,8 @@ from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401
 _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_capacity",
                   "num_critics", "num_target_critics", "actor_hidden_sizes", "critic_hidden_sizes",
                   "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained",
-                  "method", "offline_data", "offline_sampling", "offline_data_ratio")
+                  "method", "offline_data", "offline_sampling", "offline_data_ratio",
+                  "offline_interleave")
 
 
 def _appends(config) -> bool:
@@ -80,7 +81,8 @@ def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
   loop = online.LoopConfig(
       replay_capacity=replay_capacity(config, dataset_rows), episode_length=episode_length,
       eval_episodes=config.eval_episodes, action_clip=config.action_clip,
-      offline_rows=offline_rows, update_floor=floor,
+      offline_rows=offline_rows, interleave_offline=config.offline_interleave,
+      update_floor=floor,
       negative_sparse_reward=config.negative_sparse_reward)
   fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop, learner)
 
@@ -212,7 +214,8 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
     # Runs made before config.method existed were WSRL with a checkpoint, SAC without, and
     # kept no offline data.
     saved.setdefault("method", "wsrl" if saved.get("pretrained") else "sac")
-    for field in ("offline_data", "offline_sampling", "offline_data_ratio"):
+    for field in ("offline_data", "offline_sampling", "offline_data_ratio",
+                  "offline_interleave"):
       saved.setdefault(field, config[field])
   host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir)
 
