@@ -192,6 +192,7 @@ def checkpoints(tmp_path_factory):
     (dict(method="rlpd", offline_data="keep", offline_data_ratio=0.25, offline_interleave=True,
           dataset="/nonexistent/d.hdf5"), ConfigError,
      r"config.offline_interleave alternates .* needs config.offline_data_ratio=0.5, not 0.25"),
+    (dict(method="jsrl"), ConfigError, r"config.method='jsrl' is registered but not implemented"),
     (dict(method="dqn"), ConfigError, r"config.method='dqn'; choose one of wsrl, sac, rlpd"),
 ])
 def test_what_an_arm_needs_is_checked_before_anything_is_built(checkpoints, overrides, error,

@@ -48,6 +48,8 @@ class Method:
   # Only the learner's whole state continues (the offline learners): WSRL's per-part
   # initialisation switches (init_actor, ...) do not apply.
   init_switches: bool = True
+  # False: registered (its checks and docs), its behaviour not yet in this version; refused.
+  available: bool = True
 
   @property
   def offline_learner(self) -> bool:
@@ -127,11 +129,11 @@ METHODS: dict[str, Method] = {m.name: m for m in (
     _no_retention_arm(
         "jsrl", "Jump-start RL: the pretrained policy guides the first h steps of each episode, "
                 "the SAC learner acts after; h shrinks by JSRL's curriculum; no offline data",
-        "Uchendu et al. 2023, arXiv 2204.02372"),
+        "Uchendu et al. 2023, arXiv 2204.02372", available=False),
     _no_retention_arm(
         "so2", "SO2: the pretrained agent fine-tuned with perturbed value updates (clipped noise "
                "on the target's next actions) and a higher update frequency",
-        "Zhang et al. 2024, arXiv 2312.07685"),
+        "Zhang et al. 2024, arXiv 2312.07685", available=False),
 )}
 
 NAMES = tuple(METHODS)
