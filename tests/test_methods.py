@@ -256,7 +256,7 @@ def rlpd_run(random_hopper_dataset, tmp_path_factory):
 def test_rlpd_runs_from_scratch_on_half_offline_batches(rlpd_run, random_hopper_dataset):
   config, workdir, (programs, last) = rlpd_run
   assert programs.loop.loop.offline_rows == 32 and programs.loop.update_floor() == 32
-  # Updates from step index 51 (warmup 50 > the floor 32) to 99: 49 per seed.
+  # The last chunk (indices 50-99) updates from index 51 (warmup 50 > the floor 32): 49.
   assert records(workdir)[-1]["train"]["updates"] == [49, 49]
   assert np.all(np.isfinite(last["normalized_scores"]))
   saved = description(workdir, 100)
@@ -288,9 +288,10 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   config = tiny_config(method="calql", pretrained=str(calql_pretrained), offline_data="keep",
                        dataset=str(path), **ARM)
   programs, last = run_arm(config, tmp_path)
-  # The floor: max(64 - 32 online rows, the 40-step episode) = 40; updates at indices 41-99.
+  # The floor: max(64 - 32 online rows, the 40-step episode) = 40; the last chunk (indices
+  # 50-99) updates at every step.
   assert programs.loop.update_floor() == 40
-  assert records(tmp_path)[-1]["train"]["updates"] == [59, 59]
+  assert records(tmp_path)[-1]["train"]["updates"] == [50, 50]
   assert description(tmp_path, 100)["method"] == "calql"
   assert np.all(np.isfinite(last["returns"]))
   # The buffer's Monte-Carlo returns, recomputed in float64 from its rows: episodes end at
@@ -322,7 +323,7 @@ def test_cql_continues_online_without_the_data(cql_run, tmp_path):
   config = tiny_config(method="cql", pretrained=str(workdir), **ARM)
   programs, last = run_arm(config, tmp_path)
   assert programs.loop.loop.offline_rows == 0 and programs.loop.update_floor() == 64
-  assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]
+  assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]    # indices 65-99
   assert np.all(np.isfinite(records(tmp_path)[-1]["train"]["critic_loss"]))
   assert description(tmp_path, 100)["method"] == "cql"
 
