@@ -28,12 +28,13 @@ def marked_buffer(capacity, rows, first_reward):
       next_observation=jnp.zeros((rows, 2)), terminal=jnp.zeros(rows)))
 
 
-def sampler(offline_rows, batch_size=64):
+def sampler(offline_rows, batch_size=64, interleave=False):
   """An `Online` whose only use here is `sample_batch` (no env is stepped)."""
   agent = sac.SAC(sac.SACConfig(observation_size=2, action_size=1, utd=4,
                                 minibatch_size=batch_size // 4))
   loop = online.LoopConfig(replay_capacity=100, episode_length=10, eval_episodes=1,
-                           action_clip=1.0, offline_rows=offline_rows)
+                           action_clip=1.0, offline_rows=offline_rows,
+                           interleave_offline=interleave)
   return online.Online(env=None, agent=agent, loop=loop)
 
 
@@ -51,6 +52,13 @@ def test_rlpd_batches_are_exactly_half_offline_rows_after_the_online_half():
   # The online half never reaches past `online_rows` (Cal-QL leaves the running episode out).
   batch = fused.sample_batch(buffer, dataset, jax.random.PRNGKey(9), jnp.asarray(7))
   assert np.all(np.asarray(batch.reward)[:32] < 7)
+  # offline_interleave (RLPD's own code): rows alternate, so each of the 4 UTD minibatches of
+  # 16 rows is half offline.
+  batch = sampler(32, interleave=True).sample_batch(buffer, dataset, jax.random.PRNGKey(3),
+                                                    buffer.size)
+  reward = np.asarray(batch.reward)
+  assert np.all(reward[0::2] < 30) and np.all(reward[1::2] >= 1000)
+  assert [int(np.sum(part >= 1000)) for part in reward.reshape(4, 16)] == [8] * 4
 
 
 def test_without_offline_data_no_batch_row_comes_from_the_dataset():
@@ -181,6 +189,10 @@ def checkpoints(tmp_path_factory):
      r"config.init_critic \(or config.per_seed\): config.method='cql' continues the whole"),
     (dict(method="cql", pretrained="cql_pretrain", utd=1, offline_data="keep",
           offline_sampling="both"), ConfigError, r"config.offline_sampling='both': must be one of"),
+    (dict(method="rlpd", offline_data="keep", offline_data_ratio=0.25, offline_interleave=True,
+          dataset="/nonexistent/d.hdf5"), ConfigError,
+     r"config.offline_interleave alternates .* needs config.offline_data_ratio=0.5, not 0.25"),
+    (dict(method="jsrl"), ConfigError, r"config.pretrained is empty but config.method='jsrl'"),
     (dict(method="dqn"), ConfigError, r"config.method='dqn'; choose one of wsrl, sac, rlpd"),
 ])
 def test_what_an_arm_needs_is_checked_before_anything_is_built(checkpoints, overrides, error,
@@ -244,7 +256,7 @@ def rlpd_run(random_hopper_dataset, tmp_path_factory):
 def test_rlpd_runs_from_scratch_on_half_offline_batches(rlpd_run, random_hopper_dataset):
   config, workdir, (programs, last) = rlpd_run
   assert programs.loop.loop.offline_rows == 32 and programs.loop.update_floor() == 32
-  # Updates from step index 51 (warmup 50 > the floor 32) to 99: 49 per seed.
+  # The last chunk (indices 50-99) updates from index 51 (warmup 50 > the floor 32): 49.
   assert records(workdir)[-1]["train"]["updates"] == [49, 49]
   assert np.all(np.isfinite(last["normalized_scores"]))
   saved = description(workdir, 100)
@@ -276,9 +288,10 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   config = tiny_config(method="calql", pretrained=str(calql_pretrained), offline_data="keep",
                        dataset=str(path), **ARM)
   programs, last = run_arm(config, tmp_path)
-  # The floor: max(64 - 32 online rows, the 40-step episode) = 40; updates at indices 41-99.
+  # The floor: max(64 - 32 online rows, the 40-step episode) = 40; the last chunk (indices
+  # 50-99) updates at every step.
   assert programs.loop.update_floor() == 40
-  assert records(tmp_path)[-1]["train"]["updates"] == [59, 59]
+  assert records(tmp_path)[-1]["train"]["updates"] == [50, 50]
   assert description(tmp_path, 100)["method"] == "calql"
   assert np.all(np.isfinite(last["returns"]))
   # The buffer's Monte-Carlo returns, recomputed in float64 from its rows: episodes end at
@@ -310,7 +323,7 @@ def test_cql_continues_online_without_the_data(cql_run, tmp_path):
   config = tiny_config(method="cql", pretrained=str(workdir), **ARM)
   programs, last = run_arm(config, tmp_path)
   assert programs.loop.loop.offline_rows == 0 and programs.loop.update_floor() == 64
-  assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]
+  assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]    # indices 65-99
   assert np.all(np.isfinite(records(tmp_path)[-1]["train"]["critic_loss"]))
   assert description(tmp_path, 100)["method"] == "cql"
 

@@ -30,7 +30,8 @@ from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401
 _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_capacity",
                   "num_critics", "num_target_critics", "actor_hidden_sizes", "critic_hidden_sizes",
                   "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained",
-                  "method", "offline_data", "offline_sampling", "offline_data_ratio")
+                  "method", "offline_data", "offline_sampling", "offline_data_ratio",
+                  "offline_interleave")
 
 
 def _appends(config) -> bool:
@@ -53,6 +54,20 @@ def replay_capacity(config, dataset_rows: int = 0) -> int:
 Programs = host_loop.SeedPrograms   # `loop` is the `online.Online` of the run
 
 
+def _offline_rows(config) -> int:
+  """Rows of each batch from the dataset (`mixed`): the reference's int(batch * ratio)."""
+  return int(config.batch_size * config.offline_data_ratio) if _mixes(config) else 0
+
+
+def update_floor(config, episode_length: int) -> int:
+  """No update while the step index k <= max(warmup, this): the online part of a batch, and
+  for Cal-QL at least an episode (`finetune.py:111-115`, `min_steps_to_update`)."""
+  floor = config.batch_size - _offline_rows(config)
+  if methods.get(config.method).learner == "calql":
+    floor = max(floor, episode_length)
+  return floor
+
+
 def make_learner(config, env_spec):
   """The online learner of `config.method` (`learners`) and its checkpoint `agent` block."""
   method = methods.get(config.method)
@@ -72,15 +87,12 @@ def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
   where the arm writes it into its buffers (`append`)."""
   learner, _ = make_learner(config, env_spec)
   episode_length = config.episode_length or env_spec.episode_length
-  offline_rows = int(config.batch_size * config.offline_data_ratio) if _mixes(config) else 0
-  # finetune.py:111-115: updates wait for the online part of a batch, Cal-QL for an episode.
-  floor = config.batch_size - offline_rows
-  if learner.uses_mc_returns:
-    floor = max(floor, episode_length)
+  offline_rows = _offline_rows(config)
   loop = online.LoopConfig(
       replay_capacity=replay_capacity(config, dataset_rows), episode_length=episode_length,
       eval_episodes=config.eval_episodes, action_clip=config.action_clip,
-      offline_rows=offline_rows, update_floor=floor,
+      offline_rows=offline_rows, interleave_offline=config.offline_interleave,
+      update_floor=update_floor(config, episode_length),
       negative_sparse_reward=config.negative_sparse_reward,
       jump_start=jump_start_curriculum(config, episode_length))
   fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop, learner)
@@ -257,7 +269,8 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
     # Runs made before config.method existed were WSRL with a checkpoint, SAC without, and
     # kept no offline data.
     saved.setdefault("method", "wsrl" if saved.get("pretrained") else "sac")
-    for field in ("offline_data", "offline_sampling", "offline_data_ratio"):
+    for field in ("offline_data", "offline_sampling", "offline_data_ratio",
+                  "offline_interleave"):
       saved.setdefault(field, config[field])
   host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir)
 
@@ -285,19 +298,20 @@ def log_start(config, settings: online.SeedSettings) -> None:
     source = "the pretrained agent, frozen,"
   else:
     source = "the untrained agent"
-    logging.warning("config.pretrained is empty: the agent starts from random weights (SAC from "
-                    "scratch, WSRL's baseline), not from an offline-pretrained agent. Set "
-                    "--config.pretrained=RUN_DIR for WSRL.")
+    if method.name == "sac":
+      logging.warning("config.pretrained is empty: the agent starts from random weights (SAC "
+                      "from scratch, WSRL's baseline), not from an offline-pretrained agent. "
+                      "Set --config.method=wsrl --config.pretrained=RUN_DIR for WSRL.")
   # The step with index k (from 0) trains if k > max(warmup, floor) (online.py): the first
   # update comes once the buffer holds that floor + 2 transitions.
-  floor = config.batch_size - (int(config.batch_size * config.offline_data_ratio)
-                               if _mixes(config) else 0)
-  if method.learner == "calql":
-    floor = max(floor, config.episode_length or envs.spec(config.env_name).episode_length)
+  floor = update_floor(config, config.episode_length
+                       or envs.spec(config.env_name).episode_length)
   starts = sorted({max(int(k), floor) + 2 for k in np.ravel(settings.warmup_steps)})
-  logging.info("Warmup: %s collects into an empty replay buffer; updates (UTD %d) start once it "
+  buffer = ("a replay buffer holding the offline data" if _appends(config)
+            else "an empty replay buffer")
+  logging.info("Warmup: %s collects into %s; updates (UTD %d) start once it "
                "holds %s transitions (the reference's rule: the first step whose index exceeds "
-               "max(warmup_steps, batch_size))", source, config.utd,
+               "max(warmup_steps, the batch's online rows))", source, buffer, config.utd,
                " or ".join(f"{s:,}" for s in starts))
 
 

@@ -48,6 +48,8 @@ class Method:
   # Only the learner's whole state continues (the offline learners): WSRL's per-part
   # initialisation switches (init_actor, ...) do not apply.
   init_switches: bool = True
+  # False: registered (its checks and docs), its behaviour not yet in this version; refused.
+  available: bool = True
 
   @property
   def offline_learner(self) -> bool:
@@ -62,6 +64,25 @@ _SAC_SHAPED = ("calql", "cql", "sac")
 # batch 256, warmup 0: `finetune.py:59-65`) with the scripts' `--warmup_steps 0`.
 _OFFLINE_LEARNER_REFERENCE = {"utd": 1, "batch_size": 256, "warmup_steps": 0,
                               "offline_data": "none"}
+
+
+def _offline_method(name: str, summary: str, paper: str) -> Method:
+  """An offline learner (`name` is its algorithm) continued online from its own pretraining,
+  with or without its offline data."""
+  return Method(name=name, summary=summary, paper=paper,
+                figure="offline-RL fine-tuning with (keep) and without (none) the offline data",
+                learner=name, needs_checkpoint=True, checkpoint_algos=(name,),
+                offline_data=OFFLINE_DATA, reference=_OFFLINE_LEARNER_REFERENCE,
+                init_switches=False)
+
+
+def _no_retention_arm(name: str, summary: str, paper: str, **fields) -> Method:
+  """A baseline of the no-retention comparison on a pretrained SAC-shaped agent, no offline
+  data; `fields` (e.g. `reference`) as `Method`'s."""
+  return Method(name=name, summary=summary, paper=paper, figure="no-retention comparison",
+                learner="sac", needs_checkpoint=True, checkpoint_algos=_SAC_SHAPED,
+                offline_data=("none",), **fields)
+
 
 # SO2's published settings (github opendilab/SO2, `train.py` at commit 36f8274, the script for
 # its D4RL locomotion runs; the only family it publishes, so every family takes them): target
@@ -105,48 +126,27 @@ METHODS: dict[str, Method] = {m.name: m for m in (
         # --batch_size 1024 --warmup_steps 5000 (AntMaze: critic_subsample_size 1).
         reference={"utd": 4, "batch_size": 1024, "warmup_steps": 5000, "offline_data": "keep",
                    "offline_data_ratio": 0.5, "offline_sampling": "mixed"}),
-    Method(
-        name="calql",
-        summary="Cal-QL continued online from its pretraining with its own loss (CQL penalty, "
-                "Monte-Carlo lower bound from online episodes' returns)",
-        paper="Nakamoto et al. 2023, arXiv 2303.05479",
-        figure="offline-RL fine-tuning with (keep) and without (none) the offline data",
-        learner="calql", needs_checkpoint=True, checkpoint_algos=("calql",),
-        offline_data=OFFLINE_DATA, reference=_OFFLINE_LEARNER_REFERENCE, init_switches=False),
-    Method(
-        name="cql",
-        summary="CQL continued online from its pretraining with its own loss (CQL penalty)",
-        paper="Kumar et al. 2020, arXiv 2006.04779",
-        figure="offline-RL fine-tuning with (keep) and without (none) the offline data",
-        learner="cql", needs_checkpoint=True, checkpoint_algos=("cql",),
-        offline_data=OFFLINE_DATA, reference=_OFFLINE_LEARNER_REFERENCE, init_switches=False),
-    Method(
-        name="iql",
-        summary="IQL continued online from its pretraining with its own losses (expectile "
-                "value, advantage-weighted actor)",
-        paper="Kostrikov et al. 2021, arXiv 2110.06169",
-        figure="offline-RL fine-tuning with (keep) and without (none) the offline data",
-        learner="iql", needs_checkpoint=True, checkpoint_algos=("iql",),
-        offline_data=OFFLINE_DATA, reference=_OFFLINE_LEARNER_REFERENCE, init_switches=False),
-    Method(
-        name="jsrl",
-        summary="Jump-start RL: the pretrained policy guides the first h steps of each episode, "
+    _offline_method(
+        "calql", "Cal-QL continued online from its pretraining with its own loss (CQL penalty, "
+                 "Monte-Carlo lower bound from online episodes' returns)",
+        "Nakamoto et al. 2023, arXiv 2303.05479"),
+    _offline_method(
+        "cql", "CQL continued online from its pretraining with its own loss (CQL penalty)",
+        "Kumar et al. 2020, arXiv 2006.04779"),
+    _offline_method(
+        "iql", "IQL continued online from its pretraining with its own losses (expectile "
+               "value, advantage-weighted actor)",
+        "Kostrikov et al. 2021, arXiv 2110.06169"),
+    _no_retention_arm(
+        "jsrl", "Jump-start RL: the pretrained policy guides the first h steps of each episode, "
                 "the SAC learner acts after; h shrinks by JSRL's curriculum; no offline data",
-        paper="Uchendu et al. 2023, arXiv 2204.02372",
-        figure="no-retention comparison",
-        learner="sac", needs_checkpoint=True, checkpoint_algos=_SAC_SHAPED,
-        offline_data=("none",),
+        "Uchendu et al. 2023, arXiv 2204.02372",
         # JSRL has no warmup of its own: its first stage (the guide on whole episodes) is one.
         reference={"warmup_steps": 0}),
-    Method(
-        name="so2",
-        summary="SO2: the pretrained agent fine-tuned with perturbed value updates (clipped noise "
-                "on the target's next actions) and a higher update frequency",
-        paper="Zhang et al. 2024, arXiv 2312.07685",
-        figure="no-retention comparison",
-        learner="sac", needs_checkpoint=True, checkpoint_algos=_SAC_SHAPED,
-        offline_data=("none",),
-        reference=_SO2_SETTINGS),
+    _no_retention_arm(
+        "so2", "SO2: the pretrained agent fine-tuned with perturbed value updates (clipped noise "
+               "on the target's next actions) and a higher update frequency",
+        "Zhang et al. 2024, arXiv 2312.07685", reference=_SO2_SETTINGS),
 )}
 
 NAMES = tuple(METHODS)

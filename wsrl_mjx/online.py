@@ -103,6 +103,9 @@ class LoopConfig:
   # Offline data (`mixed` sampling): rows of each batch drawn from the dataset, the reference's
   # int(batch_size * offline_data_ratio) (finetune.py:347); 0: none.
   offline_rows: int = 0
+  # True: offline and online rows alternate (RLPD's own `combine`), so every UTD minibatch is
+  # half offline; False: the reference's concatenation (online rows first). Equal halves only.
+  interleave_offline: bool = False
   # Updates wait while the step index k <= max(warmup, update_floor); None: the batch size.
   update_floor: int | None = None
   # Cal-QL's Monte-Carlo returns of online episodes: the env's reward in a trajectory of a
@@ -169,13 +172,16 @@ class Online:
     """A training batch: `batch_size - offline_rows` rows from the first `online_rows` rows of
     the replay buffer, then `offline_rows` from `dataset` (the reference's `mixed` sampling
     concatenates online then offline rows, finetune.py:345-354; without offline rows, the
-    buffer alone)."""
+    buffer alone). With `interleave_offline` the rows alternate, online first."""
     size = self.learner.batch_size
     if not self.loop.offline_rows:
       return replay.sample(buffer, key, size, online_rows)
     online_key, offline_key = jax.random.split(key)
     online = replay.sample(buffer, online_key, size - self.loop.offline_rows, online_rows)
     offline = replay.sample(dataset, offline_key, self.loop.offline_rows)
+    if self.loop.interleave_offline:
+      return jax.tree.map(lambda a, b: jnp.stack([a, b], axis=1).reshape(-1, *a.shape[1:]),
+                          online, offline)
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), online, offline)
 
   def _clip(self, action):

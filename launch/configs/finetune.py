@@ -62,6 +62,10 @@ def get_config(arg: str = "hopper-medium-v2"):
   # "append": the dataset is written into each seed's replay buffer first (finetune.py:280).
   c.offline_sampling = "mixed"
   c.offline_data_ratio = 0.5    # mixed: the offline share of each batch (RLPD: 0.5)
+  # mixed: false (the reference): online rows, then offline rows, so with UTD 4 the first
+  # critic minibatches are online and the last offline; true: they alternate (RLPD's own
+  # code), every minibatch half offline. Needs offline_data_ratio 0.5.
+  c.offline_interleave = False
   add_data_fields(c, family)
   # calql, cql, iql: their own fields (families.py) and the CQL penalty's weight online
   # (the reference's online_cql_alpha; the family's offline alpha, autotuned on AntMaze).
