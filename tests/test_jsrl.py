@@ -11,8 +11,9 @@ import pytest
 
 import envs
 from conftest import checkpointed_agent, tiny_config, untrained_checkpoint
-from wsrl_mjx import checkpoint, finetune, jsrl, per_seed
+from wsrl_mjx import checkpoint, configs, finetune, jsrl, per_seed
 from wsrl_mjx.agents import sac
+from wsrl_mjx.errors import ConfigError
 
 
 def test_guide_steps_go_from_the_horizon_to_zero_in_equal_stages():
@@ -188,6 +189,13 @@ def test_a_killed_jsrl_run_resumes_with_its_curriculum(jsrl_run, tmp_path, monke
                checkpointed_agent(full_dir, 200))
 
 
+def test_resuming_with_another_curriculum_is_refused(jsrl_run):
+  programs, pretrained, _, workdir = jsrl_run
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"config.jsrl_num_stages=4 \(this one: 5\)"):
+    finetune.train_and_evaluate(jsrl_config(pretrained, jsrl_num_stages=5), workdir, programs)
+
+
 def test_the_loop_collects_with_the_guide_for_the_first_h_steps(jsrl_run):
   """A guide whose every action is tanh(-3) = -0.995 (std 1e-5) and a fresh learner (std 1):
   the stored actions say who acted. At stage 3 (h = 10), 50 steps without updates."""
@@ -216,3 +224,24 @@ def test_the_loop_collects_with_the_guide_for_the_first_h_steps(jsrl_run):
     assert step == int(np.asarray(state.episode.length)[seed])   # no row was left out
     assert [by_guide for _, by_guide in guided] == [first for first, _ in guided]
     assert sum(first for first, _ in guided) >= 10
+
+
+@pytest.mark.parametrize("field, value", [("jsrl_num_stages", 0), ("jsrl_horizon", -1),
+                                          ("jsrl_tolerance", -0.1),
+                                          ("jsrl_tolerance", float("nan"))])
+def test_a_bad_curriculum_setting_is_a_config_error_naming_the_field(field, value):
+  from launch.configs import finetune as finetune_config
+  config = finetune_config.get_config("hopper-medium-v2,demo,jsrl")
+  config[field] = value
+  with pytest.raises(ConfigError, match=rf"^config\.{field}="):
+    configs.validate(config)
+
+
+def test_a_horizon_longer_than_an_episode_is_refused():
+  from launch.configs import finetune as finetune_config
+  config = finetune_config.get_config("hopper-medium-v2,demo,jsrl")
+  configs.validate(config)                     # the shipped demo agent guides
+  config.jsrl_horizon = 1001
+  with pytest.raises(ConfigError, match=r"config.jsrl_horizon=1001 is longer than an episode "
+                                        r"\(1000 steps\)"):
+    configs.validate(config)

@@ -31,7 +31,8 @@ _RESUME_FIELDS = ("env_name", "num_seeds", "seed", "utd", "batch_size", "replay_
                   "num_critics", "num_target_critics", "actor_hidden_sizes", "critic_hidden_sizes",
                   "state_dependent_std", "layer_norm", "steps_per_chunk", "per_seed", "pretrained",
                   "method", "offline_data", "offline_sampling", "offline_data_ratio",
-                  "offline_interleave")
+                  "offline_interleave", "jsrl_horizon", "jsrl_num_stages", "jsrl_tolerance",
+                  "target_action_noise", "target_action_noise_clip")
 
 
 def _appends(config) -> bool:

@@ -13,17 +13,23 @@ What WSRL's comparison runs (arXiv 2412.07762): the pretrained policy is the gui
 offline data is kept. Its reference code does not include JSRL; its author describes it as the
 fine-tuning agent unchanged plus the roll-in logic in the loop (github zhouzypaul/wsrl issue
 #2). So here the learner is the fine-tuning agent initialised as WSRL's is (the whole
-checkpoint; the `init_*` switches apply), and the guide is the checkpoint's actor, frozen.
+checkpoint; the `init_*` switches apply), and the guide is the checkpoint's actor, frozen. The
+roll-in code that author points to (facebookresearch/ExPLORe, `train_finetuning.py`,
+`bc_pretrain_rollin`) is a randomised variant (an episode starts with the guide with some
+probability, which keeps acting each step with probability gamma); the hyperparameters of
+WSRL's JSRL runs are in its appendix, which could not be read from here. This module follows
+JSRL's own curriculum, as issue 20 asks.
 
 Choices this module makes that could not be checked against the papers' text from here (the
 JSRL appendix and WSRL's baseline appendix were not readable), each a config field:
 - H: the episode length (`jsrl_horizon` sets another, e.g. the guide's typical episode length);
-  n = 10 stages and tolerance 0.05, the defaults of public JSRL re-implementations (a JSRL
-  port to CORL's IQL, `JsrlTrainConfig`; a JSRL agent in a fork of WSRL's code, which advances
-  at >= 0.95 x best); both keep the best as the threshold's reference.
+  n = 10 stages and tolerance 0.05, as public JSRL re-implementations set them (a JSRL port to
+  CORL's IQL, `JsrlTrainConfig`: 10 stages, tolerance 0.05 in one version and 0.01 in another,
+  compared with a rolling mean of 5 evaluations; a JSRL agent in a fork of WSRL's code: 10
+  stages, advancing at >= 0.95 x the best return).
 - Threshold: the first evaluation (step 0, the guide alone at h = H) sets the best return; each
   later one advances a stage if its return >= best - tolerance |best| (|best|: rewards may be
-  negative), and the best becomes max(best, return). No rolling mean over evaluations.
+  negative), and the best becomes max(best, return), as that fork does. No rolling mean.
 - The combined policy's evaluation is deterministic (tanh of the mean) for both policies, like
   every evaluation here; while collecting, the guide samples from its stochastic policy as
   WSRL's warmup does.
