@@ -298,8 +298,9 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   # terminals or where the next row does not continue (a reset); the episode still running at
   # the end has none yet.
   settings, _ = finetune.per_seed.seed_settings(config)
+  pretrained, _ = finetune.load_pretrained_learner(config, programs, SPEC)
   state = programs.init(finetune.seed_keys(config), jax.tree.map(jnp.asarray, settings),
-                        None, None)
+                        jax.device_put(pretrained, programs.sharding), None)
   dataset = pretrain.dataset_on_device(pretrain.load_dataset(config, SPEC)[0],
                                       programs.sharding.mesh)
   for _ in range(2):
@@ -333,7 +334,7 @@ def test_iql_continues_online_with_the_data_appended(random_hopper_dataset, tmp_
   path, rows = random_hopper_dataset
   pretrained = pretrained_run(random_hopper_dataset, tmp_path_factory, "iql")
   config = tiny_config(method="iql", pretrained=str(pretrained), offline_data="keep",
-                       offline_sampling="append", dataset=str(path),
+                       offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
                        **dict(ARM, replay_capacity=2_000))
   programs, last = run_arm(config, tmp_path)
   kept = pretrain.load_dataset(config, SPEC)[0].size
