@@ -125,8 +125,8 @@ def test_a_curriculum_runs_down_to_the_learner_alone():
 def jsrl_config(pretrained, **overrides):
   # 4 stages of a 40-step episode: h = 40, 30, 20, 10, 0. A tolerance this large moves a stage
   # at every evaluation after the first (the threshold's cases are checked above).
-  return tiny_config(method="jsrl", pretrained=str(pretrained), jsrl_num_stages=4,
-                     jsrl_tolerance=1000.0, **overrides)
+  return tiny_config(**{"method": "jsrl", "pretrained": str(pretrained), "jsrl_num_stages": 4,
+                        "jsrl_tolerance": 1000.0, **overrides})
 
 
 @pytest.fixture(scope="module")
