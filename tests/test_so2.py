@@ -119,16 +119,6 @@ def pretrained(tmp_path_factory):
   return workdir
 
 
-@pytest.mark.parametrize("field, value", [("target_action_noise", -0.3),
-                                          ("target_action_noise_clip", float("nan"))])
-def test_a_bad_noise_field_is_a_config_error_naming_it(field, value):
-  from launch.configs import finetune as finetune_config
-  config = finetune_config.get_config("hopper-medium-v2,demo,so2")
-  config[field] = value
-  with pytest.raises(ConfigError, match=rf"^config\.{field}="):
-    configs.validate(config)
-
-
 def test_so2_without_its_noise_is_refused_before_anything_is_built(pretrained):
   with pytest.raises(ConfigError, match=r"config.target_action_noise=0.0: config.method='so2' "
                                         r"perturbs the TD target's next actions.*,so2"):
