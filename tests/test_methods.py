@@ -331,15 +331,34 @@ def test_iql_continues_online_with_the_data_appended(random_hopper_dataset, tmp_
                                                      tmp_path):
   path, rows = random_hopper_dataset
   pretrained = pretrained_run(random_hopper_dataset, tmp_path_factory, "iql")
-  config = tiny_config(method="iql", pretrained=str(pretrained), offline_data="keep",
-                       offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
-                       **dict(ARM, replay_capacity=2_000))
+  arm = dict(method="iql", pretrained=str(pretrained), offline_data="keep",
+             offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
+             **dict(ARM, replay_capacity=2_000))
+  config = tiny_config(**arm)
   programs, last = run_arm(config, tmp_path)
-  kept = pretrain.load_dataset(config, SPEC)[0].size
+  dataset = pretrain.load_dataset(config, SPEC)[0]
+  kept = dataset.size
   assert programs.loop.loop.replay_capacity == kept + 100
+  # Each seed's buffer holds the dataset in its first rows, then its 100 online transitions.
+  flat = ocp.CheckpointManager(tmp_path / "checkpoints").restore(
+      100, args=ocp.args.Composite(train_state=ocp.args.StandardRestore())).train_state
+  np.testing.assert_array_equal(flat["buffer__size"], [kept + 100] * 2)
+  for seed in range(2):
+    observation = np.asarray(flat["buffer__data__observation"][seed])
+    np.testing.assert_array_equal(observation[:kept], dataset.observations)
+    np.testing.assert_array_equal(np.asarray(flat["buffer__data__reward"][seed])[:kept],
+                                  dataset.rewards)
+    assert not np.any(np.all(observation[kept:] == 0, axis=-1))     # online rows written
   assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]
   saved = description(tmp_path, 100)
   assert saved["method"] == "iql" and saved["agent"]["policy"] == "gaussian"
   assert saved["replay_capacity"] == kept + 100
   assert not (tmp_path / "checkpoints/100/optimizer").exists()
   assert np.all(np.isfinite(last["returns"]))
+  # A pretraining of other networks, or of another reward transform, is refused by name.
+  for overrides, message in [
+      (dict(iql_hidden_sizes=(64, 64)), r"agent.hidden_sizes is \[32, 32\] but this run needs "
+                                        r"\[64, 64\]"),
+      (dict(reward_scale=2.0), r"agent.reward_scale is 1.0 but this run has 2.0")]:
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+      finetune.load_pretrained_learner(tiny_config(**dict(arm, **overrides)), programs, SPEC)
