@@ -8,6 +8,7 @@ import json
 import jax
 import jax.numpy as jnp
 import numpy as np
+import orbax.checkpoint as ocp
 import pytest
 
 import envs
@@ -248,7 +249,7 @@ def run_arm(config, workdir):
 def rlpd_run(random_hopper_dataset, tmp_path_factory):
   path, _ = random_hopper_dataset
   config = tiny_config(method="rlpd", offline_data="keep", dataset=str(path),
-                       **dict(ARM, utd=4, warmup_steps=50))
+                       per_seed="warmup_steps=50,60", **dict(ARM, utd=4))
   workdir = tmp_path_factory.mktemp("rlpd")
   return config, workdir, run_arm(config, workdir)
 
@@ -256,8 +257,9 @@ def rlpd_run(random_hopper_dataset, tmp_path_factory):
 def test_rlpd_runs_from_scratch_on_half_offline_batches(rlpd_run, random_hopper_dataset):
   config, workdir, (programs, last) = rlpd_run
   assert programs.loop.loop.offline_rows == 32 and programs.loop.update_floor() == 32
-  # The last chunk (indices 50-99) updates from index 51 (warmup 50 > the floor 32): 49.
-  assert records(workdir)[-1]["train"]["updates"] == [49, 49]
+  # The last chunk (indices 50-99) updates from index 51 (seed 0's warmup 50 > the floor 32):
+  # 49, and seed 1 (a per-seed warmup of 60) from index 61: 39.
+  assert records(workdir)[-1]["train"]["updates"] == [49, 39]
   assert np.all(np.isfinite(last["normalized_scores"]))
   saved = description(workdir, 100)
   assert saved["method"] == "rlpd" and saved["config"]["offline_data"] == "keep"
@@ -294,29 +296,25 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   assert records(tmp_path)[-1]["train"]["updates"] == [50, 50]
   assert description(tmp_path, 100)["method"] == "calql"
   assert np.all(np.isfinite(last["returns"]))
-  # The buffer's Monte-Carlo returns, recomputed in float64 from its rows: episodes end at
-  # terminals or where the next row does not continue (a reset); the episode still running at
-  # the end has none yet.
-  settings, _ = finetune.per_seed.seed_settings(config)
-  pretrained, _ = finetune.load_pretrained_learner(config, programs, SPEC)
-  state = programs.init(finetune.seed_keys(config), jax.tree.map(jnp.asarray, settings),
-                        jax.device_put(pretrained, programs.sharding), None)
-  dataset = pretrain.dataset_on_device(pretrain.load_dataset(config, SPEC)[0],
-                                      programs.sharding.mesh)
-  for _ in range(2):
-    state, _ = programs.run(state, dataset, 50)          # the run's compiled chunk
-  buffer = jax.tree.map(lambda x: np.asarray(x[0], np.float64), state.buffer.data)
-  size, running = int(state.buffer.size[0]), int(state.episode.stored[0])
+  # The buffer's Monte-Carlo returns (seed 0's, from the final checkpoint's train state),
+  # recomputed in float64 from its rows: episodes end at terminals or where the next row does
+  # not continue (a reset); the episode still running at the end has none yet.
+  flat = ocp.CheckpointManager(tmp_path / "checkpoints").restore(
+      100, args=ocp.args.Composite(train_state=ocp.args.StandardRestore())).train_state
+  column = lambda name: np.asarray(flat[f"buffer__data__{name}"][0], np.float64)
+  size, running = int(flat["buffer__size"][0]), int(flat["episode__stored"][0])
   assert size == 100 and 0 <= running < 40
-  ends = (buffer.terminal[:size - 1] > 0) | np.any(
-      buffer.next_observation[:size - 1] != buffer.observation[1:size], axis=-1)
+  observation, next_observation = column("observation"), column("next_observation")
+  ends = (column("terminal")[:size - 1] > 0) | np.any(
+      next_observation[:size - 1] != observation[1:size], axis=-1)
   starts = np.concatenate([[0], np.flatnonzero(ends) + 1])
   stops = np.concatenate([np.flatnonzero(ends) + 1, [size]])
-  assert stops[-1] - starts[-1] == running
+  assert stops[-1] - starts[-1] == running and len(starts) > 2
+  reward, mc_return = column("reward"), column("mc_return")
   for start, stop in zip(starts[:-1], stops[:-1]):
-    np.testing.assert_allclose(buffer.mc_return[start:stop], hand_worked_returns(
-        buffer.reward[start:stop], SPEC.reward_scale, SPEC.reward_bias, 0.99), rtol=1e-5,
-        atol=1e-5)
+    np.testing.assert_allclose(mc_return[start:stop], hand_worked_returns(
+        reward[start:stop], SPEC.reward_scale, SPEC.reward_bias, 0.99), rtol=1e-5, atol=1e-5)
+  assert np.all(mc_return[stops[-2]:size] == 0)       # the running episode's rows: none yet
 
 
 def test_cql_continues_online_without_the_data(cql_run, tmp_path):
@@ -333,15 +331,34 @@ def test_iql_continues_online_with_the_data_appended(random_hopper_dataset, tmp_
                                                      tmp_path):
   path, rows = random_hopper_dataset
   pretrained = pretrained_run(random_hopper_dataset, tmp_path_factory, "iql")
-  config = tiny_config(method="iql", pretrained=str(pretrained), offline_data="keep",
-                       offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
-                       **dict(ARM, replay_capacity=2_000))
+  arm = dict(method="iql", pretrained=str(pretrained), offline_data="keep",
+             offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
+             **dict(ARM, replay_capacity=2_000))
+  config = tiny_config(**arm)
   programs, last = run_arm(config, tmp_path)
-  kept = pretrain.load_dataset(config, SPEC)[0].size
+  dataset = pretrain.load_dataset(config, SPEC)[0]
+  kept = dataset.size
   assert programs.loop.loop.replay_capacity == kept + 100
+  # Each seed's buffer holds the dataset in its first rows, then its 100 online transitions.
+  flat = ocp.CheckpointManager(tmp_path / "checkpoints").restore(
+      100, args=ocp.args.Composite(train_state=ocp.args.StandardRestore())).train_state
+  np.testing.assert_array_equal(flat["buffer__size"], [kept + 100] * 2)
+  for seed in range(2):
+    observation = np.asarray(flat["buffer__data__observation"][seed])
+    np.testing.assert_array_equal(observation[:kept], dataset.observations)
+    np.testing.assert_array_equal(np.asarray(flat["buffer__data__reward"][seed])[:kept],
+                                  dataset.rewards)
+    assert not np.any(np.all(observation[kept:] == 0, axis=-1))     # online rows written
   assert records(tmp_path)[-1]["train"]["updates"] == [35, 35]
   saved = description(tmp_path, 100)
   assert saved["method"] == "iql" and saved["agent"]["policy"] == "gaussian"
   assert saved["replay_capacity"] == kept + 100
   assert not (tmp_path / "checkpoints/100/optimizer").exists()
   assert np.all(np.isfinite(last["returns"]))
+  # A pretraining of other networks, or of another reward transform, is refused by name.
+  for overrides, message in [
+      (dict(iql_hidden_sizes=(64, 64)), r"agent.hidden_sizes is \[32, 32\] but this run needs "
+                                        r"\[64, 64\]"),
+      (dict(reward_scale=2.0), r"agent.reward_scale is 1.0 but this run has 2.0")]:
+    with pytest.raises(checkpoint.CheckpointError, match=message):
+      finetune.load_pretrained_learner(tiny_config(**dict(arm, **overrides)), programs, SPEC)

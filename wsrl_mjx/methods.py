@@ -61,7 +61,7 @@ class Method:
 _SAC_SHAPED = ("calql", "cql", "sac")
 
 # The reference's offline learners continued online: `finetune.py` flag defaults (utd 1,
-# batch 256, warmup 0: `finetune.py:59-65`) with the scripts' `--warmup_steps 0`.
+# batch 256, warmup 0: `finetune.py:58-65`) with the scripts' `--warmup_steps 0`.
 _OFFLINE_LEARNER_REFERENCE = {"utd": 1, "batch_size": 256, "warmup_steps": 0,
                               "offline_data": "none"}
 
