@@ -13,7 +13,7 @@ import pytest
 
 import envs
 from conftest import tiny_config, tiny_pretrain_config
-from wsrl_mjx import checkpoint, configs, finetune, methods, online, pretrain, replay
+from wsrl_mjx import checkpoint, configs, finetune, methods, offline, online, pretrain, replay
 from wsrl_mjx.agents import sac
 from wsrl_mjx.errors import ConfigError
 
@@ -217,7 +217,6 @@ def test_calql_refuses_a_buffer_that_cannot_keep_every_episode(checkpoints):
 # Fine-tuning at the tiny size, shortened: 100 env steps in two chunks, one evaluation at the end.
 ARM = dict(online_steps=100, eval_interval=100, checkpoint_interval=100, warmup_steps=0,
            replay_capacity=200, utd=1)
-PRETRAIN = dict(offline_steps=50, eval_interval=50, checkpoint_interval=50)
 
 
 def records(workdir):
@@ -228,10 +227,25 @@ def description(workdir, step):
   return json.loads((workdir / f"checkpoints/{step}/description/metadata").read_text())
 
 
-def pretrained_run(random_hopper_dataset, tmp_path_factory, algo):
+def untrained_pretraining(random_hopper_dataset, tmp_path_factory, algo):
+  """A pretraining checkpoint of `algo` as `launch.pretrain` writes it (its description, the
+  whole learner as train_state), holding freshly initialised learners: continuing one online
+  needs no trained one, and no MJX program compiles here (the pretraining itself:
+  tests/test_pretrain.py)."""
   path, _ = random_hopper_dataset
+  config = tiny_pretrain_config(path, algo=algo)
+  spec = pretrain.env_spec_for(config)
+  learner, block = configs.make_learner(config, spec)
+  reader = offline.Offline(env=None, learner=learner, batch_size=0, eval_episodes=0,
+                           episode_length=0, action_clip=1.0)
+  state = jax.jit(jax.vmap(reader.init))(finetune.seed_keys(config))
   workdir = tmp_path_factory.mktemp(f"{algo}_pretrain")
-  pretrain.train_and_evaluate(tiny_pretrain_config(path, algo=algo, **PRETRAIN), workdir)
+  saver = checkpoint.RunCheckpoints(workdir, step_unit="gradient_step")
+  saver.save(1, state, learner.handoff_params(state.learner),
+             pretrain.run_description(config, spec, block, str(path),
+                                      pretrain.load_dataset(config, spec)[0].size),
+             None if algo == "iql" else learner.handoff_optimizer(state.learner))
+  saver.close()
   return workdir
 
 
@@ -281,7 +295,7 @@ def test_resuming_a_run_with_another_method_is_refused(rlpd_run):
 
 @pytest.fixture(scope="module")
 def calql_pretrained(random_hopper_dataset, tmp_path_factory):
-  return pretrained_run(random_hopper_dataset, tmp_path_factory, "calql")
+  return untrained_pretraining(random_hopper_dataset, tmp_path_factory, "calql")
 
 
 def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns(
@@ -317,8 +331,9 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   assert np.all(mc_return[stops[-2]:size] == 0)       # the running episode's rows: none yet
 
 
-def test_cql_continues_online_without_the_data(cql_run, tmp_path):
-  workdir, _ = cql_run
+def test_cql_continues_online_without_the_data(random_hopper_dataset, tmp_path_factory,
+                                              tmp_path):
+  workdir = untrained_pretraining(random_hopper_dataset, tmp_path_factory, "cql")
   config = tiny_config(method="cql", pretrained=str(workdir), **ARM)
   programs, last = run_arm(config, tmp_path)
   assert programs.loop.loop.offline_rows == 0 and programs.loop.update_floor() == 64
@@ -330,7 +345,7 @@ def test_cql_continues_online_without_the_data(cql_run, tmp_path):
 def test_iql_continues_online_with_the_data_appended(random_hopper_dataset, tmp_path_factory,
                                                      tmp_path):
   path, rows = random_hopper_dataset
-  pretrained = pretrained_run(random_hopper_dataset, tmp_path_factory, "iql")
+  pretrained = untrained_pretraining(random_hopper_dataset, tmp_path_factory, "iql")
   arm = dict(method="iql", pretrained=str(pretrained), offline_data="keep",
              offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
              **dict(ARM, replay_capacity=2_000))

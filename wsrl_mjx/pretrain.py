@@ -71,6 +71,17 @@ def build_programs(config, env, env_spec: envs.EnvSpec, learner) -> Programs:
   return host_loop.compile_seed_programs(fused, config.num_seeds, num_shared_run_args=1)
 
 
+def run_description(config, env_spec: envs.EnvSpec, agent_block: dict, source: str,
+                    num_transitions: int) -> dict[str, Any]:
+  """The checkpoints' description of a pretraining: what fine-tuning checks before it starts
+  from one (`algo`, the task, the agent's shapes and reward transform)."""
+  return {
+      "kind": "wsrl-mjx pretrain", "algo": config.algo,
+      "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
+      "dataset": source, "dataset_transitions": int(num_transitions),
+      "num_seeds": config.num_seeds, "agent": agent_block, "config": config.to_dict()}
+
+
 def train_and_evaluate(config, workdir: str | pathlib.Path,
                        programs: Programs | None = None) -> dict[str, Any]:
   """Pretrains `config.num_seeds` seeds; resumes from `workdir` if it holds a checkpoint."""
@@ -93,11 +104,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
   def check_resumable(description):
     host_loop.check_same_fields(description.get("config", {}), config, _RESUME_FIELDS, workdir)
 
-  description = {
-      "kind": "wsrl-mjx pretrain", "algo": config.algo,
-      "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
-      "dataset": source, "dataset_transitions": int(num_transitions),
-      "num_seeds": config.num_seeds, "agent": agent_block, "config": config.to_dict()}
+  description = run_description(config, env_spec, agent_block, source, num_transitions)
   phase = host_loop.Phase(
       unit="gradient_step", total_steps=config.offline_steps,
       steps_per_chunk=config.steps_per_chunk, eval_interval=config.eval_interval,
