@@ -11,6 +11,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from launch import runtime
+from launch.configs import finetune as finetune_config
 from wsrl_mjx import finetune
 
 _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning configuration.",
@@ -18,8 +19,8 @@ _CONFIG = config_flags.DEFINE_config_file("config", None, "Fine-tuning configura
 _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed if it exists).")
 flags.mark_flags_as_required(["config", "workdir"])
 
-
-main = runtime.phase_main(finetune.train_and_evaluate, _CONFIG, _WORKDIR)
+main = runtime.phase_main(finetune.train_and_evaluate, _CONFIG, _WORKDIR,
+                          config_of=finetune_config.from_flag)
 
 
 if __name__ == "__main__":

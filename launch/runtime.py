@@ -124,18 +124,19 @@ def run(main) -> None:
   app.run(guarded, flags_parser=_parse_flags)
 
 
-def phase_main(train_and_evaluate, config_flag, workdir_flag):
+def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
   """The absl `main` of a training phase's launcher (launch/pretrain.py, launch/finetune.py):
   `configure()`, then `train_and_evaluate(config, workdir)` with the flags' values (which logs
-  the final scores and the seeds that diverged)."""
+  the final scores and the seeds that diverged). `config_of(config_flag)`, where given, makes
+  the config from the flag (default: its value)."""
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    config = config_flag.value
     try:
-      config.to_dict()   # ml_collections defers the error of a file it could not load to a use
+      config_flag.value.to_dict()   # ml_collections defers a file's load error to a use
     except OSError as error:
       raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
     configure()
+    config = config_of(config_flag) if config_of else config_flag.value
     train_and_evaluate(config, workdir_flag.value)
   return main

@@ -167,3 +167,30 @@ def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(cap
   demo.online_steps = 502                                      # index 501 is its last step
   configs.validate(demo)
   assert not caplog.records
+
+
+def _parsed_config_flag(*arguments):
+  from absl import flags
+  from ml_collections import config_flags
+  argv = ["finetune", f"--config={finetune_config.__file__}:hopper-medium-v2", *arguments]
+  flag_values = flags.FlagValues()
+  config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
+                                  sys_argv=argv)
+  flag_values(argv)
+  return flag_values["config"]
+
+
+def test_a_method_flag_brings_its_reference_settings_to_the_fields_no_flag_sets():
+  # `--config.method=calql` as `:hopper-medium-v2,calql`: the reference's utd 1, batch 256 and
+  # no warmup (methods.py), except what the command line sets itself.
+  config = finetune_config.from_flag(_parsed_config_flag("--config.method=calql",
+                                                         "--config.batch_size=512"))
+  assert (config.method, config.utd, config.batch_size, config.warmup_steps) == \
+      ("calql", 1, 512, 0)
+  assert config.to_dict() == dict(
+      finetune_config.get_config("hopper-medium-v2,calql").to_dict(), batch_size=512)
+  # Without --config.method the file's values stand, whatever else is set.
+  config = finetune_config.from_flag(_parsed_config_flag("--config.utd=2"))
+  assert (config.method, config.utd, config.batch_size) == ("wsrl", 2, 1024)
+  with pytest.raises(ConfigError, match="config.method='nope'"):
+    finetune_config.from_flag(_parsed_config_flag("--config.method=nope"))

@@ -68,6 +68,14 @@ _FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
 )
 
 
+def env_spec_of(config) -> envs.EnvSpec:
+  """The spec of `config.env_name`; ConfigError naming the field (with suggestions) if unknown."""
+  try:
+    return envs.spec(config.env_name)
+  except ValueError as error:
+    raise ConfigError(f"config.env_name: {error}") from None
+
+
 def validate(config) -> envs.EnvSpec:
   """Checks every field of a launch config of either phase (`launch/configs/finetune.py`,
   `pretrain.py`) before anything is built or compiled, and returns the env's spec.
@@ -80,10 +88,7 @@ def validate(config) -> envs.EnvSpec:
   where a fine-tuning run would end before its first update. Schedules need not line up with
   `steps_per_chunk` (host_loop.chunk_lengths).
   """
-  try:
-    env_spec = envs.spec(config.env_name)
-  except ValueError as error:
-    raise ConfigError(f"config.env_name: {error}") from None
+  env_spec = env_spec_of(config)
   for fields, requirement, check in _FIELD_RULES:
     for field in fields:
       if field in config and not check(config[field]):

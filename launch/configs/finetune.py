@@ -2,19 +2,20 @@
 
 `<env-name>` is a D4RL dataset name (`hopper-medium-v2`) or a task (`hopper`). Appending `,demo`
 gives a run of a few thousand steps that finishes in minutes on a CPU. `--config.method` chooses
-the arm (WSRL by default; `wsrl_mjx/methods.py`, README "Methods"); appending `,<method>`
-instead also sets the settings the WSRL reference's script for that arm uses (e.g. `,calql`:
-utd 1, batch 256, no warmup). Any field can be overridden on the command line:
+the arm (WSRL by default; `wsrl_mjx/methods.py`, README "Methods") and brings the settings the
+WSRL reference's script for that arm uses (e.g. calql: utd 1, batch 256, no warmup) to every
+field the command line does not set (`from_flag`); appending `,<method>` does the same. Any field can be overridden on the command line:
 `--config.num_seeds=64 --config.warmup_steps=0`.
 """
 
-from ml_collections import config_dict
+from absl import logging
+from ml_collections import config_dict, config_flags
 
 import envs
 from launch.configs.families import (DEMO_AGENTS, FAMILIES, add_agent_fields, add_data_fields,
                                      add_demo_fields, add_offline_learner_fields,
                                      parse_config_arg)
-from wsrl_mjx import methods
+from wsrl_mjx import configs, methods
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -115,3 +116,31 @@ def get_config(arg: str = "hopper-medium-v2"):
     c.method = name
     c.update(methods.reference_settings(name, env_spec.family))
   return c
+
+
+def with_method_settings(config, overridden) -> list[str]:
+  """Applies the reference's settings of `config.method` (`methods.reference_settings`) to the
+  fields the command line did not set, so `--config.method=calql` runs as `:<env>,calql` does.
+
+  `overridden`: the field names the command line set (`--config.<field>=`). Does nothing unless
+  `method` is one of them. Returns the fields it changed, sorted. Raises ConfigError for an
+  unknown method (naming config.method) or env.
+  """
+  if "method" not in overridden:
+    return []
+  settings = methods.reference_settings(config.method, configs.env_spec_of(config).family)
+  changed = sorted(k for k, v in settings.items() if k not in overridden and config[k] != v)
+  config.update({k: settings[k] for k in changed})
+  return changed
+
+
+def from_flag(config_flag):
+  """The config a `--config` flag gives (`launch.finetune`), with `--config.method=<m>` bringing
+  that arm's reference settings to every field the command line leaves alone
+  (`with_method_settings`); logs what it changed."""
+  config = config_flag.value
+  changed = with_method_settings(config, set(config_flags.get_override_values(config_flag)))
+  if changed:
+    logging.info("--config.method=%s brings the reference's settings for that arm: %s",
+                 config.method, ", ".join(f"{k}={config[k]}" for k in changed))
+  return config
