@@ -118,9 +118,6 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
   exists), and the settings its learner takes. Returns the method."""
   method = methods.get(config.method)
   name = f"config.method={method.name!r}"
-  if not method.available:
-    raise ConfigError(f"{name} is registered but not implemented in this version; choose one "
-                      f"of {', '.join(n for n, m in methods.METHODS.items() if m.available)}.")
   if config.offline_data not in method.offline_data:
     raise ConfigError(f"config.offline_data={config.offline_data!r}: {name} takes "
                       f"{' or '.join(repr(v) for v in method.offline_data)}.")

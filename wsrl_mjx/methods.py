@@ -48,8 +48,6 @@ class Method:
   # Only the learner's whole state continues (the offline learners): WSRL's per-part
   # initialisation switches (init_actor, ...) do not apply.
   init_switches: bool = True
-  # False: registered (its checks and docs), its behaviour not yet in this version; refused.
-  available: bool = True
 
   @property
   def offline_learner(self) -> bool:
