@@ -43,7 +43,8 @@ def get_config(arg: str = "hopper-medium-v2"):
   # False: the penalty falls on num_target_critics critics drawn per step (the reference with
   # its ensemble); true: on every critic.
   c.cql_penalty_on_all_critics = False
-  c.cql_importance_sample = True  # importance-weight the sampled actions' logsumexp
+  # Importance-weight the sampled actions' logsumexp (the reference: off for kitchen).
+  c.cql_importance_sample = family.get("cql_importance_sample", True)
   c.cql_temperature = 1.0       # the penalty's logsumexp temperature
 
   # IQL.
