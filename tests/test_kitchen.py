@@ -1,0 +1,210 @@
+"""Franka Kitchen: the registry's facts, D4RL's observation layout per task, each element's
+completion test on hand-set states, the fork's reward (each element counted once) and the end at
+4, the action mapping, and the MJX model against D4RL's in C MuJoCo.
+
+The facts are written out here from D4RL's files (`d4rl/kitchen/kitchen_envs.py:9-27,94-98`,
+`adept_envs/franka/kitchen_multitask_v0.py`, `robot/franka_config.xml`), not read from
+envs/kitchen.py. One physics step compiles once (module fixture, about a minute cold).
+"""
+
+import jax
+import jax.numpy as jnp
+import mujoco
+import numpy as np
+import pytest
+
+import envs
+from envs import kitchen
+
+D4RL_INDICES = {"bottom burner": [11, 12], "top burner": [15, 16], "light switch": [17, 18],
+                "slide cabinet": [19], "hinge cabinet": [20, 21], "microwave": [22],
+                "kettle": [23, 24, 25, 26, 27, 28, 29]}
+D4RL_GOALS = {"bottom burner": [-0.88, -0.01], "top burner": [-0.92, -0.01],
+              "light switch": [-0.69, -0.05], "slide cabinet": [0.37], "hinge cabinet": [0.0, 1.45],
+              "microwave": [-0.75], "kettle": [-0.23, 0.75, 1.62, 0.99, 0.0, 0.0, -0.06]}
+D4RL_ELEMENTS = {
+    "kitchen-complete": ["microwave", "kettle", "light switch", "slide cabinet"],
+    "kitchen-partial": ["microwave", "kettle", "light switch", "slide cabinet"],
+    "kitchen-mixed": ["microwave", "kettle", "bottom burner", "light switch"],
+}
+D4RL_INIT_QPOS_HEAD = [0.148388023, -1.76848573, 1.84390296, -2.4768576, 0.260252026]
+
+
+@pytest.fixture(scope="module")
+def complete_env():
+  """kitchen-complete with its step compiled once."""
+  env = kitchen.Kitchen("kitchen-complete")
+  return env, jax.jit(env.step), jax.jit(env.reset_to)
+
+
+@pytest.mark.parametrize("name,task", [
+    ("kitchen-complete-v0", "kitchen-complete"), ("kitchen-partial-v1", "kitchen-partial"),
+    ("kitchen-mixed-v0", "kitchen-mixed"), ("D4RL/kitchen/mixed-v2", "kitchen-mixed"),
+    ("D4RL/kitchen/complete-v2", "kitchen-complete")])
+def test_registry_facts(name, task):
+  spec = envs.spec(name)
+  assert (spec.task, spec.family) == (task, "kitchen")
+  assert (spec.observation_size, spec.action_size, spec.episode_length) == (60, 9, 280)
+  assert (spec.reward_scale, spec.reward_bias) == (1.0, -4.0)
+  assert spec.score_is_success_rate and spec.reward_values is None
+  # WSRL's score: the fraction of the 4 elements done at the end, x 100.
+  np.testing.assert_allclose(spec.normalized_score([0.0, 0.0, 0.0], [0.25, 0.75, 1.0]),
+                             [25.0, 75.0, 100.0])
+  assert list(kitchen.TASKS[task].elements) == D4RL_ELEMENTS[task]
+  if name.startswith("D4RL/"):
+    assert spec.dataset_file is None
+  else:
+    assert spec.dataset_file.endswith("-v0.hdf5")
+
+
+def d4rl_goal(task):
+  goal = np.zeros(30)
+  for element in D4RL_ELEMENTS[task]:
+    goal[D4RL_INDICES[element]] = D4RL_GOALS[element]
+  return goal
+
+
+@pytest.mark.parametrize("task", sorted(D4RL_ELEMENTS))
+def test_observation_layout_per_task(task):
+  env = kitchen.Kitchen(task)
+  qpos = np.random.default_rng(0).normal(size=env.mj_model.nq).astype(np.float32)
+  observation = np.asarray(env.observe(jnp.asarray(qpos), None))
+  assert observation.shape == (60,)
+  np.testing.assert_array_equal(observation[:30], qpos[:30])      # 9 robot + 21 object
+  np.testing.assert_allclose(observation[30:], d4rl_goal(task), atol=1e-7)
+  # With the noise: each coordinate within 0.1 x its franka_config.xml amplitude, goal exact.
+  noisy = np.asarray(env.observe(jnp.asarray(qpos), jax.random.PRNGKey(1)))
+  amplitude = 0.1 * np.array([0.1] * 9 + [0.005] * 2 + [0.0005] * 6 + [0.005] * 3 + [0.1] * 3
+                             + [0.005] * 3 + [0.1] * 3 + [0.005])
+  error = np.abs(noisy[:30] - qpos[:30])
+  assert np.all(error <= amplitude * (1 + 1e-5) + 1e-7) and np.all(error > 0)
+  assert error.max() > 0.5 * amplitude.max()
+  np.testing.assert_array_equal(noisy[30:], observation[30:])
+
+
+@pytest.mark.parametrize("task", sorted(D4RL_ELEMENTS))
+def test_each_elements_completion_on_hand_set_states(task):
+  goal = d4rl_goal(task)
+  for k, element in enumerate(D4RL_ELEMENTS[task]):
+    index = D4RL_INDICES[element]
+    direction = np.ones(len(index)) / np.sqrt(len(index))
+    for offset, expected in ((0.0, True), (0.29, True), (0.31, False), (1.0, False)):
+      observation = np.concatenate([np.zeros(30), goal])
+      observation[index] = np.asarray(D4RL_GOALS[element]) + offset * direction
+      # the other elements far from their goals
+      for other in D4RL_ELEMENTS[task]:
+        if other != element:
+          observation[D4RL_INDICES[other]] = np.asarray(D4RL_GOALS[other]) + 1.0
+      done = np.asarray(kitchen.elements_done(jnp.asarray(observation, jnp.float32), task))
+      assert done.tolist() == [expected if j == k else False for j in range(4)], (element, offset)
+
+
+def test_reward_counts_each_element_once_and_never_takes_it_back():
+  task = "kitchen-complete"
+  goal = d4rl_goal(task)
+  far = np.concatenate([np.zeros(30), goal])
+  for element in D4RL_ELEMENTS[task]:
+    far[D4RL_INDICES[element]] = np.asarray(D4RL_GOALS[element]) + 1.0
+
+  def at_goal(*elements):
+    observation = far.copy()
+    for element in elements:
+      observation[D4RL_INDICES[element]] = D4RL_GOALS[element]
+    return jnp.asarray(observation, jnp.float32)
+
+  # microwave; microwave closed again; kettle and light; the microwave again; all four.
+  sequence = [at_goal(), at_goal("microwave"), at_goal(), at_goal("kettle", "light switch"),
+              at_goal("microwave"), at_goal("slide cabinet")]
+  expected_rewards = [0, 1, 1, 3, 3, 4]
+  completed = jnp.zeros(4, bool)
+  for observation, expected in zip(sequence, expected_rewards):
+    completed, reward = kitchen.update_completed(completed, observation, task)
+    assert float(reward) == expected
+
+
+def test_action_maps_to_position_targets_as_d4rl():
+  env = kitchen.Kitchen("kitchen-mixed")
+  rng = np.random.default_rng(0)
+  observed = rng.uniform(-3.5, 3.5, 9)
+  observed[7:] = rng.uniform(-0.01, 0.05, 2)
+  action = rng.uniform(-1.5, 1.5, 9)
+  bounds = np.array([[-2.9, 2.9], [-1.8, 1.8], [-2.9, 2.9], [-3.1, 0.0], [-2.9, 2.9],
+                     [0.0, 3.8], [-2.9, 2.9], [0.0, 0.04], [0.0, 0.04]])
+  # Robot_VelAct: clip(a) x act_amp 2, clipped to +-10 rad/s, x 40 x 0.002 s, then pos bounds.
+  velocity = np.clip(2.0 * np.clip(action, -1, 1), -10, 10)
+  expected = np.clip(observed + velocity * 0.08, bounds[:, 0], bounds[:, 1])
+  got = env.position_target(jnp.asarray(observed, jnp.float32), jnp.asarray(action, jnp.float32))
+  np.testing.assert_allclose(got, expected, atol=1e-6)
+  assert env.dt == pytest.approx(0.08)
+
+
+def test_mjx_model_keeps_dynamics_and_drops_meshes():
+  reference, model = kitchen.reference_model(), kitchen.build_mjx_model()
+  assert (model.nq, model.nv, model.nu) == (30, 29, 9) == (reference.nq, reference.nv, reference.nu)
+  np.testing.assert_array_equal(model.body_mass, reference.body_mass)
+  np.testing.assert_allclose(model.body_inertia, reference.body_inertia, rtol=1e-12)
+  np.testing.assert_array_equal(model.actuator_gainprm, reference.actuator_gainprm)
+  np.testing.assert_array_equal(model.actuator_forcerange, reference.actuator_forcerange)
+  np.testing.assert_array_equal(model.dof_damping, reference.dof_damping)
+  colliding = (model.geom_contype | model.geom_conaffinity) > 0
+  assert model.nmesh == 0 and colliding.all()
+  assert not np.isin(model.geom_type, [mujoco.mjtGeom.mjGEOM_CYLINDER,
+                                       mujoco.mjtGeom.mjGEOM_MESH]).any()
+  # D4RL's pedestal is visual (class panda_viz); gymnasium-robotics' file lets it collide.
+  assert reference.geom_contype[1] == 0 and reference.geom_type[1] == mujoco.mjtGeom.mjGEOM_CYLINDER
+
+
+def _c_rollout(model, actions):
+  """D4RL's control law in C MuJoCo, noise-free: qpos (30) after each action."""
+  data = mujoco.MjData(model)
+  data.qpos[:] = kitchen.INITIAL_QPOS
+  mujoco.mj_forward(model, data)
+  bounds = np.asarray(kitchen.ROBOT_POSITION_BOUNDS)
+  states = []
+  for action in actions:
+    data.ctrl[:] = np.clip(data.qpos[:9] + 2.0 * action * 0.08, bounds[:, 0], bounds[:, 1])
+    for _ in range(40):
+      mujoco.mj_step(model, data)
+    states.append(data.qpos[:30].copy())
+  return np.asarray(states)
+
+
+def test_collision_changes_move_the_arm_as_d4rls_model_in_mujoco():
+  """The MJX model and D4RL's, both in C MuJoCo, under 20 random actions: the arm's joints
+  stay within 1e-2 rad. A model whose base link and first link collide (their fitted capsules
+  overlap; the pair is excluded) drifts by more than 0.1 rad within 5 steps."""
+  actions = np.clip(np.random.default_rng(0).normal(0, 0.5, (20, 9)), -1, 1)
+  reference = _c_rollout(kitchen.reference_model(), actions)
+  ours = _c_rollout(kitchen.build_mjx_model(), actions)
+  assert np.abs(ours[:, :9] - reference[:, :9]).max() < 1e-2
+  unexcluded = kitchen.build_mjx_model()
+  unexcluded.exclude_signature[:] = -1
+  assert np.abs(_c_rollout(unexcluded, actions[:5])[:, :9] - reference[:5, :9]).max() > 0.1
+
+
+def test_reset_observes_d4rls_initial_state(complete_env):
+  env, _, reset_to = complete_env
+  qpos, qvel = env.initial_qpos_qvel()
+  state = reset_to(jax.random.PRNGKey(0), qpos, qvel)
+  np.testing.assert_allclose(state.obs[:5], D4RL_INIT_QPOS_HEAD, atol=0.0101)
+  np.testing.assert_allclose(state.obs[30:], d4rl_goal("kitchen-complete"), atol=1e-7)
+  assert float(state.reward) == 0 and float(state.done) == 0
+  assert not np.asarray(state.info["completed"]).any()
+
+
+def test_step_rewards_elements_done_so_far_and_ends_at_four(complete_env):
+  """A state with the slide cabinet at its goal: after one step, with microwave, kettle and
+  light already counted the reward is 4 and the episode ends; with two counted it is 3."""
+  env, step, reset_to = complete_env
+  qpos, qvel = env.initial_qpos_qvel()
+  qpos = qpos.at[19].set(0.37)
+  state = reset_to(jax.random.PRNGKey(0), qpos, qvel)
+  for counted, reward, done in (([True, True, True, False], 4.0, 1.0),
+                                ([True, True, False, False], 3.0, 0.0),
+                                ([False, False, False, False], 1.0, 0.0)):
+    start = state.replace(info={**state.info, "completed": jnp.asarray(counted)})
+    after = step(start, jnp.zeros(9))
+    assert (float(after.reward), float(after.done)) == (reward, done)
+    assert float(after.metrics["success"]) == reward / 4
+    np.testing.assert_array_equal(after.info["completed"], [counted[0], counted[1], counted[2],
+                                                            True])
