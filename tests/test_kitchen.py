@@ -208,3 +208,106 @@ def test_step_rewards_elements_done_so_far_and_ends_at_four(complete_env):
     assert float(after.metrics["success"]) == reward / 4
     np.testing.assert_array_equal(after.info["completed"], [counted[0], counted[1], counted[2],
                                                             True])
+
+
+# --- data ---------------------------------------------------------------------------------------
+
+def _d4rl_kitchen_file(path, observations, actions, rewards, terminals):
+  """A file in D4RL's kitchen layout (generate_kitchen_datasets.py: no timeouts, int infos)."""
+  import h5py
+  with h5py.File(path, "w") as file:
+    file.create_dataset("observations", data=np.asarray(observations, np.float32))
+    file.create_dataset("actions", data=np.asarray(actions, np.float32))
+    file.create_dataset("rewards", data=np.asarray(rewards, np.float32))
+    file.create_dataset("terminals", data=np.asarray(terminals, np.float32))
+    file.create_dataset("infos", data=np.zeros(len(rewards), np.int64))
+  return path
+
+
+def _numpy_returns(rewards, discount=0.99):
+  out, running = np.zeros(len(rewards)), 0.0
+  for i in reversed(range(len(rewards))):
+    running = rewards[i] + discount * running
+    out[i] = running
+  return out
+
+
+def test_d4rl_kitchen_file_loads_with_the_references_terminals_and_time_limit(tmp_path):
+  """Episode A: 6 steps, reward 4 at its 5th (terminal there, as the reference marks it) and a
+  D4RL terminal at its last; episode B: 290 steps with no terminal, cut at the 280th (the
+  reference's episode_step == 279), the next 10 steps a trajectory of their own."""
+  from wsrl_mjx import data
+  spec = envs.spec("kitchen-partial-v0")
+  rng = np.random.default_rng(0)
+  rewards_a = [0, 1, 2, 3, 4, 4]
+  rewards_b = list(rng.integers(0, 4, 290))
+  rewards = np.array(rewards_a + rewards_b, np.float32)
+  terminals = np.zeros(len(rewards)); terminals[5] = 1
+  observations = rng.normal(size=(len(rewards), 60))
+  actions = rng.uniform(-1, 1, (len(rewards), 9))
+  path = _d4rl_kitchen_file(tmp_path / "kitchen.hdf5", observations, actions, rewards, terminals)
+  dataset = data.load(path, spec)
+  # Without next_observations, D4RL's pairing: a timeout step and the file's last are dropped.
+  # A: rows 0..4 (row 4 terminal at reward 4; row 5 follows a terminal and is terminal itself).
+  # B: rows 6..284 (285 is the 280th step: dropped), then 286..294 (295 the file's last).
+  expected_rows = list(range(0, 6)) + list(range(6, 285)) + list(range(286, 295))
+  np.testing.assert_array_equal(dataset.rewards, rewards[expected_rows])
+  np.testing.assert_array_equal(dataset.terminals[:6], [0, 0, 0, 0, 1, 1])
+  assert dataset.terminals[6:].sum() == 0
+  transformed = rewards - 4.0
+  expected = np.concatenate([
+      _numpy_returns(transformed[0:5]), _numpy_returns(transformed[5:6]),
+      _numpy_returns(transformed[6:285]), _numpy_returns(transformed[286:295])])
+  np.testing.assert_allclose(dataset.mc_returns, expected, rtol=1e-5, atol=1e-4)
+
+
+def test_kitchen_files_with_transformed_rewards_are_refused(tmp_path):
+  from wsrl_mjx import data
+  spec = envs.spec("kitchen-mixed-v0")
+  path = _d4rl_kitchen_file(tmp_path / "bad.hdf5", np.zeros((5, 60)), np.zeros((5, 9)),
+                            [-4, -4, -3, -3, -2], np.zeros(5))
+  with pytest.raises(data.DatasetError, match=r"bad.hdf5: field 'rewards'.*element counts 0\.\.4"):
+    data.load(path, spec)
+
+
+def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monkeypatch):
+  """A Gymnasium-Robotics-layout episode (59-dim `observation`): positions kept, velocities
+  dropped, the task's goal appended; rewards rebuilt as elements done so far (the file's
+  per-step completions discarded); the step reaching 4 terminal."""
+  import h5py
+  from wsrl_mjx import data
+  task = "kitchen-complete"
+  spec = envs.spec("D4RL/kitchen/complete-v2")
+  rng = np.random.default_rng(1)
+  steps = 6
+  qpos = np.tile(np.asarray(kitchen.INITIAL_QPOS), (steps + 1, 1))
+  # observed after step: microwave open after 1, closed again after 2 and 3 (still counted),
+  # kettle and light after 3, the slide cabinet after the 6th and last
+  qpos[1:, 22] = -0.75
+  qpos[2:4, 22] = 0.0
+  qpos[3:, 23:30] = D4RL_GOALS["kettle"]
+  qpos[3:, 17:19] = D4RL_GOALS["light switch"]
+  qpos[6:, 19] = 0.37
+  velocities = rng.normal(size=(steps + 1, 29))
+  observation = np.concatenate([qpos[:, :9], velocities[:, :9], qpos[:, 9:30], velocities[:, 9:]],
+                               axis=1)
+  assert observation.shape == (steps + 1, 59)
+  root = tmp_path / "minari"
+  monkeypatch.setenv("MINARI_DATASETS_PATH", str(root))
+  main = root / "D4RL/kitchen/complete-v2/data/main_data.hdf5"
+  main.parent.mkdir(parents=True)
+  with h5py.File(main, "w") as file:
+    episode = file.create_group("episode_0")
+    episode.create_dataset("observations/observation", data=observation)
+    episode.create_dataset("observations/desired_goal/kettle", data=np.zeros((steps + 1, 7)))
+    episode.create_dataset("actions", data=rng.uniform(-1, 1, (steps, 9)))
+    episode.create_dataset("rewards", data=[0, 1, 0, 2, 0, 1.0])
+    episode.create_dataset("terminations", data=np.zeros(steps, bool))
+    episode.create_dataset("truncations", data=np.zeros(steps, bool))
+  dataset = data.load("D4RL/kitchen/complete-v2", spec)
+  expected_observations = np.concatenate([qpos[:, :30], np.tile(d4rl_goal(task), (steps + 1, 1))],
+                                         axis=1)
+  np.testing.assert_allclose(dataset.observations, expected_observations[:-1], atol=1e-6)
+  np.testing.assert_allclose(dataset.next_observations, expected_observations[1:], atol=1e-6)
+  np.testing.assert_array_equal(dataset.rewards, [1, 1, 3, 3, 3, 4])
+  np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 0, 1])
