@@ -257,6 +257,11 @@ class Kitchen(mjx_env.MjxEnv):
     velocity = ACTION_VELOCITY * jnp.clip(action, -1.0, 1.0)
     return jnp.clip(observed_robot_qpos + velocity * self.dt, self._low, self._high)
 
+  def controls(self, qpos: jax.Array, action: jax.Array) -> jax.Array:
+    """`position_target` from true joint positions [..., nq] (no noise): the controls of
+    recorded actions at recorded states, for the bridge check (envs/bridge.py)."""
+    return self.position_target(qpos[..., :NUM_ROBOT_JOINTS], action)
+
   def observe(self, qpos: jax.Array, key: jax.Array | None) -> jax.Array:
     """The 60-dim observation of positions `qpos`; `key` None: without the noise."""
     positions = qpos[:NUM_ROBOT_JOINTS + NUM_OBJECT_COORDINATES]
@@ -269,6 +274,16 @@ class Kitchen(mjx_env.MjxEnv):
     """The noise-free observation at (qpos, qvel) (the bridge check replays states with it)."""
     del qvel
     return self.observe(qpos, None)
+
+  @property
+  def bridge_episode_steps(self) -> int:
+    return EPISODE_LENGTH
+
+  def bridge_start_state(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """D4RL's reset with the arm's joints moved by up to 0.01 rad (random-action bridge runs)."""
+    qpos = np.asarray(INITIAL_QPOS, np.float64).copy()
+    qpos[:NUM_ROBOT_JOINTS] += rng.uniform(-0.01, 0.01, NUM_ROBOT_JOINTS)
+    return qpos, np.zeros(self.mj_model.nv)
 
   def initial_qpos_qvel(self) -> tuple[jax.Array, jax.Array]:
     return jnp.asarray(INITIAL_QPOS, jnp.float32), jnp.zeros(self.mj_model.nv, jnp.float32)

@@ -7,6 +7,11 @@ The facts are written out here from D4RL's files (`d4rl/kitchen/kitchen_envs.py:
 envs/kitchen.py. One physics step compiles once (module fixture, about a minute cold).
 """
 
+import json
+import os
+import subprocess
+import sys
+
 import jax
 import jax.numpy as jnp
 import mujoco
@@ -14,7 +19,11 @@ import numpy as np
 import pytest
 
 import envs
+from conftest import ROOT, TINY_OVERRIDES, as_flags
 from envs import kitchen
+
+# The physics step compiles for a minute on a 2-core CPU (a few seconds from the cache).
+pytestmark = pytest.mark.slow
 
 D4RL_INDICES = {"bottom burner": [11, 12], "top burner": [15, 16], "light switch": [17, 18],
                 "slide cabinet": [19], "hinge cabinet": [20, 21], "microwave": [22],
@@ -311,3 +320,45 @@ def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monke
   np.testing.assert_allclose(dataset.next_observations, expected_observations[1:], atol=1e-6)
   np.testing.assert_array_equal(dataset.rewards, [1, 1, 3, 3, 3, 4])
   np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 0, 1])
+
+
+def test_tiny_launch_finetune_run(tmp_path):
+  """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
+  element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
+  Scores are multiples of 100 / (4 x 2 episodes) = 12.5, from the fraction done at the end."""
+  overrides = dict(TINY_OVERRIDES, num_seeds=1, online_steps=100, warmup_steps=50,
+                   eval_interval=100, checkpoint_interval=100, episode_length=20)
+  command = [sys.executable, "-m", "launch.finetune",
+             "--config=launch/configs/finetune.py:kitchen-mixed-v0", f"--workdir={tmp_path}",
+             *as_flags(overrides)]
+  result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
+                          capture_output=True, text=True, timeout=1200)
+  assert result.returncode == 0, result.stderr[-3000:]
+  records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+  assert [r["env_step"] for r in records] == [0, 100]
+  config = json.loads((tmp_path / "config.json").read_text())
+  assert config["last_hidden_init_scale"] is None
+  for record in records:
+    returns = np.asarray(record["episode_returns"])
+    assert np.all((returns >= 0) & (returns <= 4 * 20))       # 0..4 per step, 20 steps
+    scores = np.ravel(record["normalized_scores"])
+    assert np.all(np.isclose(scores / 12.5, np.round(scores / 12.5)))
+
+
+def test_scripted_demonstrator_opens_the_microwave_in_mujoco():
+  """The script in C MuJoCo on D4RL's model: the microwave hinge passes D4RL's threshold
+  (-0.75 + 0.3) and the env's reward counts it; the rows are the bridge check's format."""
+  from wsrl_mjx.datagen import kitchen_script
+  env = kitchen.Kitchen("kitchen-complete")
+  trajectory = kitchen_script.demonstration(env, num_steps=120)
+  assert trajectory["qpos"].shape == (121, 30) and trajectory["actions"].shape == (121, 9)
+  assert np.abs(trajectory["actions"]).max() <= 1.0
+  assert trajectory["qpos"][-1, 22] < -0.45
+  assert trajectory["rewards"][-1] >= 1 and trajectory["rewards"][0] == 0
+  # per-element rates from episodes' next observations
+  goal = d4rl_goal("kitchen-complete")
+  observations = np.concatenate([trajectory["qpos"][1:], np.tile(goal, (120, 1))], axis=1)
+  rates = kitchen_script.element_success_rates(
+      [{"next_observations": observations}, {"next_observations": observations[:10]}],
+      "kitchen-complete")
+  assert rates == {"microwave": 0.5, "kettle": 0.0, "light switch": 0.0, "slide cabinet": 0.0}
