@@ -332,7 +332,7 @@ def test_tiny_launch_finetune_run(tmp_path):
              "--config=launch/configs/finetune.py:kitchen-mixed-v0", f"--workdir={tmp_path}",
              *as_flags(overrides)]
   result = subprocess.run(command, cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)),
-                          capture_output=True, text=True, timeout=1200)
+                          capture_output=True, text=True, timeout=2400)
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
   assert [r["env_step"] for r in records] == [0, 100]
