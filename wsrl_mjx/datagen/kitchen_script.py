@@ -153,8 +153,7 @@ def demonstration(env: kitchen.Kitchen, num_steps: int = kitchen.EPISODE_LENGTH
   script.start(1)
   bounds = np.asarray(kitchen.ROBOT_POSITION_BOUNDS)
   goal = kitchen.task_goal(env.task_name)
-  qpos, qvel, actions, rewards = [], [], [], []
-  completed = np.zeros(len(env.task.elements), bool)
+  qpos, qvel, actions = [], [], []
   for _ in range(num_steps):
     action = script.act(None, data.qpos[None].copy(), None, None)[0]
     qpos.append(data.qpos.copy())
@@ -164,13 +163,13 @@ def demonstration(env: kitchen.Kitchen, num_steps: int = kitchen.EPISODE_LENGTH
                            bounds[:, 0], bounds[:, 1])
     for _ in range(env.frame_skip):
       mujoco.mj_step(model, data)
-    observation = np.concatenate([data.qpos[:30], goal])
-    completed, reward = kitchen.update_completed(completed, observation, env.task_name)
-    completed = np.asarray(completed)
-    rewards.append(float(reward))
   qpos.append(data.qpos.copy())
   qvel.append(data.qvel.copy())
   actions.append(np.zeros(kitchen.ACTION_SIZE))
+  observations = np.concatenate([np.array(qpos[1:])[:, :30],
+                                 np.tile(goal, (num_steps, 1))], axis=1)
+  done = np.asarray(kitchen.elements_done(observations, env.task_name))
+  rewards = np.logical_or.accumulate(done, axis=0).sum(axis=1).astype(np.float64)
   return {"qpos": np.array(qpos), "qvel": np.array(qvel), "actions": np.array(actions),
           "rewards": np.array(rewards), "episode_ends": np.array([num_steps])}
 
