@@ -13,7 +13,7 @@ import difflib
 
 import numpy as np
 
-from envs import adroit, antmaze, episodes, locomotion
+from envs import adroit, antmaze, episodes, kitchen, locomotion
 from envs.mjx_env import MjxEnv, State
 
 __all__ = ["EnvSpec", "MjxEnv", "State", "episodes", "make", "names", "spec"]
@@ -33,7 +33,9 @@ class EnvSpec:
   score_min: float          # D4RL reference returns: score = 100 (R - min) / (max - min)
   score_max: float
   dataset_file: str | None  # D4RL's cache file name; None for a bare task name
-  score_is_success_rate: bool = False   # Adroit binary: WSRL reports the success rate x 100
+  # Adroit binary: WSRL reports the success rate x 100; kitchen: the fraction of its 4 elements
+  # done at the episode's end (the env's `success` metric), x 100.
+  score_is_success_rate: bool = False
   # Sparse tasks: every reward the env gives, failure then success (AntMaze (0, 1), Adroit
   # binary (-1, 0)); a dataset with other rewards was recorded for another task. None: dense.
   reward_values: tuple[float, float] | None = None
@@ -87,6 +89,20 @@ _LOCOMOTION_TASKS = {
 _ADROIT_TASKS = {task: (t.observation_size, t.action_size, t.score_min, t.score_max)
                  for task, t in adroit.TASKS.items()}
 _ANTMAZE_TASKS = {f"antmaze-{maze}": (29, 8, 0.0, 1.0) for maze in antmaze.MAZES}
+# D4RL's reference scores 0 and 4 (elements done; d4rl/kitchen/__init__.py).
+_KITCHEN_TASKS = {task: (kitchen.OBSERVATION_SIZE, kitchen.ACTION_SIZE, 0.0, 4.0)
+                  for task in kitchen.TASKS}
+
+
+def _kitchen_catalogue():
+  """D4RL's `kitchen-<kind>-v0` (and the same task's `-v1` name) with their downloads' file names,
+  and Minari's re-release `D4RL/kitchen/<kind>-v2`, which has no D4RL file."""
+  names = {}
+  for task, facts in kitchen.TASKS.items():
+    kind = task.removeprefix("kitchen-")
+    names[f"{task}-v0"] = names[f"{task}-v1"] = (task, facts.dataset_file)
+    names[f"D4RL/kitchen/{kind}-v2"] = (task, None)
+  return names
 
 _FAMILIES = {
     "locomotion": _Family(
@@ -118,6 +134,17 @@ _FAMILIES = {
         make=adroit.Adroit,
         score_is_success_rate=True,
         reward_values=(-1.0, 0.0),    # goal_achieved - 1 (envs/adroit.py)
+    ),
+    # WSRL's fork of D4RL: reward = elements done so far (0..4), the episode ends at 4, scored
+    # by the fraction done at the end (envs/kitchen.py).
+    "kitchen": _Family(
+        tasks=_KITCHEN_TASKS,
+        catalogue=_kitchen_catalogue(),
+        episode_length={task: kitchen.EPISODE_LENGTH for task in kitchen.TASKS},
+        reward_scale=1.0,
+        reward_bias=-4.0,
+        make=kitchen.Kitchen,
+        score_is_success_rate=True,
     ),
 }
 

@@ -171,14 +171,7 @@ def mjx_model_spec(task_name: str, max_contacts: int | None = None) -> mujoco.Mj
   spec = mujoco.MjSpec.from_file(str(model_dir() / TASKS[task_name].xml_file))
   reference = spec.compile()     # the reference model; gives each element its `id` in it
   # Bodies whose mass comes from their geoms keep it when the geoms change (pen: 0.182 kg).
-  for body in spec.bodies[1:]:
-    if not body.explicitinertial:
-      i = mujoco.mj_name2id(reference, mujoco.mjtObj.mjOBJ_BODY, body.name)
-      body.explicitinertial = True
-      body.mass = reference.body_mass[i]
-      body.ipos = reference.body_ipos[i]
-      body.iquat = reference.body_iquat[i]
-      body.inertia = reference.body_inertia[i]
+  mjx_env.keep_inertias(spec, reference)
   for geom, i in [(geom, geom.id) for geom in spec.geoms]:
     contype, conaffinity = int(geom.contype), int(geom.conaffinity)
     if contype not in (0, 1) or conaffinity not in (0, 1):

@@ -138,6 +138,16 @@ def observations(env: MjxEnv, qpos: np.ndarray, qvel: np.ndarray) -> np.ndarray:
   return np.asarray(flat, np.float64).reshape(*qpos.shape[:-1], -1)
 
 
+def controls(env: MjxEnv, qpos: np.ndarray, actions: np.ndarray) -> np.ndarray:
+  """The motors' controls of recorded actions taken at recorded states [..., nq]:
+  `env.controls(qpos, actions)` for an env whose control law reads the state (kitchen: D4RL's
+  position targets from the joint positions), else `env.action_to_ctrl(actions)`."""
+  actions = jnp.asarray(actions, jnp.float32)
+  if hasattr(env, "controls"):
+    return np.asarray(env.controls(jnp.asarray(qpos, jnp.float32), actions), np.float64)
+  return np.asarray(env.action_to_ctrl(actions), np.float64)
+
+
 def mujoco_rollout(env: MjxEnv, model: mujoco.MjModel, qpos, qvel, ctrl) -> np.ndarray:
   """The same in C MuJoCo (float64), one start after another."""
   data = mujoco.MjData(model)
@@ -182,7 +192,7 @@ def generate_trajectory(env: MjxEnv, rng: np.random.Generator, num_steps: int,
     qpos.append(data.qpos.copy())
     qvel.append(data.qvel.copy())
     actions.append(action)
-    data.ctrl[:] = np.asarray(env.action_to_ctrl(jnp.asarray(action, jnp.float32)))
+    data.ctrl[:] = controls(env, data.qpos, action)
     for _ in range(env.frame_skip):
       mujoco.mj_step(model, data)
   qpos.append(data.qpos.copy())
@@ -262,7 +272,7 @@ def check(env: MjxEnv, env_name: str, trajectory: dict[str, np.ndarray], horizon
                                                                         "actions"))
   starts = start_indices(trajectory["episode_ends"], horizon, num_starts, rng)
   windows = starts[:, None] + np.arange(horizon)[None, :]
-  ctrl = np.asarray(env.action_to_ctrl(jnp.asarray(actions[windows], jnp.float32)), np.float64)
+  ctrl = controls(env, qpos[windows], actions[windows])
   mjx_obs = np.asarray(mjx_rollout(env)(jnp.asarray(qpos[starts], jnp.float32),
                                         jnp.asarray(qvel[starts], jnp.float32),
                                         jnp.asarray(ctrl, jnp.float32)))

@@ -45,6 +45,20 @@ def _simulating():
     yield
 
 
+def keep_inertias(spec: mujoco.MjSpec, reference: mujoco.MjModel) -> None:
+  """Gives every body of `spec` whose mass and inertia come from its geoms the values `reference`
+  (`spec` compiled, before any change) computed, so that replacing or dropping geoms later
+  leaves the dynamics alone. Bodies are matched by their `id` in that compile."""
+  for body in spec.bodies[1:]:
+    if not body.explicitinertial:
+      j = body.id
+      body.explicitinertial = True
+      body.mass = reference.body_mass[j]
+      body.ipos = reference.body_ipos[j]
+      body.iquat = reference.body_iquat[j]
+      body.inertia = reference.body_inertia[j]
+
+
 class MjxEnv(brax_base.Env):
   """A MuJoCo model stepped `frame_skip` physics steps per action, all in JAX."""
 

@@ -19,7 +19,7 @@ from absl import app, flags
 import envs
 from envs import bridge
 from launch import runtime
-from wsrl_mjx.datagen import planner
+from wsrl_mjx.datagen import kitchen_script, planner
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
@@ -30,9 +30,11 @@ _STEPS = flags.DEFINE_integer(
     "`bridge_episode_steps` (Adroit: 100, what its bounds are calibrated on), else 200.")
 _EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).")
 _ACTIONS = flags.DEFINE_enum(
-    "actions", "random", ["random", "planner"],
-    "Generated trajectories' actions: 'random' (held 4 steps), or 'planner', the Adroit "
-    "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal.")
+    "actions", "random", ["random", "planner", "script"],
+    "Generated trajectories' actions: 'random' (held 4 steps), 'planner', the Adroit "
+    "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal, or "
+    "'script', the kitchen demonstrator's (wsrl_mjx/datagen/kitchen_script.py: opens the "
+    "microwave, pushes the kettle).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
                            "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "
@@ -50,6 +52,8 @@ def generated(env, rng):
   steps = _STEPS.value or getattr(env, "bridge_episode_steps", 200)
   if _ACTIONS.value == "planner":
     parts = [planner.demonstration(env, rng, steps) for _ in range(_EPISODES.value)]
+  elif _ACTIONS.value == "script":
+    parts = [kitchen_script.demonstration(env, steps)]   # deterministic: one episode
   else:
     parts = [bridge.generate_trajectory(env, rng, steps) for _ in range(_EPISODES.value)]
   lengths = np.cumsum([len(p["qpos"]) for p in parts])
@@ -77,6 +81,8 @@ def main(argv):
       planner.task_config(env)
     except ValueError as e:
       raise app.UsageError(f"--actions=planner: {e}") from None
+  if _ACTIONS.value == "script" and env_spec.family != "kitchen":
+    raise app.UsageError("--actions=script: the scripted demonstrator is the kitchen's")
   if _DATASET.value and env_spec.family == "adroit":
     raise app.UsageError(
         "--dataset: Adroit files are not replayed yet (their episodes move the door, goal or "

@@ -39,6 +39,12 @@ cores):
   python -m launch.collect --env=door-binary-v0 --policy=planner --num_envs=8 \
       --steps=4000 --output=/tmp/adroit/door_demos.npy --npy_layout=demo
 
+Franka Kitchen data from scripted end-effector waypoints (wsrl_mjx/datagen/kitchen_script.py;
+the success rate of each task element is logged):
+
+  python -m launch.collect --env=kitchen-complete-v0 --policy=kitchen_script --num_envs=4 \
+      --steps=1120 --output=/tmp/kitchen/complete.hdf5
+
 `--policy` names one of the policy kinds in `POLICY_KINDS` below (`--help` lists them). The file
 has D4RL's keys and conventions, with `infos/qpos` and `infos/qvel` (and `infos/goal` for AntMaze).
 """
@@ -54,7 +60,7 @@ from absl import app, flags, logging
 import envs
 from envs import antmaze
 from launch import runtime
-from wsrl_mjx.datagen import collect, controller, navigation, planner, scripted
+from wsrl_mjx.datagen import collect, controller, kitchen_script, navigation, planner, scripted
 
 
 @dataclasses.dataclass(frozen=True)
@@ -99,6 +105,14 @@ def _planner(argument, env, env_spec):
   except ValueError as e:
     raise app.UsageError(f"--policy=planner: {e}") from None
   return Rollout(f"MPPI planner in C MuJoCo ({config})", planner=host_planner)
+
+
+def _kitchen_script(argument, env, env_spec):
+  del argument
+  if env_spec.family != "kitchen":
+    raise app.UsageError(f"--policy=kitchen_script: {env_spec.name} is not a kitchen task")
+  return Rollout("scripted kitchen waypoints (wsrl_mjx/datagen/kitchen_script.py)",
+                 planner=kitchen_script.KitchenScript(env))
 
 
 def _ppo(directory, env, env_spec):
@@ -146,6 +160,9 @@ POLICY_KINDS = {
     "planner": PolicyKind(
         "planner", "MPPI in C MuJoCo, Adroit door and pen (wsrl_mjx/datagen/planner.py; "
         "--planner_samples, --planner_horizon)", _planner),
+    "kitchen_script": PolicyKind(
+        "kitchen_script", "Franka Kitchen: scripted end-effector waypoints, microwave then "
+        "kettle (wsrl_mjx/datagen/kitchen_script.py)", _kitchen_script),
     "ppo": PolicyKind("ppo:DIR", "a Brax PPO policy of launch/train_adroit_demonstrator.py",
                       _ppo),
     "navigator": PolicyKind(
@@ -252,6 +269,10 @@ def main(argv):
                  "a stream not counted)", 100 * collect.success_rate(
                      rows, steps_per_env,
                      episode_length or env_spec.episode_length))
+  if env_spec.family == "kitchen":
+    rates = kitchen_script.element_success_rates(collect.trajectories(rows), env_spec.task)
+    logging.info("Episodes in which each element was done: %s", ", ".join(
+        f"{element} {100 * rate:.0f}%" for element, rate in rates.items()))
 
 
 if __name__ == "__main__":

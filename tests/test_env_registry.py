@@ -29,7 +29,7 @@ from envs import episodes
 NUM_EPISODES = 2
 NUM_STEPS = 3
 EPISODE_LENGTH = 10
-SLOW_FAMILIES = ("antmaze", "adroit")
+SLOW_FAMILIES = ("antmaze", "adroit", "kitchen")
 
 
 def tasks() -> list[str]:

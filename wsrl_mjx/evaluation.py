@@ -14,9 +14,10 @@ from envs import episodes
 
 @flax.struct.dataclass
 class EpisodeResults:
-  """Per episode: the undiscounted env return, and whether the task's goal was reached (the env's
-  `success` metric at any step; False for tasks without one). Sparse-reward families (AntMaze,
-  Adroit) are scored by success rate."""
+  """Per episode: the undiscounted env return, and the largest `success` metric the env reported
+  (0 for tasks without one): for AntMaze and Adroit whether the goal was reached (0 or 1), for
+  kitchen the fraction of its elements done, which only grows. Sparse-reward families (AntMaze,
+  Adroit) and kitchen are scored by it."""
   returns: jax.Array
   successes: jax.Array
 
@@ -43,13 +44,13 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
       # `where`, not multiplication: a finished episode's physics may run off to inf/nan, and
       # a blow-up's step (not `valid`) ends the episode without adding its reward.
       episode_return = episode_return + jnp.where(alive & result.valid, result.state.reward, 0.0)
-      reached = result.state.metrics.get("success", jnp.zeros((), jnp.float32)) > 0
-      success = success | (alive & result.valid & reached)
+      reached = result.state.metrics.get("success", jnp.zeros((), jnp.float32))
+      success = jnp.maximum(success, jnp.where(alive & result.valid, reached, 0.0))
       alive = alive & ~result.done
       return (current, episode_return, success, alive), None
 
     carry = (episodes.start(env, episode_key), jnp.zeros((), jnp.float32),
-             jnp.zeros((), bool), jnp.ones((), bool))
+             jnp.zeros((), jnp.float32), jnp.ones((), bool))
     (_, episode_return, success, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
     return EpisodeResults(returns=episode_return, successes=success)
 

@@ -83,6 +83,28 @@ FAMILIES = {
         iql_beta=10.0,
         iql_actor_dropout=0.0,
     ),
+    # The reference's kitchen_wsrl / kitchen_cql (experiments/configs/train_config.py:154-214).
+    "kitchen": dict(
+        actor_hidden_sizes=(512, 512, 512),
+        critic_hidden_sizes=(512, 512, 512),
+        state_dependent_std=True,
+        last_hidden_init_scale=None,   # no kernel_scale_final there
+        online_steps=500_000,
+        num_next_actions=1,
+        action_clip=0.99999,
+        # Offline phase: Cal-QL with a fixed alpha 5, without importance sampling
+        # (train_config.py:172).
+        offline_steps=250_000,
+        algo="calql",
+        cql_alpha=5.0,
+        cql_autotune_alpha=False,
+        cql_importance_sample=False,
+        # Dense (0..4 elements): Monte-Carlo returns as recorded.
+        negative_sparse_reward=None,
+        iql_expectile=0.7,
+        iql_beta=0.5,
+        iql_actor_dropout=0.1,
+    ),
 }
 
 
@@ -98,6 +120,10 @@ def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
   c.critic_hidden_sizes = family["critic_hidden_sizes"]
   c.state_dependent_std = family["state_dependent_std"]  # false: one learned std per action
   c.layer_norm = True           # LayerNorm in every hidden layer
+  # The last hidden layer's init scale (unset: like the other layers; the reference's kitchen).
+  c.last_hidden_init_scale = family.get("last_hidden_init_scale", 1e-2)
+  if c.last_hidden_init_scale is None:
+    c.last_hidden_init_scale = config_dict.placeholder(float)
   c.discount = 0.99             # in [0, 1)
   c.tau = 0.005                 # target critics' Polyak step, in (0, 1]
   c.actor_learning_rate = 1e-4  # Adam's rates
@@ -142,7 +168,8 @@ def add_offline_learner_fields(c: config_dict.ConfigDict, family: dict) -> None:
   # False: the penalty falls on num_target_critics critics drawn per step (the reference with
   # its ensemble); true: on every critic.
   c.cql_penalty_on_all_critics = False
-  c.cql_importance_sample = True  # importance-weight the sampled actions' logsumexp
+  # Importance-weight the sampled actions' logsumexp (the reference: off for kitchen only).
+  c.cql_importance_sample = family.get("cql_importance_sample", True)
   c.cql_temperature = 1.0       # the penalty's logsumexp temperature
   c.iql_hidden_sizes = (256, 256)  # IQL's networks (no LayerNorm)
   c.iql_expectile = family["iql_expectile"]  # the value's expectile, in (0, 1)

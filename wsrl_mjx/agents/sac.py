@@ -46,6 +46,9 @@ class SACConfig:
   critic_hidden_sizes: Sequence[int] = (256, 256)
   state_dependent_std: bool = True
   layer_norm: bool = True
+  # The init scale of the actor's and critics' last hidden layer (the reference's
+  # `kernel_scale_final`); None: that layer like the others (the reference's kitchen).
+  last_hidden_init_scale: float | None = 1e-2
   num_critics: int = 10
   num_target_critics: int = 2
   utd: int = 4
@@ -174,8 +177,10 @@ class SAC:
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
     self.actor = networks.GaussianActor(
         config.action_size, tuple(config.actor_hidden_sizes), config.state_dependent_std,
-        config.layer_norm, dtype=dtype, precision=precision)
+        config.layer_norm, last_hidden_init_scale=config.last_hidden_init_scale, dtype=dtype,
+        precision=precision)
     self.critic = networks.Critic(tuple(config.critic_hidden_sizes), config.layer_norm,
+                                  last_hidden_init_scale=config.last_hidden_init_scale,
                                   dtype=dtype, precision=precision)
     self.target_entropy = (-float(config.action_size) if config.target_entropy is None
                            else config.target_entropy)

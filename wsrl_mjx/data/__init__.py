@@ -11,6 +11,7 @@ environment (`validation.check`, errors name the file and the field) and pairs i
 | `d4rl` | D4RL's HDF5 files: reader, writer in D4RL's layout and dtypes, the cache path |
 | `adroit` | the Adroit binary `.npy` trajectory pickles WSRL/Cal-QL use: reader, writer |
 | `minari` | Minari's on-disk HDF5 episodes: reader, writer |
+| `kitchen` | D4RL's and Minari's kitchen files as the reference trains on them |
 | `transitions` | `Trajectories` (steps as recorded) -> `OfflineDataset`; MC returns; the device buffer |
 | `validation` | `DatasetError` and the checks against an `EnvSpec` |
 
@@ -26,14 +27,14 @@ from collections.abc import Sequence
 
 import envs
 from envs import EnvSpec
-from wsrl_mjx.data import adroit, d4rl, minari, transitions, validation
+from wsrl_mjx.data import adroit, d4rl, kitchen, minari, transitions, validation
 from wsrl_mjx.data.transitions import (OfflineDataset, Trajectories, concatenate,
                                        monte_carlo_returns, pair_steps, to_offline_dataset,
                                        to_replay_buffer, unflagged_jumps)
 from wsrl_mjx.data.validation import DatasetError, check
 
 __all__ = ["DatasetError", "OfflineDataset", "Trajectories", "adroit", "check", "concatenate",
-           "d4rl", "load", "minari", "monte_carlo_returns", "pair_steps", "read", "resolve",
+           "d4rl", "kitchen", "load", "minari", "monte_carlo_returns", "pair_steps", "read", "resolve",
            "to_offline_dataset", "to_replay_buffer", "transitions", "unflagged_jumps",
            "validation"]
 
@@ -50,10 +51,10 @@ def resolve(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None) ->
   name = os.fspath(path_or_name)
   if env_spec is not None and name == env_spec.name and env_spec.dataset_file:
     path = d4rl.dataset_dir() / env_spec.dataset_file
-  elif name in envs.names():
-    path = d4rl.dataset_path(name)
   elif minari.dataset_path(name).exists():
     return minari.dataset_path(name)
+  elif name in envs.names():
+    path = d4rl.dataset_path(name)
   else:
     raise DatasetError(
         f"{name!r} is neither an existing file, a D4RL dataset name (envs.names() lists them) "
@@ -74,8 +75,9 @@ def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
   None: the family's known layout (`minari.FAMILY_OBSERVATION_KEYS`, AntMaze), if any.
   """
   path = resolve(path_or_name, env_spec)
+  family = env_spec.family if env_spec is not None else None
   if observation_keys is None and env_spec is not None:
-    observation_keys = minari.FAMILY_OBSERVATION_KEYS.get(env_spec.family)
+    observation_keys = minari.FAMILY_OBSERVATION_KEYS.get(family)
   if path.suffix == ".npy":
     return adroit.read_adroit_npy(path)
   if path.is_dir():
@@ -84,7 +86,8 @@ def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
     is_minari = minari.is_minari_file(file)
   if is_minari:
     return minari.read_minari_hdf5(path, observation_keys=observation_keys)
-  return d4rl.read_d4rl_hdf5(path)
+  return d4rl.read_d4rl_hdf5(
+      path, timeouts_every=env_spec.episode_length if family == "kitchen" else None)
 
 
 def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec: EnvSpec, *,
@@ -120,8 +123,10 @@ def load(path_or_name: str | os.PathLike | Sequence[str | os.PathLike], env_spec
           "(comma-separated), e.g. from launch.collect")
   parts = []
   for source in sources:
-    part = validation.with_task_rewards(
-        read(source, env_spec, observation_keys=observation_keys), env_spec)
+    part = read(source, env_spec, observation_keys=observation_keys)
+    if env_spec.family == "kitchen":
+      part = kitchen.prepare(part, env_spec)
+    part = validation.with_task_rewards(part, env_spec)
     check(part, env_spec, action_tolerance=action_tolerance)
     parts.append(part)
   return to_offline_dataset(

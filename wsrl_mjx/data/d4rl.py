@@ -22,6 +22,7 @@ import h5py
 import numpy as np
 
 import envs
+from wsrl_mjx.data import kitchen
 from wsrl_mjx.data.transitions import Trajectories
 from wsrl_mjx.data.validation import DatasetError, atomic_output, open_hdf5, require_fields
 
@@ -56,12 +57,23 @@ def _column(file: h5py.File, source: str, field: str) -> np.ndarray:
   return values
 
 
-def read_d4rl_hdf5(path: str | os.PathLike) -> Trajectories:
-  """The steps of a D4RL-layout file, as stored (validation happens in `validation.check`)."""
+def read_d4rl_hdf5(path: str | os.PathLike, *,
+                   timeouts_every: int | None = None) -> Trajectories:
+  """The steps of a D4RL-layout file, as stored (validation happens in `validation.check`).
+
+  `timeouts_every`: for a file without `timeouts` (D4RL's kitchen files), the time limit to
+  derive them from, as the reference does (`wsrl_mjx.data.kitchen.timeouts_every`); None: the
+  field is required.
+  """
   source = os.fspath(path)
   with open_hdf5(source) as file:
-    require_fields(source, file.keys(), REQUIRED_FIELDS)
-    columns = {field: _column(file, source, field) for field in REQUIRED_FIELDS}
+    required = REQUIRED_FIELDS
+    if timeouts_every is not None and "timeouts" not in file:
+      required = tuple(field for field in REQUIRED_FIELDS if field != "timeouts")
+    require_fields(source, file.keys(), required)
+    columns = {field: _column(file, source, field) for field in required}
+    if "timeouts" not in columns:
+      columns["timeouts"] = kitchen.timeouts_every(columns["terminals"], timeouts_every)
     next_observations = None
     if "next_observations" in file:
       next_observations = _column(file, source, "next_observations")

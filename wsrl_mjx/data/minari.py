@@ -36,7 +36,9 @@ MAIN_FILE = "main_data.hdf5"
 EPISODE_PREFIX = "episode_"
 REQUIRED_FIELDS = ("observations", "actions", "rewards", "terminations", "truncations")
 # The dict observation keys that give a family's observation vector (module docstring).
-FAMILY_OBSERVATION_KEYS = {"antmaze": ("achieved_goal", "observation")}
+FAMILY_OBSERVATION_KEYS = {"antmaze": ("achieved_goal", "observation"),
+                           # the 59 numbers wsrl_mjx.data.kitchen maps to D4RL's 60
+                           "kitchen": ("observation",)}
 
 
 def datasets_root() -> pathlib.Path:
