@@ -322,6 +322,7 @@ def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monke
   np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 0, 1])
 
 
+@pytest.mark.very_slow   # 31 minutes cold on the 2-core CPU (its MJX compile)
 def test_tiny_launch_finetune_run(tmp_path):
   """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
   element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
@@ -364,6 +365,7 @@ def test_scripted_demonstrator_opens_the_microwave_in_mujoco():
   assert rates == {"microwave": 0.5, "kettle": 0.0, "light switch": 0.0, "slide cabinet": 0.0}
 
 
+@pytest.mark.very_slow   # 19 minutes cold on the 2-core CPU (its MJX compile)
 def test_bridge_check_on_a_short_scripted_trajectory_passes_and_catches_a_wrong_model(
     monkeypatch):
   """The scripted demonstration's first 100 steps (reaching and grasping the microwave handle,
