@@ -125,7 +125,7 @@ def _check_resumable(config, description: dict, workdir) -> None:
 
 def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:
   """Per-seed means over the chunk: losses per update, return per completed episode."""
-  stats = {k: np.asarray(v) for k, v in vars(stats).items()}
+  stats = host_loop.to_host(dict(vars(stats)))
   completed, return_sum = stats.pop("completed_episodes"), stats.pop("completed_return_sum")
   summary = host_loop.per_seed_summary(stats, "updates")
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -198,8 +198,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       init=init, abstract_state=abstract_state, run=run,
       evaluate=lambda state: programs.evaluate(state.agent.params.actor, state.eval_key,
                                                state.env_step),
-      step_of=lambda state: int(np.asarray(state.env_step)[0]),
-      diverged_at=lambda state: np.asarray(state.diverged_at),
+      step_of=lambda state: int(host_loop.to_host(state.env_step)[0]),
+      diverged_at=lambda state: host_loop.to_host(state.diverged_at),
       agent_params=lambda state: state.agent.params,
       optimizer_states=lambda state: sac.optimizer_states(state.agent),
       check_resumable=lambda description: _check_resumable(config, description, workdir),

@@ -1,0 +1,109 @@
+"""Two processes on this machine as one multi-host run (jax.distributed over 127.0.0.1, JAX's gloo
+CPU collectives, one CPU device each): the tiny fine-tuning config with 4 seeds, killed after a
+checkpoint and resumed, writes exactly the metrics of the same 4 seeds in one process with two
+CPU devices (the same two seeds per device, so the same computation per seed: equal bit for
+bit). Process 0 alone writes the run's files; a checkpoint of 2 processes refuses 1."""
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+from conftest import ROOT, TINY_OVERRIDES, as_flags
+
+FLAGS = ["--config=launch/configs/finetune.py:hopper-medium-v2",
+         *as_flags(dict(TINY_OVERRIDES, num_seeds=4))]
+TIMEOUT = 420     # seconds any one launch may take (compiles come from the tests' cache)
+
+
+def free_port() -> int:
+  with socket.socket() as s:
+    s.bind(("127.0.0.1", 0))
+    return s.getsockname()[1]
+
+
+def start(workdir, log, *extra, devices=1):
+  environment = dict(os.environ, PYTHONPATH=str(ROOT))
+  if devices > 1:
+    environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") +
+                                f" --xla_force_host_platform_device_count={devices}").strip()
+  return subprocess.Popen([sys.executable, "-m", "launch.finetune", *FLAGS,
+                           f"--workdir={workdir}", *extra], cwd=ROOT, env=environment,
+                          stdout=open(log, "w"), stderr=subprocess.STDOUT,
+                          start_new_session=True)
+
+
+def start_two(workdir, tmp_path, name):
+  port = free_port()
+  return [start(workdir, tmp_path / f"{name}.{i}.log", f"--coordinator_address=127.0.0.1:{port}",
+                "--num_processes=2", f"--process_id={i}") for i in range(2)]
+
+
+def stop(processes):
+  for process in processes:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+    process.wait(timeout=30)
+
+
+def finish(processes, logs):
+  deadline = time.time() + TIMEOUT
+  for process, log in zip(processes, logs):
+    process.wait(timeout=max(1, deadline - time.time()))
+    assert process.returncode == 0, log.read_text()[-3000:]
+
+
+def records(workdir):
+  return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
+  reference, shared = tmp_path / "one-process", tmp_path / "two-processes"
+  processes = []
+  try:
+    # The reference: one process, two CPU devices (alongside the two-process run).
+    processes.append(start(reference, tmp_path / "reference.log", devices=2))
+    two = start_two(shared, tmp_path, "killed")
+    processes += two
+    deadline = time.time() + TIMEOUT
+    while not (shared / "checkpoints" / "50").is_dir():
+      assert all(p.poll() is None for p in two), (tmp_path / "killed.0.log").read_text()[-3000:]
+      assert time.time() < deadline, "no checkpoint at step 50 in time"
+      time.sleep(0.05)
+    stop(two)                                              # killed mid-run
+    assert not (shared / "checkpoints" / "200").exists()
+    finish(processes[:1], [tmp_path / "reference.log"])
+
+    resumed = start_two(shared, tmp_path, "resumed")
+    processes += resumed
+    finish(resumed, [tmp_path / f"resumed.{i}.log" for i in range(2)])
+  finally:
+    stop(processes)
+
+  expected = records(reference)
+  assert [r["env_step"] for r in expected] == [0, 100, 200]
+  assert records(shared) == expected                       # every number, bit for bit
+  resumed_log = (tmp_path / "resumed.0.log").read_text()
+  assert "Resumed" in resumed_log and "env step 200/200" in resumed_log
+  assert "env step" not in (tmp_path / "resumed.1.log").read_text()   # progress: process 0 only
+  # One TensorBoard file per start of process 0 (the killed run's and the resumed one's).
+  assert len(list((shared / "tensorboard").iterdir())) == 2
+  checkpoint = json.loads((shared / "checkpoints" / "200" / "description" / "metadata").read_text())
+  assert checkpoint["layout"] == {"processes": 2, "devices": 2}
+
+  # One process cannot resume the two processes' checkpoint: one line, exit status 2.
+  alone = start(shared, tmp_path / "alone.log", "--config.online_steps=300", devices=2)
+  try:
+    alone.wait(timeout=TIMEOUT)
+  finally:
+    stop([alone])
+  lines = (tmp_path / "alone.log").read_text().strip().splitlines()
+  assert alone.returncode == 2, lines[-20:]
+  assert lines[-1] == (
+      f"error: {shared}: its checkpoint at env_step 200 was written by 2 processes with 2 "
+      "devices; this run has 1 process with 2 devices. Resume it with the same layout, or "
+      "choose a new --workdir.")
+  assert records(shared) == expected                       # nothing lost
