@@ -76,7 +76,7 @@ def test_the_paper_grid_holds_every_family_task_and_method():
 
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   grid = {"config": "launch/configs/finetune.py",
-          "flags": dict(TINY_OVERRIDES, online_steps=100),
+          "flags": TINY_OVERRIDES,
           "envs": ["hopper-medium-v2"],
           "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,x"}}}}
   grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
