@@ -83,11 +83,13 @@ class DistributedFlags:
   coordinator_address: flags.FlagHolder
   num_processes: flags.FlagHolder
   process_id: flags.FlagHolder
+  local_device_ids: flags.FlagHolder
   timeout: flags.FlagHolder
 
 
 def define_distributed_flags() -> DistributedFlags:
-  """Defines --coordinator_address, --num_processes, --process_id and --distributed_timeout
+  """Defines --coordinator_address, --num_processes, --process_id, --local_device_ids and
+  --distributed_timeout
   (the training launchers call this once, through `phase_main`)."""
   return DistributedFlags(
       coordinator_address=flags.DEFINE_string(
@@ -98,6 +100,10 @@ def define_distributed_flags() -> DistributedFlags:
                                          "run (with --coordinator_address, --process_id)."),
       process_id=flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
                                       "--num_processes - 1 (process 0 writes the run's files)."),
+      local_device_ids=flags.DEFINE_list(
+          "local_device_ids", None, "The devices (by local index) this process uses, e.g. "
+          "0,1,2,3,4,5,6,7 for one process per 8-GPU node under SLURM, where JAX otherwise gives "
+          "each process the one GPU of its SLURM_LOCALID."),
       timeout=flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every "
                                    "process of a multi-process run to join."))
 
@@ -117,6 +123,12 @@ def start_distributed(distributed: DistributedFlags) -> None:
   """Calls `jax.distributed.initialize` where this process is one of several: given the three
   flags (all or none), or detected by JAX (`cluster_process_count` > 1). Raises UsageError for
   flags that do not fit together. Must run before anything asks JAX for a device."""
+  try:
+    local = ([int(i) for i in distributed.local_device_ids.value]
+             if distributed.local_device_ids.value else None)
+  except ValueError:
+    raise app.UsageError(f"--local_device_ids={','.join(distributed.local_device_ids.value)}: "
+                         "whole numbers, comma-separated.") from None
   given = {"--coordinator_address": distributed.coordinator_address.value,
            "--num_processes": distributed.num_processes.value,
            "--process_id": distributed.process_id.value}
@@ -131,9 +143,11 @@ def start_distributed(distributed: DistributedFlags) -> None:
                            f"({count - 1}).")
     if count > 1:
       jax.distributed.initialize(given["--coordinator_address"], count, index,
+                                 local_device_ids=local,
                                  initialization_timeout=distributed.timeout.value)
   elif cluster_process_count() > 1:
-    jax.distributed.initialize(initialization_timeout=distributed.timeout.value)
+    jax.distributed.initialize(local_device_ids=local,
+                               initialization_timeout=distributed.timeout.value)
 
 
 def env_spec(name: str, flag: str = "--env") -> envs.EnvSpec:

@@ -81,7 +81,8 @@ _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: cells running at
 _TIMEOUT = flags.DEFINE_integer("cell_timeout_min", 24 * 60, "Minutes a cell may run (local: "
                                 "submitit's timeout; slurm: --time).")
 _PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: the partition.")
-_GPUS = flags.DEFINE_integer("slurm_gpus_per_task", 1, "slurm: GPUs per process of a cell.")
+_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 1, "slurm: GPUs per node of a cell (every "
+                             "process of the node sees them; JAX gives each process its own).")
 _CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 8, "slurm: CPU cores per process of a cell.")
 _NODES = flags.DEFINE_integer("slurm_nodes", 1, "slurm: nodes per cell (more than one: a "
                               "multi-host run, BUILD.md).")
@@ -397,7 +398,7 @@ def slurm_script(sweep: pathlib.Path, names: list[str]) -> str:
            f"#SBATCH --nodes={_NODES.value}", f"#SBATCH --ntasks-per-node={_TASKS.value}",
            f"#SBATCH --cpus-per-task={_CPUS.value}"]
   if _GPUS.value:
-    lines.append(f"#SBATCH --gpus-per-task={_GPUS.value}")
+    lines.append(f"#SBATCH --gpus-per-node={_GPUS.value}")
   if _PARTITION.value:
     lines.append(f"#SBATCH --partition={_PARTITION.value}")
   lines += ["", *_SETUP.value, "CELLS=(" + " ".join(shlex.quote(n) for n in names) + ")",
@@ -449,7 +450,8 @@ def main(argv):
     failed = set(k for k, v in cell_states(sweep).items() if v["state"] == FAILED)
     if cells is not None:
       save_manifest(sweep, [c for c in cells if c.name in failed], _GRID.value)
-    names = [n for n in cell_states(sweep) if n in failed]
+    names = [n for n in cell_states(sweep)
+             if n in failed and (not _ONLY.value or re.search(_ONLY.value, n))]
     if not names:
       print(f"{sweep}: no failed cells to resubmit.")
       return
