@@ -12,11 +12,16 @@ import subprocess
 import sys
 import time
 
+import jax
+import pytest
+from absl import app
+
 from conftest import ROOT, TINY_OVERRIDES, as_flags
+from launch import runtime
 
 FLAGS = ["--config=launch/configs/finetune.py:hopper-medium-v2",
          *as_flags(dict(TINY_OVERRIDES, num_seeds=4))]
-TIMEOUT = 900     # seconds any one launch may take (minutes of it compiling where the cache is cold)
+TIMEOUT = 900     # seconds one launch may take (minutes of it compiling with a cold cache)
 
 
 def free_port() -> int:
@@ -107,3 +112,39 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
       "devices; this run has 1 process with 2 devices. Resume it with the same layout, or "
       "choose a new --workdir.")
   assert records(shared) == expected                       # nothing lost
+
+
+class _Value:
+  def __init__(self, value):
+    self.value = value
+
+
+SLURM = {"SLURM_JOB_ID": "417", "SLURM_STEP_NODELIST": "gpu[003-004]", "SLURM_PROCID": "0",
+         "SLURM_LOCALID": "0"}
+
+
+def test_a_process_is_one_of_several_where_jax_detects_a_cluster_of_more_than_one(monkeypatch):
+  for variable in ("OMPI_MCA_orte_hnp_uri", "KUBERNETES_SERVICE_HOST", *SLURM, "SLURM_NTASKS"):
+    monkeypatch.delenv(variable, raising=False)
+  assert runtime.cluster_process_count() == 1                   # no cluster
+  for variable, value in SLURM.items():
+    monkeypatch.setenv(variable, value)
+  monkeypatch.setenv("SLURM_NTASKS", "1")                       # a one-task job (a sweep's cell)
+  assert runtime.cluster_process_count() == 1
+  monkeypatch.setenv("SLURM_NTASKS", "16")                      # srun --ntasks=16
+  assert runtime.cluster_process_count() == 16
+
+
+def test_the_process_flags_are_given_together_and_in_range():
+  def flags(address, count, index, local=None):
+    return runtime.DistributedFlags(_Value(address), _Value(count), _Value(index), _Value(local),
+                                    _Value(10))
+  with pytest.raises(app.UsageError, match=r"^--process_id: missing; --coordinator_address, "):
+    runtime.start_distributed(flags("127.0.0.1:1", 2, None))
+  with pytest.raises(app.UsageError, match=r"^--process_id=2: must be between 0 and "
+                     r"--num_processes - 1 \(1\)\.$"):
+    runtime.start_distributed(flags("127.0.0.1:1", 2, 2))
+  with pytest.raises(app.UsageError, match=r"^--local_device_ids=0,x: whole numbers"):
+    runtime.start_distributed(flags("127.0.0.1:1", 2, 1, ["0", "x"]))
+  runtime.start_distributed(flags("127.0.0.1:1", 1, 0))          # one process: nothing to join
+  assert jax.process_count() == 1

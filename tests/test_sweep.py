@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from conftest import ROOT, TINY_OVERRIDES, run_launch
-from launch import sweep
+from launch import sweep_cells as sweep
 from wsrl_mjx import runs
 
 

@@ -1,6 +1,7 @@
 """The WSRL paper's grid (Zhou et al. 2024, arXiv 2412.07762): four families of tasks x WSRL and
 its baselines, and WSRL's ablations, 64 seeds a cell. `python -m launch.sweep
---grid=launch/grids/wsrl_paper.py --out=runs/paper` (launch/sweep.py says what a grid holds).
+--grid=launch/grids/wsrl_paper.py --out=runs/paper` (launch/sweep_cells.py says what a grid
+holds).
 
 Tasks as the paper evaluates them: AntMaze's six D4RL mazes, Franka Kitchen's three datasets,
 Adroit's three binary tasks and D4RL locomotion's random, medium and medium-replay datasets of
