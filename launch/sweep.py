@@ -60,6 +60,7 @@ _SETUP = flags.DEFINE_multi_string("slurm_setup", [], "slurm: a shell line run b
 _RUN_CELL = flags.DEFINE_string("run_cell", None, "Run one cell of --out in the foreground (what "
                                 "each SLURM array task does).")
 
+
 def slurm_script(sweep: pathlib.Path, names: list[str]) -> str:
   """A SLURM job array running `names`, one array task per cell (`--run_cell`)."""
   lines = ["#!/bin/bash", "#SBATCH --job-name=wsrl-sweep",

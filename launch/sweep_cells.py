@@ -340,6 +340,12 @@ def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_
     time.sleep(0.5)
     for name, job in [r for r in running if r[1].done()]:
       running.remove((name, job))
-      state = json.loads(status_path(sweep, name).read_text())["state"] if status_path(
-          sweep, name).is_file() else FAILED
-      print(f"{state:>8}  {name}", flush=True)
+      path = status_path(sweep, name)
+      record = json.loads(path.read_text()) if path.is_file() else {"cell": name}
+      if record.get("state") not in (DONE, FAILED):    # the job died before the cell could say
+        error = job.exception()
+        reason = (str(error).strip().splitlines() or ["?"])[-1] if error else "?"
+        record = dict(record, state=FAILED, ended=_now(),
+                      error=f"its submitit job ended without recording the cell's end: {reason}")
+        write_json(path, record)
+      print(f"{record['state']:>8}  {name}", flush=True)
