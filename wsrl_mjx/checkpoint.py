@@ -314,6 +314,10 @@ def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what:
     if not isinstance(error, (ValueError, KeyError)):
       raise
     raise CheckpointError(f"{folder}: cannot be read as {what}: {error}") from None
+  if jax.process_count() > 1:
+    # As numpy arrays: an array on this process's device cannot be laid out over all processes'
+    # devices (jax.device_put refuses it), a host array can.
+    return jax.tree.map(np.asarray, restored[item])
   return restored[item]
 
 
