@@ -1,8 +1,17 @@
-"""Two processes on this machine as one multi-host run (jax.distributed over 127.0.0.1, JAX's gloo
-CPU collectives, one CPU device each): the tiny fine-tuning config with 4 seeds, killed after a
-checkpoint and resumed, writes exactly the metrics of the same 4 seeds in one process with two
-CPU devices (the same two seeds per device, so the same computation per seed: equal bit for
-bit). Process 0 alone writes the run's files; a checkpoint of 2 processes refuses 1."""
+"""Seeds over devices and processes.
+
+One process with two CPU devices (XLA's host-platform flag): 4 seeds, 2 on each device, a seed's
+numbers independent of its placement, 3 seeds refused. Two processes on this machine as one
+multi-host run (jax.distributed over 127.0.0.1, JAX's gloo CPU collectives, one CPU device
+each): the same tiny fine-tuning run, killed after a checkpoint and resumed, writes exactly the
+metrics of the one process with two devices (the same two seeds per device, so the same
+computation per seed: equal bit for bit). Process 0 alone writes the run's files; a checkpoint
+of 2 processes refuses 1.
+
+Slow by nature: on the CPU, jax 0.10 never answers process 1 from the persistent compilation
+cache (its cache key hashes that process's own view of the device topology, and only process 0
+writes entries), so process 1 compiles the tiny programs afresh each time it starts, twice here
+(the killed run and the resumed one)."""
 
 import json
 import os
@@ -10,6 +19,7 @@ import signal
 import socket
 import subprocess
 import sys
+import textwrap
 import time
 
 import jax
@@ -23,6 +33,39 @@ FLAGS = ["--config=launch/configs/finetune.py:hopper-medium-v2",
          *as_flags(dict(TINY_OVERRIDES, num_seeds=4))]
 TIMEOUT = 900     # seconds one launch may take (minutes of it compiling with a cold cache)
 
+# One process, two devices: where the seeds are, then the run itself (the reference).
+ONE_PROCESS = textwrap.dedent("""
+    import sys
+    from conftest import tiny_config          # the tests' compilation cache, XLA's CPU flag
+    import jax, jax.numpy as jnp, numpy as np
+    import envs
+    from wsrl_mjx import finetune, per_seed
+    from wsrl_mjx.errors import ConfigError
+    assert len(jax.devices()) == 2, jax.devices()
+    config = tiny_config(num_seeds=4)
+    env, spec = envs.make(config.env_name)
+    programs = finetune.build_programs(config, env, spec)
+    settings = jax.tree.map(jnp.asarray, per_seed.seed_settings(config)[0])
+    keys = finetune.seed_keys(config)
+    state = programs.init(jax.device_put(keys, programs.sharding),
+                          jax.device_put(settings, programs.sharding), None, None)
+    for leaf in jax.tree.leaves(state):
+      shards = leaf.addressable_shards
+      assert len({s.device for s in shards}) == 2, leaf.sharding
+      assert all(s.data.shape[0] == 2 for s in shards)          # two seeds per device
+    # Placement does not change the numbers: seed 3 equals an init of its key alone.
+    alone = jax.jit(programs.loop.init)(keys[3], jax.tree.map(lambda x: x[3], settings), None)
+    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a)[3], b),
+                 state.agent.params, alone.agent.params)
+    try:
+      finetune.seed_mesh(3)
+    except ConfigError as error:
+      assert "multiple of the number of devices (2)" in str(error), error
+    else:
+      raise AssertionError("3 seeds on 2 devices should be refused")
+    finetune.train_and_evaluate(config, sys.argv[1].removeprefix("--workdir="), programs=programs)
+    print("one process ok")
+""")
 
 def free_port() -> int:
   with socket.socket() as s:
@@ -30,14 +73,13 @@ def free_port() -> int:
     return s.getsockname()[1]
 
 
-def start(workdir, log, *extra, devices=1):
-  environment = dict(os.environ, PYTHONPATH=str(ROOT))
+def start(workdir, log, *extra, devices=1, command=("-m", "launch.finetune", *FLAGS)):
+  environment = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]))
   if devices > 1:
     environment["XLA_FLAGS"] = (environment.get("XLA_FLAGS", "") +
                                 f" --xla_force_host_platform_device_count={devices}").strip()
-  return subprocess.Popen([sys.executable, "-m", "launch.finetune", *FLAGS,
-                           f"--workdir={workdir}", *extra], cwd=ROOT, env=environment,
-                          stdout=open(log, "w"), stderr=subprocess.STDOUT,
+  return subprocess.Popen([sys.executable, *command, f"--workdir={workdir}", *extra], cwd=ROOT,
+                          env=environment, stdout=open(log, "w"), stderr=subprocess.STDOUT,
                           start_new_session=True)
 
 
@@ -65,12 +107,14 @@ def records(workdir):
   return [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
 
 
-def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
+@pytest.mark.slow
+def test_seeds_over_devices_and_two_processes_killed_and_resumed_equal_one_process(tmp_path):
   reference, shared = tmp_path / "one-process", tmp_path / "two-processes"
   processes = []
   try:
     # The reference: one process, two CPU devices (alongside the two-process run).
-    processes.append(start(reference, tmp_path / "reference.log", devices=2))
+    processes.append(start(reference, tmp_path / "reference.log", devices=2,
+                           command=("-c", ONE_PROCESS)))
     two = start_two(shared, tmp_path, "killed")
     processes += two
     deadline = time.time() + TIMEOUT
@@ -81,6 +125,7 @@ def test_two_processes_killed_and_resumed_equal_one_process(tmp_path):
     stop(two)                                              # killed mid-run
     assert not (shared / "checkpoints" / "200").exists()
     finish(processes[:1], [tmp_path / "reference.log"])
+    assert "one process ok" in (tmp_path / "reference.log").read_text()
 
     resumed = start_two(shared, tmp_path, "resumed")
     processes += resumed
