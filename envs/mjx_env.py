@@ -88,7 +88,9 @@ class MjxEnv(brax_base.Env):
     mj_model.opt.ls_iterations = solver_ls_iterations or MJX_LS_ITERATIONS
     self.xml_path = xml_path
     self.mj_model = mj_model          # the model MJX runs, as a C model
-    self.mjx_model = mjx.put_model(mj_model)
+    # On this process's first device: MJX's default, jax.devices()[0], is process 0's device in
+    # every process of a multi-process run, which the others cannot use.
+    self.mjx_model = mjx.put_model(mj_model, device=jax.local_devices()[0])
     self.frame_skip = frame_skip
 
   @property

@@ -1,12 +1,19 @@
 """What the launch entry points share: process-wide JAX settings, how a launcher runs and reports
 user errors (`run`), and the training phases' main.
 
+The training phases run as one process or as one of several (`start_distributed`): a process
+started by SLURM (`srun`), Open MPI (`mpirun`), on a Cloud TPU pod slice or by Kubernetes, where
+JAX's own cluster detection finds more than one process, or one given `--coordinator_address`,
+`--num_processes` and `--process_id`, calls `jax.distributed.initialize()` before anything asks
+JAX for a device; its seeds then span every process's devices (wsrl_mjx/host_loop.py).
+
 A user error (`wsrl_mjx.errors.UserError`: a bad config value, dataset, checkpoint or run
 directory; an unknown flag or one that does not parse; an `app.UsageError`) ends the launcher
 with one line on stderr, `error: <message>`, and exit status 2, without a Python stack trace.
 `--verbose` (or the environment variable WSRL_MJX_VERBOSE=1) lets it raise with its trace.
 """
 
+import dataclasses
 import logging as python_logging
 import os
 import pathlib
@@ -45,10 +52,12 @@ def _ours_or_a_warning(record: python_logging.LogRecord) -> bool:
   return bool(parts) and parts[0] in _OUR_PACKAGES
 
 
-def configure() -> None:
+def configure(distributed: "DistributedFlags | None" = None) -> None:
   """Sets XLA's CPU flag for jaxlib 0.10 (`compat.configure_xla_cpu`), turns on JAX's persistent
   compilation cache (MJX programs take minutes to compile) and keeps libraries' INFO lines out
-  of the log. Call it first in `main`, before anything asks JAX for a device.
+  of the log. Call it first in `main`, before anything asks JAX for a device. With
+  `distributed` (the training phases), joins the other processes of a multi-process run
+  (`start_distributed`); a process other than the first then logs errors only.
 
   `JAX_COMPILATION_CACHE_DIR` chooses the folder; set it to an empty string to disable caching.
   """
@@ -58,8 +67,87 @@ def configure() -> None:
   if cache_dir:
     jax.config.update("jax_compilation_cache_dir", cache_dir)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-  logging.info("JAX %s on %s; compilation cache: %s", jax.__version__,
-               ", ".join(str(d) for d in jax.devices()), cache_dir or "off")
+  if distributed is not None:
+    start_distributed(distributed)
+  if jax.process_index() > 0:
+    logging.set_verbosity(logging.ERROR)
+  where = (f" (process {jax.process_index()} of {jax.process_count()}; this one has "
+           f"{', '.join(str(d) for d in jax.local_devices())})" if jax.process_count() > 1 else "")
+  logging.info("JAX %s on %s%s; compilation cache: %s", jax.__version__,
+               ", ".join(str(d) for d in jax.devices()), where, cache_dir or "off")
+
+
+@dataclasses.dataclass(frozen=True)
+class DistributedFlags:
+  """The flags of a training launcher that place it among several processes."""
+  coordinator_address: flags.FlagHolder
+  num_processes: flags.FlagHolder
+  process_id: flags.FlagHolder
+  local_device_ids: flags.FlagHolder
+  timeout: flags.FlagHolder
+
+
+def define_distributed_flags() -> DistributedFlags:
+  """Defines --coordinator_address, --num_processes, --process_id, --local_device_ids and
+  --distributed_timeout
+  (the training launchers call this once, through `phase_main`)."""
+  return DistributedFlags(
+      coordinator_address=flags.DEFINE_string(
+          "coordinator_address", None, "host:port where process 0 of a multi-process run "
+          "listens, with --num_processes and --process_id. Unset: JAX's cluster detection "
+          "(SLURM, Open MPI, Cloud TPU, Kubernetes) decides whether this is one of several."),
+      num_processes=flags.DEFINE_integer("num_processes", None, "Processes of a multi-process "
+                                         "run (with --coordinator_address, --process_id)."),
+      process_id=flags.DEFINE_integer("process_id", None, "This process's index, 0 to "
+                                      "--num_processes - 1 (process 0 writes the run's files)."),
+      local_device_ids=flags.DEFINE_list(
+          "local_device_ids", None, "The devices (by local index) this process uses, e.g. "
+          "0,1,2,3,4,5,6,7 for one process per 8-GPU node under SLURM, where JAX otherwise gives "
+          "each process the one GPU of its SLURM_LOCALID."),
+      timeout=flags.DEFINE_integer("distributed_timeout", 300, "Seconds to wait for every "
+                                   "process of a multi-process run to join."))
+
+
+def cluster_process_count() -> int:
+  """How many processes JAX's own cluster detection (`jax.distributed.initialize()` without
+  arguments) would join this one with: 1 where it detects no cluster (SLURM's SLURM_NTASKS,
+  Open MPI's OMPI_COMM_WORLD_SIZE, a Cloud TPU slice's workers, ...; jax/_src/clusters)."""
+  from jax._src import clusters    # JAX's detection itself; there is no public way to ask it
+  for cluster in clusters.ClusterEnv._cluster_types:   # noqa: SLF001
+    if not cluster.opt_in_only_method and cluster.is_env_present():
+      return int(cluster.get_process_count())
+  return 1
+
+
+def start_distributed(distributed: DistributedFlags) -> None:
+  """Calls `jax.distributed.initialize` where this process is one of several: given the three
+  flags (all or none), or detected by JAX (`cluster_process_count` > 1). Raises UsageError for
+  flags that do not fit together. Must run before anything asks JAX for a device."""
+  try:
+    local = ([int(i) for i in distributed.local_device_ids.value]
+             if distributed.local_device_ids.value else None)
+  except ValueError:
+    raise app.UsageError(f"--local_device_ids={','.join(distributed.local_device_ids.value)}: "
+                         "whole numbers, comma-separated.") from None
+  given = {"--coordinator_address": distributed.coordinator_address.value,
+           "--num_processes": distributed.num_processes.value,
+           "--process_id": distributed.process_id.value}
+  if any(v is not None for v in given.values()):
+    missing = [name for name, value in given.items() if value is None]
+    if missing:
+      raise app.UsageError(f"{', '.join(missing)}: missing; --coordinator_address, "
+                           "--num_processes and --process_id are given together.")
+    count, index = given["--num_processes"], given["--process_id"]
+    if count < 1 or not 0 <= index < count:
+      raise app.UsageError(f"--process_id={index}: must be between 0 and --num_processes - 1 "
+                           f"({count - 1}).")
+    if count > 1:
+      jax.distributed.initialize(given["--coordinator_address"], count, index,
+                                 local_device_ids=local,
+                                 initialization_timeout=distributed.timeout.value)
+  elif cluster_process_count() > 1:
+    jax.distributed.initialize(local_device_ids=local,
+                               initialization_timeout=distributed.timeout.value)
 
 
 def env_spec(name: str, flag: str = "--env") -> envs.EnvSpec:
@@ -126,9 +214,12 @@ def run(main) -> None:
 
 def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
   """The absl `main` of a training phase's launcher (launch/pretrain.py, launch/finetune.py):
-  `configure()`, then `train_and_evaluate(config, workdir)` with the flags' values (which logs
-  the final scores and the seeds that diverged). `config_of(config_flag)`, where given, makes
-  the config from the flag (default: its value)."""
+  `configure()` (joining the other processes of a multi-process run: the flags
+  `define_distributed_flags` adds), then `train_and_evaluate(config, workdir)` with the flags'
+  values (which logs the final scores and the seeds that diverged). `config_of(config_flag)`,
+  where given, makes the config from the flag (default: its value)."""
+  distributed = define_distributed_flags()
+
   def main(argv):
     if len(argv) > 1:
       raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -136,7 +227,7 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
       config_flag.value.to_dict()   # ml_collections defers a file's load error to a use
     except OSError as error:
       raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
-    configure()
+    configure(distributed)
     config = config_of(config_flag) if config_of else config_flag.value
     train_and_evaluate(config, workdir_flag.value)
   return main

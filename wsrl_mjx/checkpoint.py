@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 import orbax.checkpoint as ocp
 from absl import logging
+from jax.experimental import multihost_utils
 
 from wsrl_mjx.errors import UserError
 
@@ -193,7 +194,9 @@ class RunCheckpoints:
     suffix = 1
     while target.exists():
       target, suffix = self.directory / f"{DAMAGED_PREFIX}{step}.{suffix}", suffix + 1
-    folder.rename(target)
+    if jax.process_index() == 0:     # of several processes, the first renames it
+      folder.rename(target)
+    multihost_utils.sync_global_devices(f"set aside {folder}")
     self._manager.reload()
     logging.warning("%s: damaged, cannot be read (%s); set aside as %s, resuming from the "
                     "newest older checkpoint that reads.", folder, _first_line(error), target.name)
@@ -291,6 +294,12 @@ def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what:
   item's folder and either the damage (a file cut short or changed) or `what` it should have
   held, if it cannot be read as that."""
   folder = directory / str(step) / item
+  # Where the caller names no placement, each process gets a whole copy on its first device
+  # (orbax would otherwise place it as it was saved, on devices of the run that wrote it).
+  local = jax.sharding.SingleDeviceSharding(jax.local_devices()[0])
+  abstract = jax.tree.map(
+      lambda x: x if getattr(x, "sharding", None) is not None
+      else jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=local), abstract)
   try:
     with contextlib.closing(_manager(directory, read_only=True)) as manager:
       restored = manager.restore(step, args=ocp.args.Composite(
@@ -305,6 +314,10 @@ def _restore_item(directory: pathlib.Path, step: int, item: str, abstract, what:
     if not isinstance(error, (ValueError, KeyError)):
       raise
     raise CheckpointError(f"{folder}: cannot be read as {what}: {error}") from None
+  if jax.process_count() > 1:
+    # As numpy arrays: an array on this process's device cannot be laid out over all processes'
+    # devices (jax.device_put refuses it), a host array can.
+    return jax.tree.map(np.asarray, restored[item])
   return restored[item]
 
 

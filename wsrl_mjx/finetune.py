@@ -142,9 +142,10 @@ def jump_start_phase(programs: Programs) -> dict[str, Any]:
         jsrl.advance(current.stage, current.best_return, guided_return, curriculum),
         programs.sharding)
     state = state.replace(jump_start=current.replace(stage=stage, best_return=best))
-    return state, {"jsrl_guided_return": np.asarray(guided_return),
-                   "jsrl_stage": np.asarray(stage),
-                   "jsrl_guide_steps": np.asarray(jsrl.guide_steps(stage, curriculum))}
+    # host_loop.to_host: in a multi-process run each process holds only its seeds.
+    return state, host_loop.to_host({
+        "jsrl_guided_return": guided_return, "jsrl_stage": stage,
+        "jsrl_guide_steps": jsrl.guide_steps(stage, curriculum)})
 
   return dict(evaluate=evaluate, after_evaluation=after_evaluation)
 
@@ -278,7 +279,7 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
 
 def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:
   """Per-seed means over the chunk: losses per update, return per completed episode."""
-  stats = {k: np.asarray(v) for k, v in vars(stats).items()}
+  stats = host_loop.to_host(dict(vars(stats)))
   completed, return_sum = stats.pop("completed_episodes"), stats.pop("completed_return_sum")
   summary = host_loop.per_seed_summary(stats, "updates")
   with np.errstate(invalid="ignore", divide="ignore"):
@@ -394,8 +395,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
       init=init, abstract_state=abstract_state, run=run,
       evaluate=lambda state: programs.evaluate(learner.actor_params(state.agent), state.eval_key,
                                                state.env_step),
-      step_of=lambda state: int(np.asarray(state.env_step)[0]),
-      diverged_at=lambda state: np.asarray(state.diverged_at),
+      step_of=lambda state: int(host_loop.to_host(state.env_step)[0]),
+      diverged_at=lambda state: host_loop.to_host(state.diverged_at),
       agent_params=lambda state: learner.handoff_params(state.agent),
       optimizer_states=(None if method.learner == "iql"
                         else lambda state: learner.handoff_optimizer(state.agent)),

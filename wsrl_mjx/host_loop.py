@@ -6,6 +6,14 @@ and owns everything a user sees: the run directory (`config.json`, a lock agains
 in it), compile and progress lines, `metrics.jsonl`, TensorBoard scalars, warnings about
 diverged seeds and orbax checkpoints. It never steps an environment or a learner itself.
 
+Several processes (`jax.distributed`, launch/runtime.py starts it): the seed mesh spans every
+process's devices (`seed_mesh`), every process runs the same host loop on its share of the
+seeds, and whatever the host reads from a device (evaluation results, chunk statistics, steps)
+is gathered from every process (`to_host`). Process 0 alone holds the run directory's lock and
+writes `config.json`, `metrics.jsonl` and TensorBoard files; all processes take part in each
+orbax checkpoint (each writes its own seeds' shards), and a checkpoint resumes only with the
+layout (process and device counts) that wrote it (`check_layout`).
+
 Chunks: the host acts between chunks only, so every evaluation, checkpoint and the end fall on a
 chunk's end (`chunk_lengths`); each distinct chunk length is one compiled program.
 """
@@ -26,6 +34,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from absl import logging
+from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from envs import EnvSpec
@@ -64,17 +73,59 @@ class Phase:
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
-  """A 1-D mesh over all devices; seeds are split evenly across it."""
+  """A 1-D mesh over all devices of all processes (`jax.devices()`); seeds are split evenly
+  across it, each seed on one device. Raises ConfigError unless `num_seeds` is a multiple of
+  the global device count."""
   devices = jax.devices()
   if num_seeds % len(devices):
+    where = (f": {jax.process_count()} processes x {jax.local_device_count()} each"
+             if jax.process_count() > 1 else "")
     raise ConfigError(f"config.num_seeds ({num_seeds}) must be a multiple of the number of "
-                      f"devices ({len(devices)}) so that seeds split evenly across them.")
+                      f"devices ({len(devices)}{where}) so that seeds split evenly across them.")
   return Mesh(np.asarray(devices), ("seeds",))
 
 
 def seed_sharding(num_seeds: int) -> NamedSharding:
   """Every array with a leading seed axis is laid out with this."""
   return NamedSharding(seed_mesh(num_seeds), PartitionSpec("seeds"))
+
+
+def is_primary() -> bool:
+  """Whether this is process 0, the one that writes the run's files and logs its progress."""
+  return jax.process_index() == 0
+
+
+def to_host(tree):
+  """Every array of `tree` as a numpy array holding all of it: an array spread over several
+  processes' devices is gathered from them (`multihost_utils.process_allgather`; every process
+  must call this with the same tree), any other one is copied from its device."""
+  def whole(x):
+    if isinstance(x, jax.Array) and not x.is_fully_addressable:
+      return np.asarray(multihost_utils.process_allgather(x, tiled=True))
+    return np.asarray(x)
+  return jax.tree.map(whole, tree)
+
+
+def layout() -> dict[str, int]:
+  """The processes and devices a run spans, as its checkpoints record it."""
+  return {"processes": jax.process_count(), "devices": jax.device_count()}
+
+
+def check_layout(description: dict[str, Any], workdir) -> None:
+  """Refuses (CheckpointError) to resume a checkpoint written by another number of processes or
+  devices than this run has; a checkpoint that records no layout (before multi-host runs) was
+  written by one process."""
+  saved = dict(description.get("layout") or {"processes": 1})
+  here = layout()
+  if any(saved[key] != here[key] for key in saved if key in here):
+    def text(counts):
+      return (f"{counts['processes']} process{'es' if counts['processes'] != 1 else ''}"
+              + (f" with {counts['devices']} device{'s' if counts['devices'] != 1 else ''}"
+                 if "devices" in counts else ""))
+    raise checkpoint.CheckpointError(
+        f"{workdir}: its checkpoint at {description.get('step_unit', 'step')} "
+        f"{description.get('step', '?')} was written by {text(saved)}; this run has "
+        f"{text(here)}. Resume it with the same layout, or choose a new --workdir.")
 
 
 def seed_keys(config) -> jax.Array:
@@ -354,12 +405,15 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   chunks (`chunk_lengths`), evaluating,
   logging and checkpointing between them. Rates and the ETA count execution time only (compile
   time excluded). Returns the last evaluation record, with `diverged_seeds`.
+
+  Of several processes, every one calls this with the same phase; process 0 holds the lock and
+  writes the files (the module docstring says who does what).
   """
   workdir = pathlib.Path(workdir)
-  with claimed_workdir(workdir):
+  with claimed_workdir(workdir) if is_primary() else contextlib.nullcontext():
     checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
                                             step_unit=phase.unit)
-    log = metrics_log.MetricsLog(workdir, step_key=phase.unit)
+    log = metrics_log.MetricsLog(workdir, step_key=phase.unit, write=is_primary())
     try:
       return _run_chunks(phase, workdir, checkpoints, log)
     finally:
@@ -370,12 +424,17 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
 def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.RunCheckpoints,
                 log: metrics_log.MetricsLog) -> dict[str, Any]:
   unit = phase.unit.replace("_", " ")
+  def check_resumable(description):
+    check_layout(description, workdir)
+    phase.check_resumable(description)
+
   # The newest checkpoint that reads (a damaged one is set aside with a warning).
-  resumed = checkpoints.restore_newest_readable(phase.abstract_state, phase.check_resumable)
+  resumed = checkpoints.restore_newest_readable(phase.abstract_state, check_resumable)
   latest, state = resumed if resumed is not None else (None, None)
+  description = dict(phase.description, layout=layout())
   # Written once the run may go on here (a refused resume leaves the run's record as it was).
   config = phase.description.get("config")
-  if config is not None:
+  if config is not None and is_primary():
     path = write_config(workdir, config)
     logging.info("Config (also in %s):\n%s", path, "\n".join(
         f"  {name} = {json.dumps(value)}" for name, value in sorted(config.items())))
@@ -384,6 +443,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
   else:
     state = phase.init()
   dropped = log.restart_at(latest)
+  multihost_utils.sync_global_devices("metrics.jsonl restarted")  # before others read it
   if dropped:
     logging.info("%s: dropped %d evaluation record(s) past %s %d, written before the run "
                  "stopped; this run writes them again", log.path, dropped, unit, latest or 0)
@@ -392,7 +452,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
   reported = set(np.flatnonzero(phase.diverged_at(state) >= 0).tolist())
 
   def evaluate_and_log(state, step, summary):
-    results = phase.evaluate(state)
+    results = to_host(phase.evaluate(state))
     returns = np.asarray(results.returns)                        # [seeds, episodes]
     successes = np.asarray(results.successes)
     scores = phase.env_spec.normalized_score(returns, successes)
@@ -454,10 +514,11 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
     done += length
     rate = done / executing
     for seed in sorted(set(np.flatnonzero(diverged_at >= 0).tolist()) - reported):
-      logging.warning(
-          "Seed %d stopped learning at %s %d: an update produced a non-finite loss or "
-          "gradient. Its parameters stay at its last finite update; the other seeds go on "
-          "(its losses are logged as NaN from here).", seed, unit, int(diverged_at[seed]))
+      if is_primary():
+        logging.warning(
+            "Seed %d stopped learning at %s %d: an update produced a non-finite loss or "
+            "gradient. Its parameters stay at its last finite update; the other seeds go on "
+            "(its losses are logged as NaN from here).", seed, unit, int(diverged_at[seed]))
       reported.add(seed)
     if not evaluating:
       log.write_scalars(step, {f"train/{k}": nanmean(v) for k, v in summary.items()})
@@ -470,14 +531,15 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
         format_duration((phase.total_steps - step) / max(rate, 1e-9)), score,
         f" | {details}" if details else "")
     if step % phase.checkpoint_interval == 0 or step == phase.total_steps:
-      checkpoints.save(step, state, phase.agent_params(state), phase.description,
+      checkpoints.save(step, state, phase.agent_params(state), description,
                        phase.optimizer_states(state) if phase.optimizer_states else None)
 
   last_record = last_record or {}
   if last_record:
     last_record.setdefault("diverged_seeds", diverged_seeds(last_record))
     summary_line = final_summary(last_record, phase.unit)
-    (logging.warning if last_record["diverged_seeds"] else logging.info)(summary_line)
+    if is_primary():
+      (logging.warning if last_record["diverged_seeds"] else logging.info)(summary_line)
   return last_record
 
 
@@ -485,7 +547,7 @@ def per_seed_summary(sums: dict[str, Any], count_key: str) -> dict[str, np.ndarr
   """Per-seed means of the `*_sum` entries of a chunk's statistics, divided by `count_key`;
   NaN for a seed with a zero count (no update in the chunk: warmup, or a diverged seed), never
   a mean of nothing shown as 0."""
-  sums = jax.tree.map(np.asarray, sums)
+  sums = to_host(sums)
   counts = sums[count_key]
   summary = {}
   for name, value in sums.items():

@@ -6,6 +6,9 @@ dropped, and a run that starts fresh (no checkpoint yet, e.g. killed before its 
 them all; the run writes them again, with the same numbers. TensorBoard scalars are purged the
 same way (tensorboardX's `purge_step`: TensorBoard hides the events of earlier files at or past
 the step a new file starts at).
+
+Of a run's several processes only process 0 writes (`write=False` elsewhere: the writing methods
+do nothing; `records` reads what process 0 wrote).
 """
 
 from __future__ import annotations
@@ -35,8 +38,9 @@ def _plain(value):
 
 
 class MetricsLog:
-  def __init__(self, workdir: str | os.PathLike, step_key: str = "env_step"):
+  def __init__(self, workdir: str | os.PathLike, step_key: str = "env_step", write: bool = True):
     self.step_key = step_key      # the field that orders records: env or gradient steps
+    self.write = write            # false: a process other than the run's first writes nothing
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / "metrics.jsonl"
@@ -57,7 +61,9 @@ class MetricsLog:
     """The run continues from the state at `step` (a checkpoint's; None: a fresh start, which
     writes step 0 again): drops the records past it, and has the TensorBoard file written next
     hide earlier files' events from `step + 1` on (from 0 on a fresh start). Returns how many
-    records were dropped."""
+    records were dropped (0 where this log does not write)."""
+    if not self.write:
+      return 0
     before = len(self.records())
     self.truncate_after(-1 if step is None else step)
     self._purge_step = 0 if step is None else step + 1
@@ -70,16 +76,22 @@ class MetricsLog:
 
   def truncate_after(self, step: int) -> None:
     """Drops evaluation records past `step` (written after the checkpoint resumed from)."""
+    if not self.write:
+      return
     kept = [r for r in self.records() if r[self.step_key] <= step]
     temporary = self.path.with_suffix(".jsonl.tmp")
     temporary.write_text("".join(json.dumps(r) + "\n" for r in kept))
     os.replace(temporary, self.path)
 
   def write_evaluation(self, record: dict) -> None:
+    if not self.write:
+      return
     with self.path.open("a") as f:
       f.write(json.dumps(_plain(record)) + "\n")
 
   def write_scalars(self, env_step: int, scalars: dict[str, float]) -> None:
+    if not self.write:
+      return
     writer = self._writer()
     for name, value in scalars.items():
       if value is not None and math.isfinite(float(value)):

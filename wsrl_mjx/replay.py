@@ -151,7 +151,7 @@ def bytes_per_seed(capacity: int, observation_size: int, action_size: int,
 
 def device_memory_bytes(device: jax.Device | None = None) -> int | None:
   """Memory the device can allocate, or None where it cannot be told."""
-  device = device or jax.devices()[0]
+  device = device or jax.local_devices()[0]
   try:
     stats = device.memory_stats()
   except Exception:  # Some backends do not implement memory_stats.

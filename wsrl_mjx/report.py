@@ -339,7 +339,8 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
                 last_n: int = 3, exclude_diverged: bool = False, pool: bool = False,
                 resamples: int = statistics.DEFAULT_RESAMPLES,
                 command: str | None = None) -> list[ArmResult]:
-  """Reads `run_dirs`, writes the report into `out` (created) and returns the arms' results.
+  """Reads `run_dirs` (a folder holding run directories, such as a sweep's, stands for all of
+  them: `runs.find`), writes the report into `out` (created) and returns the arms' results.
 
   Raises runs.RunError for a directory that is not a run (naming it), ReportError for configs
   that would be pooled without `pool` or `last_n` < 1. Nothing is written before
@@ -349,7 +350,7 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
     raise ReportError(f"--last_n must be at least 1, got {last_n}")
   if not run_dirs:
     raise ReportError("no run directories given")
-  runs = [runs_lib.read(d) for d in run_dirs]
+  runs = [runs_lib.read(d) for given in run_dirs for d in runs_lib.find(given)]
   arms, pool_notes = group(runs, pool)
   results = [aggregate(arm, last_n, exclude_diverged, resamples) for arm in arms]
 

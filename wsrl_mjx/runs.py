@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import pathlib
 from typing import Any
 
@@ -143,6 +144,23 @@ def _read_json(path: pathlib.Path) -> dict[str, Any]:
     return json.loads(path.read_text())
   except json.JSONDecodeError as error:
     raise RunError(f"{path}: not valid JSON ({error})") from None
+
+
+def find(path: str | pathlib.Path) -> list[pathlib.Path]:
+  """The run directories `path` stands for: itself where it holds `metrics.jsonl` (or is no
+  folder at all: `read` then says so), else every folder nested in it that holds one (a sweep's
+  folder, `launch.sweep`: `runs/<env>/<cell>/`), sorted, not looking inside a run directory;
+  [path] where it holds none (`read` then names it)."""
+  path = pathlib.Path(path)
+  if not path.is_dir() or (path / METRICS_FILE).is_file():
+    return [path]
+  found = []
+  for folder, subfolders, files in os.walk(path):
+    if METRICS_FILE in files:
+      found.append(pathlib.Path(folder))
+      subfolders.clear()
+    subfolders.sort()
+  return sorted(found) or [path]
 
 
 def read(run_dir: str | pathlib.Path) -> Run:

@@ -1,0 +1,153 @@
+r"""A grid of fine-tuning runs as one sweep: one `launch.finetune` command per cell, run by submitit
+on this machine or as a SLURM job array (`launch/sweep_cells.py` has the grid format and the
+sweep folder's files).
+
+  python -m launch.sweep --grid=launch/grids/wsrl_paper.py --out=runs/paper            # local
+  python -m launch.sweep --grid=launch/grids/wsrl_paper.py --out=runs/paper --scheduler=slurm
+  python -m launch.sweep --out=runs/paper --status
+  python -m launch.sweep --out=runs/paper --resubmit_failed [--grid=FILE]
+  python -m launch.report runs/paper --out=runs/paper-report
+"""
+
+from __future__ import annotations
+
+import pathlib
+import re
+import shlex
+import shutil
+import subprocess
+import sys
+
+from absl import app, flags
+
+from launch import runtime
+from launch.sweep_cells import (DONE, FAILED, ROOT, RUNNING, cell_states, error_line, expand,
+                                load_grid, read_manifest, report_states, run_cell, run_local,
+                                save_manifest)
+from wsrl_mjx.errors import UserError
+
+_GRID = flags.DEFINE_string("grid", None, "Grid file (.json, or .py with get_grid()).")
+_OUT = flags.DEFINE_string("out", None, "The sweep folder (created): run directories, status, "
+                           "logs.")
+_SCHEDULER = flags.DEFINE_enum("scheduler", "local", ["local", "slurm"], "local: submitit's "
+                               "LocalExecutor on this machine; slurm: a SLURM job array script, "
+                               "submitted with sbatch where it exists.")
+_ONLY = flags.DEFINE_string("only", None, "Run only the cells whose name (<env>/<method>"
+                            "[-<ablation>]) matches this regular expression.")
+_RESUBMIT_FAILED = flags.DEFINE_bool("resubmit_failed", False, "Run only the sweep's failed cells "
+                                     "(each resumes from its checkpoint); with --grid, with the "
+                                     "commands of that grid.")
+_STATUS = flags.DEFINE_bool("status", False, "Print every cell's state, write failed.txt, run "
+                            "nothing.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Write sweep.json (and the SLURM script) and print "
+                             "the commands; run nothing.")
+_MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: cells running at once (each one "
+                                     "uses every device of the machine).")
+_TIMEOUT = flags.DEFINE_integer("cell_timeout_min", 24 * 60, "Minutes a cell may run (local: "
+                                "submitit's timeout; slurm: --time).")
+_PARTITION = flags.DEFINE_string("slurm_partition", None, "slurm: the partition.")
+_GPUS = flags.DEFINE_integer("slurm_gpus_per_node", 1, "slurm: GPUs per node of a cell (every "
+                             "process of the node sees them; JAX gives each process its own).")
+_CPUS = flags.DEFINE_integer("slurm_cpus_per_task", 8, "slurm: CPU cores per process of a cell.")
+_NODES = flags.DEFINE_integer("slurm_nodes", 1, "slurm: nodes per cell (more than one: a "
+                              "multi-host run, BUILD.md).")
+_TASKS = flags.DEFINE_integer("slurm_tasks_per_node", 1, "slurm: processes per node of a cell "
+                              "(e.g. one per GPU; JAX joins them, launch/runtime.py).")
+_ARRAY_PARALLELISM = flags.DEFINE_integer("slurm_array_parallelism", 64, "slurm: cells running "
+                                          "at once (the array's %N).")
+_SETUP = flags.DEFINE_multi_string("slurm_setup", [], "slurm: a shell line run before each cell "
+                                   "(e.g. 'module load cuda'); repeatable.")
+_RUN_CELL = flags.DEFINE_string("run_cell", None, "Run one cell of --out in the foreground (what "
+                                "each SLURM array task does).")
+
+
+def slurm_script(sweep: pathlib.Path, names: list[str]) -> str:
+  """A SLURM job array running `names`, one array task per cell (`--run_cell`)."""
+  lines = ["#!/bin/bash", "#SBATCH --job-name=wsrl-sweep",
+           f"#SBATCH --array=0-{len(names) - 1}%{_ARRAY_PARALLELISM.value}",
+           f"#SBATCH --output={sweep / 'logs' / 'slurm-%A_%a.out'}",
+           f"#SBATCH --time={_TIMEOUT.value}",
+           f"#SBATCH --nodes={_NODES.value}", f"#SBATCH --ntasks-per-node={_TASKS.value}",
+           f"#SBATCH --cpus-per-task={_CPUS.value}"]
+  if _GPUS.value:
+    lines.append(f"#SBATCH --gpus-per-node={_GPUS.value}")
+  if _PARTITION.value:
+    lines.append(f"#SBATCH --partition={_PARTITION.value}")
+  lines += ["", *_SETUP.value, "CELLS=(" + " ".join(shlex.quote(n) for n in names) + ")",
+            f"cd {shlex.quote(str(ROOT))}",
+            # One process per task; JAX joins a cell's processes (SLURM_NTASKS > 1).
+            f"srun {shlex.quote(sys.executable)} -m launch.sweep "
+            f"--out={shlex.quote(str(sweep))} --run_cell=\"${{CELLS[$SLURM_ARRAY_TASK_ID]}}\"", ""]
+  return "\n".join(lines)
+
+
+def submit_slurm(sweep: pathlib.Path, names: list[str], dry_run: bool) -> None:
+  script = sweep / "slurm_array.sh"
+  script.write_text(slurm_script(sweep, names))
+  sbatch = shutil.which("sbatch")
+  if dry_run or sbatch is None:
+    print(f"SLURM job array of {len(names)} cells written to {script}"
+          + ("" if dry_run else "; sbatch is not on this machine: submit it where SLURM is, with "
+             f"`sbatch {script}`") + ".")
+    return
+  result = subprocess.run([sbatch, str(script)], capture_output=True, text=True)
+  if result.returncode:
+    raise UserError(f"sbatch {script}: {error_line(result.stderr + result.stdout)}")
+  print(f"{result.stdout.strip()}: {len(names)} cells; `python -m launch.sweep --out={sweep} "
+        "--status` shows their states.")
+
+
+# --- main -------------------------------------------------------------------------------------
+
+def main(argv):
+  if len(argv) > 1:
+    raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+  if not _OUT.value:
+    raise app.UsageError("--out: the sweep folder is required")
+  sweep = pathlib.Path(_OUT.value).absolute()
+  if _RUN_CELL.value:
+    run_cell(str(sweep), _RUN_CELL.value)
+    return
+  if _STATUS.value:
+    report_states(sweep)
+    return
+  cells = expand(load_grid(_GRID.value), _GRID.value) if _GRID.value else None
+  if cells is None and not _RESUBMIT_FAILED.value:
+    raise app.UsageError("--grid: required (except with --status, --resubmit_failed)")
+  if _ONLY.value and cells is not None:
+    cells = [c for c in cells if re.search(_ONLY.value, c.name)]
+    if not cells:
+      raise UserError(f"--only={_ONLY.value}: matches no cell of {_GRID.value}")
+  if _RESUBMIT_FAILED.value:
+    failed = set(k for k, v in cell_states(sweep).items() if v["state"] == FAILED)
+    if cells is not None:
+      save_manifest(sweep, [c for c in cells if c.name in failed], _GRID.value)
+    names = [n for n in cell_states(sweep)
+             if n in failed and (not _ONLY.value or re.search(_ONLY.value, n))]
+    if not names:
+      print(f"{sweep}: no failed cells to resubmit.")
+      return
+  else:
+    save_manifest(sweep, cells, _GRID.value)
+    states = cell_states(sweep)
+    names = [c.name for c in cells if states[c.name]["state"] not in (DONE, RUNNING)]
+    skipped = len(cells) - len(names)
+    if skipped:
+      print(f"{skipped} cells already done or running are left as they are.")
+  for entry in read_manifest(sweep)["cells"]:
+    if entry["name"] in names:
+      print(f"{entry['name']}: {shlex.join(entry['command'])}")
+  if _SCHEDULER.value == "slurm":
+    submit_slurm(sweep, names, _DRY_RUN.value)
+    return
+  if _DRY_RUN.value:
+    return
+  run_local(sweep, names, _MAX_PARALLEL.value, _TIMEOUT.value)
+  if report_states(sweep):
+    print(f"Rerun the failed cells with: python -m launch.sweep --out={sweep} "
+          "--resubmit_failed", file=sys.stderr)
+    sys.exit(1)
+
+
+if __name__ == "__main__":
+  runtime.run(main)

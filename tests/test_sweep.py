@@ -1,0 +1,127 @@
+"""launch.sweep: a grid expanded into cells (hand-written expectations), the paper's grid file, and
+a two-cell sweep on submitit's LocalExecutor whose failed cell is listed, resubmitted alone after
+the grid is fixed, and reported with the other as one study."""
+
+import json
+import pathlib
+import sys
+
+import pytest
+
+from conftest import ROOT, TINY_OVERRIDES, run_launch
+from launch import sweep_cells as sweep
+from wsrl_mjx import runs
+
+
+def test_a_grid_expands_to_env_method_and_ablation_cells_with_templates_filled():
+  grid = {"config": "launch/configs/finetune.py", "flags": {"num_seeds": 8, "utd": 4},
+          "vars": {"root": "pre"},
+          "envs": {"locomotion": {"envs": ["hopper-medium-v2", "walker2d-random-v2"],
+                                  "vars": {"algo": "cql"}, "flags": {"utd": 2}}},
+          "methods": {"wsrl": {"flags": {"pretrained": "{root}/{env}-{algo}"},
+                               "per_seed": {"warmup": "warmup_steps=0,5000"}},
+                      "iql": {"flags": {"method": "iql", "pretrained": "{root}/{env}-{algo}",
+                                        "critic_hidden_sizes": (32, 32), "layer_norm": False},
+                              "vars": {"algo": "iql"}}}}
+  cells = sweep.expand(grid)
+  assert [c.name for c in cells] == [
+      "hopper-medium-v2/wsrl", "hopper-medium-v2/wsrl-warmup", "hopper-medium-v2/iql",
+      "walker2d-random-v2/wsrl", "walker2d-random-v2/wsrl-warmup", "walker2d-random-v2/iql"]
+  warmup = cells[1]
+  assert (warmup.env, warmup.family, warmup.method, warmup.ablation) == (
+      "hopper-medium-v2", "locomotion", "wsrl", "warmup")
+  assert warmup.flags == {"num_seeds": 8, "utd": 2, "pretrained": "pre/hopper-medium-v2-cql",
+                          "per_seed": "warmup_steps=0,5000"}
+  out = pathlib.Path("/sweeps/s")
+  assert cells[5].command(out) == [
+      sys.executable, "-m", "launch.finetune",
+      "--config=launch/configs/finetune.py:walker2d-random-v2",
+      "--workdir=/sweeps/s/runs/walker2d-random-v2/iql", "--config.num_seeds=8",
+      "--config.utd=2", "--config.method=iql", "--config.pretrained=pre/walker2d-random-v2-iql",
+      "--config.critic_hidden_sizes=(32,32)", "--config.layer_norm=false"]
+
+
+@pytest.mark.parametrize("grid, message", [
+    ({"config": "c", "envs": ["e"], "methods": {"m": {}}, "seeds": 3},
+     "g.json: unknown key(s) ['seeds']"),
+    ({"config": "c", "envs": ["e"]}, "g.json: 'methods' is missing"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"flag": {}}}},
+     "g.json: methods.m: unknown key(s) ['flag']"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"flags": {"pretrained": "{root}/x"}}}},
+     "g.json: e m pretrained: '{root}/x' names 'root' that no vars define"),
+])
+def test_a_grid_that_does_not_fit_the_format_is_refused_naming_the_field(grid, message):
+  with pytest.raises(sweep.GridError) as error:
+    sweep.expand(grid, "g.json")
+  assert str(error.value).startswith(message)
+
+
+def test_the_paper_grid_holds_every_family_task_and_method():
+  cells = sweep.expand(sweep.load_grid(ROOT / "launch/grids/wsrl_paper.py"))
+  envs = list(dict.fromkeys(c.env for c in cells))
+  assert len(envs) == 6 + 3 + 3 + 9 and "antmaze-large-diverse-v2" in envs
+  assert {"kitchen-mixed-v0", "relocate-binary-v0", "walker2d-medium-replay-v2"} <= set(envs)
+  methods = {(c.method, c.ablation) for c in cells}
+  assert methods == {(m, "") for m in ("wsrl", "sac", "rlpd", "calql", "cql", "iql", "jsrl",
+                                       "so2")} | {("wsrl", "warmup"), ("wsrl", "init")}
+  assert len(cells) == len(envs) * len(methods)
+  by_name = {c.name: c.flags for c in cells}
+  assert by_name["hopper-medium-v2/wsrl-warmup"] == {
+      "num_seeds": 64, "pretrained": "runs/pretrain/hopper-medium-v2-cql",
+      "per_seed": "warmup_steps=0,1000,5000,20000"}
+  assert by_name["pen-binary-v0/iql"]["pretrained"] == "runs/pretrain/pen-binary-v0-iql"
+  assert by_name["antmaze-umaze-v2/so2"]["pretrained"] == "runs/pretrain/antmaze-umaze-v2-calql"
+  assert by_name["kitchen-partial-v0/sac"] == {"num_seeds": 64, "method": "sac"}
+
+
+def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
+  grid = {"config": "launch/configs/finetune.py",
+          "flags": TINY_OVERRIDES,
+          "envs": ["hopper-medium-v2"],
+          "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,x"}}}}
+  grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
+  grid_file.write_text(json.dumps(grid))
+  common = [f"--grid={grid_file}", f"--out={out}", "--max_parallel=2", "--cell_timeout_min=10"]
+  first = run_launch("launch.sweep", *common, timeout=600)
+  assert first.returncode == 1, first.stderr[-3000:]
+  failed_line = ("  failed  hopper-medium-v2/scratch-warmup  error: config.per_seed: "
+                 "warmup_steps takes numbers, got 'x'")
+  assert failed_line in first.stdout.splitlines(), first.stdout
+  assert "    done  hopper-medium-v2/scratch" in first.stdout.splitlines()
+  assert (out / "failed.txt").read_text() == (
+      "hopper-medium-v2/scratch-warmup\terror: config.per_seed: warmup_steps takes numbers, "
+      "got 'x'\n")
+  done_status = json.loads((out / "status" / "hopper-medium-v2__scratch.json").read_text())
+  assert (done_status["state"], done_status["attempt"], done_status["exit_code"]) == ("done", 1, 0)
+
+  # SLURM: a job array of the failed cell alone (no sbatch here: the script's path is named).
+  slurm = run_launch("launch.sweep", f"--out={out}", "--resubmit_failed", "--scheduler=slurm")
+  assert slurm.returncode == 0, slurm.stderr[-3000:]
+  script = (out / "slurm_array.sh").read_text()
+  assert "#SBATCH --array=0-0%64" in script
+  assert "CELLS=(hopper-medium-v2/scratch-warmup)" in script
+  assert f"--out={out} --run_cell=\"${{CELLS[$SLURM_ARRAY_TASK_ID]}}\"" in script
+  assert f"sbatch {out / 'slurm_array.sh'}" in slurm.stdout
+
+  # Fixed, and resubmitted: only the failed cell runs again.
+  grid["methods"]["scratch"]["per_seed"]["warmup"] = "warmup_steps=50,60"
+  grid_file.write_text(json.dumps(grid))
+  second = run_launch("launch.sweep", *common, "--resubmit_failed", timeout=600)
+  assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
+  assert "2 of 2 cells done, 0 failed" in second.stdout
+  assert json.loads((out / "status" / "hopper-medium-v2__scratch.json").read_text()) == done_status
+  warmup = json.loads((out / "status" / "hopper-medium-v2__scratch-warmup.json").read_text())
+  assert (warmup["state"], warmup["attempt"]) == ("done", 2)
+  assert "--config.per_seed=warmup_steps=50,60" in warmup["command"]
+  assert (out / "failed.txt").read_text() == ""
+  assert (out / "logs" / "hopper-medium-v2__scratch.log").read_text().count("=== attempt") == 1
+
+  # The sweep's folder is one study: both cells' runs, found under it.
+  assert runs.find(out) == [out / "runs/hopper-medium-v2/scratch",
+                            out / "runs/hopper-medium-v2/scratch-warmup"]
+  report = run_launch("launch.report", str(out), f"--out={tmp_path / 'report'}",
+                      "--resamples=100")
+  assert report.returncode == 0, report.stderr[-3000:]
+  text = (tmp_path / "report" / "report.md").read_text()
+  assert f"| {out}/runs/hopper-medium-v2/scratch-warmup | finetune | hopper-medium-v2 |" in text
+  assert "3 arms" in text       # scratch, and its warmup_steps=50 and =60 seeds
