@@ -55,7 +55,6 @@ import mujoco
 import numpy as np
 
 from envs import mjx_env
-from envs.mjx_env import mjx  # imported there without MJX's "Failed to import warp" print
 
 FRAME_SKIP = 40
 EPISODE_LENGTH = 280
