@@ -20,7 +20,7 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Run directory (created; resumed
 flags.mark_flags_as_required(["config", "workdir"])
 
 main = runtime.phase_main(finetune.train_and_evaluate, _CONFIG, _WORKDIR,
-                          config_of=finetune_config.from_flag)
+                          config_of=finetune_config.from_flags)
 
 
 if __name__ == "__main__":

@@ -216,8 +216,8 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
   """The absl `main` of a training phase's launcher (launch/pretrain.py, launch/finetune.py):
   `configure()` (joining the other processes of a multi-process run: the flags
   `define_distributed_flags` adds), then `train_and_evaluate(config, workdir)` with the flags'
-  values (which logs the final scores and the seeds that diverged). `config_of(config_flag)`,
-  where given, makes the config from the flag (default: its value)."""
+  values (which logs the final scores and the seeds that diverged). `config_of()`, where
+  given, makes the config from the flags (default: the config flag's value)."""
   distributed = define_distributed_flags()
 
   def main(argv):
@@ -228,6 +228,6 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
     except OSError as error:
       raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
     configure(distributed)
-    config = config_of(config_flag) if config_of else config_flag.value
+    config = config_of() if config_of else config_flag.value
     train_and_evaluate(config, workdir_flag.value)
   return main

@@ -169,28 +169,41 @@ def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(cap
   assert not caplog.records
 
 
-def _parsed_config_flag(*arguments):
+def _flags(*arguments, config="hopper-medium-v2"):
+  """The flags `launch.finetune` parses, in a FlagValues of their own."""
   from absl import flags
   from ml_collections import config_flags
-  argv = ["finetune", f"--config={finetune_config.__file__}:hopper-medium-v2", *arguments]
+  argv = ["finetune", f"--config={finetune_config.__file__}:{config}", *arguments]
   flag_values = flags.FlagValues()
   config_flags.DEFINE_config_file("config", None, "", flag_values=flag_values, lock_config=True,
                                   sys_argv=argv)
   flag_values(argv)
-  return flag_values["config"]
+  return flag_values
 
 
-def test_a_method_flag_brings_its_reference_settings_to_the_fields_no_flag_sets():
+def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_it():
   # `--config.method=calql` as `:hopper-medium-v2,calql`: the reference's utd 1, batch 256 and
-  # no warmup (methods.py), except what the command line sets itself.
-  config = finetune_config.from_flag(_parsed_config_flag("--config.method=calql",
-                                                         "--config.batch_size=512"))
+  # no warmup (methods.py), under what the command line sets itself.
+  config = finetune_config.from_flags(_flags("--config.method=calql", "--config.batch_size=512"))
   assert (config.method, config.utd, config.batch_size, config.warmup_steps) == \
       ("calql", 1, 512, 0)
   assert config.to_dict() == dict(
       finetune_config.get_config("hopper-medium-v2,calql").to_dict(), batch_size=512)
+  # With `,demo` the arm runs at demo scale: so2's batch of 2,560 (10 minibatches of 256) is a
+  # quarter, 640, its warmup a tenth, so its updates start within the demo's 2,000 steps; from
+  # the shipped demo agent. An arm from scratch takes no checkpoint.
+  config = finetune_config.from_flags(_flags("--config.method=so2", config="hopper-medium-v2,demo"))
+  assert (config.utd, config.batch_size, config.warmup_steps, config.online_steps) == \
+      (10, 640, 500, 2000)
+  assert config.target_action_noise == 0.3 and config.pretrained.endswith("hopper-medium-v2-demo")
+  demo = finetune_config.get_config("hopper-medium-v2,demo")
+  assert (demo.method, demo.batch_size, demo.warmup_steps) == ("wsrl", 256, 500)
+  config = finetune_config.from_flags(_flags("--config.method=sac", config="hopper-medium-v2,demo"))
+  assert (config.method, config.pretrained, config.batch_size) == ("sac", "", 256)
   # Without --config.method the file's values stand, whatever else is set.
-  config = finetune_config.from_flag(_parsed_config_flag("--config.utd=2"))
+  config = finetune_config.from_flags(_flags("--config.utd=2"))
   assert (config.method, config.utd, config.batch_size) == ("wsrl", 2, 1024)
   with pytest.raises(ConfigError, match="config.method='nope'"):
-    finetune_config.from_flag(_parsed_config_flag("--config.method=nope"))
+    finetune_config.from_flags(_flags("--config.method=nope"))
+  with pytest.raises(ConfigError, match="names the method calql and --config.method=so2"):
+    finetune_config.from_flags(_flags("--config.method=so2", config="hopper-medium-v2,calql"))

@@ -8,7 +8,9 @@ field the command line does not set (`from_flag`); appending `,<method>` does th
 `--config.num_seeds=64 --config.warmup_steps=0`.
 """
 
-from absl import logging
+import pathlib
+
+from absl import flags, logging
 from ml_collections import config_dict, config_flags
 
 import envs
@@ -16,6 +18,7 @@ from launch.configs.families import (DEMO_AGENTS, FAMILIES, add_agent_fields, ad
                                      add_demo_fields, add_offline_learner_fields,
                                      parse_config_arg)
 from wsrl_mjx import configs, methods
+from wsrl_mjx.errors import ConfigError
 
 
 def get_config(arg: str = "hopper-medium-v2"):
@@ -103,44 +106,66 @@ def get_config(arg: str = "hopper-medium-v2"):
   c.checkpoint_interval = 100_000  # env steps between checkpoints (and resume points)
   c.keep_checkpoints = 2         # the newest checkpoints kept in <workdir>/checkpoints
 
-  if "demo" in options:
-    add_demo_fields(c)
-    c.online_steps = 2_000
-    c.warmup_steps = 500
-    c.batch_size = 256
-    # WSRL itself where a demo agent ships (checkpoints/); SAC from scratch elsewhere.
-    c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
-    if not c.pretrained:
-      c.method = "sac"
   for name in chosen:
     c.method = name
     c.update(methods.reference_settings(name, env_spec.family))
+  if "demo" in options:
+    # The arm at demo scale: a quarter of its batch (WSRL: 256, four minibatches of 64), a
+    # tenth of its warmup, 2,000 steps.
+    add_demo_fields(c)
+    c.online_steps = 2_000
+    c.warmup_steps //= 10
+    c.batch_size = max(c.utd, c.batch_size // 4 // c.utd * c.utd)
+    # An arm that starts from a checkpoint starts from the shipped demo agent (checkpoints/);
+    # WSRL where none ships is SAC from scratch.
+    if methods.get(c.method).needs_checkpoint:
+      c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
+    if not c.pretrained and c.method == "wsrl":
+      c.method = "sac"
   return c
 
 
 def with_method_settings(config, overridden) -> list[str]:
   """Applies the reference's settings of `config.method` (`methods.reference_settings`) to the
-  fields the command line did not set, so `--config.method=calql` runs as `:<env>,calql` does.
-
-  `overridden`: the field names the command line set (`--config.<field>=`). Does nothing unless
-  `method` is one of them. Returns the fields it changed, sorted. Raises ConfigError for an
-  unknown method (naming config.method) or env.
+  fields the command line did not set: what `from_flags` does for a config file of the user's
+  own. `overridden`: the field names the command line set (`--config.<field>=`). Returns the
+  fields it changed, sorted. Raises ConfigError for an unknown method or env, naming the field.
   """
-  if "method" not in overridden:
-    return []
   settings = methods.reference_settings(config.method, configs.env_spec_of(config).family)
   changed = sorted(k for k, v in settings.items() if k not in overridden and config[k] != v)
   config.update({k: settings[k] for k in changed})
   return changed
 
 
-def from_flag(config_flag):
-  """The config a `--config` flag gives (`launch.finetune`), with `--config.method=<m>` bringing
-  that arm's reference settings to every field the command line leaves alone
-  (`with_method_settings`); logs what it changed."""
-  config = config_flag.value
-  changed = with_method_settings(config, set(config_flags.get_override_values(config_flag)))
+def from_flags(flag_values=flags.FLAGS):
+  """The config `launch.finetune`'s `--config` flag gives, where `--config.method=<m>` means
+  what `:<env>[,demo],<m>` means (that arm's reference settings, at demo scale with `,demo`),
+  with every other `--config.<field>` applied over it; logs the fields the method changed.
+
+  Raises ConfigError (naming the flag) where `--config=...:<env>,<m1>` and `--config.method=<m2>`
+  name two methods, or the method is unknown. With a config file other than this one, the
+  method's settings go to the fields the command line leaves alone (`with_method_settings`).
+  """
+  flag = flag_values["config"]
+  overrides = config_flags.get_override_values(flag)
+  config = flag.value
+  if "method" not in overrides:
+    return config
+  method = methods.get(overrides["method"]).name
+  path, _, arg = config_flags.get_config_filename(flag).partition(":")
+  if pathlib.Path(path).resolve() != pathlib.Path(__file__).resolve():
+    changed = with_method_settings(config, set(overrides))
+  else:
+    _, options = parse_config_arg(arg or "hopper-medium-v2", known=("demo",) + methods.NAMES)
+    named = sorted(options & set(methods.NAMES))
+    if named and named != [method]:
+      raise ConfigError(f"--config={path}:{arg} names the method {', '.join(named)} and "
+                        f"--config.method={method} another: choose one.")
+    before = config.to_dict()
+    config = get_config(",".join([arg or "hopper-medium-v2", *([] if named else [method])]))
+    config.update_from_flattened_dict(overrides)
+    changed = sorted(k for k, v in config.to_dict().items() if before.get(k) != v)
   if changed:
     logging.info("--config.method=%s brings the reference's settings for that arm: %s",
-                 config.method, ", ".join(f"{k}={config[k]}" for k in changed))
+                 method, ", ".join(f"{k}={config[k]}" for k in changed))
   return config
