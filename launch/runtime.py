@@ -136,7 +136,7 @@ def start_distributed(distributed: DistributedFlags) -> None:
     missing = [name for name, value in given.items() if value is None]
     if missing:
       raise app.UsageError(f"{', '.join(missing)}: missing; --coordinator_address, "
-                           "--num_processes and --process_id are given together.")
+                           "--num_processes and --process_id must be given together.")
     count, index = given["--num_processes"], given["--process_id"]
     if count < 1 or not 0 <= index < count:
       raise app.UsageError(f"--process_id={index}: must be between 0 and --num_processes - 1 "

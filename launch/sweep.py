@@ -61,6 +61,14 @@ _RUN_CELL = flags.DEFINE_string("run_cell", None, "Run one cell of --out in the 
                                 "each SLURM array task does).")
 
 
+def _only_pattern() -> re.Pattern:
+  """--only as a regular expression; UserError naming the flag if it is not one."""
+  try:
+    return re.compile(_ONLY.value)
+  except re.error as error:
+    raise UserError(f"--only={_ONLY.value!r}: not a regular expression ({error})") from None
+
+
 def slurm_script(sweep: pathlib.Path, names: list[str]) -> str:
   """A SLURM job array running `names`, one array task per cell (`--run_cell`)."""
   lines = ["#!/bin/bash", "#SBATCH --job-name=wsrl-sweep",
@@ -115,7 +123,7 @@ def main(argv):
   if cells is None and not _RESUBMIT_FAILED.value:
     raise app.UsageError("--grid: required (except with --status, --resubmit_failed)")
   if _ONLY.value and cells is not None:
-    cells = [c for c in cells if re.search(_ONLY.value, c.name)]
+    cells = [c for c in cells if re.search(_only_pattern(), c.name)]
     if not cells:
       raise UserError(f"--only={_ONLY.value}: matches no cell of {_GRID.value}")
   if _RESUBMIT_FAILED.value:
@@ -123,7 +131,7 @@ def main(argv):
     if cells is not None:
       save_manifest(sweep, [c for c in cells if c.name in failed], _GRID.value)
     names = [n for n in cell_states(sweep)
-             if n in failed and (not _ONLY.value or re.search(_ONLY.value, n))]
+             if n in failed and (not _ONLY.value or re.search(_only_pattern(), n))]
     if not names:
       print(f"{sweep}: no failed cells to resubmit.")
       return

@@ -97,10 +97,17 @@ def load_grid(path: str | pathlib.Path) -> dict[str, Any]:
   elif path.suffix == ".py":
     spec = importlib.util.spec_from_file_location(f"_grid_{path.stem}", path)
     module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    if not hasattr(module, "get_grid"):
-      raise GridError(f"{path}: defines no get_grid()")
-    grid = module.get_grid()
+    try:
+      spec.loader.exec_module(module)
+      if not hasattr(module, "get_grid"):
+        raise GridError(f"{path}: defines no get_grid()")
+      grid = module.get_grid()
+    except GridError:
+      raise
+    except Exception as error:   # the user's code: its error, in one line, naming the file
+      if isinstance(error, SyntaxError):
+        raise GridError(f"{path}, line {error.lineno}: SyntaxError: {error.msg}") from None
+      raise GridError(f"{path}: {type(error).__name__}: {error}") from None
   else:
     raise GridError(f"--grid={path}: a .json or .py file, please")
   if not isinstance(grid, dict):

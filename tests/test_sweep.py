@@ -56,6 +56,20 @@ def test_a_grid_that_does_not_fit_the_format_is_refused_naming_the_field(grid, m
   assert str(error.value).startswith(message)
 
 
+@pytest.mark.parametrize("source, message", [
+    ("def get_grid(:\n", "grid.py, line 1: SyntaxError: "),
+    ("def get_grid():\n  return 1 / 0\n", "grid.py: ZeroDivisionError: division by zero"),
+    ("import no_such_module_here\n", "grid.py: ModuleNotFoundError: "),
+    ("GRID = {}\n", "grid.py: defines no get_grid()"),
+])
+def test_a_grid_file_whose_code_fails_is_one_error_naming_the_file(tmp_path, source, message):
+  path = tmp_path / "grid.py"
+  path.write_text(source)
+  with pytest.raises(sweep.GridError) as error:
+    sweep.load_grid(path)
+  assert str(error.value).startswith(f"{tmp_path}/{message}")
+
+
 def test_the_paper_grid_holds_every_family_task_and_method():
   cells = sweep.expand(sweep.load_grid(ROOT / "launch/grids/wsrl_paper.py"))
   envs = list(dict.fromkeys(c.env for c in cells))

@@ -5,10 +5,10 @@ holds).
 
 Tasks as the paper evaluates them: AntMaze's six D4RL mazes, Franka Kitchen's three datasets,
 Adroit's three binary tasks and D4RL locomotion's random, medium and medium-replay datasets of
-halfcheetah, hopper and walker2d (shared/reference/wsrl-hyperparameters.md, "Per task family").
+halfcheetah, hopper and walker2d (the WSRL paper's task list; its hyperparameters per family are in
+launch/configs/families.py).
 
-Methods (`--config.method`, passed through as it is: the baselines need a checkout where
-launch/configs/finetune.py has that field): WSRL itself (the config's default method) and the
+Methods (`--config.method`, passed through as it is; README "Methods"): WSRL itself (the config's default method) and the
 paper's baselines, SAC from scratch, RLPD, Cal-QL, CQL and IQL fine-tuned online, JSRL and SO2.
 WSRL's ablations are per-seed grids in one program each (16 seeds per point): the warmup length
 (0 = no warmup, 1k, 5k = WSRL, 20k) and the initialisation (no policy init: init_actor=false;
