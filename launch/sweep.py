@@ -149,6 +149,8 @@ def main(argv):
     submit_slurm(sweep, names, _DRY_RUN.value)
     return
   if _DRY_RUN.value:
+    print(f"{len(names)} cells to run; nothing run (--dry_run). Their commands are above and in "
+          f"{sweep / 'sweep.json'}.")
     return
   run_local(sweep, names, _MAX_PARALLEL.value, _TIMEOUT.value)
   if report_states(sweep):
