@@ -280,8 +280,9 @@ def test_tiny_launch_finetune_run(tmp_path):
   with); the other two tasks share every line of its code path, and each is made, reset and
   stepped by tests/test_env_registry.py."""
   task = "door"
-  overrides = dict(TINY_OVERRIDES, num_seeds=1, online_steps=100, warmup_steps=50,
-                   eval_interval=100, checkpoint_interval=100, episode_length=20)
+  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=100,
+                   warmup_steps=50, eval_interval=100, checkpoint_interval=100,
+                   episode_length=20)
   command = [sys.executable, "-m", "launch.finetune",
              f"--config=launch/configs/finetune.py:{task}-binary-v0", f"--workdir={tmp_path}",
              *as_flags(overrides)]

@@ -327,8 +327,9 @@ def test_tiny_launch_finetune_run(tmp_path):
   """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
   element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
   Scores are multiples of 100 / (4 x 2 episodes) = 12.5, from the fraction done at the end."""
-  overrides = dict(TINY_OVERRIDES, num_seeds=1, online_steps=100, warmup_steps=50,
-                   eval_interval=100, checkpoint_interval=100, episode_length=20)
+  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=100,
+                   warmup_steps=50, eval_interval=100, checkpoint_interval=100,
+                   episode_length=20)
   command = [sys.executable, "-m", "launch.finetune",
              "--config=launch/configs/finetune.py:kitchen-mixed-v0", f"--workdir={tmp_path}",
              *as_flags(overrides)]

@@ -30,7 +30,7 @@ from conftest import ROOT, TINY_OVERRIDES, as_flags
 from launch import runtime
 
 FLAGS = ["--config=launch/configs/finetune.py:hopper-medium-v2",
-         *as_flags(dict(TINY_OVERRIDES, num_seeds=4))]
+         *as_flags(dict(TINY_OVERRIDES, method="sac", num_seeds=4))]
 TIMEOUT = 900     # seconds one launch may take (minutes of it compiling with a cold cache)
 
 # One process, two devices: where the seeds are, then the run itself (the reference).

@@ -90,7 +90,7 @@ def test_the_paper_grid_holds_every_family_task_and_method():
 
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   grid = {"config": "launch/configs/finetune.py",
-          "flags": TINY_OVERRIDES,
+          "flags": dict(TINY_OVERRIDES, method="sac"),
           "envs": ["hopper-medium-v2"],
           "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,x"}}}}
   grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
