@@ -21,7 +21,10 @@ from wsrl_mjx import configs, methods
 from wsrl_mjx.errors import ConfigError
 
 
-def get_config(arg: str = "hopper-medium-v2"):
+DEFAULT_ARG = "hopper-medium-v2"   # `--config=launch/configs/finetune.py` with nothing after it
+
+
+def get_config(arg: str = DEFAULT_ARG):
   env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
   chosen = sorted(options & set(methods.NAMES))
   if len(chosen) > 1:
@@ -156,13 +159,14 @@ def from_flags(flag_values=flags.FLAGS):
   if pathlib.Path(path).resolve() != pathlib.Path(__file__).resolve():
     changed = with_method_settings(config, set(overrides))
   else:
-    _, options = parse_config_arg(arg or "hopper-medium-v2", known=("demo",) + methods.NAMES)
+    arg = arg or DEFAULT_ARG
+    _, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
     named = sorted(options & set(methods.NAMES))
     if named and named != [method]:
       raise ConfigError(f"--config={path}:{arg} names the method {', '.join(named)} and "
                         f"--config.method={method} another: choose one.")
     before = config.to_dict()
-    config = get_config(",".join([arg or "hopper-medium-v2", *([] if named else [method])]))
+    config = get_config(",".join([arg, *([] if named else [method])]))
     config.update_from_flattened_dict(overrides)
     changed = sorted(k for k, v in config.to_dict().items() if before.get(k) != v)
   if changed:
