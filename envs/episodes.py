@@ -16,6 +16,8 @@ check) is stepped on with done = 0 and its transitions poison the replay buffer.
 
 from __future__ import annotations
 
+from typing import Callable
+
 import jax
 import jax.numpy as jnp
 from flax import struct
@@ -70,19 +72,32 @@ def start(env: MjxEnv, key: jax.Array) -> Episode:
 
 
 def step(env: MjxEnv, episode: Episode, action: jax.Array, episode_length: int,
-         reset_key: jax.Array | None = None) -> tuple[Episode, Step]:
+         reset_key: jax.Array | None = None,
+         any_in_batch: Callable[[jax.Array], jax.Array] | None = None) -> tuple[Episode, Step]:
   """`action` in `episode` -> (the episode to continue, what the step did).
 
-  With `reset_key`, an episode that ended is replaced by a fresh one from `env.reset(reset_key)`
-  (the reset is computed every step and selected, as branches cost the same under `vmap`);
+  With `reset_key`, an episode that ended is replaced by a fresh one from `env.reset(reset_key)`;
   without, the finished episode is returned as it is and the caller stops counting it. A step
   that is not `valid` (module docstring) ends the episode as a timeout.
+
+  Under `vmap` a per-episode branch runs both sides, so by default the reset is computed on every
+  step and selected. `any_in_batch` (bool [] -> bool [] unbatched, e.g. a `pmax` over the
+  vmapped axis: `online.Online.any_seed`) moves the choice to the batch: the reset runs, for the
+  whole batch, only on steps where some episode ended; each episode still keeps its own state
+  unless it ended, so every episode's numbers are the same either way.
   """
   next_state = env.step(episode.state, action)
   length = episode.length + 1
   result = outcome(next_state, length, episode_length)
   following = Episode(state=next_state, length=length)
   if reset_key is not None:
-    fresh = start(env, reset_key)
-    following = jax.tree.map(lambda a, b: jnp.where(result.done, a, b), fresh, following)
+    def reset(following):
+      with jax.named_scope("reset"):
+        fresh = start(env, reset_key)
+        return jax.tree.map(lambda a, b: jnp.where(result.done, a, b), fresh, following)
+
+    if any_in_batch is None:
+      following = reset(following)
+    else:
+      following = jax.lax.cond(any_in_batch(result.done), reset, lambda f: f, following)
   return following, result

@@ -179,3 +179,98 @@ def test_evaluation_is_deterministic_given_the_step(tiny_programs):
   assert np.all(np.isfinite(first))
   # A hopper standing still for <= 40 steps earns about 1 per step alive.
   assert np.all(first <= config.episode_length * 1.5)
+
+
+# --- skipping idle work (issue 17): batch-level branches over the seed axis ------------------
+
+class _EndingBandit:
+  """tests/test_learning.py's bandit with episodes that end at random: the context turns and
+  shrinks each step, and a step whose reward is below -1.2 terminates, so on some steps some
+  seeds' episodes end and on others none do (timeouts after 4 steps besides)."""
+  observation_size = action_size = 2
+
+  def reset(self, key):
+    from envs import State
+    return State(pipeline_state=None, obs=jax.random.uniform(key, (2,), minval=-1, maxval=1),
+                 reward=jnp.zeros(()), done=jnp.zeros(()))
+
+  def step(self, state, action):
+    reward = -jnp.sum(jnp.square(action - 0.7 * state.obs[::-1]))
+    return state.replace(obs=0.9 * state.obs[::-1], reward=reward,
+                         done=(reward < -1.2).astype(jnp.float32))
+
+
+def _bandit_run(seed_axis, warmups=(10, 100, 150), steps=200):
+  """(the vmapped program's jaxpr, its final TrainState and ChunkStats) for `steps` steps of
+  len(warmups) seeds, with the loop's `seed_axis` set or not."""
+  from wsrl_mjx import online
+  from wsrl_mjx.agents import sac
+  config = sac.SACConfig(observation_size=2, action_size=2, actor_hidden_sizes=(16, 16),
+                         critic_hidden_sizes=(16, 16), utd=4, minibatch_size=16)
+  loop = online.LoopConfig(replay_capacity=50, episode_length=4, eval_episodes=2,
+                           action_clip=0.99999, seed_axis=seed_axis)
+  fused = online.Online(env=_EndingBandit(), agent=sac.SAC(config), loop=loop)
+  n = len(warmups)
+  same = lambda value, dtype=jnp.float32: jnp.full(n, value, dtype)
+  settings = online.SeedSettings(
+      warmup_steps=jnp.asarray(warmups, jnp.int32), actor_learning_rate=same(1e-3),
+      critic_learning_rate=same(1e-3), temperature_learning_rate=same(1e-3),
+      init_actor=same(False, bool), init_critic=same(False, bool),
+      init_temperature=same(False, bool), init_optimizer=same(False, bool))
+
+  def train(key, settings):
+    return fused.run(fused.init(key, settings, None), steps)
+
+  program = jax.vmap(train, axis_name="seeds")
+  args = (jax.random.split(jax.random.PRNGKey(0), n), settings)
+  return jax.make_jaxpr(program)(*args), jax.device_get(jax.jit(program)(*args))
+
+
+def _branches_holding(jaxpr, primitive: str) -> int:
+  """How many `cond`s in `jaxpr` (at any depth) have a branch that uses `primitive`."""
+  def uses(j):
+    return any(e.primitive.name == primitive or any(uses(s) for s in _subjaxprs(e))
+               for e in j.eqns)
+
+  def count(j):
+    total = 0
+    for e in j.eqns:
+      if e.primitive.name == "cond" and any(uses(b.jaxpr) for b in e.params["branches"]):
+        total += 1
+      total += sum(count(s) for s in _subjaxprs(e))
+    return total
+  return count(jaxpr.jaxpr)
+
+
+def _subjaxprs(eqn):
+  for value in eqn.params.values():
+    for v in value if isinstance(value, (tuple, list)) else (value,):
+      if hasattr(v, "jaxpr") and hasattr(v.jaxpr, "eqns"):
+        yield v.jaxpr
+      elif hasattr(v, "eqns"):
+        yield v
+
+
+def test_skipping_idle_work_keeps_every_seed_s_numbers():
+  """With the seed axis named, the update (matmuls) and the env reset (random draws) sit in
+  real branches of the vmapped program, taken only when some seed trains or some episode ended;
+  without, vmap turns those branches into selects, so both run on every step. Every seed's
+  numbers agree to float32 rounding (XLA fuses a branch apart from its neighbours, so the last
+  bits may differ), and its counts exactly: updates only past max(warmup, batch size)."""
+  with_axis, (state, stats) = _bandit_run("seeds")
+  without, (old_state, old_stats) = _bandit_run(None)
+  assert _branches_holding(with_axis, "dot_general") >= 1
+  assert _branches_holding(with_axis, "random_bits") >= 1    # the reset's fresh context
+  assert _branches_holding(without, "dot_general") == 0
+  assert _branches_holding(without, "random_bits") == 0
+  np.testing.assert_array_equal(
+      stats.updates, [updates_between(0, 200, w, 64) for w in (10, 100, 150)])
+  np.testing.assert_array_equal(stats.updates, old_stats.updates)
+  np.testing.assert_array_equal(stats.completed_episodes, old_stats.completed_episodes)
+  assert 0 < stats.completed_episodes.min() and stats.completed_episodes.max() < 200
+  np.testing.assert_array_equal(state.env_step, old_state.env_step)
+  for new, old in zip(jax.tree.leaves((state, stats)), jax.tree.leaves((old_state, old_stats))):
+    if np.issubdtype(np.asarray(new).dtype, np.floating):
+      np.testing.assert_allclose(new, old, rtol=1e-4, atol=1e-5)
+    else:
+      np.testing.assert_array_equal(new, old)

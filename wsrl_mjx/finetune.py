@@ -95,7 +95,8 @@ def build_programs(config, env, env_spec, dataset_rows: int = 0) -> Programs:
       offline_rows=offline_rows, interleave_offline=config.offline_interleave,
       update_floor=update_floor(config, episode_length),
       negative_sparse_reward=config.negative_sparse_reward,
-      jump_start=jump_start_curriculum(config, episode_length))
+      jump_start=jump_start_curriculum(config, episode_length),
+      seed_axis=host_loop.SEED_AXIS if config.skip_idle_work else None)
   fused = online.make_online(env, env_spec, configs.sac_config(config, env_spec), loop, learner)
 
   def evaluate(actor_params, eval_key, env_step):

@@ -242,13 +242,19 @@ class SeedPrograms:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), abstract)
 
 
+# The name of the vmapped seed axis in every seed program: a loop may reduce over it
+# (`online.Online.any_seed`) to branch for the whole batch of seeds rather than per seed.
+SEED_AXIS = "seeds"
+
+
 def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
                           evaluate: Callable | None = None) -> SeedPrograms:
   """`jit(vmap(...))` of `loop.init`, `loop.run` and `evaluate` (default `loop.evaluate`).
 
   `run(state, *shared, num_steps)` takes `num_shared_run_args` arguments that every seed shares
   (the offline dataset) and a static `num_steps`; its state argument is donated. Each program
-  logs its compiles (`LoggedProgram`), named after the loop (`Online.run(500)`).
+  logs its compiles (`LoggedProgram`), named after the loop (`Online.run(500)`). The seed axis
+  is named `SEED_AXIS` in all three.
   """
   sharding = seed_sharding(num_seeds)
   static = 1 + num_shared_run_args
@@ -256,14 +262,16 @@ def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
   return SeedPrograms(
       loop=loop, sharding=sharding,
       init=LoggedProgram(f"{prefix}.init",
-                         jax.jit(jax.vmap(loop.init), out_shardings=sharding)),
+                         jax.jit(jax.vmap(loop.init, axis_name=SEED_AXIS),
+                                 out_shardings=sharding)),
       run=LoggedProgram(f"{prefix}.run",
-                        jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static),
+                        jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static,
+                                         axis_name=SEED_AXIS),
                                 static_argnums=static, donate_argnums=0,
                                 out_shardings=sharding),
                         static_argnums=(static,)),
       evaluate=LoggedProgram(f"{prefix}.evaluate",
-                             jax.jit(jax.vmap(evaluate or loop.evaluate),
+                             jax.jit(jax.vmap(evaluate or loop.evaluate, axis_name=SEED_AXIS),
                                      out_shardings=sharding)))
 
 

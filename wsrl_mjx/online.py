@@ -114,6 +114,11 @@ class LoopConfig:
   negative_sparse_reward: float | None = None
   # JSRL (`jsrl.py`): the checkpoint's actor guides an episode's first h steps. None: off.
   jump_start: jsrl.Curriculum | None = None
+  # The name of the vmapped seed axis (`host_loop.SEED_AXIS`), or None. Named, the step skips
+  # the work no seed needs: the update while no seed trains (warmup), the env reset while no
+  # episode ended (`any_seed`). None: both run on every step and are selected per seed, as any
+  # per-seed branch is under `vmap`. Every seed's numbers are the same either way.
+  seed_axis: str | None = None
 
 
 _where = learners.tree_where
@@ -184,6 +189,14 @@ class Online:
                           online, offline)
     return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), online, offline)
 
+  def any_seed(self, flag: jax.Array) -> jax.Array:
+    """bool [] of one seed -> whether it holds for any seed of the vmapped batch (a `pmax` over
+    `seed_axis`: unbatched, so a `lax.cond` on it stays a branch under `vmap`, and under a
+    seed-sharded `jit` it reduces over every device). Without `seed_axis`: `flag` itself."""
+    if self.loop.seed_axis is None:
+      return flag
+    return jax.lax.pmax(flag.astype(jnp.int32), self.loop.seed_axis) > 0
+
   def _clip(self, action):
     return jnp.clip(action, -self.loop.action_clip, self.loop.action_clip)
 
@@ -191,33 +204,38 @@ class Online:
     """One environment step and, after warmup, one update."""
     key, action_key, reset_key, sample_key, update_key = jax.random.split(state.key, 5)
     observation = state.env_state.obs
-    if state.jump_start is None:
-      action = self.learner.sample_action(state.agent, observation, action_key)
-    else:   # JSRL: the guide's sample on the episode's first h steps (`jsrl.py`)
-      action = jsrl.collect_action(self.agent, state.jump_start,
-                                   self.learner.actor_params(state.agent), observation,
-                                   state.episode.length, action_key, self.loop.jump_start)
-    action = self._clip(action)
-    following, result = episodes.step(
-        self.env, episodes.Episode(state=state.env_state, length=state.episode.length), action,
-        self.loop.episode_length, reset_key)
+    with jax.named_scope("act"):
+      if state.jump_start is None:
+        action = self.learner.sample_action(state.agent, observation, action_key)
+      else:   # JSRL: the guide's sample on the episode's first h steps (`jsrl.py`)
+        action = jsrl.collect_action(self.agent, state.jump_start,
+                                     self.learner.actor_params(state.agent), observation,
+                                     state.episode.length, action_key, self.loop.jump_start)
+      action = self._clip(action)
+    with jax.named_scope("env_step"):
+      following, result = episodes.step(
+          self.env, episodes.Episode(state=state.env_state, length=state.episode.length),
+          action, self.loop.episode_length, reset_key,
+          any_in_batch=None if self.loop.seed_axis is None else self.any_seed)
     # A physics blow-up's transition is not stored (`episodes.Step.valid`); its episode ends.
     transition = replay.Transition(
         observation=observation, action=action, reward=result.state.reward,
         next_observation=result.state.obs, terminal=result.terminal.astype(jnp.float32))
     if self.learner.uses_mc_returns:
       transition = transition.replace(mc_return=jnp.zeros((), jnp.float32))
-    buffer = replay.insert(state.buffer, transition, keep=result.valid)
+    with jax.named_scope("buffer_insert"):
+      buffer = replay.insert(state.buffer, transition, keep=result.valid)
 
     done = result.done
     stored = state.episode.stored + result.valid.astype(jnp.int32)
     online_rows = buffer.size
     if self.learner.uses_mc_returns:
       config = self.agent.config
-      buffer = replay.write_episode_returns(
-          buffer, jnp.where(done, stored, 0), min(self.loop.episode_length, buffer.capacity),
-          discount=config.discount, reward_scale=config.reward_scale,
-          reward_bias=config.reward_bias, negative_reward=self.loop.negative_sparse_reward)
+      with jax.named_scope("mc_returns"):
+        buffer = replay.write_episode_returns(
+            buffer, jnp.where(done, stored, 0), min(self.loop.episode_length, buffer.capacity),
+            discount=config.discount, reward_scale=config.reward_scale,
+            reward_bias=config.reward_bias, negative_reward=self.loop.negative_sparse_reward)
       # Rows of the episode still running have no return yet: not sampled.
       online_rows = buffer.size - jnp.where(done, 0, stored)
     episode_return = state.episode.episode_return + jnp.where(result.valid, result.state.reward,
@@ -230,18 +248,23 @@ class Online:
 
     floor = jnp.maximum(state.warmup_steps, self.update_floor())
     train = (state.env_step > floor) & (state.diverged_at < 0)
-    batch = self.sample_batch(buffer, dataset, sample_key, online_rows)
 
     def update(agent):
-      return self.learner.update(agent, batch, update_key)
+      with jax.named_scope("sample_batch"):
+        batch = self.sample_batch(buffer, dataset, sample_key, online_rows)
+      with jax.named_scope("update"):
+        new_agent, metrics = self.learner.update(agent, batch, update_key)
+      with jax.named_scope("accept_update"):
+        return _where(train & metrics["finite"], new_agent, agent), metrics
 
     def skip(agent):
       _, metrics = jax.eval_shape(update, agent)
       return agent, jax.tree.map(lambda m: jnp.zeros(m.shape, m.dtype), metrics)
 
-    new_agent, metrics = jax.lax.cond(train, update, skip, state.agent)
+    # Per seed (no `seed_axis`) this branch is a select under `vmap`: the update runs on every
+    # step, warmup included. On `any_seed` it runs only once some seed trains.
+    agent, metrics = jax.lax.cond(self.any_seed(train), update, skip, state.agent)
     accepted = train & metrics["finite"]
-    agent = _where(accepted, new_agent, state.agent)
     diverged_at = jnp.where(train & ~metrics["finite"], env_step, state.diverged_at)
 
     count = accepted.astype(jnp.float32)

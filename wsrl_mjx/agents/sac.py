@@ -296,7 +296,8 @@ class SAC:
     (CQL's conservative penalty); `q` [critics, B] are the critics' values of the batch actions.
     """
     params = agent.params
-    target = jax.lax.stop_gradient(self.td_target(params, minibatch, key))
+    with jax.named_scope("td_target"):
+      target = jax.lax.stop_gradient(self.td_target(params, minibatch, key))
 
     def loss_fn(critic_params):
       td_loss, q = self.critic_loss(critic_params, target, minibatch)
@@ -305,9 +306,12 @@ class SAC:
       extra, metrics = regularizer(critic_params, minibatch, q, jax.random.fold_in(key, 1))
       return td_loss + extra, (q, dict(metrics, td_loss=td_loss))
 
-    (loss, (q, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params.critic)
-    critic, opt_state = _adam_step(grads, agent.critic_opt_state, params.critic)
-    target_critic = optax.incremental_update(critic, params.target_critic, self.config.tau)
+    with jax.named_scope("critic_gradient"):
+      (loss, (q, metrics)), grads = jax.value_and_grad(loss_fn, has_aux=True)(params.critic)
+    with jax.named_scope("critic_adam"):
+      critic, opt_state = _adam_step(grads, agent.critic_opt_state, params.critic)
+    with jax.named_scope("target_update"):
+      target_critic = optax.incremental_update(critic, params.target_critic, self.config.tau)
     agent = agent.replace(params=params.replace(critic=critic, target_critic=target_critic),
                           critic_opt_state=opt_state)
     return agent, {"critic_loss": loss, "q": jnp.mean(q), "grad_norm": optax.tree.norm(grads),
@@ -368,16 +372,20 @@ class SAC:
 
     def one_critic_step(agent, inputs):
       minibatch_data, step_key = inputs
-      agent, metrics = self.critic_step(agent, minibatch_data, step_key)
+      with jax.named_scope("critic_step"):
+        agent, metrics = self.critic_step(agent, minibatch_data, step_key)
       if step_all:
-        agent = self._momentum_step(agent, ("actor", "temperature"))
+        with jax.named_scope("momentum_steps"):
+          agent = self._momentum_step(agent, ("actor", "temperature"))
       return agent, metrics
 
     agent, critic_metrics = jax.lax.scan(one_critic_step, agent, (minibatches, critic_keys[:utd]),
                                          unroll=utd if self.config.unroll_critic_steps else 1)
-    agent, actor_metrics = self.actor_temperature_step(agent, batch, critic_keys[utd])
+    with jax.named_scope("actor_temperature_step"):
+      agent, actor_metrics = self.actor_temperature_step(agent, batch, critic_keys[utd])
     if step_all:
-      agent = self._momentum_step(agent, ("critic",))
+      with jax.named_scope("momentum_steps"):
+        agent = self._momentum_step(agent, ("critic",))
     values = [critic_metrics["critic_loss"], critic_metrics["grad_norm"],
               actor_metrics["actor_loss"], actor_metrics["temperature_loss"],
               actor_metrics["grad_norm"]]

@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# Issue 17's device call: the headline through the user's command, then the step profiles and
+# variants side by side, in one ~9-minute command (../shared/gpu/README.md; device time is
+# short, so everything is prepared here and smoke-tested on the CPU with tiny sizes).
+#
+# Phase H (alone on the machine, cold compilation cache): benchmarks.headline on hopper, 64 seeds
+#   (cold start to the first trained chunk, steady env steps/s), as a user's run would see it.
+# Phase P (after H): one process per measurement, all compiling at once; timing starts once all
+#   have compiled (or at GO_AT) and every timed call holds one lock (benchmarks/timing.py):
+#   benchmarks.profile_step for hopper (before / after / unrolled / bf16 at 64 seeds, after at
+#   128 and 256, after with CUDA-graph while loops), AntMaze-large and door (before / after).
+#
+# Device command (carry .whl and .gpu_extra):
+#   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
+#     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
+#     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
+#   bash benchmarks/speed_session.sh
+# CPU smoke test (tiny sizes, ~6 minutes on 2 cores):
+#   OUT=/tmp/out SEEDS=2 BIG="4" CHUNK=5 REPEATS=1 CAPACITY=2000 TASKS_P="hopper-medium-v2" \
+#     H_FLAGS="--seeds=2 --chunk=100 --train_chunks=1 --extra=--config.warmup_steps=0" \
+#     PYTHONPATH=$PWD bash benchmarks/speed_session.sh
+set -uo pipefail
+export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
+OUT=${OUT:?set OUT}
+WORK=${WORK:-/tmp/wsrl_speed}
+R="$WORK/results"
+rm -rf "$WORK"; mkdir -p "$R"
+START=$(date +%s)
+DEADLINE=${DEADLINE:-530}          # seconds after START by which everything has stopped
+H_SECONDS=${H_SECONDS:-200}        # phase H's limit
+GO_AT=${GO_AT:-200}                # seconds after phase P starts: timing starts even if some
+                                   # still compile
+SEEDS=${SEEDS:-64}
+BIG=${BIG-"128 256"}
+CHUNK=${CHUNK:-50}
+REPEATS=${REPEATS:-3}
+CAPACITY=${CAPACITY:-0}
+TASKS_P=${TASKS_P:-"hopper-medium-v2 antmaze-large-diverse-v2 door-binary-v0"}
+left() { echo $(( $1 - ($(date +%s) - START) )); }
+log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
+pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
+           && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
+( while sleep 15; do pack; done ) & PACKER=$!
+trap 'kill $PACKER 2>/dev/null; pack' EXIT
+
+log "device: $(python3 -c 'import jax; d = jax.devices()[0]; print(d.device_kind, d.platform, jax.__version__)')"
+nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv >> "$R/session.log" 2>&1
+
+# ---- Phase H: the user's command, alone, cold cache -------------------------------------------
+if [[ ${PHASES:-HP} == *H* ]]; then
+  log "phase H: launch.finetune hopper, cold cache"
+  JAX_COMPILATION_CACHE_DIR="$WORK/cache_h" timeout "$H_SECONDS" \
+    python3 -m benchmarks.headline --task=hopper-medium-v2 --timeout="$((H_SECONDS - 10))" \
+    ${H_FLAGS:---seeds=64 --chunk=1000 --train_chunks=3} --out="$R/headline.json" \
+    > "$R/headline_hopper.log" 2>&1
+  log "phase H done (rc $?): $(tail -c 600 "$R/headline.json" 2>/dev/null | tr '\n' ' ')"
+fi
+
+# ---- Phase P: profiles and variants ------------------------------------------------------------
+if [[ ${PHASES:-HP} == *P* ]]; then
+P_START=$(date +%s)
+export WSRL_BENCH_LOCK="$WORK/device.lock" WSRL_BENCH_READY_DIR="$WORK/ready"
+export XLA_FLAGS="${XLA_FLAGS:-} --xla_gpu_autotune_level=0"   # parallel compiles: no autotuning
+mkdir -p "$WSRL_BENCH_READY_DIR"
+PIDS=(); N=0
+p_job() {  # p_job NAME ARGS...: one profile_step process, stopped at the deadline
+  local name=$1; shift
+  timeout "$(left "$DEADLINE")" python3 -m benchmarks.profile_step --chunk="$CHUNK" \
+    --repeats="$REPEATS" --replay_capacity="$CAPACITY" --out="$R/$name.json" "$@" \
+    > "$R/$name.log" 2>&1 &
+  PIDS+=($!); N=$((N + 1))
+}
+for task in $TASKS_P; do
+  short=${task%%-*}
+  p_job "${short}_before" --env="$task" --seeds="$SEEDS" --variant=before
+  p_job "${short}_after" --env="$task" --seeds="$SEEDS" --variant=after
+done
+if [[ $TASKS_P == *hopper* ]]; then
+  p_job hopper_parts --seeds="$SEEDS" --variant=after --parts --noprofile
+  p_job hopper_unrolled --seeds="$SEEDS" --variant=unrolled --noprofile
+  p_job hopper_bf16 --seeds="$SEEDS" --variant=bf16
+  for seeds in $BIG; do
+    p_job "hopper_after_$seeds" --seeds="$seeds" --variant=after --noprofile
+  done
+  # CUDA graphs for the while loops and conditionals too (XLA's command buffers).
+  XLA_FLAGS="$XLA_FLAGS --xla_gpu_enable_command_buffer=FUSION,CUBLAS,CUBLASLT,CUSTOM_CALL,WHILE,CONDITIONAL" \
+    p_job hopper_after_graphs --seeds="$SEEDS" --variant=after --noprofile
+  # Triton for every matmul (MJX's documentation recommends it for simulation).
+  XLA_FLAGS="$XLA_FLAGS --xla_gpu_triton_gemm_any=true" \
+    p_job hopper_after_triton --seeds="$SEEDS" --variant=after --noprofile
+fi
+log "phase P: $N processes compiling"
+while (( $(date +%s) - P_START < GO_AT )); do   # until every live process has compiled
+  alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
+  (( $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') >= alive )) && break
+  sleep 2
+done
+log "go: $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') of $N compiled"
+touch "$WSRL_BENCH_READY_DIR/go"
+for pid in "${PIDS[@]}"; do wait "$pid"; done
+log "phase P done"
+fi
+
+python3 - "$R" <<'EOF' | tee -a "$R/session.log"
+import json, pathlib, sys
+for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
+  data = json.loads(path.read_text())
+  if isinstance(data, list):
+    for e in data:
+      print(f"{path.stem}: {e['task']} {e['num_seeds']} seeds: {e['env_steps_per_s']:,.0f} env "
+            f"steps/s, cold start {e['cold_start_s']:.0f} s")
+    continue
+  for row in data.get("rows", []):
+    p = row.get("profile", {})
+    print(f"{path.stem}: {row['env']} {row['seeds']} seeds {row['variant']}: train "
+          f"{row['train_env_steps_per_s']:,.0f} env steps/s ({row['train_ms_per_step']:.2f} ms), "
+          f"warmup {row['warmup_env_steps_per_s']:,.0f}, compile {row['compile_s']:.0f} s"
+          + (f"; kernels {p['kernel_ms_per_step']:.2f} ms, gaps {p['gaps_ms_per_step']:.2f} ms"
+             if p.get("kernels") else ""))
+EOF
