@@ -405,7 +405,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                                                            capacity),
       progress=(("train return", "train_return"), ("critic loss", "critic_loss"),
                 ("temperature", "temperature")),
-      record_extras={"per_seed": seed_overrides})
+      record_extras={"per_seed": seed_overrides},
+      compile_ahead=lambda state, num_steps: programs.run.compile_ahead(state, *shared,
+                                                                        num_steps))
   if programs.loop.loop.jump_start is not None:
     phase = dataclasses.replace(phase, **jump_start_phase(programs))
   return host_loop.run_phase(phase, workdir)

@@ -20,6 +20,7 @@ chunk's end (`chunk_lengths`); each distinct chunk length is one compiled progra
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
 import dataclasses
 import fcntl
@@ -27,6 +28,7 @@ import json
 import math
 import os
 import pathlib
+import threading
 import time
 from typing import Any, Callable
 
@@ -70,6 +72,10 @@ class Phase:
   # before any checkpoint, so that a resumed run continues from it (JSRL's curriculum,
   # finetune.py). None: nothing.
   after_evaluation: Callable[[Any], tuple[Any, dict[str, Any]]] | None = None
+  # (state, number of steps) -> a future: starts compiling that chunk's program in the
+  # background (`LoggedProgram.compile_ahead`), so that a fresh run compiles it while its first
+  # evaluation compiles and runs. None: chunks compile when they first run.
+  compile_ahead: Callable[[Any, int], concurrent.futures.Future] | None = None
 
 
 def seed_mesh(num_seeds: int) -> Mesh:
@@ -147,13 +153,16 @@ class CompileClock:
   """Wall seconds JAX spends tracing, lowering and compiling while it is entered (any program,
   from jax.monitoring's time spans; nested spans, a jitted helper traced inside a program, count
   once), and how many compiles the persistent cache answered. `on_start()` is called when the
-  first compile step of the entry begins."""
+  first compile step of the entry begins. Only the entering thread's compiles count: a program
+  compiled ahead in the background (`LoggedProgram.compile_ahead`) is not charged to the
+  program running meanwhile."""
 
   def __init__(self, on_start: Callable[[], None] | None = None):
     self.cache_hits = 0
     self._spans: list[tuple[float, float]] = []
     self._on_start = on_start
     self._started = False
+    self._thread = threading.get_ident()
 
   @property
   def seconds(self) -> float:
@@ -165,22 +174,24 @@ class CompileClock:
 
   def _span(self, event, start_time, end_time, **kwargs):
     del kwargs
-    if event in _COMPILE_EVENTS:
+    if event in _COMPILE_EVENTS and threading.get_ident() == self._thread:
       self._spans.append((start_time, end_time))
 
   def _scalar(self, event, value, **kwargs):
     del value, kwargs    # JAX records each compile step's start time as a scalar when it begins
-    if event in _COMPILE_EVENTS and not self._started:
+    if (event in _COMPILE_EVENTS and not self._started
+        and threading.get_ident() == self._thread):
       self._started = True
       if self._on_start:
         self._on_start()
 
   def _event(self, event, **kwargs):
     del kwargs
-    if event == _CACHE_HIT_EVENT:
+    if event == _CACHE_HIT_EVENT and threading.get_ident() == self._thread:
       self.cache_hits += 1
 
   def __enter__(self):
+    self._thread = threading.get_ident()
     jax.monitoring.register_event_time_span_listener(self._span)
     jax.monitoring.register_scalar_listener(self._scalar)
     jax.monitoring.register_event_listener(self._event)
@@ -192,25 +203,84 @@ class CompileClock:
     jax.monitoring.unregister_event_listener(self._event)
 
 
+_AHEAD_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2,
+                                                    thread_name_prefix="compile_ahead")
+
+
 class LoggedProgram:
   """A jitted program that says when a call compiles it: "compiling <name> ..." as the compile
   starts and "compiled <name> in <s> s" when it is done (MJX programs take minutes). Attributes
   (`lower`, ...) are the jitted function's; calls under a transformation (`jax.eval_shape`)
-  compile nothing and log nothing."""
+  compile nothing and log nothing.
+
+  `compile_ahead(*args)` compiles the program for arguments like `args` in a background thread
+  (XLA compiles without holding Python's lock, so it overlaps whatever the host does meanwhile);
+  a later call whose arguments have the same static values, structure, shapes, dtypes and
+  shardings runs that executable, anything else the jitted function."""
 
   def __init__(self, name: str, jitted, static_argnums: tuple[int, ...] = ()):
     self.name = name
     self.jitted = jitted
     self._static_argnums = static_argnums
+    self._ahead: dict[Any, concurrent.futures.Future] = {}
 
   def __getattr__(self, attribute):
     return getattr(self.jitted, attribute)
 
+  def _label(self, args) -> str:
+    static = ", ".join(f"{args[i]}" for i in self._static_argnums if i < len(args))
+    return f"{self.name}({static})" if static else self.name
+
+  def _signature(self, args):
+    """What a compiled executable fixes about a call: static values, structure, and each array
+    leaf's shape, dtype and sharding."""
+    static = tuple(args[i] for i in self._static_argnums if i < len(args))
+    dynamic = [a for i, a in enumerate(args) if i not in self._static_argnums]
+    leaves, treedef = jax.tree.flatten(dynamic)
+    return static, treedef, tuple((tuple(x.shape), str(x.dtype), getattr(x, "sharding", None))
+                                  for x in leaves)
+
+  def compile_ahead(self, *args) -> concurrent.futures.Future:
+    """Starts compiling for `args` (arrays, or `jax.ShapeDtypeStruct`s with their shardings;
+    static arguments as values) in the background -> a future of the executable, None where
+    the compile failed (logged; the call then compiles as usual). Only shapes are read from
+    `args`, here, so they may be donated or deleted afterwards."""
+    abstract = tuple(
+        a if i in self._static_argnums else jax.tree.map(
+            lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), a)
+        for i, a in enumerate(args))
+    key = self._signature(abstract)
+    if key not in self._ahead:
+      label = self._label(args)
+
+      def compile_it():
+        started = time.perf_counter()
+        logging.info("Compiling %s ahead, in the background ...", label)
+        try:
+          compiled = self.jitted.lower(*abstract).compile()
+        except Exception as error:  # pylint: disable=broad-except
+          logging.warning("Compiling %s ahead failed (%s: %s); it compiles when it first runs.",
+                          label, type(error).__name__, error)
+          return None
+        logging.info("Compiled %s in %.1f s, in the background", label,
+                     time.perf_counter() - started)
+        return compiled
+      self._ahead[key] = _AHEAD_POOL.submit(compile_it)
+    return self._ahead[key]
+
   def __call__(self, *args):
     if any(isinstance(x, jax.core.Tracer) for x in jax.tree.leaves(args)):
       return self.jitted(*args)
-    static = ", ".join(f"{args[i]}" for i in self._static_argnums if i < len(args))
-    name = f"{self.name}({static})" if static else self.name
+    if self._ahead:
+      ahead = self._ahead.get(self._signature(args))
+      compiled = ahead.result() if ahead is not None else None
+      if compiled is not None:
+        try:
+          return compiled(*[a for i, a in enumerate(args) if i not in self._static_argnums])
+        except (TypeError, ValueError) as error:   # an argument the executable does not take
+          logging.info("%s: the executable compiled ahead does not take these arguments "
+                       "(%s); compiling for them.", self._label(args), error)
+    name = self._label(args)
     clock = CompileClock(on_start=lambda: logging.info("Compiling %s ...", name))
     with clock:
       result = self.jitted(*args)
@@ -490,15 +560,21 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
 
   records = log.records()
   last_record = records[-1] if records else None     # resumed: the checkpoint's evaluation
-  if latest is None:
-    state, last_record = evaluate_and_log(state, step, None)
-    logging.info("%s %d: normalised score %.1f (mean of %d seeds; the starting policy)",
-                 unit, step, nanmean(last_record["normalized_scores"]), phase.num_seeds)
-
   chunk = fitted_chunk(phase.steps_per_chunk, phase.total_steps, phase.eval_interval,
                        phase.checkpoint_interval)
   lengths = chunk_lengths(step, phase.total_steps, chunk, phase.eval_interval,
                           phase.checkpoint_interval)
+  ahead = None
+  if latest is None:
+    # The first chunk's program compiles in the background while the starting policy's
+    # evaluation compiles and runs (a cold start's two longest compiles, side by side).
+    if phase.compile_ahead is not None and lengths:
+      ahead = phase.compile_ahead(state, lengths[0])
+    state, last_record = evaluate_and_log(state, step, None)
+    logging.info("%s %d: normalised score %.1f (mean of %d seeds; the starting policy)",
+                 unit, step, nanmean(last_record["normalized_scores"]), phase.num_seeds)
+  if ahead is not None:
+    ahead.result()        # before the first chunk's clock starts: compiling is not its time
   if set(lengths) - {phase.steps_per_chunk}:
     logging.info(
         "Chunks of %s %ss (steps_per_chunk %d), so that every evaluation, checkpoint and the "

@@ -120,5 +120,7 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
                         lambda state: programs.loop.learner.handoff_optimizer(state.learner)),
       check_resumable=check_resumable,
       progress=(("critic loss", "critic_loss"), ("actor loss", "actor_loss")),
-      record_extras={"algo": config.algo})
+      record_extras={"algo": config.algo},
+      compile_ahead=lambda state, num_steps: programs.run.compile_ahead(state, dataset,
+                                                                        num_steps))
   return host_loop.run_phase(phase, workdir)
