@@ -368,3 +368,15 @@ def element_success_rates(episodes: list[dict[str, np.ndarray]], task_name: str
                    .any(axis=0) for episode in episodes])
   return {element: float(done[:, k].mean())
           for k, element in enumerate(kitchen.TASKS[task_name].elements)}
+
+
+def noisy_success_rates(env: kitchen.Kitchen, num_episodes: int, first_seed: int = 0,
+                        model: mujoco.MjModel | None = None) -> dict[str, float]:
+  """Per element of `env`'s task, and for all of them ("all"), the fraction of `num_episodes`
+  scripted C-MuJoCo episodes (`demonstration` with D4RL's observation noise, episode i drawing
+  from `np.random.default_rng(first_seed + i)`; `model` as there) in which it was done."""
+  done = np.array([np.asarray(kitchen.elements_done(demonstration(
+      env, rng=np.random.default_rng(first_seed + i), model=model)["observations"],
+      env.task_name)).any(axis=0) for i in range(num_episodes)])
+  rates = {element: float(done[:, k].mean()) for k, element in enumerate(env.task.elements)}
+  return {**rates, "all": float(done.all(axis=1).mean())}
