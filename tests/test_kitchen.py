@@ -418,11 +418,11 @@ def test_scripted_demonstrator_under_d4rls_observation_noise():
 @pytest.mark.very_slow   # 19 minutes cold on the 2-core CPU (its MJX compile)
 def test_bridge_check_on_a_short_scripted_trajectory_passes_and_catches_a_wrong_model(
     monkeypatch):
-  """The scripted demonstration's first 100 steps (reaching and grasping the microwave handle,
-  pulling the door) replayed 3 steps at a time from 8 windows: within the kitchen's bounds (in
-  C MuJoCo our model and D4RL's agree exactly there); against a C model whose arm servos are
-  20% stiffer (median one-step joint error 3.7e-3 in C MuJoCo), the joints' one-step error is
-  not."""
+  """The scripted demonstration's first 100 steps (reaching, grasping and pulling the microwave
+  handle, then reaching for the kettle's) replayed 3 steps at a time from 8 windows: within the
+  kitchen's bounds (in C MuJoCo our model and D4RL's agree exactly there); against a C model
+  whose arm servos are 20% stiffer (median one-step joint error 3.6e-3 in C MuJoCo on these
+  steps), the joints' one-step error is not."""
   from envs import bridge
   from wsrl_mjx.datagen import kitchen_script
   env = kitchen.Kitchen("kitchen-complete")
