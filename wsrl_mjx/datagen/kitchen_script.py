@@ -169,7 +169,7 @@ def joint_targets(model: mujoco.MjModel, plan: list[Waypoint], orientation: np.n
 
 def _microwave(handle: np.ndarray, hinge: np.ndarray) -> list[Waypoint]:
   """Grasp the door's vertical handle bar from the front and pull it along the door's arc to
-  -1.0 rad (done below -0.45)."""
+  MICROWAVE_PULL (done below -0.45 rad), then let go and back off up and to the right."""
   plan = [Waypoint(tuple(handle + [0, -0.15, 0]), _OPEN, 25),
           Waypoint(tuple(handle + [0, -0.06, 0]), _OPEN, 15),
           Waypoint(tuple(handle), _OPEN, 15),
