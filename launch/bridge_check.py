@@ -33,8 +33,8 @@ _ACTIONS = flags.DEFINE_enum(
     "actions", "random", ["random", "planner", "script"],
     "Generated trajectories' actions: 'random' (held 4 steps), 'planner', the Adroit "
     "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal, or "
-    "'script', the kitchen demonstrator's (wsrl_mjx/datagen/kitchen_script.py: opens the "
-    "microwave, pushes the kettle).")
+    "'script', the kitchen demonstrator's (wsrl_mjx/datagen/kitchen_script.py: microwave, "
+    "kettle, light switch, slide cabinet).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
                            "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "

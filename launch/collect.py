@@ -161,8 +161,8 @@ POLICY_KINDS = {
         "planner", "MPPI in C MuJoCo, Adroit door and pen (wsrl_mjx/datagen/planner.py; "
         "--planner_samples, --planner_horizon)", _planner),
     "kitchen_script": PolicyKind(
-        "kitchen_script", "Franka Kitchen: scripted end-effector waypoints, microwave then "
-        "kettle (wsrl_mjx/datagen/kitchen_script.py)", _kitchen_script),
+        "kitchen_script", "Franka Kitchen: scripted end-effector waypoints, microwave, kettle, "
+        "light switch, slide cabinet (wsrl_mjx/datagen/kitchen_script.py)", _kitchen_script),
     "ppo": PolicyKind("ppo:DIR", "a Brax PPO policy of launch/train_adroit_demonstrator.py",
                       _ppo),
     "navigator": PolicyKind(
