@@ -91,6 +91,54 @@ def test_a_program_logs_when_it_compiles_and_how_long_it_took(caplog):
   assert not host_loop_messages(caplog)
 
 
+def test_a_program_compiled_ahead_is_used_for_matching_calls_only(caplog):
+  """compile_ahead compiles in a background thread (a clock entered in this thread meanwhile
+  charges none of it); a call with the same static value, shapes and dtypes runs that
+  executable, tracing nothing again; any other call compiles as before, with the same result."""
+  caplog.set_level("INFO")
+  traces = []
+
+  def f(x, n):
+    traces.append(x.shape)
+    time.sleep(0.3)
+    return x * n
+
+  program = host_loop.LoggedProgram("toy.run", jax.jit(f, static_argnums=1),
+                                    static_argnums=(1,))
+  zeros = jnp.zeros(3)
+  same = jax.ShapeDtypeStruct((3,), jnp.float32, sharding=zeros.sharding)
+  with host_loop.CompileClock() as clock:
+    future = program.compile_ahead(zeros, 2)              # only its shape and sharding are read
+    assert program.compile_ahead(same, 2) is future       # the same signature: compiled once
+    assert future.result() is not None
+  assert clock.seconds == 0.0                                      # another thread's compile
+  assert traces == [(3,)]
+  messages = host_loop_messages(caplog)
+  assert messages[0] == "Compiling toy.run(2) ahead, in the background ..."
+  assert re.fullmatch(r"Compiled toy\.run\(2\) in [\d.]+ s, in the background", messages[1])
+  caplog.clear()
+  np.testing.assert_array_equal(program(jnp.ones(3), 2), [2, 2, 2])
+  assert traces == [(3,)] and not host_loop_messages(caplog)     # the executable, silently
+  np.testing.assert_array_equal(program(jnp.ones(4), 2), [2, 2, 2, 2])   # another shape
+  np.testing.assert_array_equal(program(jnp.ones(3), 5), [5, 5, 5])      # another static
+  assert traces == [(3,), (4,), (3,)]
+  assert host_loop_messages(caplog)[0] == "Compiling toy.run(2) ..."
+
+
+def test_a_failed_compile_ahead_leaves_the_call_to_compile(caplog):
+  caplog.set_level("INFO")
+  program = host_loop.LoggedProgram("toy.run",
+                                    jax.jit(lambda x, n: x.reshape(n), static_argnums=1),
+                                    static_argnums=(1,))
+  # A 3-vector reshaped to 5 fails while tracing, in the background: logged, and the future
+  # holds None; the call then traces itself (and fails the same way, in the caller's thread).
+  assert program.compile_ahead(jnp.ones(3), 5).result() is None
+  assert any(m.startswith("Compiling toy.run(5) ahead failed (TypeError")
+             for m in host_loop_messages(caplog))
+  with pytest.raises(TypeError):
+    program(jnp.ones(3), 5)
+
+
 def test_the_compile_clock_counts_nested_traces_once():
   inner = jax.jit(slow_to_trace(0.2), static_argnums=1)
 
