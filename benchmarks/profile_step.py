@@ -18,7 +18,7 @@ changes it), then measures, after compiling:
   auto-reset selected per seed, the replay insert, the batch draw, the whole UTD update, one
   critic step, the actor/temperature step. They need no profiler, so they also run on a CPU.
 
-Variants (`--variant`): `before` (skip_idle_work=false: the update and the reset run on every
+Variants (`--variant`, several measured in turn in one process): `before` (skip_idle_work=false: the update and the reset run on every
 step, selected per seed: the program before issue 17), `after` (the defaults), `unrolled`
 (+ unroll_critic_steps), `bf16` (+ bfloat16 matmuls, unrolled). Several processes may share a
 GPU (benchmarks/timing.py: compiles in parallel, timed calls one at a time).
@@ -33,8 +33,6 @@ from __future__ import annotations
 
 import collections
 import json
-import os
-import re
 import tempfile
 import time
 
@@ -44,7 +42,7 @@ import numpy as np
 from absl import app, flags
 
 import envs
-from benchmarks import timing
+from benchmarks import timing, trace_parts
 from envs import episodes
 from launch import runtime
 from launch.configs import finetune as finetune_config
@@ -56,14 +54,10 @@ VARIANTS = {
     "unrolled": {"unroll_critic_steps": True},
     "bf16": {"unroll_critic_steps": True, "matmul_precision": "bfloat16"},
 }
-# Named scopes, most specific first: a kernel belongs to the first one on its op's name stack.
-PARTS = ("td_target", "critic_gradient", "critic_adam", "target_update", "momentum_steps",
-         "actor_temperature_step", "accept_update", "sample_batch", "update", "reset",
-         "buffer_insert", "mc_returns", "act", "env_step")
-
 _ENV = flags.DEFINE_string("env", "hopper-medium-v2", "Task (its family's paper config).")
 _SEEDS = flags.DEFINE_list("seeds", ["64"], "Seed counts, one program each.")
-_VARIANT = flags.DEFINE_enum("variant", "after", list(VARIANTS), "Program variant.")
+_VARIANTS = flags.DEFINE_list("variant", ["after"], f"Program variants, measured in turn in this "
+                               f"process: {', '.join(VARIANTS)}.")
 _CHUNK = flags.DEFINE_integer("chunk", 50, "Env steps per timed device call.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls per figure (after one untimed).")
 _CAPACITY = flags.DEFINE_integer("replay_capacity", 0,
@@ -103,69 +97,7 @@ def _timed_chunk(run, state, repeats):
   return timing.median_seconds(call, repeats), holder
 
 
-# --- the trace --------------------------------------------------------------------------------
-
-_HLO_LINE = re.compile(r"^\s*(?:ROOT\s+)?%?([\w.\-]+)\s*=.*?op_name=\"([^\"]*)\"")
-
-
-def hlo_op_names(hlo_text: str) -> dict[str, str]:
-  """Instruction name (dots and dashes as underscores, as kernel names spell them) -> the JAX
-  name stack of its op metadata, from a compiled program's HLO text."""
-  names = {}
-  for line in hlo_text.splitlines():
-    match = _HLO_LINE.match(line)
-    if match:
-      names[re.sub(r"[.\-]", "_", match.group(1))] = match.group(2)
-  return names
-
-
-def part_of(op_name: str) -> str:
-  """The step part an op belongs to: the first of `PARTS` on its name stack, else `other`."""
-  stack = set(re.split(r"[/()]", op_name))
-  for part in PARTS:
-    if part in stack:
-      return part
-  return "other"
-
-
-def kernel_times(trace_dir: str) -> list[tuple[str, dict[str, str], int, int]]:
-  """(event name, its string stats, start ns, duration ns) of every event on a device plane of
-  the newest trace under `trace_dir`."""
-  from jax.profiler import ProfileData
-  paths = []
-  for root, _, files in os.walk(trace_dir):
-    paths += [os.path.join(root, f) for f in files if f.endswith(".xplane.pb")]
-  if not paths:
-    return []
-  data = ProfileData.from_file(max(paths, key=os.path.getmtime))
-  events = []
-  for plane in data.planes:
-    if not plane.name.startswith("/device:"):
-      continue
-    for line in plane.lines:
-      for event in line.events:
-        stats = {str(k): str(v) for k, v in event.stats}
-        events.append((event.name, stats, int(event.start_ns), int(event.duration_ns)))
-  return events
-
-
-def attribute(events, hlo_names: dict[str, str]):
-  """Each event -> (part, op name): by its `tf_op`/`name` stats if they hold a name stack, else
-  through the HLO instruction its `hlo_op` stat or its own name gives."""
-  for name, stats, start, duration in events:
-    op_name = ""
-    for key in ("tf_op", "long_name", "name"):
-      if "/" in stats.get(key, ""):
-        op_name = stats[key]
-        break
-    if not op_name:
-      for candidate in (stats.get("hlo_op", ""), name):
-        key = re.sub(r"[.\-]", "_", candidate)
-        if key in hlo_names:
-          op_name = hlo_names[key]
-          break
-    yield part_of(op_name) if op_name else "unattributed", op_name, name, start, duration
-
+# --- the trace ---------------------------------------------------------------------------------
 
 def profile(run, state, steps: int, hlo_text: str) -> dict:
   """Kernel time per part of one traced call of `run` (`steps` env steps)."""
@@ -178,21 +110,22 @@ def profile(run, state, steps: int, hlo_text: str) -> dict:
       state, stats = run(state)
       jax.block_until_ready(stats)
     wall = time.perf_counter() - started
-  events = kernel_times(trace_dir)
+  events = trace_parts.kernel_times(trace_dir)
   if not events:
     return {"wall_ms_per_step": 1e3 * wall / steps, "kernels": 0,
             "note": "no device events in the trace (a CPU backend records none)"}
   by_part = collections.defaultdict(float)
   by_kernel = collections.defaultdict(lambda: [0.0, 0, "", ""])
   spans = []
-  for part, op_name, name, start, duration in attribute(events, hlo_op_names(hlo_text)):
+  hlo_names = trace_parts.hlo_op_names(hlo_text)
+  for part, op_name, name, start, duration in trace_parts.attribute(events, hlo_names):
     by_part[part] += duration
     entry = by_kernel[name]
     entry[0] += duration
     entry[1] += 1
     entry[2], entry[3] = part, op_name[-160:]
     spans.append((start, start + duration))
-  busy = _union_ns(spans)
+  busy = trace_parts.union_ns(spans)
   first, last = min(s for s, _ in spans), max(e for _, e in spans)
   total = sum(by_part.values())
   return {
@@ -209,19 +142,6 @@ def profile(run, state, steps: int, hlo_text: str) -> dict:
            "part": v[2], "op": v[3]}
           for k, v in sorted(by_kernel.items(), key=lambda kv: -kv[1][0])[:40]],
   }
-
-
-def _union_ns(spans) -> int:
-  """Nanoseconds covered by at least one (start, end) span: kernels on several streams overlap."""
-  covered, end = 0, None
-  for start, stop in sorted(spans):
-    if end is None or start > end:
-      covered += stop - start
-      end = stop
-    elif stop > end:
-      covered += stop - end
-      end = stop
-  return covered
 
 
 # --- the parts as separate programs -----------------------------------------------------------
@@ -359,8 +279,12 @@ def main(argv):
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}", flush=True)
   results = {"device": device.device_kind, "platform": device.platform,
              "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
+  unknown = set(_VARIANTS.value) - set(VARIANTS)
+  if unknown:
+    raise app.UsageError(f"--variant: unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}")
   for seeds in map(int, _SEEDS.value):
-    results["rows"].append(measure(_ENV.value, seeds, _VARIANT.value))
+    for variant in _VARIANTS.value:
+      results["rows"].append(measure(_ENV.value, seeds, variant))
     if _OUT.value:
       with open(_OUT.value, "w") as f:
         json.dump(results, f, indent=1)

@@ -179,8 +179,10 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
   assert "Final normalised scores per seed" in result.stderr
   # What the run says while it compiles and warms up; no library noise.
   assert "Warmup: the pretrained agent, frozen, collects" in result.stderr
-  assert "Compiling Online.run(50) ..." in result.stderr
-  assert re.search(r"Compiled Online\.run\(50\) in [\d.]+ s", result.stderr)
+  # The first chunk compiles in the background while the starting policy is evaluated.
+  assert "Compiling Online.run(50) ahead, in the background ..." in result.stderr
+  assert re.search(r"Compiled Online\.run\(50\) in [\d.]+ s, in the background",
+                   result.stderr)
   progress = [line for line in result.stderr.splitlines() if re.search(r"] env step \d+/", line)]
   assert "env step 50/200" in progress[0] and "warmup: no updates yet" in progress[0]
   assert "critic loss" not in progress[0] and "critic loss" in progress[1]

@@ -312,9 +312,13 @@ class SeedPrograms:
         lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=self.sharding), abstract)
 
 
-# The name of the vmapped seed axis in every seed program: a loop may reduce over it
-# (`online.Online.any_seed`) to branch for the whole batch of seeds rather than per seed.
-SEED_AXIS = "seeds"
+# The name of the vmapped axis of one device's seeds in every seed program: a loop may reduce over
+# it (`online.Online.any_seed`) to branch for all of a device's seeds at once rather than per
+# seed. `run` is vmapped inside a `shard_map` over the seed mesh, so such a reduction never
+# leaves its device: a device's program holds no collective, and is the same whether its
+# neighbours are in this process or another (so a multi-host run equals a one-process run bit
+# for bit, tests/test_multihost.py).
+SEED_AXIS = "local_seeds"
 
 
 def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
@@ -323,25 +327,31 @@ def compile_seed_programs(loop, num_seeds: int, *, num_shared_run_args: int = 0,
 
   `run(state, *shared, num_steps)` takes `num_shared_run_args` arguments that every seed shares
   (the offline dataset) and a static `num_steps`; its state argument is donated. Each program
-  logs its compiles (`LoggedProgram`), named after the loop (`Online.run(500)`). The seed axis
-  is named `SEED_AXIS` in all three.
+  logs its compiles (`LoggedProgram`), named after the loop (`Online.run(500)`). The vmapped
+  seed axis is named `SEED_AXIS`; `run` maps it per device (`shard_map`).
   """
   sharding = seed_sharding(num_seeds)
   static = 1 + num_shared_run_args
   prefix = type(loop).__name__
+  per_device = jax.vmap(loop.run, in_axes=(0,) + (None,) * static, axis_name=SEED_AXIS)
+
+  def run(state, *args):
+    *shared, num_steps = args
+    return jax.shard_map(
+        lambda state, *shared: per_device(state, *shared, num_steps), mesh=sharding.mesh,
+        in_specs=(sharding.spec,) + (PartitionSpec(),) * len(shared), out_specs=sharding.spec,
+        check_vma=False)(state, *shared)
+
   return SeedPrograms(
       loop=loop, sharding=sharding,
       init=LoggedProgram(f"{prefix}.init",
-                         jax.jit(jax.vmap(loop.init, axis_name=SEED_AXIS),
-                                 out_shardings=sharding)),
+                         jax.jit(jax.vmap(loop.init), out_shardings=sharding)),
       run=LoggedProgram(f"{prefix}.run",
-                        jax.jit(jax.vmap(loop.run, in_axes=(0,) + (None,) * static,
-                                         axis_name=SEED_AXIS),
-                                static_argnums=static, donate_argnums=0,
+                        jax.jit(run, static_argnums=static, donate_argnums=0,
                                 out_shardings=sharding),
                         static_argnums=(static,)),
       evaluate=LoggedProgram(f"{prefix}.evaluate",
-                             jax.jit(jax.vmap(evaluate or loop.evaluate, axis_name=SEED_AXIS),
+                             jax.jit(jax.vmap(evaluate or loop.evaluate),
                                      out_shardings=sharding)))
 
 

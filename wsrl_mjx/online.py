@@ -114,10 +114,11 @@ class LoopConfig:
   negative_sparse_reward: float | None = None
   # JSRL (`jsrl.py`): the checkpoint's actor guides an episode's first h steps. None: off.
   jump_start: jsrl.Curriculum | None = None
-  # The name of the vmapped seed axis (`host_loop.SEED_AXIS`), or None. Named, the step skips
-  # the work no seed needs: the update while no seed trains (warmup), the env reset while no
-  # episode ended (`any_seed`). None: both run on every step and are selected per seed, as any
-  # per-seed branch is under `vmap`. Every seed's numbers are the same either way.
+  # The name of the vmapped seed axis (`host_loop.SEED_AXIS`: one device's seeds), or None.
+  # Named, the step skips the work none of those seeds needs: the update while none trains
+  # (warmup), the env reset while no episode ended (`any_seed`). None: both run on every step
+  # and are selected per seed, as any per-seed branch is under `vmap`. Every seed's numbers are
+  # the same either way (to float rounding: the two programs fuse differently).
   seed_axis: str | None = None
 
 
@@ -191,8 +192,9 @@ class Online:
 
   def any_seed(self, flag: jax.Array) -> jax.Array:
     """bool [] of one seed -> whether it holds for any seed of the vmapped batch (a `pmax` over
-    `seed_axis`: unbatched, so a `lax.cond` on it stays a branch under `vmap`, and under a
-    seed-sharded `jit` it reduces over every device). Without `seed_axis`: `flag` itself."""
+    `seed_axis`: unbatched, so a `lax.cond` on it stays a branch under `vmap`; the seed
+    programs map that axis per device, so it reduces over one device's seeds and needs no
+    collective). Without `seed_axis`: `flag` itself."""
     if self.loop.seed_axis is None:
       return flag
     return jax.lax.pmax(flag.astype(jnp.int32), self.loop.seed_axis) > 0
