@@ -251,13 +251,12 @@ class Online:
     floor = jnp.maximum(state.warmup_steps, self.update_floor())
     train = (state.env_step > floor) & (state.diverged_at < 0)
 
+    with jax.named_scope("sample_batch"):
+      batch = self.sample_batch(buffer, dataset, sample_key, online_rows)
+
     def update(agent):
-      with jax.named_scope("sample_batch"):
-        batch = self.sample_batch(buffer, dataset, sample_key, online_rows)
       with jax.named_scope("update"):
-        new_agent, metrics = self.learner.update(agent, batch, update_key)
-      with jax.named_scope("accept_update"):
-        return _where(train & metrics["finite"], new_agent, agent), metrics
+        return self.learner.update(agent, batch, update_key)
 
     def skip(agent):
       _, metrics = jax.eval_shape(update, agent)
@@ -265,8 +264,10 @@ class Online:
 
     # Per seed (no `seed_axis`) this branch is a select under `vmap`: the update runs on every
     # step, warmup included. On `any_seed` it runs only once some seed trains.
-    agent, metrics = jax.lax.cond(self.any_seed(train), update, skip, state.agent)
+    new_agent, metrics = jax.lax.cond(self.any_seed(train), update, skip, state.agent)
     accepted = train & metrics["finite"]
+    with jax.named_scope("accept_update"):
+      agent = _where(accepted, new_agent, state.agent)
     diverged_at = jnp.where(train & ~metrics["finite"], env_step, state.diverged_at)
 
     count = accepted.astype(jnp.float32)
