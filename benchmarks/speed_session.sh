@@ -8,15 +8,21 @@
 # Phase P (after H): one process per measurement, all compiling at once; timing starts once all
 #   have compiled (or at GO_AT) and every timed call holds one lock (benchmarks/timing.py):
 #   benchmarks.profile_step for hopper (before / after / unrolled / bf16 at 64 seeds, after at
-#   128 and 256, after with CUDA-graph while loops), AntMaze-large and door (before / after).
+#   128 and 256, after with CUDA-graph while loops and with Triton GEMMs), AntMaze-large and
+#   door (before / after); and (issue 22) kitchen-complete's env steps/s at batch 1, 64, 1,024.
+#
+# Plan for a 15-minute lease: two calls back to back, so the machine stays warm between them
+# (one start): PHASES=P (about 8 minutes: ~3.5 of parallel compiles, then ~20 timed
+# measurements of 10-20 s each), then PHASES=H (about 3.5 minutes). Give each call a timeout_s
+# of DEADLINE + 60.
 #
 # Device command (carry .whl and .gpu_extra):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
 #     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
 #     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
-#   bash benchmarks/speed_session.sh
+#   PHASES=P bash benchmarks/speed_session.sh          (then the same with PHASES=H DEADLINE=220)
 # CPU smoke test (tiny sizes, ~6 minutes on 2 cores):
-#   OUT=/tmp/out SEEDS=2 BIG="4" CHUNK=5 REPEATS=1 CAPACITY=2000 TASKS_P="hopper-medium-v2" \
+#   OUT=/tmp/out SEEDS=2 BIG="" KITCHEN_BATCHES="" CHUNK=5 REPEATS=1 CAPACITY=2000 TASKS_P="hopper-medium-v2" \
 #     H_FLAGS="--seeds=2 --chunk=100 --train_chunks=1 --extra=--config.warmup_steps=0" \
 #     PYTHONPATH=$PWD bash benchmarks/speed_session.sh
 set -uo pipefail
@@ -89,6 +95,12 @@ if [[ $TASKS_P == *hopper* ]]; then
   XLA_FLAGS="$XLA_FLAGS --xla_gpu_triton_gemm_any=true" \
     p_job hopper_after_triton --seeds="$SEEDS" --variant=after --noprofile
 fi
+# Issue 22's kitchen speed: env steps/s at each batch, one process (one compile) per batch.
+for batch in ${KITCHEN_BATCHES-"1 64 1024"}; do
+  timeout "$(left "$DEADLINE")" python3 -m benchmarks.env_speed --envs=kitchen-complete-v0 \
+    --batches="$batch" --steps=50 --repeats="$REPEATS" > "$R/kitchen_batch$batch.log" 2>&1 &
+  PIDS+=($!); N=$((N + 1))
+done
 log "phase P: $N processes compiling"
 while (( $(date +%s) - P_START < GO_AT )); do   # until every live process has compiled
   alive=0; for pid in "${PIDS[@]}"; do kill -0 "$pid" 2>/dev/null && alive=$((alive + 1)); done
