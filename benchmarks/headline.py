@@ -15,8 +15,9 @@ The entry `{task, num_seeds, device, env_steps_per_s, cold_start_s, date, comman
 to `--out` (a JSON list; benchmarks/headline.json keeps the figures to compare run to run).
 
   python -m benchmarks.headline --task=hopper-medium-v2 --seeds=64 --out=/tmp/headline.json
-  python -m benchmarks.headline --task=hopper-medium-v2 --seeds=2 --chunk=50 --train_chunks=2 \
-      --extra=--config.warmup_steps=100 --out=/tmp/headline.json                  # CPU smoke
+  python -m benchmarks.headline --task=hopper-medium-v2 --seeds=2 --chunk=100 --train_chunks=1 \
+      --out=/tmp/headline.json    # CPU smoke: updates start past the batch (1,024 steps)
+                                  # unless --extra=--config.batch_size=... makes it smaller
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ import json
 import os
 import re
 import shlex
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 
 from absl import app, flags
@@ -57,27 +60,28 @@ def measure() -> dict:
   started = time.perf_counter()
   process = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                              env=dict(os.environ, PYTHONUNBUFFERED="1"))
+  watchdog = threading.Timer(_TIMEOUT.value, process.kill)   # also while it compiles
+  watchdog.start()
   lines = []            # (seconds since start, env step) of each progress line
   warmup, floor = None, None
   try:
     for line in process.stdout:
       now = time.perf_counter() - started
       sys.stdout.write(line)
-      if now > _TIMEOUT.value:
-        break
       match = _PROGRESS.search(line)
       if match is None:
         continue
       lines.append((now, int(match.group(1))))
       if floor is None:
-        warmup = _warmup_steps()
-        floor = max(warmup, 1024)
+        warmup, floor = _update_floor(workdir)
       trained = [t for t, step in lines if step > floor + 1]
       if len(trained) >= _TRAIN_CHUNKS.value + 1:
         break
   finally:
+    watchdog.cancel()
     process.kill()
     process.wait()
+    shutil.rmtree(workdir, ignore_errors=True)
   trained = [(t, step) for t, step in lines if step > (floor or 0) + 1]
   if len(trained) < 2:
     raise SystemExit(f"{_TASK.value}: only {len(trained)} trained chunk(s) within "
@@ -92,15 +96,16 @@ def measure() -> dict:
           "command": shlex.join(["python", "-m", "launch.finetune", *argv[3:]]).replace(
               workdir, "<workdir>"),
           "chunks_timed": len(trained) - 1, "steps_per_chunk": _CHUNK.value,
-          "warmup_steps": warmup, "progress": lines}
+          "warmup_steps": warmup, "update_floor": floor, "progress": lines}
 
 
-def _warmup_steps() -> int:
-  """The run's warmup: its config with the extra flags, read as launch.finetune reads it."""
-  for flag in _EXTRA.value:
-    if flag.startswith("--config.warmup_steps="):
-      return int(flag.split("=", 1)[1])
-  return 5000   # WSRL's and SAC's (wsrl_mjx/methods.py); the ,sac config keeps it
+def _update_floor(workdir: str) -> tuple[int, int]:
+  """(warmup steps, the step index past which every step trains) of the run, from the
+  `config.json` it wrote before its first chunk: max(warmup, batch size), the SAC arms' floor
+  (wsrl_mjx/online.py)."""
+  with open(os.path.join(workdir, "config.json")) as f:
+    config = json.load(f)
+  return config["warmup_steps"], max(config["warmup_steps"], config["batch_size"])
 
 
 def main(argv):

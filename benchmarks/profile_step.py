@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import collections
 import json
+import sys
 import tempfile
 import time
 
@@ -274,14 +275,15 @@ def _print_profile(p: dict) -> None:
 
 def main(argv):
   del argv
+  unknown = set(_VARIANTS.value) - set(VARIANTS)
+  if unknown:   # one line, before JAX starts
+    sys.exit(f"profile_step: --variant: unknown {', '.join(sorted(unknown))}; known: "
+             f"{', '.join(VARIANTS)}")
   runtime.configure()
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}", flush=True)
   results = {"device": device.device_kind, "platform": device.platform,
              "jax": jax.__version__, "date": time.strftime("%Y-%m-%d"), "rows": []}
-  unknown = set(_VARIANTS.value) - set(VARIANTS)
-  if unknown:
-    raise app.UsageError(f"--variant: unknown {sorted(unknown)}; known: {', '.join(VARIANTS)}")
   for seeds in map(int, _SEEDS.value):
     for variant in _VARIANTS.value:
       results["rows"].append(measure(_ENV.value, seeds, variant))

@@ -1,30 +1,38 @@
 #!/usr/bin/env bash
-# Issue 17's device call: the headline through the user's command, then the step profiles and
-# variants side by side, in one ~9-minute command (../shared/gpu/README.md; device time is
-# short, so everything is prepared here and smoke-tested on the CPU with tiny sizes).
+# Issue 17's device calls: the headline through the user's command (phase H), then the step
+# profiles and variants side by side (phase P). Device time is short (15 minutes a lease, the
+# machine's start included), so everything is prepared and smoke-tested on the CPU first.
 #
-# Phase H (alone on the machine, cold compilation cache): benchmarks.headline on hopper, 64 seeds
-#   (cold start to the first trained chunk, steady env steps/s), as a user's run would see it.
-# Phase P (after H): one process per measurement, all compiling at once; timing starts once all
-#   have compiled (or at GO_AT) and every timed call holds one lock (benchmarks/timing.py):
+# Phase H (alone on the machine, its own empty compilation cache): benchmarks.headline on
+#   hopper, 64 seeds (cold start to the first trained chunk, steady env steps/s), as a user's
+#   run would see it. Stopped at H_SECONDS or DEADLINE, whichever comes first.
+# Phase P: one process per measurement, all compiling at once; timing starts once every live
+#   process has compiled (or at GO_AT) and every timed call holds one lock (benchmarks/timing.py):
 #   benchmarks.profile_step for hopper (before / after / unrolled / bf16 at 64 seeds, after at
 #   128 and 256, after with CUDA-graph while loops and with Triton GEMMs), AntMaze-large and
 #   door (before / after); and (issue 22) kitchen-complete's env steps/s at batch 1, 64, 1,024.
 #
-# Plan for a 15-minute lease: two calls back to back, so the machine stays warm between them
-# (one start): PHASES=P (about 8 minutes: ~3.5 of parallel compiles, then ~20 timed
-# measurements of 10-20 s each), then PHASES=H (about 3.5 minutes). Give each call a timeout_s
-# of DEADLINE + 60.
+# Plan for one lease: two calls back to back (the machine stays warm 30 s after a call, so the
+# second needs no start): first PHASES=H DEADLINE=270 with timeout_s 300, then PHASES=P
+# DEADLINE=420 with timeout_s 450. About 12 minutes of device time with the start. Each call
+# returns results.tgz (every log and JSON; a summary is printed last).
 #
-# Device command (carry .whl and .gpu_extra):
+# Before the lease, once, here in the repository root (both folders are git-ignored and travel
+# with `carry`; BUILD.md "GPU hosts" says the same):
+#   ../shared/gpu/fetch-wheels.sh          # the wheels the GPU image lacks, into .whl/ (41 MB)
+#   mkdir -p .gpu_extra && echo /.gpu_extra/ >> .git/info/exclude
+#   tar -C .venv/lib/python3.11/site-packages -cJf .gpu_extra/adroit_hand.tar.xz \
+#       gymnasium_robotics/envs/assets/adroit_hand          # door's model files (10 MB)
+# Device command (carry [".whl", ".gpu_extra"]):
 #   python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir --target /tmp/site \
 #     .whl/*.whl && tar -C /tmp/site -xJf .gpu_extra/adroit_hand.tar.xz \
 #     && touch /tmp/site/gymnasium_robotics/__init__.py && export PYTHONPATH=/tmp/site:$PWD || exit;
-#   PHASES=P bash benchmarks/speed_session.sh          (then the same with PHASES=H DEADLINE=220)
-# CPU smoke test (tiny sizes, ~6 minutes on 2 cores):
-#   OUT=/tmp/out SEEDS=2 BIG="" KITCHEN_BATCHES="" CHUNK=5 REPEATS=1 CAPACITY=2000 TASKS_P="hopper-medium-v2" \
-#     H_FLAGS="--seeds=2 --chunk=100 --train_chunks=1 --extra=--config.warmup_steps=0" \
-#     PYTHONPATH=$PWD bash benchmarks/speed_session.sh
+#   PHASES=H DEADLINE=270 bash benchmarks/speed_session.sh     (then PHASES=P DEADLINE=420)
+# CPU smoke test (tiny sizes, ~10 minutes on 2 cores; python3 must be the project's venv):
+#   PATH=$PWD/.venv/bin:$PATH OUT=/tmp/out SEEDS=2 BIG="" KITCHEN_BATCHES="" CHUNK=5 REPEATS=1 \
+#     CAPACITY=2000 TASKS_P="hopper-medium-v2" GO_AT=600 DEADLINE=900 \
+#     H_FLAGS="--seeds=2 --chunk=100 --train_chunks=1" PYTHONPATH=$PWD \
+#     bash benchmarks/speed_session.sh
 set -uo pipefail
 export PYTHONUNBUFFERED=1 XLA_PYTHON_CLIENT_PREALLOCATE=false
 OUT=${OUT:?set OUT}
@@ -32,9 +40,9 @@ WORK=${WORK:-/tmp/wsrl_speed}
 R="$WORK/results"
 rm -rf "$WORK"; mkdir -p "$R"
 START=$(date +%s)
-DEADLINE=${DEADLINE:-530}          # seconds after START by which everything has stopped
-H_SECONDS=${H_SECONDS:-200}        # phase H's limit
-GO_AT=${GO_AT:-200}                # seconds after phase P starts: timing starts even if some
+DEADLINE=${DEADLINE:-420}          # seconds after START by which everything has stopped
+H_SECONDS=${H_SECONDS:-270}        # phase H's limit
+GO_AT=${GO_AT:-180}                # seconds after phase P starts: timing starts even if some
                                    # still compile
 SEEDS=${SEEDS:-64}
 BIG=${BIG-"128 256"}
@@ -55,9 +63,10 @@ nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv >> 
 # ---- Phase H: the user's command, alone, cold cache -------------------------------------------
 if [[ ${PHASES:-HP} == *H* ]]; then
   log "phase H: launch.finetune hopper, cold cache"
-  JAX_COMPILATION_CACHE_DIR="$WORK/cache_h" timeout "$H_SECONDS" \
-    python3 -m benchmarks.headline --task=hopper-medium-v2 --timeout="$((H_SECONDS - 10))" \
-    ${H_FLAGS:---seeds=64 --chunk=1000 --train_chunks=3} --out="$R/headline.json" \
+  h_limit=$(( H_SECONDS < $(left "$DEADLINE") ? H_SECONDS : $(left "$DEADLINE") ))
+  JAX_COMPILATION_CACHE_DIR="$WORK/cache_h" timeout "$h_limit" \
+    python3 -m benchmarks.headline --task=hopper-medium-v2 --timeout="$((h_limit - 10))" \
+    ${H_FLAGS:---seeds=64 --chunk=1000 --train_chunks=2} --out="$R/headline.json" \
     > "$R/headline_hopper.log" 2>&1
   log "phase H done (rc $?): $(tail -c 600 "$R/headline.json" 2>/dev/null | tr '\n' ' ')"
 fi

@@ -160,31 +160,37 @@ SECONDS_PER_STEP = 0.25
 TRACE_SECONDS = 2.0
 
 
-def toy_phase(warmup_chunks=1):
-  """4 steps in chunks of 2 for one seed; each step sleeps SECONDS_PER_STEP; the first chunk
-  compiles a program that takes TRACE_SECONDS to trace; no updates in the first
-  `warmup_chunks` chunks."""
+def toy_phase(warmup_chunks=1, total_steps=4, seconds_per_step=None, evaluation_seconds=0.0):
+  """`total_steps` in chunks of 2 for one seed; each step sleeps SECONDS_PER_STEP (or chunk i's
+  steps `seconds_per_step[i]`), each evaluation `evaluation_seconds`; the first chunk compiles
+  a program that takes TRACE_SECONDS to trace; no updates in the first `warmup_chunks`
+  chunks."""
   program = jax.jit(slow_to_trace(TRACE_SECONDS), static_argnums=1)
   chunks = []
 
   def run(state, num_steps):
     program(jnp.ones(1), 2).block_until_ready()           # compiles once
-    time.sleep(SECONDS_PER_STEP * num_steps)
+    per_step = SECONDS_PER_STEP if seconds_per_step is None else seconds_per_step[len(chunks)]
+    time.sleep(per_step * num_steps)
     chunks.append(num_steps)
     updates = 0 if len(chunks) <= warmup_chunks else num_steps
     return ({"step": state["step"] + num_steps},
             {"updates": np.array([updates]),
              "critic_loss": np.array([0.5 if updates else np.nan])})
 
+  def evaluate(state):
+    time.sleep(evaluation_seconds)
+    return evaluation.EpisodeResults(returns=np.full((1, 2), 1000.0),
+                                     successes=np.zeros((1, 2), bool))
+
   return host_loop.Phase(
-      unit="env_step", total_steps=4, steps_per_chunk=2, eval_interval=2,
-      checkpoint_interval=4, keep_checkpoints=1, num_seeds=1,
+      unit="env_step", total_steps=total_steps, steps_per_chunk=2, eval_interval=2,
+      checkpoint_interval=total_steps, keep_checkpoints=1, num_seeds=1,
       env_spec=envs.spec("hopper-medium-v2"),
-      description={"kind": "toy", "config": {"online_steps": 4, "steps_per_chunk": 2}},
+      description={"kind": "toy", "config": {"online_steps": total_steps,
+                                              "steps_per_chunk": 2}},
       init=lambda: {"step": np.zeros(1, np.int32)},
-      abstract_state=lambda: None, run=run,
-      evaluate=lambda state: evaluation.EpisodeResults(returns=np.full((1, 2), 1000.0),
-                                                       successes=np.zeros((1, 2), bool)),
+      abstract_state=lambda: None, run=run, evaluate=evaluate,
       step_of=lambda state: int(state["step"][0]),
       diverged_at=lambda state: np.array([-1]),
       agent_params=lambda state: state, check_resumable=lambda description: None,
@@ -204,6 +210,20 @@ def test_rates_and_eta_count_execution_time_not_compile_time(tmp_path, caplog):
   assert 2.5 <= rate <= 1 / SECONDS_PER_STEP + 0.5, first
   eta = re.search(r"ETA (\d+):(\d\d):(\d\d)", first).groups()
   assert int(eta[2]) <= 1 and eta[:2] == ("0", "00"), first     # 2 steps left at ~4/s: 0-1 s
+
+
+def test_the_rate_is_the_last_chunk_s_and_the_eta_adds_the_evaluations_to_come(tmp_path, caplog):
+  """A fast warmup chunk (0.02 s a step) then slow ones (0.3 s): the second line shows the slow
+  chunk's rate, not the average since the start (which would be ~6), and its ETA is the 2
+  steps left at that rate plus the last evaluation (0.4 s): 1.0 s, shown as 0:00:01."""
+  caplog.set_level("INFO")
+  host_loop.run_phase(toy_phase(total_steps=6, seconds_per_step=[0.02, 0.3, 0.3],
+                                evaluation_seconds=0.4), tmp_path)
+  lines = progress_lines(caplog)
+  rates = [float(re.search(r"\| ([\d.]+) env steps/s per seed", line).group(1))
+           for line in lines]
+  assert rates[0] >= 20 and 2.5 <= rates[1] <= 1 / 0.3 + 0.5, lines
+  assert re.search(r"ETA 0:00:01 ", lines[1]), lines[1]
 
 
 def test_the_progress_line_says_warmup_instead_of_a_zero_loss(tmp_path, caplog):

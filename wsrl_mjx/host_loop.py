@@ -203,10 +203,6 @@ class CompileClock:
     jax.monitoring.unregister_event_listener(self._event)
 
 
-_AHEAD_POOL = concurrent.futures.ThreadPoolExecutor(max_workers=2,
-                                                    thread_name_prefix="compile_ahead")
-
-
 class LoggedProgram:
   """A jitted program that says when a call compiles it: "compiling <name> ..." as the compile
   starts and "compiled <name> in <s> s" when it is done (MJX programs take minutes). Attributes
@@ -253,19 +249,27 @@ class LoggedProgram:
     if key not in self._ahead:
       label = self._label(args)
 
+      future = concurrent.futures.Future()
+
       def compile_it():
         started = time.perf_counter()
         logging.info("Compiling %s ahead, in the background ...", label)
         try:
-          compiled = self.jitted.lower(*abstract).compile()
+          with CompileClock() as clock:
+            compiled = self.jitted.lower(*abstract).compile()
         except Exception as error:  # pylint: disable=broad-except
           logging.warning("Compiling %s ahead failed (%s: %s); it compiles when it first runs.",
                           label, type(error).__name__, error)
-          return None
-        logging.info("Compiled %s in %.1f s, in the background", label,
-                     time.perf_counter() - started)
-        return compiled
-      self._ahead[key] = _AHEAD_POOL.submit(compile_it)
+          compiled = None
+        else:
+          logging.info("Compiled %s in %.1f s, in the background%s", label,
+                       time.perf_counter() - started,
+                       " (from the persistent compilation cache)" if clock.cache_hits else "")
+        future.set_result(compiled)
+
+      # A daemon thread: a run stopped (Ctrl-C, an error) while it compiles exits at once.
+      threading.Thread(target=compile_it, name=f"compile_ahead {label}", daemon=True).start()
+      self._ahead[key] = future
     return self._ahead[key]
 
   def __call__(self, *args):
@@ -594,19 +598,27 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
 
   # Rates and the ETA count execution time only: compiles (logged with their own times) are not
   # what the remaining chunks will cost.
-  executing, done = 0.0, 0
+  # The rate shown is the last chunk's (compiles and evaluations excluded): with WSRL's
+  # warmup the first chunks skip the update and run many times faster than the rest, so an
+  # average since the start would say little. The ETA adds the evaluations still to come at the
+  # last one's time.
+  evaluation_seconds = 0.0
   for length in lengths:
     started = time.time()
     with CompileClock() as compiling:
       state, summary = phase.run(state, length)
       step += length
       diverged_at = phase.diverged_at(state)
-      evaluating = step % phase.eval_interval == 0 or step == phase.total_steps
-      if evaluating:
+    rate = length / max(time.time() - started - compiling.seconds, 1e-9)
+    evaluating = step % phase.eval_interval == 0 or step == phase.total_steps
+    if evaluating:
+      started = time.time()
+      with CompileClock() as compiling:
         state, last_record = evaluate_and_log(state, step, summary)
-    executing += max(time.time() - started - compiling.seconds, 1e-9)
-    done += length
-    rate = done / executing
+      evaluation_seconds = max(time.time() - started - compiling.seconds, 0.0)
+    evaluations_left = (phase.total_steps // phase.eval_interval - step // phase.eval_interval
+                        + int(phase.total_steps % phase.eval_interval != 0
+                              and step < phase.total_steps))
     for seed in sorted(set(np.flatnonzero(diverged_at >= 0).tolist()) - reported):
       if is_primary():
         logging.warning(
@@ -622,7 +634,8 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
         "%s %d/%d (%.1f%%) | %.0f %ss/s per seed, %.0f over %d seeds | ETA %s | "
         "last eval score %.1f%s", unit, step, phase.total_steps,
         100.0 * step / phase.total_steps, rate, unit, rate * phase.num_seeds, phase.num_seeds,
-        format_duration((phase.total_steps - step) / max(rate, 1e-9)), score,
+        format_duration((phase.total_steps - step) / max(rate, 1e-9)
+                        + evaluations_left * evaluation_seconds), score,
         f" | {details}" if details else "")
     if step % phase.checkpoint_interval == 0 or step == phase.total_steps:
       checkpoints.save(step, state, phase.agent_params(state), description,
