@@ -60,15 +60,8 @@ export WSRL_BENCH_LOCK="$WORK/device.lock"
 START=$(date +%s)
 DEADLINE=${DEADLINE:-560}        # seconds after START by which everything has stopped
 PHASE_A_END=${PHASE_A_END:-420}  # seconds after phase A starts by which it has stopped
-left() { echo $(( $1 - ($(date +%s) - START) )); }
-left_a() { echo $(( $1 - ($(date +%s) - A_START) )); }   # the same, from phase A's start
-log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
-pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
-           && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
-( while sleep 15; do pack; done ) & PACKER=$!
-trap 'kill $PACKER 2>/dev/null; pack' EXIT
-
-log "device: $(python3 -c 'import jax; d = jax.devices()[0]; print(d.device_kind, d.platform, jax.__version__)')"
+left_a() { echo $(( $1 - ($(date +%s) - A_START) )); }   # time left, from phase A's start
+source "$(dirname "$0")/session_common.sh"     # left, log, pack (results.tgz), the device line
 log "XLA_FLAGS=$XLA_FLAGS"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used,utilization.gpu --format=csv \
   >> "$R/session.log" 2>&1

@@ -50,14 +50,7 @@ CHUNK=${CHUNK:-50}
 REPEATS=${REPEATS:-3}
 CAPACITY=${CAPACITY:-0}
 TASKS_P=${TASKS_P:-"hopper-medium-v2 antmaze-large-diverse-v2 door-binary-v0"}
-left() { echo $(( $1 - ($(date +%s) - START) )); }
-log() { echo "[$(( $(date +%s) - START ))s] $*" | tee -a "$R/session.log"; }
-pack() { tar -C "$WORK" -czf "$OUT/results.tgz.part" results 2>/dev/null \
-           && mv "$OUT/results.tgz.part" "$OUT/results.tgz"; }
-( while sleep 15; do pack; done ) & PACKER=$!
-trap 'kill $PACKER 2>/dev/null; pack' EXIT
-
-log "device: $(python3 -c 'import jax; d = jax.devices()[0]; print(d.device_kind, d.platform, jax.__version__)')"
+source "$(dirname "$0")/session_common.sh"
 nvidia-smi --query-gpu=name,clocks.sm,clocks.max.sm,memory.used --format=csv >> "$R/session.log" 2>&1
 
 # ---- Phase H: the user's command, alone, cold cache -------------------------------------------
