@@ -62,6 +62,37 @@ def test_batched_mjx_step_on_the_cpu_calls_no_lapack_kernel():
   assert jax.scipy.linalg.cho_factor is not compat.cho_factor   # the swap was undone
 
 
+def test_the_cholesky_swap_holds_while_any_thread_is_inside_and_is_undone_after_the_last():
+  """A program compiled ahead traces MJX in a background thread while the host traces another:
+  blocks that overlap across threads must all see the swap, and the last to end undoes it. Here
+  the host's block starts first and ends first, with the background's still open: with a
+  save-and-restore per block, the host would undo the swap under the background's trace, and
+  the background would then restore the swap for good."""
+  import threading
+  swapped = compat.LAPACK_CAN_DEADLOCK and jax.default_backend() == "cpu"
+  original = jax.scipy.linalg.cho_factor
+  inside, host_done = threading.Event(), threading.Event()
+  seen = {}
+
+  def background():
+    with compat.lapack_free_cholesky():
+      inside.set()
+      host_done.wait()
+      seen["background, after the host's block ended"] = jax.scipy.linalg.cho_factor
+
+  with compat.lapack_free_cholesky():
+    thread = threading.Thread(target=background)
+    thread.start()
+    inside.wait()
+    seen["host, inside"] = jax.scipy.linalg.cho_factor
+  host_done.set()
+  thread.join()
+  expected = compat.cho_factor if swapped else original
+  assert seen == {"host, inside": expected,
+                  "background, after the host's block ended": expected}
+  assert jax.scipy.linalg.cho_factor is original          # undone after the last block
+
+
 IMPORT_EVERYTHING = textwrap.dedent("""
     import os, pkgutil, importlib
     import jax

@@ -35,6 +35,7 @@ import contextlib
 import functools
 import os
 import re
+import threading
 
 import jax
 import jax.numpy as jnp
@@ -158,24 +159,40 @@ def cho_solve(c_and_lower, b, overwrite_b=False, check_finite=True):
   return _solve_lower_transposed(factor, _solve_lower(factor, b))
 
 
+_SWAP_LOCK = threading.Lock()
+_swap_depth = 0          # blocks inside `lapack_free_cholesky`, in every thread
+_swap_saved = None       # jax.scipy.linalg's own functions while swapped
+
+
 @contextlib.contextmanager
 def lapack_free_cholesky():
   """While the block runs, on the CPU backend where batched LAPACK calls can deadlock,
   `jax.scipy.linalg.cho_factor` and `cho_solve` are the loops above; trace MJX calls inside it.
 
   MJX looks the functions up on `jax.scipy.linalg` when it is traced, so tracing is all the swap
-  needs to cover. GPUs use cuSOLVER, which is not affected.
+  needs to cover. GPUs use cuSOLVER, which is not affected. The swap is counted across threads
+  (a program compiled ahead in the background traces MJX while the host traces another): it
+  holds while any block runs and is undone when the last one ends, so no thread's trace sees
+  the other function midway, and none is left swapped.
   """
+  global _swap_depth, _swap_saved
   if not LAPACK_CAN_DEADLOCK or jax.default_backend() != "cpu":
     yield
     return
   module = jax.scipy.linalg
-  saved = module.cho_factor, module.cho_solve
-  module.cho_factor, module.cho_solve = cho_factor, cho_solve
+  with _SWAP_LOCK:
+    if _swap_depth == 0:
+      _swap_saved = module.cho_factor, module.cho_solve
+      module.cho_factor, module.cho_solve = cho_factor, cho_solve
+    _swap_depth += 1
   try:
     yield
   finally:
-    module.cho_factor, module.cho_solve = saved
+    with _SWAP_LOCK:
+      _swap_depth -= 1
+      if _swap_depth == 0:
+        module.cho_factor, module.cho_solve = _swap_saved
+        _swap_saved = None
 
 
 # --- 1c. XLA:CPU's scheduler -----------------------------------------------------------------
