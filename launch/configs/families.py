@@ -139,10 +139,6 @@ def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
   c.reward_bias = config_dict.placeholder(float)
   c.matmul_precision = "default"                      # default | high | highest | bfloat16
   c.unroll_critic_steps = False  # inline the UTD critic steps (no scan): a GPU speed setting
-  # Skip the work no seed needs (the update during warmup, the env reset on steps where no
-  # episode ended) with branches over the whole batch of seeds; false: compute both on every
-  # step and select per seed (the program before issue 17). Same numbers either way.
-  c.skip_idle_work = True
 
 
 def add_data_fields(c: config_dict.ConfigDict, family: dict) -> None:

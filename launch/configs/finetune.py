@@ -101,6 +101,11 @@ def get_config(arg: str = DEFAULT_ARG):
   # AntMaze only: where the episode's goal lies around the goal cell's centre. "wsrl": the
   # reference's D4RL fork; "d4rl": upstream D4RL (envs/antmaze.py).
   c.goal_offset = "wsrl"
+  # Skip the work none of a device's seeds needs (the update during warmup, the env reset on
+  # steps where no episode ended) with branches over all of them; false: compute both on every
+  # step and select per seed (the program before issue 17). Counts are the same either way,
+  # floats to rounding (BUILD.md, "GPU hosts").
+  c.skip_idle_work = True
 
   # Host loop.
   c.steps_per_chunk = 5_000     # env steps per device call, at most; the host logs between calls
