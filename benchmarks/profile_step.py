@@ -153,7 +153,7 @@ def compile_parts(config, programs, state, chunk: int):
   Everything compiles before anything is timed (benchmarks/timing.py)."""
   loop = programs.loop
   env, learner, agent = loop.env, loop.learner, loop.agent
-  buffer = _full_buffer(state.buffer)
+  buffer = timing.full_buffer(state.buffer, jax.random.PRNGKey(1))
   batch = jax.vmap(lambda b, k: replay.sample(b, k, learner.batch_size))(
       buffer, jax.random.split(jax.random.PRNGKey(3), config.num_seeds))
   episode = episodes.Episode(state=state.env_state, length=state.episode.length)
@@ -215,17 +215,6 @@ def compile_parts(config, programs, state, chunk: int):
             f"(compiled in {compile_s:.1f} s)", flush=True)
     return results
   return time_them
-
-
-def _full_buffer(buffer):
-  """The buffer with every row written (random numbers, no terminals): what is in it does not
-  change the work, and filling it so needs no loop compiled."""
-  leaves, treedef = jax.tree.flatten(buffer.data)
-  keys = jax.random.split(jax.random.PRNGKey(1), len(leaves))
-  data = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
-                                      for k, x in zip(keys, leaves)])
-  data = data.replace(terminal=jnp.zeros_like(data.terminal))
-  return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
 
 
 def measure(env_name: str, num_seeds: int, variant: str) -> dict:

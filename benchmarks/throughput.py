@@ -103,17 +103,6 @@ def measure_fused(num_seeds, precision):
           "compile_s": compile_s}
 
 
-def _full_buffer(buffer: replay.ReplayBuffer, key) -> replay.ReplayBuffer:
-  """Every row written with random transitions: what the learner sees does not change its
-  speed, and filling the buffer this way needs no fused program compiled."""
-  leaves, treedef = jax.tree.flatten(buffer.data)
-  keys = jax.random.split(key, len(leaves))
-  data = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
-                                      for k, x in zip(keys, leaves)])
-  data = data.replace(terminal=jnp.zeros_like(data.terminal))
-  return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
-
-
 def _updates_per_second(label, update, sample, state, data, num_seeds):
   """(calls of `update` per second over all seeds, compile seconds): `--chunk` of them per seed
   in a `lax.scan`, each on a batch `sample(data, key)`, vmapped over seeds."""
@@ -142,7 +131,7 @@ def measure_update_only(num_seeds, precision, unroll=False):
       f"update-only{'-unrolled' if unroll else ''}[{precision}], {num_seeds} seeds",
       lambda agent_state, batch, key: agent.update(agent_state, batch, key)[0],
       lambda buffer, key: replay.sample(buffer, key, agent.config.batch_size),
-      state.agent, _full_buffer(state.buffer, jax.random.PRNGKey(1)), num_seeds)
+      state.agent, timing.full_buffer(state.buffer, jax.random.PRNGKey(1)), num_seeds)
   return {"seed_updates_per_s": rate * config.utd, "compile_s": compile_s}
 
 

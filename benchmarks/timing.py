@@ -103,6 +103,18 @@ def steps_per_second(env, batch: int, steps: int, repeats: int,
   return batch * steps / median, seconds
 
 
+def full_buffer(buffer, key):
+  """`buffer` (a `replay.ReplayBuffer`, one seed's or vmapped) with every row written: random
+  numbers, no terminals. What is in it does not change the learner's work, and filling it so
+  needs no loop compiled."""
+  leaves, treedef = jax.tree.flatten(buffer.data)
+  keys = jax.random.split(key, len(leaves))
+  data = jax.tree.unflatten(treedef, [jax.random.normal(k, x.shape, x.dtype)
+                                      for k, x in zip(keys, leaves)])
+  data = data.replace(terminal=jnp.zeros_like(data.terminal))
+  return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
+
+
 def contacts_carried(env) -> int:
   """Contacts MJX evaluates every physics step (fixed at compile time)."""
   data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))

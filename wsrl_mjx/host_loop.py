@@ -596,12 +596,10 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
         unit, phase.steps_per_chunk,
         "" if len(set(lengths)) == 1 else "; each distinct length compiles once")
 
-  # Rates and the ETA count execution time only: compiles (logged with their own times) are not
-  # what the remaining chunks will cost.
-  # The rate shown is the last chunk's (compiles and evaluations excluded): with WSRL's
-  # warmup the first chunks skip the update and run many times faster than the rest, so an
-  # average since the start would say little. The ETA adds the evaluations still to come at the
-  # last one's time.
+  # The rate shown is the last chunk's execution time only: compiles (logged with their own
+  # times) are not what the remaining chunks will cost, and with WSRL's warmup the first chunks
+  # skip the update and run many times faster than the rest, so an average since the start
+  # would say little. The ETA adds the evaluations still to come at the last one's time.
   evaluation_seconds = 0.0
   for length in lengths:
     started = time.time()
