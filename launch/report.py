@@ -4,7 +4,8 @@ r"""A study's report from its run directories: learning curves, diagnostics, fin
 
 Groups the seeds into arms (phase, env, method, `--config.per_seed` grid point), aggregates them
 with IQM and 95% stratified bootstrap intervals and writes `report.md` with its figures and
-tables into `--out` (wsrl_mjx/report.py says what each file holds).
+tables into `--out` (wsrl_mjx/report.py says what each file holds), with the WSRL paper's claims
+checked where the study has the arms they compare (wsrl_mjx/claims.py).
 """
 
 import shlex
@@ -24,6 +25,15 @@ _POOL = flags.DEFINE_bool("pool", False, "Pool seeds of runs whose configs diffe
                           "(refused otherwise).")
 _RESAMPLES = flags.DEFINE_integer("resamples", statistics.DEFAULT_RESAMPLES,
                                   "Bootstrap resamples per confidence interval.")
+_CLAIMS_WINDOW = flags.DEFINE_integer(
+    "claims_window", 20_000, "The WSRL claims' early drop: a seed's lowest evaluation within this "
+    "many env steps after its warmup, minus its step-0 score (wsrl_mjx/claims.py).")
+_COLLAPSE_TOLERANCE = flags.DEFINE_float(
+    "collapse_tolerance", 10.0, "Claim (a): a mean early drop beyond this many normalised points "
+    "is a collapse.")
+_MATCH_TOLERANCE = flags.DEFINE_float(
+    "match_tolerance", 5.0, "Claim (d): WSRL 'matches' a method that keeps the offline data when "
+    "at most this many normalised points worse.")
 flags.mark_flags_as_required(["out"])
 
 
@@ -34,7 +44,10 @@ def main(argv):
   command = "python -m launch.report " + shlex.join(sys.argv[1:])
   report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
                      exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,
-                     resamples=_RESAMPLES.value, command=command)
+                     resamples=_RESAMPLES.value, command=command,
+                     claims_window=_CLAIMS_WINDOW.value,
+                     collapse_tolerance=_COLLAPSE_TOLERANCE.value,
+                     match_tolerance=_MATCH_TOLERANCE.value)
   print(f"Report written to {_OUT.value}/report.md")
 
 

@@ -88,8 +88,8 @@ def test_report_command_writes_an_arm_per_grid_point_with_every_evaluation(grid_
   assert result.returncode == 0, result.stderr[-3000:]
   curves = read_csv(out / "curves.csv")
   scores = {r["env_step"]: r["normalized_scores"] for r in records(grid_run)}
-  assert sorted({r["arm"] for r in curves}) == ["scratch warmup_steps=100",
-                                                "scratch warmup_steps=50"]
+  assert sorted({r["arm"] for r in curves}) == ["sac warmup_steps=100",
+                                                "sac warmup_steps=50"]
   assert len(curves) == 2 * 3                           # 2 arms x evaluations at 0, 100, 200
   for row in curves:
     seed = 0 if row["point"] == "warmup_steps=50" else 1
@@ -120,7 +120,7 @@ def test_seeds_of_runs_pool_into_arms_with_their_iqm_and_intervals(grid_run, tmp
   dirs = [copy_of_metrics(grid_run, tmp_path / f"run{i}", shift) for i, shift in
           enumerate(shifts)]
   results = report.make_report(dirs, tmp_path / "out", resamples=2000)
-  assert [r.arm.label for r in results] == ["scratch warmup_steps=50", "scratch warmup_steps=100"]
+  assert [r.arm.label for r in results] == ["sac warmup_steps=50", "sac warmup_steps=100"]
   last = records(grid_run)[-1]["normalized_scores"]
   for seed, result in enumerate(results):
     pooled = np.sort(last[seed] + np.asarray(shifts))
@@ -150,7 +150,7 @@ def test_unfinished_and_diverged_runs_are_reported_and_diverged_seeds_excluded_w
   results = report.make_report([unfinished, diverged], tmp_path / "kept", resamples=200)
   text = (tmp_path / "kept" / "report.md").read_text()
   assert f"{unfinished} is unfinished: its last evaluation is at 100 of 200 env steps" in text
-  assert f"{diverged} seed 1 (arm 'scratch warmup_steps=100', hopper-medium-v2) at env steps 150" \
+  assert f"{diverged} seed 1 (arm 'sac warmup_steps=100', hopper-medium-v2) at env steps 150" \
       in text
   assert [r.last.seeds for r in results] == [2, 2] and results[1].final_steps == (100, 200)
 

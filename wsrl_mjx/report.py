@@ -14,7 +14,9 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
   the chunk before each evaluation), the end of each arm's warmup marked;
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
   `last_n`, aggregated per arm; `curves.csv`: every arm's estimates at every step;
-- `report.md`: the runs, what is unfinished or diverged, the figures and the table.
+- `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
+  comparison at a time (`wsrl_mjx.claims`);
+- `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from wsrl_mjx import claims as claims_lib
 from wsrl_mjx import runs as runs_lib
 from wsrl_mjx import statistics
 from wsrl_mjx.errors import UserError
@@ -338,16 +341,26 @@ def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
 def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, *,
                 last_n: int = 3, exclude_diverged: bool = False, pool: bool = False,
                 resamples: int = statistics.DEFAULT_RESAMPLES,
-                command: str | None = None) -> list[ArmResult]:
+                command: str | None = None, claims_window: int = 20_000,
+                collapse_tolerance: float = 10.0,
+                match_tolerance: float = 5.0) -> list[ArmResult]:
   """Reads `run_dirs` (a folder holding run directories, such as a sweep's, stands for all of
   them: `runs.find`), writes the report into `out` (created) and returns the arms' results.
 
   Raises runs.RunError for a directory that is not a run (naming it), ReportError for configs
   that would be pooled without `pool` or `last_n` < 1. Nothing is written before
-  every run has been read and grouped.
+  every run has been read and grouped. `claims_window` (env steps), `collapse_tolerance` and
+  `match_tolerance` (normalised score) are `claims.check`'s.
   """
   if last_n < 1:
     raise ReportError(f"--last_n must be at least 1, got {last_n}")
+  if claims_window < 1:
+    raise ReportError(f"--claims_window must be at least 1 env step, got {claims_window}")
+  for name, value in (("collapse_tolerance", collapse_tolerance),
+                      ("match_tolerance", match_tolerance)):
+    if not value >= 0:
+      raise ReportError(f"--{name} must be a non-negative number of normalised points, "
+                        f"got {value}")
   if not run_dirs:
     raise ReportError("no run directories given")
   runs = [runs_lib.read(d) for given in run_dirs for d in runs_lib.find(given)]
@@ -360,6 +373,12 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   write_final_scores_csv(results, last_n, out / "final_scores.csv")
   table = final_scores_markdown(results, last_n)
   (out / "final_scores.md").write_text(table)
+  findings = claims_lib.check(results, last_n=last_n, window=claims_window,
+                              collapse_tolerance=collapse_tolerance,
+                              match_tolerance=match_tolerance, resamples=resamples)
+  if findings:
+    (out / "claims.md").write_text(claims_lib.markdown(findings))
+    _write_csv(out / "claims.csv", claims_lib.CSV_COLUMNS, claims_lib.csv_rows(findings))
   plotted = [r for r in results if len(r.steps)]
   if plotted:
     plot_learning_curves(plotted, out / "learning_curves.png")
@@ -405,5 +424,15 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
             "", table, "Files: [final_scores.md](final_scores.md), "
             "[final_scores.csv](final_scores.csv), [curves.csv](curves.csv) (every arm at every "
             "evaluation step).", ""]
+  if findings:
+    lines += ["## The WSRL paper's claims", "",
+              f"Each comparison the arms allow (`wsrl_mjx/claims.py` defines the statistics): "
+              f"final scores are each seed's mean of its last {last_n} evaluations; the early "
+              f"drop is a seed's lowest evaluation in the {claims_window:,} env steps after its "
+              f"warmup minus its step-0 score; a collapse is a mean drop beyond "
+              f"{collapse_tolerance:g}, and \"matches\" means at most {match_tolerance:g} "
+              "worse. Intervals: 95% percentile bootstrap over seeds, each arm resampled on its "
+              "own.", "", claims_lib.markdown(findings),
+              "Files: [claims.md](claims.md), [claims.csv](claims.csv).", ""]
   (out / "report.md").write_text("\n".join(lines))
   return results

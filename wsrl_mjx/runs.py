@@ -56,13 +56,19 @@ class Run:
 
   @property
   def method(self) -> str:
-    """"wsrl" (fine-tuned from a pretrained agent), "scratch" (fine-tuning without one), the
-    offline learner's name (pretraining), or the phase where the run does not say."""
+    """A fine-tuning's arm: its `--config.method` (README "Methods"), with "+data" where an
+    offline learner kept its offline data (`--config.offline_data=keep`: "calql+data"; RLPD
+    always keeps it); for a config from before the methods existed, "wsrl" (from a checkpoint)
+    or "scratch". A pretraining's offline learner. The phase where the run does not say."""
     if self.phase == "pretrain":
       return (self.config or {}).get("algo") or self.records[0].get("algo") or "pretrain"
     if self.config is None:
       return "finetune"
-    return "wsrl" if self.config.get("pretrained") else "scratch"
+    if "method" not in self.config:
+      return "wsrl" if self.config.get("pretrained") else "scratch"
+    name = self.config["method"]
+    keeps = self.config.get("offline_data", "none") == "keep" and name != "rlpd"
+    return f"{name}+data" if keeps else name
 
   @property
   def seed_points(self) -> list[dict[str, Any]]:

@@ -1,0 +1,238 @@
+"""The WSRL paper's claims (wsrl_mjx/claims.py) on hand-made studies: run directories written
+here with scores chosen so that each verdict is known, their statistics checked against numbers
+worked out by hand, the bootstrap interval against a plain numpy bootstrap."""
+
+import json
+
+import numpy as np
+import pytest
+
+from conftest import run_launch
+from wsrl_mjx import claims, report, runs, statistics
+
+ENV = "hopper-medium-v2"
+STEPS = [0, 5_000, 10_000, 15_000, 20_000, 25_000, 30_000]
+JITTER = np.array([-1.5, -0.5, 0.0, 0.5, 1.0, 2.5])        # per seed, 6 seeds per arm
+WSRL = "wsrl init_actor=True init_critic=True warmup_steps=5000"
+NO_WARMUP = "wsrl init_actor=True init_critic=True warmup_steps=0"
+NO_INIT = "wsrl init_actor=False init_critic=False warmup_steps=5000"
+RESAMPLES = 4000
+
+
+def write_run(path, config, scores, points=None, steps=STEPS):
+  """A fine-tuning run directory: metrics.jsonl with `scores` [evaluations, seeds] at `steps`
+  (NaN written as null) and config.json: `config` over WSRL's defaults."""
+  path.mkdir(parents=True)
+  full = dict(env_name=ENV, method="wsrl", pretrained="runs/offline", warmup_steps=5000,
+              offline_data="none", init_actor=True, init_critic=True, online_steps=steps[-1],
+              seed=0, num_seeds=scores.shape[1])
+  full.update(config)
+  lines = []
+  for step, row in zip(steps, scores):
+    record = {"env_step": step, "diverged_at": [None] * scores.shape[1],
+              "normalized_scores": [None if np.isnan(s) else float(s) for s in row]}
+    if points is not None:
+      record["per_seed"] = points
+    lines.append(json.dumps(record) + "\n")
+  (path / "metrics.jsonl").write_text("".join(lines))
+  (path / "config.json").write_text(json.dumps(full))
+  return path
+
+
+def curve(start, early, final, seeds=6):
+  """[evaluations, seeds]: `start` at steps 0 and 5,000, `early` at 10,000, their mean with
+  `final` at 15,000, then `final` + JITTER at the last three evaluations."""
+  jitter = JITTER[:seeds]
+  rows = [[start] * seeds, [start] * seeds, [early] * seeds, [(early + final) / 2] * seeds]
+  rows += [list(final + jitter)] * 3
+  return np.asarray(rows, np.float64)
+
+
+def point(warmup, init):
+  return {"warmup_steps": warmup, "init_actor": init, "init_critic": init}
+
+
+def write_wsrl_program(path, wsrl, no_warmup, no_init, steps=STEPS):
+  """One program whose seeds are 3 grid points (seed i takes arm i mod 3), as per_seed lays
+  them out."""
+  scores = np.stack([wsrl, no_warmup, no_init], axis=-1).reshape(len(steps), -1)
+  return write_run(path, {"per_seed": "warmup_steps=5000,0;init_actor=true,false"}, scores,
+                   points=[point(5000, True), point(0, True), point(5000, False)] * 6,
+                   steps=steps)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory):
+  """WSRL with its no-warmup and no-init ablations in one program, Cal-QL without and with its
+  data, RLPD: the folder holding the run directories."""
+  root = tmp_path_factory.mktemp("study") / "runs"
+  write_wsrl_program(root / "wsrl", wsrl=curve(50, 48, 80), no_warmup=curve(50, 10, 70),
+                     no_init=curve(0, 20, 79.5))
+  calql = curve(50, 30, 40)
+  calql[5, 2] = np.nan       # a non-finite evaluation at 25,000: left out, not a zero
+  write_run(root / "calql", dict(method="calql", warmup_steps=0), calql)
+  write_run(root / "calql-data", dict(method="calql", warmup_steps=0, offline_data="keep"),
+            curve(50, 45, 95))
+  write_run(root / "rlpd", dict(method="rlpd", pretrained="", offline_data="keep"),
+            curve(0, 20, 81))
+  return root
+
+
+def by_comparison(findings):
+  return {(f.claim, f.compared, f.statistic.split(" ")[1]): f for f in findings}
+
+
+def numpy_bootstrap(x, y, statistic, resamples=40_000, seed=1):
+  """The 95% percentile interval of statistic(x*) - statistic(y*), x* and y* drawn with
+  replacement from x and y independently: the plain definition, in float64 numpy."""
+  rng = np.random.default_rng(seed)
+  xs = x[rng.integers(0, x.size, (resamples, x.size))]
+  ys = y[rng.integers(0, y.size, (resamples, y.size))]
+  differences = statistic(xs) - statistic(ys)
+  return np.percentile(differences, [2.5, 97.5])
+
+
+def trimmed(values):
+  """IQM by hand for rows of 6 values: drop the lowest and highest (int(6 / 4) = 1 each)."""
+  return np.sort(values, axis=-1)[..., 1:-1].mean(axis=-1)
+
+
+def test_each_claim_gets_the_verdict_its_numbers_give(study):
+  results = report.make_report([study], study.parent / "report", resamples=RESAMPLES)
+  findings = claims.check(results, resamples=RESAMPLES)
+  found = by_comparison(findings)
+  assert [f.claim for f in findings] == ["a", "b", "c", "c", "d", "d", "e"]
+  wsrl_final = trimmed(80 + JITTER)                     # 80.25
+
+  # (a) every WSRL seed's lowest evaluation in (5000, 25000] is 48 (step 10,000); at step 0, 50.
+  a = found["a", WSRL, "drop:"]
+  assert (a.value, a.low, a.high, a.seeds, a.verdict) == (-2.0, -2.0, -2.0, (6,),
+                                                          claims.REPRODUCED)
+  # (b) Cal-QL's seed 2 has a null at 25,000: its final is the mean of its last 3 finite
+  # evaluations, (35 + 40 + 40) / 3, not 40 (null skipped) or 26.7 (null as 0).
+  b = found["b", f"{WSRL} vs calql", "score"]
+  calql_finals = 40 + JITTER
+  calql_finals[2] = 115 / 3
+  assert b.value == pytest.approx(wsrl_final - trimmed(calql_finals)) == pytest.approx(40.375)
+  assert b.low > 0 and b.verdict == claims.REPRODUCED
+  # (c) no warmup: lowest in (0, 20000] is 10, a drop of 40; warmup's drop is 2: 38 better.
+  c_drop = found["c", f"{WSRL} vs {NO_WARMUP}", "early"]
+  assert (c_drop.value, c_drop.low, c_drop.high) == (38.0, 38.0, 38.0)
+  c_final = found["c", f"{WSRL} vs {NO_WARMUP}", "score"]
+  assert c_final.value == pytest.approx(10.0) and c_final.verdict == claims.REPRODUCED
+  # (d) RLPD ends 1 above WSRL (within the 5-point tolerance, with its interval); Cal-QL with
+  # its data 15 above (beyond it).
+  d_rlpd = found["d", f"{WSRL} vs rlpd", "score"]
+  assert d_rlpd.value == pytest.approx(-1.0) and d_rlpd.verdict == claims.REPRODUCED
+  assert d_rlpd.low > -5
+  expected = numpy_bootstrap(80 + JITTER, 81 + JITTER, trimmed)
+  np.testing.assert_allclose([d_rlpd.low, d_rlpd.high], expected, atol=0.3)
+  d_kept = found["d", f"{WSRL} vs calql+data", "score"]
+  assert d_kept.value == pytest.approx(-15.0) and d_kept.high < -5
+  assert d_kept.verdict == claims.NOT_REPRODUCED
+  # (e) no policy and no Q init ends 0.5 lower: the interval holds 0.
+  e = found["e", f"{WSRL} vs {NO_INIT}", "score"]
+  assert e.value == pytest.approx(0.5) and e.low < 0 < e.high
+  assert e.verdict == claims.NOT_DISTINGUISHABLE
+
+  assert claims.overall(findings, "a") == claims.REPRODUCED
+  assert claims.overall(findings, "d") == "mixed"
+  assert claims.overall(findings, "e") == claims.NOT_DISTINGUISHABLE
+
+  out = study.parent / "report"
+  table = (out / "claims.md").read_text()
+  assert "| (d) WSRL matches or beats methods that keep the offline data | mixed |" in table
+  assert "| (b) | hopper-medium-v2 | " in table and "+40.4 [" in table
+  assert "## The WSRL paper's claims" in (out / "report.md").read_text()
+  rows = (out / "claims.csv").read_text().splitlines()
+  assert rows[0].startswith("claim,env,compared") and len(rows) == 1 + len(findings)
+
+
+def test_tolerances_move_the_verdicts(study):
+  results = report.make_report([study], study.parent / "report-tight", resamples=RESAMPLES)
+  found = by_comparison(claims.check(results, resamples=RESAMPLES, collapse_tolerance=1.0,
+                                     match_tolerance=0.0))
+  assert found["a", WSRL, "drop:"].verdict == claims.NOT_REPRODUCED      # -2 below -1
+  assert found["d", f"{WSRL} vs rlpd", "score"].verdict == claims.NOT_DISTINGUISHABLE
+
+
+def test_a_missing_start_a_short_window_and_one_seed_are_not_measured(tmp_path):
+  late = [0, 5_000, 30_000, 35_000, 40_000, 45_000, 50_000]
+  write_wsrl_program(tmp_path / "no-start" / "wsrl", curve(50, 48, 80), curve(50, 10, 70),
+                     curve(0, 20, 80))
+  lines = (tmp_path / "no-start" / "wsrl" / "metrics.jsonl").read_text().splitlines()
+  (tmp_path / "no-start" / "wsrl" / "metrics.jsonl").write_text("\n".join(lines[1:]) + "\n")
+  write_run(tmp_path / "no-start" / "calql", dict(method="calql", warmup_steps=0),
+            curve(50, 30, 40, seeds=1))
+  results = report.make_report([tmp_path / "no-start"], tmp_path / "out1", resamples=500)
+  found = by_comparison(claims.check(results, resamples=500))
+  a = found["a", WSRL, "drop:"]
+  assert a.verdict == claims.NOT_MEASURED and "no evaluation at step 0" in a.reason
+  b = found["b", f"{WSRL} vs calql", "score"]
+  assert b.verdict == claims.NOT_MEASURED and b.seeds == (6, 1) and "fewer than 2" in b.reason
+  assert "not measured" in (tmp_path / "out1" / "claims.md").read_text()
+
+  write_wsrl_program(tmp_path / "late" / "wsrl", curve(50, 48, 80), curve(50, 10, 70),
+                     curve(0, 20, 80), steps=late)
+  results = report.make_report([tmp_path / "late"], tmp_path / "out2", resamples=500)
+  found = by_comparison(claims.check(results, resamples=500, window=20_000))
+  a = found["a", WSRL, "drop:"]
+  assert a.verdict == claims.NOT_MEASURED and "within 20,000 env steps" in a.reason
+  # A window that reaches step 30,000 measures it: the lowest there is 48, a drop of 2.
+  found = by_comparison(claims.check(results, resamples=500, window=25_000))
+  assert found["a", WSRL, "drop:"].value == -2.0
+
+
+def test_no_wsrl_arm_no_claims_and_bad_tolerances_are_refused(tmp_path):
+  write_run(tmp_path / "runs" / "sac", dict(method="sac", pretrained=""), curve(0, 20, 40))
+  results = report.make_report([tmp_path / "runs"], tmp_path / "out", resamples=500)
+  assert claims.check(results) == []
+  assert not (tmp_path / "out" / "claims.md").exists()
+  assert "paper's claims" not in (tmp_path / "out" / "report.md").read_text()
+  with pytest.raises(report.ReportError, match="--match_tolerance must be a non-negative"):
+    report.make_report([tmp_path / "runs"], tmp_path / "out", match_tolerance=-1)
+  result = run_launch("launch.report", str(tmp_path / "runs"), f"--out={tmp_path / 'out3'}",
+                      "--claims_window=0")
+  assert result.returncode == 2, result.stderr
+  assert result.stderr.strip().splitlines()[-1] == (
+      "error: --claims_window must be at least 1 env step, got 0")
+  assert not (tmp_path / "out3").exists()
+
+
+def test_arms_are_named_by_the_run_method_and_kept_data(tmp_path):
+  """`runs.Run.method`: the config's method, '+data' for an offline learner keeping its data
+  (RLPD always keeps it), and the old pretrained/scratch naming for configs without a method."""
+  scores = curve(0, 0, 0, seeds=2)
+  cases = [(dict(method="calql", offline_data="keep"), "calql+data"),
+           (dict(method="calql"), "calql"), (dict(method="rlpd", offline_data="keep"), "rlpd"),
+           (dict(method="sac", pretrained=""), "sac")]
+  for i, (config, expected) in enumerate(cases):
+    assert runs.read(write_run(tmp_path / str(i), config, scores)).method == expected
+  legacy = write_run(tmp_path / "legacy", {}, scores)
+  config = json.loads((legacy / "config.json").read_text())
+  del config["method"]
+  (legacy / "config.json").write_text(json.dumps(config))
+  assert runs.read(legacy).method == "wsrl"
+  (legacy / "config.json").write_text(json.dumps(dict(config, pretrained="")))
+  assert runs.read(legacy).method == "scratch"
+
+
+def test_overall_verdicts_and_the_interval_of_a_mean():
+  def finding(verdict):
+    return claims.Finding("b", ENV, "x", "s", 0.0, 0.0, 0.0, (2, 2), verdict, "")
+  cases = [([claims.REPRODUCED, claims.NOT_DISTINGUISHABLE], claims.REPRODUCED),
+           ([claims.NOT_REPRODUCED, claims.NOT_MEASURED], claims.NOT_REPRODUCED),
+           ([claims.REPRODUCED, claims.NOT_REPRODUCED], "mixed"),
+           ([claims.NOT_DISTINGUISHABLE], claims.NOT_DISTINGUISHABLE),
+           ([claims.NOT_MEASURED], claims.NOT_MEASURED), ([], claims.NOT_MEASURED)]
+  for verdicts, expected in cases:
+    assert claims.overall([finding(v) for v in verdicts], "b") == expected
+  # One sample's mean against the plain bootstrap; the estimate agrees with statistics'.
+  x = np.array([-12.0, -3.0, 0.5, 1.0, 4.0, -30.0, 2.0, -1.0])
+  value, low, high = claims.interval([x], lambda s, axis=-1: np.mean(s, axis=axis), 20_000)
+  rng = np.random.default_rng(3)
+  means = x[rng.integers(0, x.size, (40_000, x.size))].mean(axis=1)
+  np.testing.assert_allclose([low, high], np.percentile(means, [2.5, 97.5]), atol=0.4)
+  assert value == x.mean()
+  estimate = statistics.estimate(x, resamples=20_000)
+  np.testing.assert_allclose([estimate.mean_low, estimate.mean_high], [low, high], atol=0.4)
