@@ -108,11 +108,33 @@ def test_report_command_writes_an_arm_per_grid_point_with_every_evaluation(grid_
     assert f"]({link})" in text
   assert "finished" in text and "unfinished" not in text
   assert "python -m launch.report" in text and (out / "final_scores.md").read_text() in text
+  # The run's cost: one wall_time.jsonl line per evaluation, the device the run used.
+  wall = [json.loads(line) for line in (grid_run / "wall_time.jsonl").read_text().splitlines()]
+  assert [w["env_step"] for w in wall] == [0, 100, 200]
+  assert len({w["session"] for w in wall}) == 1 and wall[0]["device"] == "1 x cpu"
+  assert 0 < wall[0]["seconds"] <= wall[1]["seconds"] <= wall[2]["seconds"]
+  seconds = int(round(wall[2]["seconds"]))
+  assert (f"| finished | {seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d} | "
+          "1 x cpu |") in text
   import matplotlib.image
   for figure in ("learning_curves.png", "diagnostics.png"):
     image = matplotlib.image.imread(out / figure)
     assert image.shape[0] > 150 and image.shape[1] > 250
     assert np.std(image[..., :3]) > 0.05                # something drawn, not a blank canvas
+
+
+def test_wall_time_sums_each_session_once_and_skips_a_cut_line(tmp_path):
+  """Two sessions (the second resumed the first) and a line cut short by a kill: the sessions'
+  last seconds added up, the devices listed once each in order."""
+  lines = [{"env_step": 0, "session": "A", "seconds": 10.0, "device": "1 x cpu"},
+           {"env_step": 100, "session": "A", "seconds": 70.5, "device": "1 x cpu"},
+           {"env_step": 100, "session": "B", "seconds": 20.0, "device": "1 x NVIDIA H200"},
+           {"env_step": 200, "session": "B", "seconds": 45.0, "device": "1 x NVIDIA H200"}]
+  text = "".join(json.dumps(line) + "\n" for line in lines) + '{"env_step": 300, "sess'
+  (tmp_path / "wall_time.jsonl").write_text(text)
+  from wsrl_mjx import metrics_log
+  assert metrics_log.wall_time(tmp_path) == (115.5, ["1 x cpu", "1 x NVIDIA H200"])
+  assert metrics_log.wall_time(tmp_path / "nowhere") is None
 
 
 def test_seeds_of_runs_pool_into_arms_with_their_iqm_and_intervals(grid_run, tmp_path):

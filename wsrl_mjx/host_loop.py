@@ -505,7 +505,8 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   with claimed_workdir(workdir) if is_primary() else contextlib.nullcontext():
     checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
                                             step_unit=phase.unit)
-    log = metrics_log.MetricsLog(workdir, step_key=phase.unit, write=is_primary())
+    log = metrics_log.MetricsLog(workdir, step_key=phase.unit, write=is_primary(),
+                                 device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
     try:
       return _run_chunks(phase, workdir, checkpoints, log)
     finally:

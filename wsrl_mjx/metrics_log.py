@@ -7,6 +7,11 @@ them all; the run writes them again, with the same numbers. TensorBoard scalars 
 same way (tensorboardX's `purge_step`: TensorBoard hides the events of earlier files at or past
 the step a new file starts at).
 
+`wall_time.jsonl` is what the run cost, not what it found: one line per evaluation with the
+seconds since this process's session of the run started (`session`: its start, ISO 8601 UTC)
+and the devices it ran on. It only grows: a resumed run's redone stretch is counted again, as it
+was paid for again, and `wall_time.seconds` sums each session's last line.
+
 Of a run's several processes only process 0 writes (`write=False` elsewhere: the writing methods
 do nothing; `records` reads what process 0 wrote).
 """
@@ -37,13 +42,43 @@ def _plain(value):
   return value
 
 
+WALL_TIME_FILE = "wall_time.jsonl"
+
+
+def wall_time(workdir: str | os.PathLike) -> tuple[float, list[str]] | None:
+  """(seconds, devices) a run directory's sessions took from its `wall_time.jsonl`: the sum of
+  each session's last `seconds`, and the distinct `device` strings in order. None where the run
+  wrote no such file (before this version). A line that does not parse is skipped (a session
+  killed while writing it)."""
+  path = pathlib.Path(workdir) / WALL_TIME_FILE
+  if not path.is_file():
+    return None
+  last: dict[str, float] = {}
+  devices: list[str] = []
+  for line in path.read_text().splitlines():
+    try:
+      entry = json.loads(line)
+      last[entry["session"]] = float(entry["seconds"])
+      device = str(entry["device"])
+    except (json.JSONDecodeError, KeyError, TypeError, ValueError):
+      continue
+    if device not in devices:
+      devices.append(device)
+  return sum(last.values()), devices
+
+
 class MetricsLog:
-  def __init__(self, workdir: str | os.PathLike, step_key: str = "env_step", write: bool = True):
+  def __init__(self, workdir: str | os.PathLike, step_key: str = "env_step", write: bool = True,
+               device: str = ""):
     self.step_key = step_key      # the field that orders records: env or gradient steps
     self.write = write            # false: a process other than the run's first writes nothing
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
     self.path = self.workdir / "metrics.jsonl"
+    self.device = device          # e.g. "1 x NVIDIA H200" (wall_time.jsonl)
+    self.started = time.time()
+    self.session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)) + \
+        f".{time.time_ns() % 10**9:09d}"
     self._tensorboard = None
     self._purge_step = None
 
@@ -88,6 +123,10 @@ class MetricsLog:
       return
     with self.path.open("a") as f:
       f.write(json.dumps(_plain(record)) + "\n")
+    with (self.workdir / WALL_TIME_FILE).open("a") as f:
+      f.write(json.dumps({self.step_key: _plain(record[self.step_key]), "session": self.session,
+                          "seconds": round(time.time() - self.started, 3),
+                          "device": self.device}) + "\n")
 
   def write_scalars(self, env_step: int, scalars: dict[str, float]) -> None:
     if not self.write:

@@ -320,6 +320,11 @@ def plot_diagnostics(results: list[ArmResult], path: pathlib.Path) -> None:
 
 # --- the report ---------------------------------------------------------------------------------
 
+def _duration(seconds: float) -> str:
+  seconds = int(round(seconds))
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   notes = []
   for run in runs:
@@ -388,14 +393,20 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   if command:
     lines += ["Made with:", "", "```bash", command, "```", ""]
   lines += ["## Runs", "", "| run | phase | env | method | seeds | evaluations | last step | "
-            "status | config from |", "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+            "status | wall time | device | config from |",
+            "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for run in runs:
     status = {True: "finished", False: "unfinished", None: "unknown"}[run.finished]
     total = f" of {int(run.total_steps):,}" if run.total_steps else ""
+    wall_time = run.wall_time
+    seconds, devices = (_duration(wall_time[0]), ", ".join(wall_time[1])) if wall_time else \
+        ("-", "-")
     lines.append(f"| {run.name} | {run.phase} | {run.env_name or '?'} | {run.method} | "
                  f"{run.num_seeds} | {len(run.records)} | {int(run.steps[-1]):,}{total} | "
-                 f"{status} | {run.config_source or '-'} |")
-  lines += ["", f"{len(arms)} arm{'' if len(arms) == 1 else 's'}: seeds grouped by phase, env, "
+                 f"{status} | {seconds} | {devices} | {run.config_source or '-'} |")
+  lines += ["", "Wall time: every session of the run summed (`wall_time.jsonl`; a resumed run's "
+            "redone steps count twice), from its start to its last evaluation.", "",
+            f"{len(arms)} arm{'' if len(arms) == 1 else 's'}: seeds grouped by phase, env, "
             "method and per-seed grid point.", ""]
   notes = _run_notes(runs) + pool_notes
   diverged = [(r, d) for r in results for d in r.diverged]

@@ -21,6 +21,7 @@ from typing import Any
 
 import numpy as np
 
+from wsrl_mjx import metrics_log
 from wsrl_mjx.errors import UserError
 
 METRICS_FILE = "metrics.jsonl"
@@ -116,6 +117,12 @@ class Run:
     """Whether the last evaluation is at the budget's end; None where the budget is unknown."""
     total = self.total_steps
     return None if total is None else int(self.steps[-1]) >= int(total)
+
+  @property
+  def wall_time(self) -> tuple[float, list[str]] | None:
+    """(seconds, devices) of the run's sessions (`metrics_log.wall_time`), None without a
+    record of them."""
+    return metrics_log.wall_time(self.path)
 
   def warmup_steps(self, seed: int) -> int | None:
     """Seed's online warmup length (its grid point's or the config's), None offline/unknown."""
