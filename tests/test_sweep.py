@@ -6,6 +6,7 @@ import json
 import pathlib
 import sys
 
+import numpy as np
 import pytest
 
 from conftest import ROOT, TINY_OVERRIDES, run_launch
@@ -86,6 +87,32 @@ def test_the_paper_grid_holds_every_family_task_and_method():
   assert by_name["pen-binary-v0/iql"]["pretrained"] == "runs/pretrain/pen-binary-v0-iql"
   assert by_name["antmaze-umaze-v2/so2"]["pretrained"] == "runs/pretrain/antmaze-umaze-v2-calql"
   assert by_name["kitchen-partial-v0/sac"] == {"num_seeds": 64, "method": "sac"}
+
+
+def test_the_reproduction_grid_gives_every_claim_its_arms_with_8_seeds_each():
+  """launch/grids/reproduction.py (issue 24): per task WSRL's 2 x 2 x 2 ablation grid in one
+  program, SAC, RLPD and the offline learner without and with its data; 8 seeds per arm, the
+  same env steps for all; every flag a field of the fine-tuning config."""
+  from launch.configs import finetune as finetune_config
+  from wsrl_mjx import per_seed
+  cells = sweep.expand(sweep.load_grid(ROOT / "launch/grids/reproduction.py"))
+  assert [c.name for c in cells] == [f"{env}/{method}" for env in (
+      "hopper-medium-v2", "antmaze-umaze-diverse-v2", "door-binary-v0") for method in (
+      "wsrl", "sac", "rlpd", "offline", "offline-data")]
+  for cell in cells:
+    fields = finetune_config.get_config(cell.env)
+    assert set(cell.flags) <= set(fields.keys()), cell.name
+    grid = per_seed.parse_grid(cell.flags.get("per_seed", ""))
+    points = int(np.prod([len(values) for values in grid.values()]))
+    assert cell.flags["num_seeds"] == 8 * points and cell.flags["online_steps"] == "100000"
+  by_name = {c.name: c.flags for c in cells}
+  assert per_seed.parse_grid(by_name["hopper-medium-v2/wsrl"]["per_seed"]) == {
+      "warmup_steps": [5000, 0], "init_actor": [True, False], "init_critic": [True, False]}
+  assert by_name["hopper-medium-v2/offline-data"]["method"] == "cql"
+  assert by_name["door-binary-v0/offline"]["pretrained"] == "runs/pretrain/door-binary-v0-calql"
+  assert by_name["antmaze-umaze-diverse-v2/rlpd"]["dataset"] == \
+      "runs/data/antmaze-umaze-diverse-v2.hdf5"
+  assert by_name["door-binary-v0/offline-data"]["dataset"] == "runs/data/door-binary-v0.npy"
 
 
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
