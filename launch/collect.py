@@ -270,9 +270,16 @@ def main(argv):
                      rows, steps_per_env,
                      episode_length or env_spec.episode_length))
   if env_spec.family == "kitchen":
-    rates = kitchen_script.element_success_rates(collect.trajectories(rows), env_spec.task)
-    logging.info("Episodes in which each element was done: %s", ", ".join(
-        f"{element} {100 * rate:.0f}%" for element, rate in rates.items()))
+    # An episode the end of its stream cut short (not all elements done, under the time limit)
+    # had no chance to finish; it is not counted, as for AntMaze and Adroit above.
+    finished, cut = collect.finished_trajectories(
+        rows, episode_length or env_spec.episode_length)
+    if finished:
+      rates = kitchen_script.element_success_rates(finished, env_spec.task)
+      logging.info("Episodes in which each element was done: %s (of %d episodes; %d cut short "
+                   "by the end of a stream not counted)", ", ".join(
+                       f"{element} {100 * rate:.0f}%" for element, rate in rates.items()),
+                   len(finished), cut)
 
 
 if __name__ == "__main__":

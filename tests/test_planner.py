@@ -210,6 +210,16 @@ def test_collect_with_planner_steps_the_envs_with_the_planners_actions():
   expected |= {(t + 1, e) for e, t in zip(*np.nonzero(ends[:, :-1]))}
   assert set(recorder.resets) == expected
   assert ends[:, -1].all()
+  # Success over finished episodes: those ending at a terminal or at the time limit; an episode
+  # the stream's end cut short (neither) is left out, by hand from the same rows.
+  finished, cut = collect.finished_trajectories(rows, episode_length)
+  all_episodes = collect.trajectories(rows)
+  by_hand = [e for e in all_episodes
+             if e["next_observations"][-1, 0] > 1.0 or len(e["rewards"]) == episode_length]
+  assert len(finished) == len(by_hand) and cut == len(all_episodes) - len(by_hand)
+  for mine, theirs in zip(finished, by_hand):
+    np.testing.assert_array_equal(mine["observations"], theirs["observations"])
+  assert cut >= 1 and len(finished) >= 1, (cut, len(finished))
 
 
 def test_collector_refuses_the_planner_for_a_task_it_has_no_cost_for(tmp_path):

@@ -175,13 +175,15 @@ def collect_with_planner(env: MjxEnv, env_spec: EnvSpec, planner, key: jax.Array
         data.qpos, data.qvel, env_state.obs)))
     actions = jnp.asarray(np.clip(actions, -action_clip, action_clip), jnp.float32)
     carry, row = transition(carry, actions, jax.random.split(step_key, num_envs))
-    rows.append(row)
+    rows.append(jax.device_get(row))
     fresh = np.asarray(carry[1]) == 0
     ended, reached = ended + int(fresh.sum()), reached + int(np.sum(row["terminals"] & fresh))
     if len(rows) % log_every == 0:
       logging.info("planner: step %d of %d, %d episodes ended, %d at a terminal (%.0f s)",
                    len(rows), steps_per_env, ended, reached, time.time() - started)
-  rows = jax.tree.map(lambda *steps: jnp.stack(steps, axis=1), *rows)  # [envs, steps, ...]
+  # On the host: jnp.stack of thousands of steps is one XLA concatenate per field with an
+  # operand per step, which took minutes to compile (5,600 kitchen steps).
+  rows = jax.tree.map(lambda *steps: np.stack(steps, axis=1), *rows)   # [envs, steps, ...]
   return _as_dataset(rows, env_spec)
 
 
@@ -249,6 +251,16 @@ def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
   keys = ("observations", "next_observations", "actions", "rewards", "terminals")
   return [{k: rows[k][start:end] for k in keys}
           for start, end in zip(np.concatenate([[0], ends[:-1]]), ends)]
+
+
+def finished_trajectories(rows: dict[str, np.ndarray], episode_length: int
+                          ) -> tuple[list[dict[str, np.ndarray]], int]:
+  """(the episodes of `trajectories(rows)` that ended at a terminal or ran `episode_length`
+  steps, how many did neither): an episode the end of its stream cut short had no chance to
+  finish, so a success rate over episodes leaves it out."""
+  episodes = trajectories(rows)
+  finished = [e for e in episodes if e["terminals"][-1] or len(e["rewards"]) >= episode_length]
+  return finished, len(episodes) - len(finished)
 
 
 def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[str, Any]):
