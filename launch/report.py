@@ -14,7 +14,7 @@ import sys
 from absl import app, flags
 
 from launch import runtime
-from wsrl_mjx import report, statistics
+from wsrl_mjx import claims, report, statistics
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write the report into (created).")
 _LAST_N = flags.DEFINE_integer("last_n", 3, "The final-score table also averages each seed's "
@@ -26,14 +26,14 @@ _POOL = flags.DEFINE_bool("pool", False, "Pool seeds of runs whose configs diffe
 _RESAMPLES = flags.DEFINE_integer("resamples", statistics.DEFAULT_RESAMPLES,
                                   "Bootstrap resamples per confidence interval.")
 _CLAIMS_WINDOW = flags.DEFINE_integer(
-    "claims_window", 20_000, "The WSRL claims' early drop: a seed's lowest evaluation within this "
-    "many env steps after its warmup, minus its step-0 score (wsrl_mjx/claims.py).")
+    "claims_window", claims.WINDOW, "The WSRL claims' early drop: a seed's lowest evaluation "
+    "within this many env steps after its warmup, minus its step-0 score (wsrl_mjx/claims.py).")
 _COLLAPSE_TOLERANCE = flags.DEFINE_float(
-    "collapse_tolerance", 10.0, "Claim (a): a mean early drop beyond this many normalised points "
-    "is a collapse.")
+    "collapse_tolerance", claims.COLLAPSE_TOLERANCE, "Claim (a): a mean early drop beyond this "
+    "many normalised points is a collapse.")
 _MATCH_TOLERANCE = flags.DEFINE_float(
-    "match_tolerance", 5.0, "Claim (d): WSRL 'matches' a method that keeps the offline data when "
-    "at most this many normalised points worse.")
+    "match_tolerance", claims.MATCH_TOLERANCE, "Claim (d): WSRL 'matches' a method that keeps "
+    "the offline data when at most this many normalised points worse.")
 flags.mark_flags_as_required(["out"])
 
 

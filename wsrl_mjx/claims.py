@@ -53,6 +53,10 @@ REPRODUCED, NOT_REPRODUCED = "reproduced", "not reproduced"
 NOT_DISTINGUISHABLE, NOT_MEASURED = "not distinguishable", "not measured"
 OFFLINE_LEARNERS = ("calql", "cql", "iql")
 PAPER_WARMUP = 5000          # WSRL's K (paper; the reference's --warmup_steps)
+# The lines the claims draw (launch.report's flags default to them): fixed before any run.
+WINDOW = 20_000              # env steps after the warmup in which the early drop is looked for
+COLLAPSE_TOLERANCE = 10.0    # normalised points: a larger mean drop is a collapse
+MATCH_TOLERANCE = 5.0        # normalised points: at most this much worse still "matches"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -185,8 +189,9 @@ def _finding(claim, env_name, compared, statistic_text, samples, statistic, lowe
 
 # --- the claims ---------------------------------------------------------------------------------
 
-def check(results: Sequence[Any], *, last_n: int = 3, window: int = 20_000,
-          collapse_tolerance: float = 10.0, match_tolerance: float = 5.0,
+def check(results: Sequence[Any], *, last_n: int = 3, window: int = WINDOW,
+          collapse_tolerance: float = COLLAPSE_TOLERANCE,
+          match_tolerance: float = MATCH_TOLERANCE,
           resamples: int = statistics.DEFAULT_RESAMPLES) -> list[Finding]:
   """Every comparison the arms of `results` (`report.ArmResult`s) allow, env by env, in claim
   order. Scores are normalised (0-100), tolerances in the same units; `window` in env steps."""

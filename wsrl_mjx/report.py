@@ -346,9 +346,9 @@ def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
 def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, *,
                 last_n: int = 3, exclude_diverged: bool = False, pool: bool = False,
                 resamples: int = statistics.DEFAULT_RESAMPLES,
-                command: str | None = None, claims_window: int = 20_000,
-                collapse_tolerance: float = 10.0,
-                match_tolerance: float = 5.0) -> list[ArmResult]:
+                command: str | None = None, claims_window: int = claims_lib.WINDOW,
+                collapse_tolerance: float = claims_lib.COLLAPSE_TOLERANCE,
+                match_tolerance: float = claims_lib.MATCH_TOLERANCE) -> list[ArmResult]:
   """Reads `run_dirs` (a folder holding run directories, such as a sweep's, stands for all of
   them: `runs.find`), writes the report into `out` (created) and returns the arms' results.
 
