@@ -18,6 +18,7 @@ do nothing; `records` reads what process 0 wrote).
 
 from __future__ import annotations
 
+import datetime
 import json
 import math
 import os
@@ -77,8 +78,8 @@ class MetricsLog:
     self.path = self.workdir / "metrics.jsonl"
     self.device = device          # e.g. "1 x NVIDIA H200" (wall_time.jsonl)
     self.started = time.time()
-    self.session = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.started)) + \
-        f".{time.time_ns() % 10**9:09d}"
+    self.session = datetime.datetime.fromtimestamp(
+        self.started, datetime.timezone.utc).isoformat(timespec="microseconds")
     self._tensorboard = None
     self._purge_step = None
 
