@@ -31,6 +31,35 @@ def test_the_demo_fine_tunes_the_shipped_pretrained_agent_seed_by_seed():
   assert optimizer is not None
 
 
+def test_the_shipped_hopper_behaviour_policy_scores_a_third_of_expert():
+  """checkpoints/hopper-behaviour (issue 24's data recipe): the policy launch.collect loads from
+  it, run deterministically for one 1,000-step episode in the MJX hopper, returns what its
+  README entry says (1,088-1,118 over its 10 evaluation episodes; D4RL's expert 3,234)."""
+  import jax.numpy as jnp
+  from wsrl_mjx.datagen import collect
+  policy, actor, description = collect.checkpoint_policy("checkpoints/hopper-behaviour", 0,
+                                                         deterministic=True)
+  assert description["env_name"] == "hopper-medium-v2" and description["num_seeds"] == 1
+  env, env_spec = envs.make("hopper-medium-v2")
+
+  def step(carry, _):
+    state, alive = carry
+    action = policy(actor, state.obs, jax.random.PRNGKey(0))
+    state = env.step(state, action)
+    reward = jnp.where(alive, state.reward, 0.0)
+    return (state, alive & (state.done == 0)), reward
+
+  @jax.jit
+  def episode_return(key):
+    _, rewards = jax.lax.scan(step, (env.reset(key), jnp.bool_(True)), None, length=1000)
+    return rewards.sum()
+
+  returns = float(episode_return(jax.random.PRNGKey(3)))
+  assert 1000 < returns < 1200, returns
+  score = env_spec.normalized_score(np.array([returns]), np.array([0.0]))[0]
+  assert 30 < score < 37, score
+
+
 def test_both_demo_configs_build_the_same_networks_so_a_demo_pretraining_hands_over():
   online = finetune_config.get_config("hopper-medium-v2,demo")
   offline = pretrain_config.get_config("hopper-medium-v2,demo")
