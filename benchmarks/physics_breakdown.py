@@ -1,5 +1,5 @@
 r"""Where one MJX physics step's time goes, stage by stage, for an AntMaze maze beside Brax's bare
-ant (not a test).
+ant, or for any registered env (`--env`) (not a test).
 
 Each stage of MJX's forward pass is timed on its own at one batch size: a `lax.scan` of
 `--repeats_in_scan` calls of `vmap(stage)` in one jitted program, from a mid-episode state (every
@@ -10,6 +10,8 @@ Euler physics steps, one forward pass each.
 
   python -m benchmarks.physics_breakdown --maze=large --batch=64 --out=breakdown.json   # GPU
   python -m benchmarks.physics_breakdown --maze=umaze --batch=4 --repeats_in_scan=2     # CPU
+  python -m benchmarks.physics_breakdown --env=kitchen-complete-v0 --batch=2 --nobare_ant \
+      --repeats_in_scan=2                      # the kitchen's batch-2 slowdown on the CPU
 """
 
 from __future__ import annotations
@@ -20,11 +22,14 @@ import jax
 from absl import app, flags
 from mujoco import mjx
 
+import envs
 from benchmarks import timing
 from envs import antmaze
 from launch import runtime
 
 _MAZE = flags.DEFINE_string("maze", "large", "AntMaze maze.")
+_ENV = flags.DEFINE_string("env", "", "A registered env name (envs.names()) to break down instead "
+                           "of the AntMaze maze.")
 _BATCH = flags.DEFINE_integer("batch", 64, "Parallel envs.")
 _REPEATS_IN_SCAN = flags.DEFINE_integer("repeats_in_scan", 20, "Stage calls per timed program.")
 _REPEATS = flags.DEFINE_integer("repeats", 3, "Timed calls (median) after compiling.")
@@ -95,11 +100,16 @@ def main(argv):
   runtime.configure()
   device = jax.devices()[0]
   print(f"device: {device.device_kind} ({device.platform}), jax {jax.__version__}", flush=True)
-  results = {"device": device.device_kind, "batch": _BATCH.value, "maze": _MAZE.value}
-  env = antmaze.AntMaze(_MAZE.value, solver_ls_iterations=_LS_ITERATIONS.value or None)
-  results["antmaze_ls_iterations"] = int(env.mj_model.opt.ls_iterations)
-  measured = {"antmaze": (env.mjx_model, _mid_episode(env.reset, env.step, env.action_size,
-                                                      _BATCH.value).pipeline_state)}
+  results = {"device": device.device_kind, "batch": _BATCH.value}
+  if _ENV.value:
+    env, _ = envs.make(_ENV.value, solver_ls_iterations=_LS_ITERATIONS.value or None)
+    label = _ENV.value
+  else:
+    env = antmaze.AntMaze(_MAZE.value, solver_ls_iterations=_LS_ITERATIONS.value or None)
+    label, results["maze"] = "antmaze", _MAZE.value
+  results["ls_iterations"] = int(env.mj_model.opt.ls_iterations)
+  measured = {label: (env.mjx_model, _mid_episode(env.reset, env.step, env.action_size,
+                                                  _BATCH.value).pipeline_state)}
   if _BARE_ANT.value:
     from brax import envs as brax_envs  # pylint: disable=import-outside-toplevel
     ant = brax_envs.get_environment("ant", backend="mjx")
