@@ -181,6 +181,24 @@ def test_a_missing_start_a_short_window_and_one_seed_are_not_measured(tmp_path):
   # A window that reaches step 30,000 measures it: the lowest there is 48, a drop of 2.
   found = by_comparison(claims.check(results, resamples=500, window=25_000))
   assert found["a", WSRL, "drop:"].value == -2.0
+  # A window longer than the runs (50,000 steps, warmup 5,000): not judged on what exists.
+  found = by_comparison(claims.check(results, resamples=500, window=46_000))
+  a = found["a", WSRL, "drop:"]
+  assert a.verdict == claims.NOT_MEASURED and "stop before 46,000 env steps" in a.reason
+
+
+def test_a_run_stopped_after_its_first_evaluation_has_no_final_score(tmp_path):
+  """Cal-QL's 6 seeds, and a second Cal-QL run of 2 seeds killed after its step-0 evaluation
+  (pooled with --pool: its config says it was 100 steps long): 6 final scores, not 8."""
+  write_wsrl_program(tmp_path / "runs" / "wsrl", curve(50, 48, 80), curve(50, 10, 70),
+                     curve(0, 20, 80))
+  write_run(tmp_path / "runs" / "calql", dict(method="calql", warmup_steps=0), curve(50, 30, 40))
+  write_run(tmp_path / "runs" / "calql-killed", dict(method="calql", warmup_steps=0),
+            np.full((1, 2), 50.0), steps=[0])
+  results = report.make_report([tmp_path / "runs"], tmp_path / "out", resamples=500, pool=True)
+  found = by_comparison(claims.check(results, resamples=500))
+  b = found["b", f"{WSRL} vs calql", "score"]
+  assert b.seeds == (6, 6) and b.value == pytest.approx(40.0)
 
 
 def test_no_wsrl_arm_no_claims_and_bad_tolerances_are_refused(tmp_path):
@@ -191,6 +209,13 @@ def test_no_wsrl_arm_no_claims_and_bad_tolerances_are_refused(tmp_path):
   assert "paper's claims" not in (tmp_path / "out" / "report.md").read_text()
   with pytest.raises(report.ReportError, match="--match_tolerance must be a non-negative"):
     report.make_report([tmp_path / "runs"], tmp_path / "out", match_tolerance=-1)
+  (tmp_path / "a-file").write_text("x")
+  with pytest.raises(report.ReportError, match="a-file is a file; give a folder"):
+    report.make_report([tmp_path / "runs"], tmp_path / "a-file")
+  (tmp_path / "sweep").mkdir()
+  (tmp_path / "sweep" / "sweep.json").write_text("{}")
+  with pytest.raises(runs.RunError, match="a sweep folder none of whose cells has written"):
+    report.make_report([tmp_path / "sweep"], tmp_path / "out4")
   result = run_launch("launch.report", str(tmp_path / "runs"), f"--out={tmp_path / 'out3'}",
                       "--claims_window=0")
   assert result.returncode == 2, result.stderr
@@ -236,3 +261,37 @@ def test_overall_verdicts_and_the_interval_of_a_mean():
   assert value == x.mean()
   estimate = statistics.estimate(x, resamples=20_000)
   np.testing.assert_allclose([estimate.mean_low, estimate.mean_high], [low, high], atol=0.4)
+
+
+def test_a_warning_where_grid_points_start_from_different_pretrained_seeds(caplog):
+  """8 grid points over 64 run seeds from 2 pretrained seeds: point p only ever starts from seed
+  p mod 2 (the reproduction grid's trap); from 3 (no common factor) every point sees all 3; from 64
+  every seed has its own agent (nothing shared, nothing to warn of)."""
+  import itertools
+  from wsrl_mjx import checkpoint, finetune
+  grid = [dict(zip("wac", values)) for values in itertools.product((5000, 0), (1, 0), (1, 0))]
+  points = [grid[i % 8] for i in range(64)]
+  caplog.set_level("WARNING")
+  assert finetune.warn_if_grid_points_share_sources(points, checkpoint.seed_sources(64, 2))
+  assert "only some of the checkpoint's 2 seeds" in caplog.text
+  sources = checkpoint.seed_sources(64, 2)
+  assert {int(sources[i]) for i in range(64) if i % 8 == 3} == {1}     # by hand: 3, 11, ... odd
+  caplog.clear()
+  for checkpoint_seeds in (1, 3, 5, 64):
+    assert not finetune.warn_if_grid_points_share_sources(
+        points, checkpoint.seed_sources(64, checkpoint_seeds)), checkpoint_seeds
+  assert caplog.text == ""
+  assert not finetune.warn_if_grid_points_share_sources([{}] * 8, checkpoint.seed_sources(8, 2))
+
+
+def test_runs_of_one_arm_that_share_their_seed_are_noted(tmp_path):
+  """Two runs of the same config and --config.seed (the same command in two folders) pooled
+  into one arm: a note names them; a third with its own seed is not named."""
+  for name, seed in (("sac-a", 0), ("sac-b", 0), ("sac-c", 7)):
+    write_run(tmp_path / "runs" / name, dict(method="sac", pretrained="", seed=seed),
+              curve(0, 20, 40))
+  report.make_report([tmp_path / "runs"], tmp_path / "out", resamples=500)
+  text = (tmp_path / "out" / "report.md").read_text()
+  line = next(l for l in text.splitlines() if "share --config.seed=0" in l)
+  assert "sac-a" in line and "sac-b" in line and "sac-c" not in line
+  assert "share --config.seed=7" not in text

@@ -105,11 +105,12 @@ def arm_settings(result) -> Settings:
 # --- per-seed statistics ------------------------------------------------------------------------
 
 def final_scores(result, last_n: int) -> np.ndarray:
-  """[seeds] each used seed's mean of its last `last_n` finite evaluations."""
+  """[seeds] each used seed's mean of its last `last_n` finite evaluations after step 0; a seed
+  with none (a run stopped after its first evaluation) has no final score and is left out."""
   values = []
   for run, seed in result.used:
     scores = run.scores[:, seed]
-    scores = scores[np.isfinite(scores)]
+    scores = scores[np.isfinite(scores) & (run.steps > 0)]
     if scores.size:
       values.append(scores[-last_n:].mean())
   return np.asarray(values, np.float64)
@@ -117,15 +118,20 @@ def final_scores(result, last_n: int) -> np.ndarray:
 
 def early_drops(result, window: int) -> tuple[np.ndarray, str]:
   """[seeds] per used seed: the lowest evaluation in (w, w + window] minus the one at step 0,
-  w its warmup; seeds without both are left out. Returns (drops, why none where empty)."""
-  values, missing_start, missing_window = [], 0, 0
+  w its warmup. Left out: seeds without a finite step-0 evaluation, without one in the window,
+  or whose evaluations stop before w + window (the window not yet run: every seed's drop is
+  over the same length). Returns (drops, why none where empty)."""
+  values, missing_start, short, missing_window = [], 0, 0, 0
   for run, seed in result.used:
     steps, scores = run.steps, run.scores[:, seed]
+    finite = np.isfinite(scores)
     start = scores[steps == 0]
     warmup = run.warmup_steps(seed) or 0
-    inside = scores[(steps > warmup) & (steps <= warmup + window) & np.isfinite(scores)]
+    inside = scores[(steps > warmup) & (steps <= warmup + window) & finite]
     if not start.size or not np.isfinite(start[0]):
       missing_start += 1
+    elif not finite.any() or steps[finite].max() < warmup + window:
+      short += 1
     elif not inside.size:
       missing_window += 1
     else:
@@ -133,6 +139,7 @@ def early_drops(result, window: int) -> tuple[np.ndarray, str]:
   why = ""
   if not values:
     why = ("no evaluation at step 0 (the pretrained policy)" if missing_start else
+           f"the runs stop before {window:,} env steps after the warmup" if short else
            f"no evaluation within {window:,} env steps after the warmup")
   return np.asarray(values, np.float64), why
 

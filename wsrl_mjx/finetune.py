@@ -181,7 +181,8 @@ def load_pretrained(config, programs: Programs, env_spec):
                                               allow_transfer=config.allow_transfer)
   sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
   optimizer = None
-  settings, _ = per_seed.seed_settings(config)
+  settings, points = per_seed.seed_settings(config)
+  warn_if_grid_points_share_sources(points, sources)
   if np.any(settings.init_optimizer):
     optimizer = checkpoint.load_optimizer(config.pretrained, abstract_optimizer_for)
     if optimizer is None:
@@ -203,6 +204,27 @@ def load_pretrained(config, programs: Programs, env_spec):
                description.get("env_name"), description.get("step_unit"), description.get("step"),
                which)
   return jax.tree.map(lambda x: x[sources], params), optimizer, description
+
+
+def warn_if_grid_points_share_sources(points: list[dict], sources: np.ndarray) -> bool:
+  """Warns (and returns True) where a `--config.per_seed` grid point's seeds all start from a
+  subset of the checkpoint's seeds that another point's do not: seed i takes grid point i mod P
+  and checkpoint seed i mod S, so with gcd(P, S) > 1 each point sees S / gcd of the S pretrained
+  agents, and comparing points also compares pretrained agents. `points`: per run seed."""
+  by_point: dict[str, set[int]] = {}
+  for point, source in zip(points, sources.tolist()):
+    by_point.setdefault(repr(sorted(point.items())), set()).add(source)
+  repeated = len(set(sources.tolist())) < len(sources)    # some pretrained agent serves 2 seeds
+  if len(by_point) < 2 or not repeated or len({frozenset(v) for v in by_point.values()}) < 2:
+    return False
+  checkpoint_seeds = int(sources.max()) + 1
+  logging.warning(
+      "Each per-seed grid point starts from only some of the checkpoint's %d seeds (run seed i "
+      "takes grid point i mod %d and checkpoint seed i mod %d), so comparing grid points also "
+      "compares pretrained agents. Pretrain a number of seeds that shares no factor with the "
+      "grid's %d points (1, or an odd number for a grid of 2^k).", checkpoint_seeds,
+      len(by_point), checkpoint_seeds, len(by_point))
+  return True
 
 
 def load_pretrained_learner(config, programs: Programs, env_spec):

@@ -89,6 +89,16 @@ def group(runs: Sequence[runs_lib.Run], pool: bool = False) -> tuple[list[Arm], 
       arm = arms.setdefault(key, Arm(*key))
       arm.members.append((run, seed))
   for arm in arms.values():
+    seeds_of: dict[Any, list[str]] = {}
+    for run in dict.fromkeys(r for r, _ in arm.members):
+      if run.config is not None and "seed" in run.config:
+        seeds_of.setdefault(run.config["seed"], []).append(run.name)
+    for seed, names in seeds_of.items():
+      if len(names) > 1:
+        notes.append(f"Arm '{arm.label}' ({arm.env_name}) pools runs that share --config.seed="
+                     f"{seed} ({', '.join(names)}): their seeds draw the same random numbers, "
+                     "so they may repeat each other and the intervals be too narrow. Give "
+                     "each run of an arm its own --config.seed.")
     first = arm.members[0][0]
     reference = _experiment(first, dict(arm.point))
     for run in dict.fromkeys(r for r, _ in arm.members):
@@ -331,8 +341,9 @@ def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
     unit = STEP_LABELS[run.step_unit]
     if run.finished is False:
       notes.append(f"{run.name} is unfinished: its last evaluation is at {int(run.steps[-1]):,} "
-                   f"of {int(run.total_steps):,} {unit}; the report uses the {len(run.records)} "
-                   "evaluations it has.")
+                   f"of {int(run.total_steps):,} {unit}; the report uses the "
+                   f"{len(run.records)} evaluation{'' if len(run.records) == 1 else 's'} it "
+                   "has.")
     if run.config is None:
       notes.append(f"{run.name} records no config (no config.json, no checkpoint yet): whether "
                    "it finished is unknown, and its seeds are grouped by its metrics alone"
@@ -368,6 +379,8 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
                         f"got {value}")
   if not run_dirs:
     raise ReportError("no run directories given")
+  if pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
+    raise ReportError(f"--out={out} is a file; give a folder to write the report into")
   runs = [runs_lib.read(d) for given in run_dirs for d in runs_lib.find(given)]
   arms, pool_notes = group(runs, pool)
   results = [aggregate(arm, last_n, exclude_diverged, resamples) for arm in arms]
@@ -381,8 +394,18 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   findings = claims_lib.check(results, last_n=last_n, window=claims_window,
                               collapse_tolerance=collapse_tolerance,
                               match_tolerance=match_tolerance, resamples=resamples)
+  claims_text = (
+      f"Each comparison the arms allow (`wsrl_mjx/claims.py` defines the statistics): final "
+      f"scores are each seed's mean of its last {last_n} evaluations after step 0; the early "
+      f"drop is a seed's lowest evaluation in the {claims_window:,} env steps after its warmup "
+      f"minus its step-0 score; a collapse is a mean drop beyond {collapse_tolerance:g}, and "
+      f"\"matches\" means at most {match_tolerance:g} worse. Intervals: 95% percentile "
+      "bootstrap over seeds, each arm resampled on its own; with 2 seeds an interval is little "
+      "more than their range.")
   if findings:
-    (out / "claims.md").write_text(claims_lib.markdown(findings))
+    (out / "claims.md").write_text(
+        "# The WSRL paper's claims\n\n" + (f"Made with `{command}`.\n\n" if command else "")
+        + claims_text + "\n\n" + claims_lib.markdown(findings))
     _write_csv(out / "claims.csv", claims_lib.CSV_COLUMNS, claims_lib.csv_rows(findings))
   plotted = [r for r in results if len(r.steps)]
   if plotted:
@@ -436,14 +459,7 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
             "[final_scores.csv](final_scores.csv), [curves.csv](curves.csv) (every arm at every "
             "evaluation step).", ""]
   if findings:
-    lines += ["## The WSRL paper's claims", "",
-              f"Each comparison the arms allow (`wsrl_mjx/claims.py` defines the statistics): "
-              f"final scores are each seed's mean of its last {last_n} evaluations; the early "
-              f"drop is a seed's lowest evaluation in the {claims_window:,} env steps after its "
-              f"warmup minus its step-0 score; a collapse is a mean drop beyond "
-              f"{collapse_tolerance:g}, and \"matches\" means at most {match_tolerance:g} "
-              "worse. Intervals: 95% percentile bootstrap over seeds, each arm resampled on its "
-              "own.", "", claims_lib.markdown(findings),
+    lines += ["## The WSRL paper's claims", "", claims_text, "", claims_lib.markdown(findings),
               "Files: [claims.md](claims.md), [claims.csv](claims.csv).", ""]
   (out / "report.md").write_text("\n".join(lines))
   return results

@@ -185,6 +185,9 @@ def read(run_dir: str | pathlib.Path) -> Run:
     raise RunError(f"{run_dir}: no such run directory")
   metrics = run_dir / METRICS_FILE
   if not metrics.is_file():
+    if (run_dir / "sweep.json").is_file():
+      raise RunError(f"{run_dir}: a sweep folder none of whose cells has written an evaluation "
+                     "yet (launch.sweep --status says where they stand)")
     raise RunError(f"{run_dir}: has no {METRICS_FILE}; not a wsrl-mjx run directory, or the run "
                    "stopped before its first evaluation")
   records = []

@@ -10,7 +10,7 @@ Cells per task (launch/sweep_cells.py says what a grid holds):
 - `wsrl`: one program, 64 seeds, WSRL's 2 x 2 x 2 grid of warmup (5,000 or none) x policy init x
   Q init, 8 seeds per point (seed i takes point i mod 8): WSRL itself, without warmup, without
   policy init, without Q init, without both, and their crossings;
-- `sac`: SAC from scratch with WSRL's settings;
+- `sac`: SAC from scratch with WSRL's settings (a reference curve; no claim compares it);
 - `rlpd`: RLPD, half of each batch from the offline data;
 - `offline`: the family's offline learner (Cal-QL; CQL for locomotion) fine-tuned without its
   data; `offline-data`: the same with its data kept.
@@ -19,7 +19,10 @@ Every arm runs `online_steps` env steps (in `vars`: 100,000, the issue's least; 
 500,000 where the time allows), with an evaluation of 20 episodes every 5,000.
 Pretrained agents are looked up as `{pretrained_root}/{env}-{algo}` (the agents
 `docs/reproduction/README.md` makes, or ships in `checkpoints/`); the kept-data arms read the
-dataset the agent was pretrained on, `{data_root}/{env}.<ext>`.
+dataset the agent was pretrained on, `{data_root}/{env}.<ext>`; both relative to the
+repository's root, where `launch.sweep` runs the cells. Pretrain 3 seeds (a number with no
+factor in common with the WSRL grid's 8 points), so that every grid point starts from every
+pretrained agent (launch.finetune warns otherwise).
 """
 
 TASKS = {
