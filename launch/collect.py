@@ -55,6 +55,7 @@ import time
 from typing import Any, Callable
 
 import jax
+import numpy as np
 from absl import app, flags, logging
 
 import envs
@@ -264,6 +265,15 @@ def main(argv):
   logging.info("Wrote %s: %d steps, %d episodes, %d terminal steps, mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
+  if env_spec.family == "locomotion":
+    # The data's quality as D4RL describes a file's: its finished episodes' returns (one the
+    # end of its stream cut short, neither a terminal nor the time limit, is not counted).
+    finished, cut = collect.finished_trajectories(rows, episode_length or env_spec.episode_length)
+    if finished:
+      returns = np.asarray([e["rewards"].sum() for e in finished], np.float64)
+      logging.info("Finished episodes: %d (%d cut short by the end of a stream not counted), "
+                   "mean return %.1f, normalised score %.1f", len(finished), cut,
+                   returns.mean(), float(np.mean(env_spec.normalized_score(returns))))
   if env_spec.family in ("antmaze", "adroit"):
     logging.info("Episodes that reached their goal: %.1f%% (episodes cut short by the end of "
                  "a stream not counted)", 100 * collect.success_rate(

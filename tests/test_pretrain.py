@@ -154,9 +154,25 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
     return result
 
   dataset = tmp_path / "hopper_random.hdf5"
-  run("launch.collect", "--env=hopper-medium-v2", "--policy=random", "--steps=600",
-      "--num_envs=2", "--episode_length=40", f"--output={dataset}")
+  collected = run("launch.collect", "--env=hopper-medium-v2", "--policy=random", "--steps=600",
+                  "--num_envs=2", "--episode_length=40", f"--output={dataset}")
   assert dataset.exists()
+  # The log states the data's quality: its finished episodes' mean return and D4RL score, by
+  # hand from the file. Finished: a fall (terminal) or the 40-step limit; each env's stream of
+  # 300 steps ends in an episode that had neither (a timeout row, under 40 steps), not counted.
+  import h5py
+  with h5py.File(dataset) as f:
+    rewards, terminals = f["rewards"][:].astype(np.float64), f["terminals"][:]
+    ends = terminals | f["timeouts"][:]
+  cuts = np.flatnonzero(ends) + 1
+  episodes = list(zip(np.split(rewards, cuts), np.split(terminals, cuts)))[:len(cuts)]
+  returns = [r.sum() for r, t in episodes if t[-1] or len(r) == 40]
+  cut = len(episodes) - len(returns)
+  assert cut >= 1
+  score = 100 * (np.mean(returns) + 20.272305) / (3234.3 + 20.272305)
+  assert (f"Finished episodes: {len(returns)} ({cut} cut short by the end of a stream not "
+          f"counted), mean return {np.mean(returns):.1f}, normalised score {score:.1f}"
+          ) in collected.stderr
   # The MuJoCo bridge replays the collector's recorded states through MJX and C MuJoCo.
   report = tmp_path / "bridge.json"
   run("launch.bridge_check", "--env=hopper-medium-v2", f"--dataset={dataset}", "--starts=8",
