@@ -267,8 +267,9 @@ def main(argv):
                float(rows["rewards"].mean()), time.time() - started)
   if env_spec.family == "locomotion":
     # The data's quality as D4RL describes a file's: its finished episodes' returns (one the
-    # end of its stream cut short, neither a terminal nor the time limit, is not counted).
-    finished, cut = collect.finished_trajectories(rows, episode_length or env_spec.episode_length)
+    # end of its stream cut short is not counted).
+    finished, cut = collect.finished_trajectories(
+        rows, steps_per_env, episode_length or env_spec.episode_length)
     if finished:
       returns = np.asarray([e["rewards"].sum() for e in finished], np.float64)
       logging.info("Finished episodes: %d (%d cut short by the end of a stream not counted), "
@@ -283,7 +284,7 @@ def main(argv):
     # An episode the end of its stream cut short (not all elements done, under the time limit)
     # had no chance to finish; it is not counted, as for AntMaze and Adroit above.
     finished, cut = collect.finished_trajectories(
-        rows, episode_length or env_spec.episode_length)
+        rows, steps_per_env, episode_length or env_spec.episode_length)
     if finished:
       rates = kitchen_script.element_success_rates(finished, env_spec.task)
       logging.info("Episodes in which each element was done: %s (of %d episodes; %d cut short "

@@ -212,7 +212,7 @@ def test_collect_with_planner_steps_the_envs_with_the_planners_actions():
   assert ends[:, -1].all()
   # Success over finished episodes: those ending at a terminal or at the time limit; an episode
   # the stream's end cut short (neither) is left out, by hand from the same rows.
-  finished, cut = collect.finished_trajectories(rows, episode_length)
+  finished, cut = collect.finished_trajectories(rows, steps, episode_length)
   all_episodes = collect.trajectories(rows)
   by_hand = [e for e in all_episodes
              if e["next_observations"][-1, 0] > 1.0 or len(e["rewards"]) == episode_length]

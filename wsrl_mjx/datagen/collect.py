@@ -229,12 +229,19 @@ def success_rate(rows: dict[str, np.ndarray], stream_length: int | None = None,
   np.logical_or.at(reached, episode, rows.get("goal_achieved", rows["rewards"] > 0))
   counted = np.ones_like(reached)
   if stream_length and episode_length:
-    end_steps = np.flatnonzero(ends)
-    starts = np.concatenate([[0], end_steps[:-1] + 1])
-    cut = (((end_steps + 1) % stream_length == 0) & ~rows["terminals"][end_steps]
-           & (end_steps - starts + 1 < episode_length))
-    counted = ~(cut & ~reached)
+    counted = ~(cut_by_stream_end(rows, stream_length, episode_length) & ~reached)
   return float(reached[counted].mean()) if counted.any() else float("nan")
+
+
+def cut_by_stream_end(rows: dict[str, np.ndarray], stream_length: int,
+                      episode_length: int) -> np.ndarray:
+  """[episodes] bool: the episodes (in `trajectories` order) that the end of their env's stream
+  of `stream_length` steps cut short: they end there, without a terminal, shorter than
+  `episode_length`. Such an episode had no chance to finish."""
+  end_steps = np.flatnonzero(episode_ends(rows))
+  starts = np.concatenate([[0], end_steps[:-1] + 1])
+  return (((end_steps + 1) % stream_length == 0) & ~np.asarray(rows["terminals"], bool)[end_steps]
+          & (end_steps - starts + 1 < episode_length))
 
 
 def episode_ends(rows: dict[str, np.ndarray]) -> np.ndarray:
@@ -253,14 +260,13 @@ def trajectories(rows: dict[str, np.ndarray]) -> list[dict[str, np.ndarray]]:
           for start, end in zip(np.concatenate([[0], ends[:-1]]), ends)]
 
 
-def finished_trajectories(rows: dict[str, np.ndarray], episode_length: int
+def finished_trajectories(rows: dict[str, np.ndarray], stream_length: int, episode_length: int
                           ) -> tuple[list[dict[str, np.ndarray]], int]:
-  """(the episodes of `trajectories(rows)` that ended at a terminal or ran `episode_length`
-  steps, how many did neither): an episode the end of its stream cut short had no chance to
-  finish, so a success rate over episodes leaves it out."""
-  episodes = trajectories(rows)
-  finished = [e for e in episodes if e["terminals"][-1] or len(e["rewards"]) >= episode_length]
-  return finished, len(episodes) - len(finished)
+  """(the episodes of `trajectories(rows)` that the end of their stream did not cut short
+  (`cut_by_stream_end`), how many it did): a rate over episodes leaves the cut ones out."""
+  cut = cut_by_stream_end(rows, stream_length, episode_length)
+  finished = [e for e, was_cut in zip(trajectories(rows), cut) if not was_cut]
+  return finished, int(cut.sum())
 
 
 def write(path: str | os.PathLike, rows: dict[str, np.ndarray], metadata: dict[str, Any]):
