@@ -413,13 +413,6 @@ def nanmean(x) -> float:
   return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
-def format_duration(seconds: float) -> str:
-  if not np.isfinite(seconds):
-    return "?"
-  seconds = int(seconds)
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 @contextlib.contextmanager
 def claimed_workdir(workdir: pathlib.Path):
   """Creates `workdir` if needed and holds its lock (`.lock`, an flock the kernel drops when the
@@ -633,7 +626,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
         "%s %d/%d (%.1f%%) | %.0f %ss/s per seed, %.0f over %d seeds | ETA %s | "
         "last eval score %.1f%s", unit, step, phase.total_steps,
         100.0 * step / phase.total_steps, rate, unit, rate * phase.num_seeds, phase.num_seeds,
-        format_duration((phase.total_steps - step) / max(rate, 1e-9)
+        metrics_log.format_duration((phase.total_steps - step) / max(rate, 1e-9)
                         + evaluations_left * evaluation_seconds), score,
         f" | {details}" if details else "")
     if step % phase.checkpoint_interval == 0 or step == phase.total_steps:

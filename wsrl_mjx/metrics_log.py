@@ -46,6 +46,14 @@ def _plain(value):
 WALL_TIME_FILE = "wall_time.jsonl"
 
 
+def format_duration(seconds: float) -> str:
+  """h:mm:ss of whole seconds (cut, not rounded); "?" for a non-finite duration."""
+  if not np.isfinite(seconds):
+    return "?"
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
+
+
 def wall_time(workdir: str | os.PathLike) -> tuple[float, list[str]] | None:
   """(seconds, devices) a run directory's sessions took from its `wall_time.jsonl`: the sum of
   each session's last `seconds`, and the distinct `device` strings in order. None where the run

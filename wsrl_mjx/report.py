@@ -30,6 +30,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from wsrl_mjx import claims as claims_lib
+from wsrl_mjx import metrics_log
 from wsrl_mjx import runs as runs_lib
 from wsrl_mjx import statistics
 from wsrl_mjx.errors import UserError
@@ -330,11 +331,6 @@ def plot_diagnostics(results: list[ArmResult], path: pathlib.Path) -> None:
 
 # --- the report ---------------------------------------------------------------------------------
 
-def _duration(seconds: float) -> str:
-  seconds = int(round(seconds))
-  return f"{seconds // 3600}:{seconds % 3600 // 60:02d}:{seconds % 60:02d}"
-
-
 def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   notes = []
   for run in runs:
@@ -422,8 +418,8 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
     status = {True: "finished", False: "unfinished", None: "unknown"}[run.finished]
     total = f" of {int(run.total_steps):,}" if run.total_steps else ""
     wall_time = run.wall_time
-    seconds, devices = (_duration(wall_time[0]), ", ".join(wall_time[1])) if wall_time else \
-        ("-", "-")
+    seconds, devices = ((metrics_log.format_duration(round(wall_time[0])),
+                         ", ".join(wall_time[1])) if wall_time else ("-", "-"))
     lines.append(f"| {run.name} | {run.phase} | {run.env_name or '?'} | {run.method} | "
                  f"{run.num_seeds} | {len(run.records)} | {int(run.steps[-1]):,}{total} | "
                  f"{status} | {seconds} | {devices} | {run.config_source or '-'} |")
