@@ -120,23 +120,38 @@ def test_importing_wsrl_mjx_and_envs_changes_nothing_and_configure_sets_the_flag
                           env=dict(environ, PYTHONPATH=str(ROOT)), capture_output=True,
                           text=True, timeout=300)
   assert result.returncode == 0, result.stderr[-3000:]
-  expected = compat.CPU_SCHEDULER_FLAG if compat.LAPACK_CAN_DEADLOCK else "None"
-  assert f"XLA_FLAGS after configure: {expected}" in result.stdout
+  assert f"XLA_FLAGS after configure: {_expected_flags() or None}" in result.stdout
 
 
-def test_cpu_flag_is_added_once_and_never_overrides_a_setting():
-  if not compat.LAPACK_CAN_DEADLOCK:
-    environ = {}
-    compat.configure_xla_cpu(environ)
-    assert environ == {}
-    return
+def _expected_flags(before: str = "") -> str:
+  flags = [before] if before else []
+  if compat.LAPACK_CAN_DEADLOCK:
+    flags.append(compat.CPU_SCHEDULER_FLAG)
+  if compat.MJX_CPU_FUSION_FLAG_KNOWN:
+    flags.append(compat.MJX_CPU_FUSION_FLAG)
+  return " ".join(flags)
+
+
+def test_cpu_flags_are_added_once_and_never_override_a_setting():
+  environ = {}
+  compat.configure_xla_cpu(environ)
+  assert environ == ({"XLA_FLAGS": _expected_flags()} if _expected_flags() else {})
   environ = {"XLA_FLAGS": "--xla_dump_to=/tmp/x"}
   compat.configure_xla_cpu(environ)
   compat.configure_xla_cpu(environ)
-  assert environ["XLA_FLAGS"] == "--xla_dump_to=/tmp/x " + compat.CPU_SCHEDULER_FLAG
-  mine = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+  assert environ["XLA_FLAGS"] == _expected_flags("--xla_dump_to=/tmp/x")
+  mine = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true "
+                       "--xla_cpu_use_fusion_emitters=true"}
   compat.configure_xla_cpu(mine)
-  assert mine == {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true"}
+  assert mine == {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true "
+                               "--xla_cpu_use_fusion_emitters=true"}
+
+
+def test_the_tests_run_with_the_fusion_flag_on_the_pinned_jaxlibs():
+  """conftest.py configures XLA before any test starts a backend, so the suite measures what
+  users' launchers run: on the jaxlibs requirements.txt pins, the legacy emitter."""
+  if compat.JAXLIB_VERSION in ((0, 10, 2), (0, 11, 2)):
+    assert compat.MJX_CPU_FUSION_FLAG in os.environ.get("XLA_FLAGS", "")
 
 
 def test_version_checks_read_the_release_numbers():

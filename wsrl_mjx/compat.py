@@ -21,7 +21,20 @@ it) once requirements.txt allows no version the check is true for. A check whose
    - `configure_xla_cpu`: `--xla_cpu_enable_concurrency_optimized_scheduler=false` in
      `XLA_FLAGS`, so that XLA:CPU runs fewer independent operations at once (called by
      launch/runtime.py's `configure()` and tests/conftest.py before JAX starts a backend).
-2. `patch_brax_for_this_jax`: brax 0.14.2's trainers call `jax.device_put_replicated`, which
+2. XLA:CPU's MLIR fusion emitters make MJX's forward kinematics orders of magnitude slower for
+   some models (`MJX_CPU_FUSION_FLAG`, also set by `configure_xla_cpu`). On the kitchen (a
+   7-link arm plus a kettle on a free joint) `mjx.kinematics` takes 25 ms for one env and 85 ms
+   for a batch of 2, against 0.26 and 0.32 ms with `--xla_cpu_use_fusion_emitters=false`
+   (jaxlib 0.10.2, 2-core CPU, BUILD.md "XLA:CPU's fusion emitters"). The optimised HLO shows
+   loop fusions of ~400 instructions that compute 6-8 numbers each and take up to 27 ms, fed by
+   the scatter that normalises the free joint's quaternion. jax-ml/jax issue 33761 and
+   google-deepmind/mujoco issue 2957 report the same slowdown (a chain of bodies under a free
+   joint). Fixed in jaxlib: unknown: re-test on upgrade (`benchmarks.physics_breakdown
+   --env=kitchen-complete-v0 --batch=2`). The flag is in both pinned jaxlibs (0.10.2, 0.11.2:
+   checked in their wheels); XLA stops the process on a flag it does not know, and XLA pull
+   request 48001 retires the emitter the flag falls back to, so it is set only up to the last
+   jaxlib checked (`MJX_CPU_FUSION_FLAG_KNOWN`).
+3. `patch_brax_for_this_jax`: brax 0.14.2's trainers call `jax.device_put_replicated`, which
    jax 0.10.0 removed (launch/train_ant_controller.py, launch/train_adroit_demonstrator.py,
    benchmarks/throughput.py). Fixed in brax: unknown (google/brax issue 671 is open): re-test on
    upgrade.
@@ -50,7 +63,7 @@ def _release(version: str) -> tuple[int, ...]:
 JAXLIB_VERSION = _release(jaxlib.__version__)
 
 # 1. Batched CPU LAPACK calls can deadlock XLA's thread pool. Fixed in jaxlib 0.11.0 (BUILD.md);
-# delete `orthonormal_columns`'s Householder branch, the Cholesky below and `configure_xla_cpu`
+# delete `orthonormal_columns`'s Householder branch, the Cholesky below and `CPU_SCHEDULER_FLAG`
 # once requirements.txt allows no jaxlib < 0.11 (today: jax 0.10.2 on Python 3.11).
 LAPACK_CAN_DEADLOCK = JAXLIB_VERSION < (0, 11)
 
@@ -200,22 +213,40 @@ def lapack_free_cholesky():
 CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 
 
+# --- 2. XLA:CPU's fusion emitters and MJX's kinematics ---------------------------------------
+
+MJX_CPU_FUSION_FLAG = "--xla_cpu_use_fusion_emitters=false"
+# The last jaxlib whose XLA was checked to know the flag (a flag XLA does not know stops it).
+MJX_CPU_FUSION_FLAG_KNOWN = JAXLIB_VERSION <= (0, 11, 2)
+
+
 def configure_xla_cpu(environ=os.environ) -> None:
-  """Adds `CPU_SCHEDULER_FLAG` to `XLA_FLAGS` (unless it sets that flag already) where batched
-  CPU LAPACK calls can deadlock: XLA:CPU then runs fewer independent operations at once, which
-  makes two such calls at once rarer. It only affects the CPU backend.
+  """Adds this module's XLA:CPU flags to `XLA_FLAGS`, each unless `XLA_FLAGS` names that flag
+  already (a user's own setting wins):
+    - `CPU_SCHEDULER_FLAG` where batched CPU LAPACK calls can deadlock: XLA:CPU then runs fewer
+      independent operations at once, which makes two such calls at once rarer (1c);
+    - `MJX_CPU_FUSION_FLAG` where XLA is known to take it: the legacy loop emitter instead of the
+      MLIR fusion emitters, which run MJX's kinematics 100x slower on models like the kitchen (2).
+  Both affect the CPU backend only; GPU and TPU programs compile as before.
 
   XLA reads `XLA_FLAGS` when JAX starts its first backend, so call this before anything asks
   for a device or runs a computation.
   """
-  if not LAPACK_CAN_DEADLOCK:
-    return
+  wanted = []
+  if LAPACK_CAN_DEADLOCK:
+    wanted.append(CPU_SCHEDULER_FLAG)
+  if MJX_CPU_FUSION_FLAG_KNOWN:
+    wanted.append(MJX_CPU_FUSION_FLAG)
   flags = environ.get("XLA_FLAGS", "")
-  if "xla_cpu_enable_concurrency_optimized_scheduler" not in flags:
-    environ["XLA_FLAGS"] = (flags + " " + CPU_SCHEDULER_FLAG).strip()
+  for flag in wanted:
+    name = flag.split("=")[0].lstrip("-")
+    if name not in flags:
+      flags = (flags + " " + flag).strip()
+  if flags:
+    environ["XLA_FLAGS"] = flags
 
 
-# --- 2. Brax's trainers on jax >= 0.10 -------------------------------------------------------
+# --- 3. Brax's trainers on jax >= 0.10 -------------------------------------------------------
 
 def patch_brax_for_this_jax() -> None:
   """brax 0.14.2's trainers call `jax.device_put_replicated`, which jax 0.10.0 removed; give
