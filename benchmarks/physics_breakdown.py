@@ -10,8 +10,9 @@ Euler physics steps, one forward pass each.
 
   python -m benchmarks.physics_breakdown --maze=large --batch=64 --out=breakdown.json   # GPU
   python -m benchmarks.physics_breakdown --maze=umaze --batch=4 --repeats_in_scan=2     # CPU
-  python -m benchmarks.physics_breakdown --env=kitchen-complete-v0 --batch=2 --nobare_ant \
-      --repeats_in_scan=2                      # the kitchen's batch-2 slowdown on the CPU
+  XLA_FLAGS=--xla_cpu_use_fusion_emitters=true python -m benchmarks.physics_breakdown \
+      --env=kitchen-complete-v0 --batch=2 --nobare_ant --repeats_in_scan=2
+      # the kitchen's batch-2 slowdown on the CPU without wsrl_mjx.compat's fusion flag
 """
 
 from __future__ import annotations

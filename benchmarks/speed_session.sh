@@ -11,6 +11,10 @@
 #   benchmarks.profile_step for hopper (before / after / unrolled / bf16 at 64 seeds, after at
 #   128 and 256, after with CUDA-graph while loops and with Triton GEMMs), AntMaze-large and
 #   door (before / after); and (issue 22) kitchen-complete's env steps/s at batch 1, 64, 1,024.
+# Phase C (only when PHASES names it; the host's CPU, no GPU): whether jaxlib 0.11's XLA:CPU still
+#   runs the kitchen's batched kinematics 100x slower (BUILD.md, "XLA:CPU's fusion emitters"):
+#   benchmarks.physics_breakdown at batch 2 on the CPU; about 7 ms a physics step is fixed, over
+#   100 ms is not. About a minute on the image's 16 cores (e.g. PHASES=PC in the second call).
 #
 # Plan for one lease: two calls back to back (the machine stays warm 30 s after a call, so the
 # second needs no start): first PHASES=H DEADLINE=270 with timeout_s 300, then PHASES=P
@@ -113,6 +117,14 @@ log "go: $(ls "$WSRL_BENCH_READY_DIR" | grep -c '^ready') of $N compiled"
 touch "$WSRL_BENCH_READY_DIR/go"
 for pid in "${PIDS[@]}"; do wait "$pid"; done
 log "phase P done"
+fi
+
+if [[ ${PHASES:-HP} == *C* ]]; then
+  log "phase C: the kitchen's physics step at batch 2 on the host CPU"
+  JAX_PLATFORMS=cpu timeout "$(left "$DEADLINE")" python3 -m benchmarks.physics_breakdown \
+    --env=kitchen-complete-v0 --batch=2 --nobare_ant --repeats_in_scan=2 \
+    --out="$R/kitchen_cpu_breakdown.json" > "$R/kitchen_cpu_breakdown.log" 2>&1
+  log "phase C done (rc $?): $(grep 'one physics step' "$R/kitchen_cpu_breakdown.log")"
 fi
 
 python3 - "$R" <<'EOF' | tee -a "$R/session.log"

@@ -40,9 +40,6 @@ def pytest_configure(config):
   config.addinivalue_line(
       "markers", "slow: compiles for a minute or more on a 2-core CPU; runs by default, "
       "-m 'not slow' deselects it")
-  config.addinivalue_line(
-      "markers", "very_slow: compiles for ten minutes or more on a 2-core CPU (the kitchen's "
-      "MJX loops); pytest.ini leaves it out of every run, CI's included; -m very_slow runs it")
 
 
 # The one fine-tuning configuration every loop test compiles (and the end-to-end test reuses

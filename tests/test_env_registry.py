@@ -29,7 +29,7 @@ from envs import episodes
 NUM_EPISODES = 2
 NUM_STEPS = 3
 EPISODE_LENGTH = 10
-SLOW_FAMILIES = ("antmaze", "adroit")
+SLOW_FAMILIES = ("antmaze", "adroit", "kitchen")
 
 
 def tasks() -> list[str]:
@@ -38,13 +38,9 @@ def tasks() -> list[str]:
 
 
 def task_params():
-  """Every task; the AntMaze and Adroit ones marked slow, the kitchen's very slow (83 s each to
-  compile cold on the 2-core CPU; tests/test_kitchen.py makes, resets and steps
-  kitchen-complete in every run)."""
+  """Every task; the AntMaze, Adroit and kitchen ones marked slow."""
   def marks(name):
-    family = envs.spec(name).family
-    return {"kitchen": [pytest.mark.very_slow]}.get(
-        family, [pytest.mark.slow] if family in SLOW_FAMILIES else [])
+    return [pytest.mark.slow] if envs.spec(name).family in SLOW_FAMILIES else []
   return [pytest.param(name, marks=marks(name)) for name in tasks()]
 
 

@@ -322,8 +322,8 @@ def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monke
   np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 0, 1])
 
 
-@pytest.mark.very_slow   # minutes: one env per program (batched kitchen steps are slow on
-def test_tiny_launch_finetune_run(tmp_path):   # the CPU, BUILD.md); 31 with 2 eval episodes
+@pytest.mark.slow   # 2 minutes cold on the 2-core CPU
+def test_tiny_launch_finetune_run(tmp_path):
   """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
   element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
   Scores are multiples of 100 / 4 = 25 (one evaluation episode), from the fraction done at the
@@ -416,7 +416,7 @@ def test_scripted_demonstrator_under_d4rls_observation_noise():
     assert done.any(axis=0).tolist() == [True] * 4, (seed, done.any(axis=0))
 
 
-@pytest.mark.very_slow   # 19 minutes cold on the 2-core CPU (its MJX compile)
+@pytest.mark.slow   # 43 s cold on the 2-core CPU (19 minutes before compat's fusion flag)
 def test_bridge_check_on_a_short_scripted_trajectory_passes_and_catches_a_wrong_model(
     monkeypatch):
   """The scripted demonstration's first 100 steps (reaching, grasping and pulling the microwave

@@ -29,11 +29,12 @@ it) once requirements.txt allows no version the check is true for. A check whose
    loop fusions of ~400 instructions that compute 6-8 numbers each and take up to 27 ms, fed by
    the scatter that normalises the free joint's quaternion. jax-ml/jax issue 33761 and
    google-deepmind/mujoco issue 2957 report the same slowdown (a chain of bodies under a free
-   joint). Fixed in jaxlib: unknown: re-test on upgrade (`benchmarks.physics_breakdown
-   --env=kitchen-complete-v0 --batch=2`). The flag is in both pinned jaxlibs (0.10.2, 0.11.2:
-   checked in their wheels); XLA stops the process on a flag it does not know, and XLA pull
-   request 48001 retires the emitter the flag falls back to, so it is set only up to the last
-   jaxlib checked (`MJX_CPU_FUSION_FLAG_KNOWN`).
+   joint). The flag exists in jaxlib 0.10 only: 0.11.2's XLA lists it among the removed
+   (reserved) DebugOptions fields, and XLA stops the process on a flag it does not know, so it is
+   set where jaxlib < 0.11 (`MJX_CPU_FUSION_FLAG_KNOWN`). Whether 0.11's CPU backend is still
+   slow here: unknown (jaxlib 0.11 needs Python 3.12, which the development machine lacks): the
+   GPU image can tell, `JAX_PLATFORMS=cpu python -m benchmarks.physics_breakdown
+   --env=kitchen-complete-v0 --batch=2 --nobare_ant --repeats_in_scan=2`.
 3. `patch_brax_for_this_jax`: brax 0.14.2's trainers call `jax.device_put_replicated`, which
    jax 0.10.0 removed (launch/train_ant_controller.py, launch/train_adroit_demonstrator.py,
    benchmarks/throughput.py). Fixed in brax: unknown (google/brax issue 671 is open): re-test on
@@ -216,8 +217,9 @@ CPU_SCHEDULER_FLAG = "--xla_cpu_enable_concurrency_optimized_scheduler=false"
 # --- 2. XLA:CPU's fusion emitters and MJX's kinematics ---------------------------------------
 
 MJX_CPU_FUSION_FLAG = "--xla_cpu_use_fusion_emitters=false"
-# The last jaxlib whose XLA was checked to know the flag (a flag XLA does not know stops it).
-MJX_CPU_FUSION_FLAG_KNOWN = JAXLIB_VERSION <= (0, 11, 2)
+# Where XLA knows the flag (a flag it does not know stops the process): jaxlib 0.10.2 has it;
+# 0.11.2's DebugOptions lists it as a removed field.
+MJX_CPU_FUSION_FLAG_KNOWN = JAXLIB_VERSION < (0, 11)
 
 
 def configure_xla_cpu(environ=os.environ) -> None:
