@@ -254,7 +254,7 @@ def test_overall_verdicts_and_the_interval_of_a_mean():
     assert claims.overall([finding(v) for v in verdicts], "b") == expected
   # One sample's mean against the plain bootstrap; the estimate agrees with statistics'.
   x = np.array([-12.0, -3.0, 0.5, 1.0, 4.0, -30.0, 2.0, -1.0])
-  value, low, high = claims.interval([x], lambda s, axis=-1: np.mean(s, axis=axis), 20_000)
+  value, low, high = statistics.interval([x], lambda s, axis=-1: np.mean(s, axis=axis), 20_000)
   rng = np.random.default_rng(3)
   means = x[rng.integers(0, x.size, (40_000, x.size))].mean(axis=1)
   np.testing.assert_allclose([low, high], np.percentile(means, [2.5, 97.5]), atol=0.4)

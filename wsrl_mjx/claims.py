@@ -35,10 +35,9 @@ for each).
 from __future__ import annotations
 
 import dataclasses
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
 
 from wsrl_mjx import statistics
 
@@ -146,20 +145,6 @@ def early_drops(result, window: int) -> tuple[np.ndarray, str]:
 
 # --- intervals ----------------------------------------------------------------------------------
 
-def interval(samples: Sequence[np.ndarray], statistic: Callable, resamples: int,
-             seed: int = 0) -> tuple[float, float, float]:
-  """(point, low, high): `statistic(*samples)` and its 95% percentile bootstrap interval, each
-  sample resampled on its own (unpaired: seeds of different arms are independent)."""
-  point = float(statistic(*samples))
-  if all(np.all(s == s[0]) for s in samples):
-    return point, point, point
-  result = stats.bootstrap(samples, statistic, n_resamples=resamples,
-                           confidence_level=statistics.CONFIDENCE, method="percentile",
-                           paired=False, vectorized=True, axis=-1,
-                           rng=np.random.default_rng(seed))
-  return point, float(result.confidence_interval.low), float(result.confidence_interval.high)
-
-
 def _mean(x, axis=-1):
   return np.mean(x, axis=axis)
 
@@ -188,7 +173,7 @@ def _finding(claim, env_name, compared, statistic_text, samples, statistic, lowe
     reason = why_missing or "fewer than 2 seeds on a side (no interval)"
     return Finding(claim, env_name, compared, statistic_text, float("nan"), float("nan"),
                    float("nan"), seeds, NOT_MEASURED, reason)
-  value, low, high = interval(samples, statistic, resamples)
+  value, low, high = statistics.interval(samples, statistic, resamples)
   verdict, reason = _judge(low, high, lower_bound)
   return Finding(claim, env_name, compared, statistic_text, value, low, high, seeds, verdict,
                  reason)

@@ -7,14 +7,17 @@ to import under pandas 3, which pip picks. The same computation is scipy's: `sta
 with a quarter cut from each end is rliable's `aggregate_iqm`, and `stats.bootstrap` with one
 sample per task, resampled independently (`paired=False`), with percentile intervals, is
 rliable's `StratifiedBootstrap` over runs (`get_interval_estimates`' default method).
-tests/test_report.py checks both against rliable's own numbers on a fixed array.
+tests/test_report_and_export.py checks both against rliable's own numbers on a fixed array.
 
-What this module does not do: choose what a seed's score is (the report does) or plot.
+`interval` is the same bootstrap for any statistic of independent samples: the claims' differences
+between two arms (wsrl_mjx/claims.py). What this module does not do: choose what a seed's score
+is (the report does) or plot.
 """
 
 from __future__ import annotations
 
 import dataclasses
+from typing import Callable, Sequence
 
 import numpy as np
 from scipy import stats
@@ -62,15 +65,29 @@ def estimate(scores_per_task, resamples: int = DEFAULT_RESAMPLES,
   samples = [s for s in samples if s.size]
   if not samples:
     raise ValueError("no scores to aggregate")
-  point = _mean_and_iqm(*samples)
-  if all(s.size < 2 or np.all(s == s[0]) for s in samples):
-    low = high = point
-  else:
-    interval = stats.bootstrap(
-        samples, _mean_and_iqm, n_resamples=resamples, confidence_level=CONFIDENCE,
-        method="percentile", paired=False, vectorized=True, axis=-1,
-        rng=np.random.default_rng(seed)).confidence_interval
-    low, high = interval.low, interval.high
+  point, low, high = _percentile_bootstrap(samples, _mean_and_iqm, resamples, seed)
   return Estimate(seeds=sum(s.size for s in samples), mean=float(point[0]), iqm=float(point[1]),
                   mean_low=float(low[0]), mean_high=float(high[0]), iqm_low=float(low[1]),
                   iqm_high=float(high[1]))
+
+
+def interval(samples: Sequence[np.ndarray], statistic: Callable, resamples: int = DEFAULT_RESAMPLES,
+             seed: int = 0) -> tuple[float, float, float]:
+  """(point, low, high): `statistic(*samples, axis=-1)` and its 95% percentile bootstrap interval,
+  each 1-D sample resampled on its own (unpaired: e.g. the seeds of two arms, which are
+  independent). With no sample that varies, the interval is the point. `statistic` returns one
+  number per resample (wsrl_mjx/claims.py's differences of means and IQMs)."""
+  point, low, high = _percentile_bootstrap([np.asarray(x, np.float64) for x in samples],
+                                           statistic, resamples, seed)
+  return float(point), float(low), float(high)
+
+
+def _percentile_bootstrap(samples, statistic, resamples: int, seed: int):
+  """The one bootstrap `estimate` and `interval` share: scipy's, unpaired, percentile."""
+  point = statistic(*samples, axis=-1)
+  if all(x.size < 2 or np.all(x == x[0]) for x in samples):
+    return point, point, point
+  result = stats.bootstrap(samples, statistic, n_resamples=resamples,
+                           confidence_level=CONFIDENCE, method="percentile", paired=False,
+                           vectorized=True, axis=-1, rng=np.random.default_rng(seed))
+  return point, result.confidence_interval.low, result.confidence_interval.high
