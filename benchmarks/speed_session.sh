@@ -119,7 +119,7 @@ for pid in "${PIDS[@]}"; do wait "$pid"; done
 log "phase P done"
 fi
 
-if [[ ${PHASES:-HP} == *C* ]]; then
+if [[ ${PHASES:-HP} == *C* ]] && (( $(left "$DEADLINE") > 30 )); then
   log "phase C: the kitchen's physics step at batch 2 on the host CPU"
   JAX_PLATFORMS=cpu timeout "$(left "$DEADLINE")" python3 -m benchmarks.physics_breakdown \
     --env=kitchen-complete-v0 --batch=2 --nobare_ant --repeats_in_scan=2 \
