@@ -140,6 +140,15 @@ def test_cpu_flags_are_added_once_and_never_override_a_setting():
   compat.configure_xla_cpu(environ)
   compat.configure_xla_cpu(environ)
   assert environ["XLA_FLAGS"] == _expected_flags("--xla_dump_to=/tmp/x")
+  if compat.JAXLIB_VERSION[:2] == (0, 10):     # the CPU pin, written out
+    assert environ["XLA_FLAGS"] == ("--xla_dump_to=/tmp/x "
+                                    "--xla_cpu_enable_concurrency_optimized_scheduler=false "
+                                    "--xla_cpu_use_fusion_emitters=false")
+  one = {"XLA_FLAGS": "--xla_cpu_use_fusion_emitters=true"}     # the user's one setting stays,
+  compat.configure_xla_cpu(one)                                  # the other flag is still added
+  assert one["XLA_FLAGS"] == " ".join(
+      ["--xla_cpu_use_fusion_emitters=true"]
+      + ([compat.CPU_SCHEDULER_FLAG] if compat.LAPACK_CAN_DEADLOCK else []))
   mine = {"XLA_FLAGS": "--xla_cpu_enable_concurrency_optimized_scheduler=true "
                        "--xla_cpu_use_fusion_emitters=true"}
   compat.configure_xla_cpu(mine)
