@@ -207,3 +207,24 @@ def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_
     finetune_config.from_flags(_flags("--config.method=nope"))
   with pytest.raises(ConfigError, match="names the method calql and --config.method=so2"):
     finetune_config.from_flags(_flags("--config.method=so2", config="hopper-medium-v2,calql"))
+
+
+def test_only_a_demo_that_falls_back_to_sac_warns(caplog):
+  """`,demo` of an env with no shipped demo agent runs SAC in place of WSRL: the one case where
+  the arm that runs is not the one named, so the only one that warns. SAC chosen by name, or a
+  demo with its agent, says nothing at WARNING."""
+  caplog.set_level("WARNING")
+  config = finetune_config.from_flags(_flags(config="walker2d-medium-v2,demo"))
+  assert (config.method, config.pretrained) == ("sac", "")
+  assert [r.getMessage() for r in caplog.records] == [
+      "No demo agent ships for walker2d-medium-v2 (checkpoints/): this demo runs SAC from "
+      "scratch (WSRL's baseline), not WSRL. For WSRL, pretrain one with launch.pretrain and "
+      "pass --config.method=wsrl --config.pretrained=RUN_DIR."]
+  for arguments, config_arg in ((("--config.method=sac",), "walker2d-medium-v2,demo"),
+                                ((), "walker2d-medium-v2,demo,sac"),
+                                (("--config.method=sac",), "walker2d-medium-v2"),
+                                ((), "hopper-medium-v2,demo")):
+    caplog.clear()
+    config = finetune_config.from_flags(_flags(*arguments, config=config_arg))
+    assert config.method == ("wsrl" if config_arg == "hopper-medium-v2,demo" else "sac")
+    assert not caplog.records, (arguments, config_arg)

@@ -323,10 +323,6 @@ def log_start(config, settings: online.SeedSettings) -> None:
     source = "the pretrained agent, frozen,"
   else:
     source = "the untrained agent"
-    if method.name == "sac":
-      logging.warning("config.pretrained is empty: the agent starts from random weights (SAC "
-                      "from scratch, WSRL's baseline), not from an offline-pretrained agent. "
-                      "Set --config.method=wsrl --config.pretrained=RUN_DIR for WSRL.")
   # The step with index k (from 0) trains if k > max(warmup, floor) (online.py): the first
   # update comes once the buffer holds that floor + 2 transitions.
   floor = update_floor(config, config.episode_length

@@ -148,7 +148,9 @@ def with_method_settings(config, overridden) -> list[str]:
 def from_flags(flag_values=flags.FLAGS):
   """The config `launch.finetune`'s `--config` flag gives, where `--config.method=<m>` means
   what `:<env>[,demo],<m>` means (that arm's reference settings, at demo scale with `,demo`),
-  with every other `--config.<field>` applied over it; logs the fields the method changed.
+  with every other `--config.<field>` applied over it; logs the fields the method changed, and
+  warns where a `,demo` of an env with no shipped demo agent runs SAC from scratch in place of
+  the WSRL it was asked for (`get_config`).
 
   Raises ConfigError (naming the flag) where `--config=...:<env>,<m1>` and `--config.method=<m2>`
   name two methods, or the method is unknown. With a config file other than this one, the
@@ -157,11 +159,13 @@ def from_flags(flag_values=flags.FLAGS):
   flag = flag_values["config"]
   overrides = config_flags.get_override_values(flag)
   config = flag.value
+  path, _, arg = config_flags.get_config_filename(flag).partition(":")
   if "method" not in overrides:
+    if _is_this_file(path):
+      _warn_if_demo_runs_sac(config, arg or DEFAULT_ARG)
     return config
   method = methods.get(overrides["method"]).name
-  path, _, arg = config_flags.get_config_filename(flag).partition(":")
-  if pathlib.Path(path).resolve() != pathlib.Path(__file__).resolve():
+  if not _is_this_file(path):
     changed = with_method_settings(config, set(overrides))
   else:
     arg = arg or DEFAULT_ARG
@@ -178,3 +182,19 @@ def from_flags(flag_values=flags.FLAGS):
     logging.info("--config.method=%s brings the reference's settings for that arm: %s",
                  method, ", ".join(f"{k}={config[k]}" for k in changed))
   return config
+
+
+def _is_this_file(path: str) -> bool:
+  return pathlib.Path(path).resolve() == pathlib.Path(__file__).resolve()
+
+
+def _warn_if_demo_runs_sac(config, arg: str) -> None:
+  """The one case where the arm that runs is not the one the user named: `:<env>,demo` with no
+  method named and no shipped demo agent for `<env>` (`DEMO_AGENTS`) runs SAC from scratch."""
+  env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
+  if ("demo" in options and not options & set(methods.NAMES) and config.method == "sac"
+      and not config.pretrained):
+    logging.warning(
+        "No demo agent ships for %s (checkpoints/): this demo runs SAC from scratch (WSRL's "
+        "baseline), not WSRL. For WSRL, pretrain one with launch.pretrain and pass "
+        "--config.method=wsrl --config.pretrained=RUN_DIR.", env_name)
