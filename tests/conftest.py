@@ -1,6 +1,6 @@
-"""Test-wide settings: the repository on sys.path, XLA's CPU flags for jaxlib 0.10 (in the
-environment, so the subprocesses the tests start get them too) and one compilation cache shared
-by both pytest-xdist workers and every subprocess they start (MJX programs take tens of seconds
+"""Test-wide settings: the repository on sys.path, XLA's CPU flag for jaxlib 0.10 (in the
+environment, so the subprocesses the tests start get it too) and a compilation cache shared by
+the tests and those subprocesses, one per pytest-xdist worker (MJX programs take tens of seconds
 to compile on a CPU)."""
 
 import os
@@ -12,25 +12,17 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The tests' compilation cache: $WSRL_MJX_TEST_CACHE (default: in the temp folder), one folder
-# for the whole run, so a program compiled by a test file on one worker is a cache hit for every
-# file that needs it later, on either worker, and for the launchers they start. JAX reads these
-# settings from the environment, which the workers' subprocesses inherit:
-#   - JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES=none: by default JAX writes the cache folder's path
-#     into a GPU autotuning option that is part of the cache key (jax 0.10.2,
-#     jax/_src/compiler.py get_compile_options, cache_key.py), so two folders never share an
-#     entry; on the CPU that option does nothing else.
-#   - JAX_COMPILATION_CACHE_MAX_SIZE: with a size limit JAX holds a file lock (the `filelock`
-#     package) over each cache read and write (jax/_src/lru_cache.py), so a worker never reads
-#     an entry the other is still writing. 20 GB: far above what a run writes (under 1 GB), so
-#     nothing is evicted.
+# per pytest-xdist worker, as JAX writes cache files without a lock unless the `filelock` package
+# is there. A worker and the launchers it starts share the worker's (JAX_COMPILATION_CACHE_DIR is
+# set here, overriding the one the xdist controller passed down).
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER:   # on a GPU host, two workers each taking 75% of its memory would not fit
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 CACHE_DIR = os.environ.setdefault(
     "WSRL_MJX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
+if _WORKER:
+  CACHE_DIR = f"{CACHE_DIR}_{_WORKER}"
 os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
-os.environ["JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES"] = "none"
-os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(20 * 2**30)
 
 from wsrl_mjx import compat  # noqa: E402
 
@@ -40,12 +32,6 @@ import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
-# The environment's two cache settings, again, in case a plugin imported JAX before they
-# were set.
-jax.config.update("jax_persistent_cache_enable_xla_caches",
-                  os.environ["JAX_PERSISTENT_CACHE_ENABLE_XLA_CACHES"])
-jax.config.update("jax_compilation_cache_max_size",
-                  int(os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"]))
 
 import pytest  # noqa: E402
 

@@ -163,24 +163,6 @@ def test_the_tests_run_with_the_fusion_flag_on_the_pinned_jaxlibs():
     assert compat.MJX_CPU_FUSION_FLAG in os.environ.get("XLA_FLAGS", "")
 
 
-def test_the_suites_compilation_cache_is_one_for_all_folders_and_processes(tmp_path):
-  """conftest.py's cache settings, which the tests' subprocesses inherit: one program compiled
-  by two processes with caches in two folders gets one cache key (JAX otherwise puts the folder
-  in the key, and the two xdist workers would never share a compile), and JAX takes its file
-  lock over the cache (a size limit is set), so a worker never reads a half-written entry."""
-  program = ("import jax, jax.numpy as jnp\n"
-             "jax.jit(lambda x: jnp.sin(x) @ x.T)(jnp.ones((8, 8))).block_until_ready()")
-  names = {}
-  for folder in ("gw0", "gw1"):
-    env = dict(os.environ, JAX_COMPILATION_CACHE_DIR=str(tmp_path / folder),
-               JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0")
-    subprocess.run([sys.executable, "-c", program], env=env, check=True, timeout=300)
-    names[folder] = sorted(p.name for p in (tmp_path / folder).glob("jit_*-cache"))
-    assert (tmp_path / folder / ".lockfile").exists()
-  assert any(name.startswith("jit__lambda-") for name in names["gw0"])
-  assert names["gw0"] == names["gw1"]
-
-
 def test_version_checks_read_the_release_numbers():
   assert compat._release("0.10.2") == (0, 10, 2)
   assert compat._release("0.11.2.dev20260101+cuda12") == (0, 11, 2)
