@@ -163,6 +163,17 @@ def test_the_tests_run_with_the_fusion_flag_on_the_pinned_jaxlibs():
     assert compat.MJX_CPU_FUSION_FLAG in os.environ.get("XLA_FLAGS", "")
 
 
+def test_the_suite_builds_xla_cpu_code_at_llvm_level_0():
+  """conftest.py's faster compiles: in the environment, so the launchers the tests start get it
+  too, named once (conftest's own flag, or a user's XLA_FLAGS that names the option)."""
+  import conftest
+  if conftest.HAS_CUDA_PLUGIN:
+    return
+  levels = [f for f in os.environ["XLA_FLAGS"].split()
+            if f.startswith("--xla_backend_optimization_level=")]
+  assert len(levels) == 1, os.environ["XLA_FLAGS"]
+
+
 def test_version_checks_read_the_release_numbers():
   assert compat._release("0.10.2") == (0, 10, 2)
   assert compat._release("0.11.2.dev20260101+cuda12") == (0, 11, 2)

@@ -58,7 +58,9 @@ def test_collected_actions_are_the_guides_samples_before_h_and_the_learners_afte
   for step in range(10):
     got = np.asarray(collect(agent, jump_start, learner, observation, jnp.asarray(step), key,
                              curriculum))
-    np.testing.assert_array_equal(got, from_guide if step < 6 else from_learner)
+    # The same draw as `sample` alone, to float32 rounding (the two programs are compiled
+    # apart); the guide's and the learner's actions differ far more than this.
+    np.testing.assert_allclose(got, from_guide if step < 6 else from_learner, rtol=0, atol=1e-6)
 
 
 def test_deterministic_evaluation_act_uses_the_guides_mean_before_h():

@@ -53,9 +53,12 @@ ONE_PROCESS = textwrap.dedent("""
       shards = leaf.addressable_shards
       assert len({s.device for s in shards}) == 2, leaf.sharding
       assert all(s.data.shape[0] == 2 for s in shards)          # two seeds per device
-    # Placement does not change the numbers: seed 3 equals an init of its key alone.
+    # Placement does not change the numbers: seed 3 equals an init of its key alone, to float32
+    # rounding (a one-seed program is compiled on its own and may round differently; at LLVM's
+    # level 0, which conftest.py sets, it does, by up to 3e-7).
     alone = jax.jit(programs.loop.init)(keys[3], jax.tree.map(lambda x: x[3], settings), None)
-    jax.tree.map(lambda a, b: np.testing.assert_array_equal(np.asarray(a)[3], b),
+    jax.tree.map(lambda a, b: np.testing.assert_allclose(np.asarray(a)[3], b, rtol=1e-6,
+                                                         atol=1e-6),
                  state.agent.params, alone.agent.params)
     try:
       finetune.seed_mesh(3)
