@@ -210,16 +210,18 @@ def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_
 
 
 def test_only_a_demo_that_falls_back_to_sac_warns(caplog):
-  """`,demo` of an env with no shipped demo agent runs SAC in place of WSRL: the one case where
-  the arm that runs is not the one named, so the only one that warns. SAC chosen by name, or a
+  """`,demo` (or `,demo,wsrl`) of an env with no shipped demo agent runs SAC in place of WSRL:
+  the one case where the arm that runs is not the one asked for, so the only one that warns. SAC chosen by name, or a
   demo with its agent, says nothing at WARNING."""
   caplog.set_level("WARNING")
-  config = finetune_config.from_flags(_flags(config="walker2d-medium-v2,demo"))
-  assert (config.method, config.pretrained) == ("sac", "")
-  assert [r.getMessage() for r in caplog.records] == [
-      "No demo agent ships for walker2d-medium-v2 (checkpoints/): this demo runs SAC from "
-      "scratch (WSRL's baseline), not WSRL. For WSRL, pretrain one with launch.pretrain and "
-      "pass --config.method=wsrl --config.pretrained=RUN_DIR."]
+  for config_arg in ("walker2d-medium-v2,demo", "walker2d-medium-v2,demo,wsrl"):
+    caplog.clear()
+    config = finetune_config.from_flags(_flags(config=config_arg))
+    assert (config.method, config.pretrained) == ("sac", "")
+    assert [r.getMessage() for r in caplog.records] == [
+        "No demo agent ships for walker2d-medium-v2 (checkpoints/): this demo runs SAC from "
+        "scratch (WSRL's baseline), not WSRL. For WSRL, pretrain one with launch.pretrain and "
+        "pass --config.method=wsrl --config.pretrained=RUN_DIR."], config_arg
   for arguments, config_arg in ((("--config.method=sac",), "walker2d-medium-v2,demo"),
                                 ((), "walker2d-medium-v2,demo,sac"),
                                 (("--config.method=sac",), "walker2d-medium-v2"),

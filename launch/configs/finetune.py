@@ -189,10 +189,11 @@ def _is_this_file(path: str) -> bool:
 
 
 def _warn_if_demo_runs_sac(config, arg: str) -> None:
-  """The one case where the arm that runs is not the one the user named: `:<env>,demo` with no
-  method named and no shipped demo agent for `<env>` (`DEMO_AGENTS`) runs SAC from scratch."""
+  """The one case where the arm that runs is not the one the user asked for: `:<env>,demo` (or
+  `:<env>,demo,wsrl`) with no shipped demo agent for `<env>` (`DEMO_AGENTS`) runs SAC from
+  scratch (`get_config`)."""
   env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
-  if ("demo" in options and not options & set(methods.NAMES) and config.method == "sac"
+  if ("demo" in options and "sac" not in options and config.method == "sac"
       and not config.pretrained):
     logging.warning(
         "No demo agent ships for %s (checkpoints/): this demo runs SAC from scratch (WSRL's "
