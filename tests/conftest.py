@@ -35,11 +35,11 @@ os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
 TESTS_XLA_FLAG = "--xla_backend_optimization_level=0"
 HAS_CUDA_PLUGIN = any(importlib.util.find_spec(plugin)
                       for plugin in ("jax_cuda12_plugin", "jax_cuda13_plugin"))
-if not HAS_CUDA_PLUGIN and "xla_backend_optimization_level" not in os.environ.get("XLA_FLAGS", ""):
-  os.environ["XLA_FLAGS"] = f"{os.environ.get('XLA_FLAGS', '')} {TESTS_XLA_FLAG}".strip()
 
 from wsrl_mjx import compat  # noqa: E402
 
+if not HAS_CUDA_PLUGIN:
+  compat.add_xla_flags([TESTS_XLA_FLAG])
 compat.configure_xla_cpu()   # before any test asks JAX for a device (XLA reads XLA_FLAGS once)
 
 import jax  # noqa: E402

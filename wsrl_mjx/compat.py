@@ -239,6 +239,12 @@ def configure_xla_cpu(environ=os.environ) -> None:
     wanted.append(CPU_SCHEDULER_FLAG)
   if MJX_CPU_FUSION_FLAG_KNOWN:
     wanted.append(MJX_CPU_FUSION_FLAG)
+  add_xla_flags(wanted, environ)
+
+
+def add_xla_flags(wanted: list[str], environ=os.environ) -> None:
+  """Appends each `--name=value` of `wanted` to `environ["XLA_FLAGS"]` unless that already names
+  the option (a user's own setting wins). Leaves `environ` alone where nothing is set."""
   flags = environ.get("XLA_FLAGS", "")
   for flag in wanted:
     name = flag.split("=")[0].lstrip("-")
