@@ -15,6 +15,9 @@
 #   runs the kitchen's batched kinematics 100x slower (BUILD.md, "XLA:CPU's fusion emitters"):
 #   benchmarks.physics_breakdown at batch 2 on the CPU; about 7 ms a physics step is fixed, over
 #   100 ms is not. About a minute on the image's 16 cores (e.g. PHASES=PC in the second call).
+# Phase W (only when PHASES names it): benchmarks.physics_backend, MJX's JAX against its MuJoCo
+#   Warp backend (issue 17, lever 4); Warp reaches the machine in two parts
+#   (benchmarks/warp_transport.sh says how, in three calls back to back).
 #
 # Plan for one lease: two calls back to back (the machine stays warm 30 s after a call, so the
 # second needs no start): first PHASES=H DEADLINE=270 with timeout_s 300, then PHASES=P
@@ -127,10 +130,30 @@ if [[ ${PHASES:-HP} == *C* ]] && (( $(left "$DEADLINE") > 30 )); then
   log "phase C done (rc $?): $(grep 'one physics step' "$R/kitchen_cpu_breakdown.log")"
 fi
 
+# Phase W (only when PHASES names it; needs Warp in /tmp/site: benchmarks/warp_transport.sh):
+# MJX's JAX and Warp physics backends side by side, AntMaze-large and door at batch 64, 256 and
+# 1,024 (issue 17, lever 4). W_FLAGS adds benchmarks.physics_backend flags.
+if [[ ${PHASES:-HP} == *W* ]] && (( $(left "$DEADLINE") > 30 )); then
+  log "phase W: MJX's JAX and Warp physics backends"
+  timeout "$(left "$DEADLINE")" python3 -m benchmarks.physics_backend ${W_FLAGS:-} \
+    --out="$R/physics_backend.json" > "$R/physics_backend.log" 2>&1
+  log "phase W done (rc $?)"
+fi
+
 python3 - "$R" <<'EOF' | tee -a "$R/session.log"
 import json, pathlib, sys
 for path in sorted(pathlib.Path(sys.argv[1]).glob("*.json")):
   data = json.loads(path.read_text())
+  if isinstance(data, list) and path.stem == "physics_backend":
+    for e in data:
+      if "backend" in e:
+        print(f"{path.stem}: {e['env']} {e['backend']} batch {e['batch']}: "
+              f"{e['env_steps_per_s']:,.0f} env steps/s, compile {e['compile_s']:.0f} s")
+      else:
+        print(f"{path.stem}: {e['env']} warp vs jax, max |qpos difference| after "
+              f"{len(e['max_qpos_difference_per_step'])} env steps: "
+              f"{e['max_qpos_difference_per_step'][-1]:.1e}")
+    continue
   if isinstance(data, list):
     for e in data:
       print(f"{path.stem}: {e['task']} {e['num_seeds']} seeds: {e['env_steps_per_s']:,.0f} env "
