@@ -31,7 +31,6 @@ import json
 import time
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 from absl import app, flags
 
@@ -56,17 +55,6 @@ _WARP_WARNINGS = flags.DEFINE_bool(
     "every step: 'solver iterations limit reached' at the envs' solver budgets, by design).")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed of the start states and controls.")
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
-
-
-def warp_available(quiet: bool = True) -> str:
-  """'' where MuJoCo Warp can run here, else why not (one line). `quiet`: Warp prints no line per
-  kernel module it loads."""
-  try:
-    import warp  # pylint: disable=import-outside-toplevel
-  except ImportError as error:
-    return f"warp-lang is not installed ({error})"
-  warp.config.quiet = quiet
-  return ""
 
 
 def jax_rows_per_env(env) -> tuple[int, int]:
@@ -106,25 +94,11 @@ def rollout(model, data, frame_skip: int):
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 1)))
 
 
-def inputs(env, batch: int, steps: int, seed: int):
-  """Start states near the model's reference pose and controls uniform in the actuators'
-  ranges: (qpos [B, nq], qvel [B, nv], ctrl [T, B, nu]), float32."""
-  model = env.mj_model
-  rng = np.random.default_rng(seed)
-  qpos = np.tile(model.qpos0, (batch, 1)) + rng.normal(0.0, 0.01, (batch, model.nq))
-  qvel = rng.normal(0.0, 0.01, (batch, model.nv))
-  low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
-  limited = model.actuator_ctrllimited.astype(bool)
-  low, high = np.where(limited, low, -1.0), np.where(limited, high, 1.0)
-  ctrl = low + (high - low) * rng.uniform(size=(steps, batch, model.nu))
-  return tuple(jnp.asarray(x, jnp.float32) for x in (qpos, qvel, ctrl))
-
-
 def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) -> dict:
   """{env_steps_per_s, compile_s (XLA's), first_call_s (includes Warp building its kernels, which
   it caches on disk)} of `steps` env steps at `batch` on `backend`."""
   model, data = backend_model_and_data(env, backend, batch)
-  args = inputs(env, batch, steps, seed)
+  args = timing.physics_inputs(env, batch, steps, seed)
   compiled, compile_seconds = timing.compile_seconds(
       rollout(model, data, env.frame_skip).lower(*args))
   started = time.perf_counter()
@@ -137,7 +111,7 @@ def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) 
 
 def agreement(env, batch: int, steps: int, seed: int) -> list[float]:
   """Max |qpos_warp - qpos_jax| over the batch after each env step, [steps]."""
-  args = inputs(env, batch, steps, seed)
+  args = timing.physics_inputs(env, batch, steps, seed)
   paths = [np.asarray(rollout(*backend_model_and_data(env, backend, batch),
                               env.frame_skip)(*args)) for backend in ("jax", "warp")]
   return np.abs(paths[1] - paths[0]).max(axis=(0, 2)).tolist()
@@ -147,7 +121,7 @@ def main(argv):
   del argv
   runtime.configure()
   device = jax.devices()[0].device_kind
-  missing = warp_available(quiet=not _WARP_WARNINGS.value)
+  missing = timing.warp_missing(quiet=not _WARP_WARNINGS.value)
   backends = [b for b in _BACKENDS.value if b in ("jax", "warp")]
   if "warp" in backends and missing:
     print(f"Warp rows skipped: {missing}", flush=True)

@@ -119,3 +119,29 @@ def contacts_carried(env) -> int:
   """Contacts MJX evaluates every physics step (fixed at compile time)."""
   data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))
   return int(data._impl.contact.dist.shape[0])  # pylint: disable=protected-access
+
+
+def physics_inputs(env, batch: int, steps: int, seed: int):
+  """Start states near the model's reference pose and controls uniform in the actuators'
+  ranges: (qpos [B, nq], qvel [B, nv], ctrl [T, B, nu]), float32."""
+  model = env.mj_model
+  rng = np.random.default_rng(seed)
+  qpos = np.tile(model.qpos0, (batch, 1)) + rng.normal(0.0, 0.01, (batch, model.nq))
+  qvel = rng.normal(0.0, 0.01, (batch, model.nv))
+  low, high = model.actuator_ctrlrange[:, 0], model.actuator_ctrlrange[:, 1]
+  limited = model.actuator_ctrllimited.astype(bool)
+  low, high = np.where(limited, low, -1.0), np.where(limited, high, 1.0)
+  ctrl = low + (high - low) * rng.uniform(size=(steps, batch, model.nu))
+  return tuple(jnp.asarray(x, jnp.float32) for x in (qpos, qvel, ctrl))
+
+
+def warp_missing(quiet: bool = True) -> str:
+  """'' where MuJoCo Warp can run here, else why not (one line). `quiet`: Warp prints no line per
+  kernel module it loads."""
+  try:
+    import warp  # pylint: disable=import-outside-toplevel
+  except ImportError as error:
+    return f"warp-lang is not installed ({error})"
+  if quiet:
+    warp.config.log_level = warp.LOG_WARNING    # no line per kernel module it loads
+  return ""
