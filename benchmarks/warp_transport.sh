@@ -7,7 +7,7 @@
 #
 # pack: downloads the wheel (pip, Python 3.12 manylinux), leaves out warp/bin/warp-clang.so
 # (69 MB: Warp's compiler for CPU kernels; GPU kernels are built by NVRTC inside warp.so), packs
-# the rest with xz -9 (78 MiB, from 298 MB unpacked; 2m40s on the 2-core CPU) and splits it in
+# the rest with xz -9 (78 MiB, from 303 MB unpacked; 3 minutes on the 2-core CPU) and splits it in
 # two parts of at most 40 MiB, each in its own git-ignored folder so that a call can carry one.
 # unpack: run in a call that carries .gpu_warp/part1 or .gpu_warp/part2: keeps the part in
 # /tmp/warp_parts (which lasts while the machine stays warm, 30 s after a call), and once both
