@@ -2,8 +2,9 @@ r"""MJX's two physics backends side by side: JAX (what the envs run) and MuJoCo 
 
 Issue 17, lever 4: mujoco-mjx 3.17 runs the same `mjx.step` on MuJoCo Warp with
 `put_model(..., impl='warp')` (extra dependency `warp-lang==1.18.0`). For each env and batch
-size this times a `jit(vmap(...))` of a `lax.scan` over env steps (each: the controls, then the
-env's `frame_skip` physics steps) on both backends, in one process, from the same states with
+size this times a `jit(vmap(...))` of a `lax.scan` over env steps (each the env's own
+`physics_step`: the controls, then its `frame_skip` physics steps with float32 "highest" matmuls)
+on both backends, in one process, from the same states with
 the same controls, and reports env steps/s and compile seconds. At `--check_batch` it also
 reports how far the two backends' joint positions drift apart over `--check_steps` env steps
 (contact-rich dynamics amplify float32 rounding, so compare the drift between backends with the
@@ -79,14 +80,13 @@ def backend_model_and_data(env, backend: str, batch: int):
   return model, data
 
 
-def rollout(model, data, frame_skip: int):
-  """jit(vmap(qpos [B, nq], qvel [B, nv], ctrl [T, B, nu] -> qpos [B, T, nq]))."""
+def rollout(env, model, data):
+  """jit(vmap(qpos [B, nq], qvel [B, nv], ctrl [T, B, nu] -> qpos [B, T, nq])): each env step is
+  the env's own `physics_step` (its frame skip, float32 "highest" matmuls) on `model`."""
 
   def one(qpos, qvel, controls):
     def env_step(state, ctrl):
-      state = state.replace(ctrl=ctrl)
-      state, _ = jax.lax.scan(lambda s, _: (mjx.step(model, s), None), state, None,
-                              length=frame_skip)
+      state = env.physics_step(state, ctrl, model)
       return state, state.qpos
 
     return jax.lax.scan(env_step, data.replace(qpos=qpos, qvel=qvel), controls)[1]
@@ -100,7 +100,7 @@ def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) 
   model, data = backend_model_and_data(env, backend, batch)
   args = timing.physics_inputs(env, batch, steps, seed)
   compiled, compile_seconds = timing.compile_seconds(
-      rollout(model, data, env.frame_skip).lower(*args))
+      rollout(env, model, data).lower(*args))
   started = time.perf_counter()
   jax.block_until_ready(compiled(*args))     # Warp builds its kernels here (cached on disk)
   first_call_seconds = time.perf_counter() - started
@@ -112,8 +112,8 @@ def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) 
 def agreement(env, batch: int, steps: int, seed: int) -> list[float]:
   """Max |qpos_warp - qpos_jax| over the batch after each env step, [steps]."""
   args = timing.physics_inputs(env, batch, steps, seed)
-  paths = [np.asarray(rollout(*backend_model_and_data(env, backend, batch),
-                              env.frame_skip)(*args)) for backend in ("jax", "warp")]
+  paths = [np.asarray(rollout(env, *backend_model_and_data(env, backend, batch))(*args))
+           for backend in ("jax", "warp")]
   return np.abs(paths[1] - paths[0]).max(axis=(0, 2)).tolist()
 
 
