@@ -58,19 +58,11 @@ _SEED = flags.DEFINE_integer("seed", 0, "Seed of the start states and controls."
 _OUT = flags.DEFINE_string("out", "", "Write the results as JSON here.")
 
 
-def jax_rows_per_env(env) -> tuple[int, int]:
-  """(contacts, constraint rows) the JAX backend carries per env for `env`'s model."""
-  data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))
-  impl = data._impl  # pylint: disable=protected-access
-  return int(impl.contact.dist.shape[0]), int(impl.efc_J.shape[0])
-
-
-def backend_model_and_data(env, backend: str, batch: int):
-  """(mjx.Model, one env's mjx.Data) for `backend` ('jax' or 'warp')."""
+def backend_model_and_data(env, backend: str, batch: int, contacts: int, rows: int):
+  """(mjx.Model, one env's mjx.Data) for `backend` ('jax' or 'warp'); Warp's buffers hold
+  `contacts` per env for the batch and `rows` constraint rows per env."""
   if backend == "jax":
     return env.mjx_model, mjx.make_data(env.mjx_model)
-  contacts, rows = jax_rows_per_env(env)
-  contacts = _CONTACTS.value or contacts
   model = mjx.put_model(env.mj_model, impl="warp")
   if not _WARP_WARNINGS.value:   # "solver iterations limit reached" at our solver budgets
     option = model.opt._impl.replace(warn_overflow=0)  # pylint: disable=protected-access
@@ -94,10 +86,12 @@ def rollout(env, model, data):
   return jax.jit(jax.vmap(one, in_axes=(0, 0, 1)))
 
 
-def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) -> dict:
+def measure(env, backend: str, batch: int, sizes: tuple[int, int], steps: int, repeats: int,
+            seed: int) -> dict:
   """{env_steps_per_s, compile_s (XLA's), first_call_s (includes Warp building its kernels, which
-  it caches on disk)} of `steps` env steps at `batch` on `backend`."""
-  model, data = backend_model_and_data(env, backend, batch)
+  it caches on disk)} of `steps` env steps at `batch` on `backend`; `sizes`: (contacts,
+  constraint rows) per env."""
+  model, data = backend_model_and_data(env, backend, batch, *sizes)
   args = timing.physics_inputs(env, batch, steps, seed)
   compiled, compile_seconds = timing.compile_seconds(
       rollout(env, model, data).lower(*args))
@@ -109,10 +103,10 @@ def measure(env, backend: str, batch: int, steps: int, repeats: int, seed: int) 
           "first_call_s": first_call_seconds}
 
 
-def agreement(env, batch: int, steps: int, seed: int) -> list[float]:
+def agreement(env, batch: int, sizes: tuple[int, int], steps: int, seed: int) -> list[float]:
   """Max |qpos_warp - qpos_jax| over the batch after each env step, [steps]."""
   args = timing.physics_inputs(env, batch, steps, seed)
-  paths = [np.asarray(rollout(env, *backend_model_and_data(env, backend, batch))(*args))
+  paths = [np.asarray(rollout(env, *backend_model_and_data(env, backend, batch, *sizes))(*args))
            for backend in ("jax", "warp")]
   return np.abs(paths[1] - paths[0]).max(axis=(0, 2)).tolist()
 
@@ -131,19 +125,20 @@ def main(argv):
   results = []
   for name in _ENVS.value:
     env, _ = envs.make(name)
-    contacts, rows = jax_rows_per_env(env)
+    contacts, rows = timing.sizes_carried(env)
+    sizes = (_CONTACTS.value or contacts, rows)
     for batch in map(int, _BATCHES.value):
       for backend in backends:
         started = time.perf_counter()
         row = {"env": name, "backend": backend, "batch": batch, "device": device,
-               "contacts_per_env": _CONTACTS.value or contacts, "constraint_rows": rows,
-               **measure(env, backend, batch, _STEPS.value, _REPEATS.value, _SEED.value)}
+               "contacts_per_env": sizes[0], "constraint_rows": rows,
+               **measure(env, backend, batch, sizes, _STEPS.value, _REPEATS.value, _SEED.value)}
         results.append(row)
         print(f"{name:26s} {backend:4s} batch {batch:5d}: {row['env_steps_per_s']:10.1f} env "
               f"steps/s (compile {row['compile_s']:5.1f} s, first call {row['first_call_s']:5.1f} "
               f"s, {time.perf_counter() - started:5.1f} s in all)", flush=True)
     if "warp" in backends and _CHECK_BATCH.value:
-      drift = agreement(env, _CHECK_BATCH.value, _CHECK_STEPS.value, _SEED.value)
+      drift = agreement(env, _CHECK_BATCH.value, sizes, _CHECK_STEPS.value, _SEED.value)
       results.append({"env": name, "check_batch": _CHECK_BATCH.value, "device": device,
                       "max_qpos_difference_per_step": drift})
       marks = sorted({0, len(drift) // 4, len(drift) // 2, len(drift) - 1})

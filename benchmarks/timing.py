@@ -115,10 +115,17 @@ def full_buffer(buffer, key):
   return buffer.replace(data=data, size=jnp.full_like(buffer.size, buffer.capacity))
 
 
+def sizes_carried(env) -> tuple[int, int]:
+  """(contacts, constraint rows) MJX's JAX backend evaluates every physics step of `env` (fixed
+  at compile time)."""
+  data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))
+  impl = data._impl  # pylint: disable=protected-access
+  return int(impl.contact.dist.shape[0]), int(impl.efc_J.shape[0])
+
+
 def contacts_carried(env) -> int:
   """Contacts MJX evaluates every physics step (fixed at compile time)."""
-  data = jax.eval_shape(lambda: env.physics_init(*env.initial_qpos_qvel()))
-  return int(data._impl.contact.dist.shape[0])  # pylint: disable=protected-access
+  return sizes_carried(env)[0]
 
 
 def physics_inputs(env, batch: int, steps: int, seed: int):

@@ -211,8 +211,8 @@ def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_
 
 def test_only_a_demo_that_falls_back_to_sac_warns(caplog):
   """`,demo` (or `,demo,wsrl`) of an env with no shipped demo agent runs SAC in place of WSRL:
-  the one case where the arm that runs is not the one asked for, so the only one that warns. SAC chosen by name, or a
-  demo with its agent, says nothing at WARNING."""
+  the one case where the arm that runs is not the one asked for, so the only one that warns.
+  SAC chosen by name, or a demo with its agent, says nothing at WARNING."""
   caplog.set_level("WARNING")
   for config_arg in ("walker2d-medium-v2,demo", "walker2d-medium-v2,demo,wsrl"):
     caplog.clear()
