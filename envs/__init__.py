@@ -13,7 +13,7 @@ import difflib
 
 import numpy as np
 
-from envs import adroit, antmaze, episodes, kitchen, locomotion
+from envs import adroit, antmaze, episodes, kitchen, locomotion, point_mass
 from envs.mjx_env import MjxEnv, State
 
 __all__ = ["EnvSpec", "MjxEnv", "State", "episodes", "make", "names", "spec"]
@@ -145,6 +145,17 @@ _FAMILIES = {
         reward_bias=-4.0,
         make=kitchen.Kitchen,
         score_is_success_rate=True,
+    ),
+    # Not from the paper: a contact-free task that compiles in seconds (envs/point_mass.py), for
+    # smoke runs and the training loop's tests. No D4RL dataset: make one with launch.collect.
+    "point-mass": _Family(
+        tasks={"point-mass": (point_mass.OBSERVATION_SIZE, point_mass.ACTION_SIZE, 0.0,
+                              float(point_mass.EPISODE_LENGTH))},
+        catalogue={},
+        episode_length={"point-mass": point_mass.EPISODE_LENGTH},
+        reward_scale=1.0,
+        reward_bias=0.0,
+        make=point_mass.PointMass,
     ),
 }
 

@@ -1,7 +1,7 @@
 """Every registered environment builds, resets and steps (mujoco_playground's registry test).
 
 `envs.names()` lists each task by its bare name (`hopper`) and by every D4RL dataset name recorded
-on it (`hopper-medium-v2`, ...): today 36 names for 9 tasks. A dataset name builds exactly its
+on it (`hopper-medium-v2`, ...): today 49 names for 13 tasks. A dataset name builds exactly its
 task's env, so the simulation test runs once per task (under its bare name), and a cheap test
 checks that every name resolves to one of those tasks with that task's sizes.
 

@@ -67,8 +67,8 @@ def test_run_writes_metrics_checkpoints_and_tensorboard(finished_run, tiny_progr
   steps = sorted(int(p.name) for p in (workdir / "checkpoints").iterdir() if p.name.isdigit())
   assert steps == [150, 200]                                  # keep_checkpoints=2
   description = json.loads((workdir / "checkpoints/200/description/metadata").read_text())
-  assert description["env_name"] == "hopper-medium-v2"
-  assert description["agent"]["observation_size"] == 11
+  assert description["env_name"] == "point-mass"
+  assert description["agent"]["observation_size"] == 4
   assert description["agent"]["critic_hidden_sizes"] == [32, 32]
   assert description["num_seeds"] == 2 and description["step"] == 200
   assert description["step_unit"] == "env_step" and description["agent"]["policy"] == "tanh_gaussian"
@@ -182,7 +182,7 @@ def test_pretrained_checkpoint_must_match_env_and_networks(finished_run):
   config = tiny_config(pretrained=str(workdir))
   config.env_name = "walker2d-medium-v2"
   env, spec = envs.make(config.env_name)
-  with pytest.raises(checkpoint.CheckpointError, match=r"agent.observation_size is 11 .* 17"):
+  with pytest.raises(checkpoint.CheckpointError, match=r"agent.observation_size is 4 .* 17"):
     finetune.load_pretrained(config, finetune.build_programs(config, env, spec), spec)
 
   with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
@@ -271,7 +271,7 @@ def edit_description(step_folder, edit):
 
 def test_a_pretrained_agent_of_another_task_reward_or_discount_is_refused(finished_run, tmp_path,
                                                                           caplog):
-  """Same shapes, other meaning: a hopper agent's Q-values are returns of hopper's reward at
+  """Same shapes, other meaning: a point-mass agent's Q-values are returns of its reward at
   scale 1, bias 0, discount 0.99 (issue 19: a walker2d agent for halfcheetah, scale 10 / bias -5
   for a 1 / 0 run, were accepted)."""
   workdir, _ = finished_run
@@ -292,7 +292,7 @@ def test_a_pretrained_agent_of_another_task_reward_or_discount_is_refused(finish
   walker = copy_of_step(workdir, 200, tmp_path / "walker")
   edit_description(walker, lambda d: d.update(task="walker2d", env_name="walker2d-medium-v2"))
   with pytest.raises(checkpoint.CheckpointError,
-                     match=r"task is 'walker2d' but this run has 'hopper'.*walker2d-medium-v2"):
+                     match=r"task is 'walker2d' but this run has 'point-mass'.*walker2d-medium-v2"):
     load(walker)
 
   # An explicit transfer loads it, saying what differs.
@@ -314,7 +314,7 @@ def test_a_pretrained_agent_of_another_task_reward_or_discount_is_refused(finish
   edit_description(old, forget)
   load(old)
   warnings = " ".join(r.getMessage() for r in caplog.records)
-  assert "records no task (this run: 'hopper'), agent.reward_scale" in warnings
+  assert "records no task (this run: 'point-mass'), agent.reward_scale" in warnings
 
 
 def cut_short(item_folder):

@@ -12,12 +12,12 @@ import orbax.checkpoint as ocp
 import pytest
 
 import envs
-from conftest import tiny_config, tiny_pretrain_config
+from conftest import TINY_ENV, tiny_config, tiny_pretrain_config
 from wsrl_mjx import checkpoint, configs, finetune, methods, offline, online, pretrain, replay
 from wsrl_mjx.agents import sac
 from wsrl_mjx.errors import ConfigError
 
-SPEC = envs.spec("hopper-medium-v2")
+SPEC = envs.spec(TINY_ENV)
 
 
 def marked_buffer(capacity, rows, first_reward):
@@ -227,12 +227,12 @@ def description(workdir, step):
   return json.loads((workdir / f"checkpoints/{step}/description/metadata").read_text())
 
 
-def untrained_pretraining(random_hopper_dataset, tmp_path_factory, algo):
+def untrained_pretraining(random_dataset, tmp_path_factory, algo):
   """A pretraining checkpoint of `algo` as `launch.pretrain` writes it (its description, the
   whole learner as train_state), holding freshly initialised learners: continuing one online
   needs no trained one, and no MJX program compiles here (the pretraining itself:
   tests/test_pretrain.py)."""
-  path, _ = random_hopper_dataset
+  path, _ = random_dataset
   config = tiny_pretrain_config(path, algo=algo)
   spec = pretrain.env_spec_for(config)
   learner, block = configs.make_learner(config, spec)
@@ -260,15 +260,15 @@ def run_arm(config, workdir):
 
 
 @pytest.fixture(scope="module")
-def rlpd_run(random_hopper_dataset, tmp_path_factory):
-  path, _ = random_hopper_dataset
+def rlpd_run(random_dataset, tmp_path_factory):
+  path, _ = random_dataset
   config = tiny_config(method="rlpd", offline_data="keep", dataset=str(path),
                        per_seed="warmup_steps=50,60", **dict(ARM, utd=4))
   workdir = tmp_path_factory.mktemp("rlpd")
   return config, workdir, run_arm(config, workdir)
 
 
-def test_rlpd_runs_from_scratch_on_half_offline_batches(rlpd_run, random_hopper_dataset):
+def test_rlpd_runs_from_scratch_on_half_offline_batches(rlpd_run, random_dataset):
   config, workdir, (programs, last) = rlpd_run
   assert programs.loop.loop.offline_rows == 32 and programs.loop.update_floor() == 32
   # The last chunk (indices 50-99) updates from index 51 (seed 0's warmup 50 > the floor 32):
@@ -294,13 +294,13 @@ def test_resuming_a_run_with_another_method_is_refused(rlpd_run):
 
 
 @pytest.fixture(scope="module")
-def calql_pretrained(random_hopper_dataset, tmp_path_factory):
-  return untrained_pretraining(random_hopper_dataset, tmp_path_factory, "calql")
+def calql_pretrained(random_dataset, tmp_path_factory):
+  return untrained_pretraining(random_dataset, tmp_path_factory, "calql")
 
 
 def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns(
-    calql_pretrained, random_hopper_dataset, tmp_path):
-  path, _ = random_hopper_dataset
+    calql_pretrained, random_dataset, tmp_path):
+  path, _ = random_dataset
   config = tiny_config(method="calql", pretrained=str(calql_pretrained), offline_data="keep",
                        dataset=str(path), **ARM)
   programs, last = run_arm(config, tmp_path)
@@ -331,9 +331,9 @@ def test_calql_continues_online_keeping_the_data_with_online_monte_carlo_returns
   assert np.all(mc_return[stops[-2]:size] == 0)       # the running episode's rows: none yet
 
 
-def test_cql_continues_online_without_the_data(random_hopper_dataset, tmp_path_factory,
+def test_cql_continues_online_without_the_data(random_dataset, tmp_path_factory,
                                               tmp_path):
-  workdir = untrained_pretraining(random_hopper_dataset, tmp_path_factory, "cql")
+  workdir = untrained_pretraining(random_dataset, tmp_path_factory, "cql")
   config = tiny_config(method="cql", pretrained=str(workdir), **ARM)
   programs, last = run_arm(config, tmp_path)
   assert programs.loop.loop.offline_rows == 0 and programs.loop.update_floor() == 64
@@ -342,10 +342,10 @@ def test_cql_continues_online_without_the_data(random_hopper_dataset, tmp_path_f
   assert description(tmp_path, 100)["method"] == "cql"
 
 
-def test_iql_continues_online_with_the_data_appended(random_hopper_dataset, tmp_path_factory,
+def test_iql_continues_online_with_the_data_appended(random_dataset, tmp_path_factory,
                                                      tmp_path):
-  path, rows = random_hopper_dataset
-  pretrained = untrained_pretraining(random_hopper_dataset, tmp_path_factory, "iql")
+  path, rows = random_dataset
+  pretrained = untrained_pretraining(random_dataset, tmp_path_factory, "iql")
   arm = dict(method="iql", pretrained=str(pretrained), offline_data="keep",
              offline_sampling="append", dataset=str(path), iql_hidden_sizes=(32, 32),
              **dict(ARM, replay_capacity=2_000))

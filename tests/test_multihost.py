@@ -26,10 +26,10 @@ import jax
 import pytest
 from absl import app
 
-from conftest import ROOT, TINY_OVERRIDES, as_flags
+from conftest import ROOT, TINY_ENV, TINY_OVERRIDES, as_flags
 from launch import runtime
 
-FLAGS = ["--config=launch/configs/finetune.py:hopper-medium-v2",
+FLAGS = [f"--config=launch/configs/finetune.py:{TINY_ENV}",
          *as_flags(dict(TINY_OVERRIDES, method="sac", num_seeds=4))]
 TIMEOUT = 900     # seconds one launch may take (minutes of it compiling with a cold cache)
 

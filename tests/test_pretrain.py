@@ -12,54 +12,58 @@ import pytest
 from flax import serialization
 
 import envs
-from conftest import (ROOT, TINY_PRETRAIN_OVERRIDES, as_flags, checkpointed_agent,
+from conftest import (ROOT, TINY_ENV, TINY_PRETRAIN_OVERRIDES, as_flags, checkpointed_agent,
                       tiny_command_line_overrides, tiny_config, tiny_pretrain_config)
 from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, pretrain
 
 
-def test_collector_writes_d4rl_files_the_loader_reads_back(random_hopper_dataset):
-  path, rows = random_hopper_dataset
+def test_collector_writes_d4rl_files_the_loader_reads_back(random_dataset):
+  path, rows = random_dataset
   trajectories = data.read(path)
   np.testing.assert_array_equal(trajectories.observations, rows["observations"])
   np.testing.assert_array_equal(trajectories.terminals, rows["terminals"])
   np.testing.assert_array_equal(trajectories.timeouts, rows["timeouts"])
   assert trajectories.observations.dtype == np.float32 and trajectories.terminals.dtype == bool
-  np.testing.assert_array_equal(trajectories.infos["qpos"].shape, (600, 6))
-  # The observation is qpos[1:] and clipped qvel of the state it was taken in.
-  np.testing.assert_allclose(rows["observations"][:, :5], rows["qpos"][:, 1:], atol=1e-6)
-  # Each stream of 300 steps ends cut, and time limits (15) are timeouts, never terminals.
+  np.testing.assert_array_equal(trajectories.infos["qpos"].shape, (600, 2))
+  # The observation is the qpos and qvel of the state it was taken in.
+  np.testing.assert_allclose(rows["observations"], np.concatenate(
+      [rows["qpos"], rows["qvel"]], axis=1), atol=1e-6)
+  # Each stream of 300 steps ends cut, and time limits (25) are timeouts, never terminals.
   assert rows["timeouts"][299] or rows["terminals"][299]
   assert not np.any(rows["timeouts"] & rows["terminals"])
   ends = np.flatnonzero(rows["timeouts"] | rows["terminals"])
   starts = np.concatenate([[0], ends[:-1] + 1])
   lengths = ends - starts + 1
-  assert np.all(lengths[rows["timeouts"][ends]] <= 15)
-  assert np.all(lengths[rows["terminals"][ends]] <= 15)   # a fall on step 15 is terminal
-  assert np.sum(lengths == 15) > 5 and np.sum(rows["terminals"]) > 5
+  assert np.all(lengths[rows["timeouts"][ends]] <= 25)
+  assert np.all(lengths[rows["terminals"][ends]] <= 25)   # leaving on step 25 is terminal
+  assert np.sum(lengths == 25) > 5 and np.sum(rows["terminals"]) > 5
+  # A terminal row's next observation is outside the arena, and no other row's is.
+  outside = np.linalg.norm(rows["next_observations"][:, :2], axis=1) > 1.0
+  np.testing.assert_array_equal(outside, rows["terminals"])
   # Inside an episode the next row continues from the previous step's next observation.
   inside = np.setdiff1d(np.arange(599), ends)
   np.testing.assert_allclose(rows["observations"][inside + 1],
                              rows["next_observations"][inside], atol=1e-6)
 
-  dataset = data.load(path, envs.spec("hopper-medium-v2"))
+  dataset = data.load(path, envs.spec(TINY_ENV))
   kept_terminals = int(dataset.terminals.sum())
   assert kept_terminals == int(rows["terminals"].sum())
 
 
-def test_a_dataset_for_another_env_is_refused_before_training(random_hopper_dataset, tmp_path):
-  path, _ = random_hopper_dataset
+def test_a_dataset_for_another_env_is_refused_before_training(random_dataset, tmp_path):
+  path, _ = random_dataset
   config = tiny_pretrain_config(path)
   config.env_name = "walker2d-medium-v2"
-  with pytest.raises(data.DatasetError, match=rf"{path.name}.*'observations'.*11.*17"):
+  with pytest.raises(data.DatasetError, match=rf"{path.name}.*'observations'.*4.*17"):
     pretrain.train_and_evaluate(config, tmp_path)
   assert not (tmp_path / "checkpoints").exists() or not any((tmp_path / "checkpoints").iterdir())
 
 
 def test_an_offline_schedule_off_the_chunk_size_runs_exactly_with_a_shorter_last_chunk(
-    random_hopper_dataset, tmp_path, caplog):
+    random_dataset, tmp_path, caplog):
   """130 gradient steps in chunks of 50 (evaluations every 100): 50, 50, then 30, which is a
   second compiled chunk program (gcd(130, 100, 50) = 10 would mean 5x the host round trips)."""
-  path, _ = random_hopper_dataset
+  path, _ = random_dataset
   caplog.set_level("INFO")
   config = tiny_pretrain_config(path, algo="cql", offline_steps=130)
   last = pretrain.train_and_evaluate(config, tmp_path)
@@ -80,7 +84,7 @@ def test_cql_pretraining_writes_records_and_a_wsrl_shaped_checkpoint(cql_run):
   assert description["kind"] == "wsrl-mjx pretrain" and description["algo"] == "cql"
   assert description["step_unit"] == "gradient_step" and description["step"] == 100
   expected = configs.agent_description(
-      configs.sac_config(tiny_config(), envs.spec("hopper-medium-v2")))
+      configs.sac_config(tiny_config(), envs.spec(TINY_ENV)))
   for field in checkpoint.AGENT_SHAPE_FIELDS:
     assert description["agent"][field] == expected[field], field
   assert len(last["normalized_scores"]) == 2
@@ -104,8 +108,8 @@ def test_pretrain_to_finetune_handoff_restores_exactly_the_pretrained_agent(cql_
   np.testing.assert_array_equal(state.agent.critic_opt_state.inner_state[0].count, [100, 100])
 
 
-def test_pretraining_resumes_exactly(random_hopper_dataset, cql_run, tmp_path, monkeypatch):
-  path, _ = random_hopper_dataset
+def test_pretraining_resumes_exactly(random_dataset, cql_run, tmp_path, monkeypatch):
+  path, _ = random_dataset
   full_dir, _ = cql_run
   save = checkpoint.RunCheckpoints.save
 
@@ -123,9 +127,9 @@ def test_pretraining_resumes_exactly(random_hopper_dataset, cql_run, tmp_path, m
                checkpointed_agent(full_dir, 100))
 
 
-def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_hopper_dataset, tmp_path,
+def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_dataset, tmp_path,
                                                          tiny_programs):
-  path, _ = random_hopper_dataset
+  path, _ = random_dataset
   last = pretrain.train_and_evaluate(tiny_pretrain_config(path, algo="iql"), tmp_path)
   assert np.all(np.isfinite(last["returns"]))
   np.testing.assert_array_equal(last["train"]["updates"], [50, 50])
@@ -137,8 +141,7 @@ def test_iql_pretrains_but_cannot_start_wsrl_finetuning(random_hopper_dataset, t
 
 def test_unknown_algo_is_refused():
   with pytest.raises(ValueError, match=r"config.algo='sac'; choose one of calql, cql, iql"):
-    configs.make_learner(tiny_pretrain_config("x.hdf5", algo="sac"),
-                          envs.spec("hopper-medium-v2"))
+    configs.make_learner(tiny_pretrain_config("x.hdf5", algo="sac"), envs.spec(TINY_ENV))
 
 
 def test_collect_pretrain_finetune_from_the_command_line(tmp_path):

@@ -3,8 +3,8 @@
 The reference is zhouzypaul/wsrl @891ee35 with the environments its README installs (the D4RL
 fork zhouzypaul/D4RL @d005dca); each test names the reference file and lines it follows. Expected
 values come from float64 numpy written here from the reference's procedure, or are worked by hand.
-Only the update-floor and optimiser hand-off tests compile MJX (the session's shared tiny hopper
-programs and tiny CQL run, tests/conftest.py).
+Only the update-floor and optimiser hand-off tests compile MJX (the session's shared tiny
+point-mass programs and tiny CQL run, tests/conftest.py).
 
 Data and environments:
 - AntMaze's evaluation goal: the fork's offsets, upstream D4RL's as an option.

@@ -118,21 +118,21 @@ def test_the_reproduction_grid_gives_every_claim_its_arms_with_8_seeds_each():
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   grid = {"config": "launch/configs/finetune.py",
           "flags": dict(TINY_OVERRIDES, method="sac"),
-          "envs": ["hopper-medium-v2"],
+          "envs": ["point-mass"],
           "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,x"}}}}
   grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
   grid_file.write_text(json.dumps(grid))
   common = [f"--grid={grid_file}", f"--out={out}", "--max_parallel=2", "--cell_timeout_min=10"]
   first = run_launch("launch.sweep", *common, timeout=600)
   assert first.returncode == 1, first.stderr[-3000:]
-  failed_line = ("  failed  hopper-medium-v2/scratch-warmup  error: config.per_seed: "
+  failed_line = ("  failed  point-mass/scratch-warmup  error: config.per_seed: "
                  "warmup_steps takes numbers, got 'x'")
   assert failed_line in first.stdout.splitlines(), first.stdout
-  assert "    done  hopper-medium-v2/scratch" in first.stdout.splitlines()
+  assert "    done  point-mass/scratch" in first.stdout.splitlines()
   assert (out / "failed.txt").read_text() == (
-      "hopper-medium-v2/scratch-warmup\terror: config.per_seed: warmup_steps takes numbers, "
+      "point-mass/scratch-warmup\terror: config.per_seed: warmup_steps takes numbers, "
       "got 'x'\n")
-  done_status = json.loads((out / "status" / "hopper-medium-v2__scratch.json").read_text())
+  done_status = json.loads((out / "status" / "point-mass__scratch.json").read_text())
   assert (done_status["state"], done_status["attempt"], done_status["exit_code"]) == ("done", 1, 0)
 
   # SLURM: a job array of the failed cell alone (no sbatch here: the script's path is named).
@@ -140,7 +140,7 @@ def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   assert slurm.returncode == 0, slurm.stderr[-3000:]
   script = (out / "slurm_array.sh").read_text()
   assert "#SBATCH --array=0-0%64" in script
-  assert "CELLS=(hopper-medium-v2/scratch-warmup)" in script
+  assert "CELLS=(point-mass/scratch-warmup)" in script
   assert f"--out={out} --run_cell=\"${{CELLS[$SLURM_ARRAY_TASK_ID]}}\"" in script
   assert f"sbatch {out / 'slurm_array.sh'}" in slurm.stdout
 
@@ -150,19 +150,19 @@ def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   second = run_launch("launch.sweep", *common, "--resubmit_failed", timeout=600)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
   assert "2 of 2 cells done, 0 failed" in second.stdout
-  assert json.loads((out / "status" / "hopper-medium-v2__scratch.json").read_text()) == done_status
-  warmup = json.loads((out / "status" / "hopper-medium-v2__scratch-warmup.json").read_text())
+  assert json.loads((out / "status" / "point-mass__scratch.json").read_text()) == done_status
+  warmup = json.loads((out / "status" / "point-mass__scratch-warmup.json").read_text())
   assert (warmup["state"], warmup["attempt"]) == ("done", 2)
   assert "--config.per_seed=warmup_steps=50,60" in warmup["command"]
   assert (out / "failed.txt").read_text() == ""
-  assert (out / "logs" / "hopper-medium-v2__scratch.log").read_text().count("=== attempt") == 1
+  assert (out / "logs" / "point-mass__scratch.log").read_text().count("=== attempt") == 1
 
   # The sweep's folder is one study: both cells' runs, found under it.
-  assert runs.find(out) == [out / "runs/hopper-medium-v2/scratch",
-                            out / "runs/hopper-medium-v2/scratch-warmup"]
+  assert runs.find(out) == [out / "runs/point-mass/scratch",
+                            out / "runs/point-mass/scratch-warmup"]
   report = run_launch("launch.report", str(out), f"--out={tmp_path / 'report'}",
                       "--resamples=100")
   assert report.returncode == 0, report.stderr[-3000:]
   text = (tmp_path / "report" / "report.md").read_text()
-  assert f"| {out}/runs/hopper-medium-v2/scratch-warmup | finetune | hopper-medium-v2 |" in text
+  assert f"| {out}/runs/point-mass/scratch-warmup | finetune | point-mass |" in text
   assert "3 arms" in text       # scratch, and its warmup_steps=50 and =60 seeds

@@ -143,11 +143,11 @@ def test_a_resumed_run_reuses_the_online_programs(online_run):
 # --- offline pretraining -----------------------------------------------------------------------
 
 @pytest.fixture(scope="module")
-def offline_run(random_hopper_dataset, tmp_path_factory):
-  """A fresh tiny CQL run of 2 chunks on the random hopper data, on programs built here ->
+def offline_run(random_dataset, tmp_path_factory):
+  """A fresh tiny CQL run of 2 chunks on the random point-mass data, on programs built here ->
   (config, programs, the dataset on the device as train_and_evaluate puts it, counts, counts
   after the run, workdir)."""
-  path, _ = random_hopper_dataset
+  path, _ = random_dataset
   config = tiny_pretrain_config(path, algo="cql")
   env_spec = pretrain.env_spec_for(config)
   learner, _ = configs.make_learner(config, env_spec)

@@ -106,6 +106,9 @@ FAMILIES = {
         iql_actor_dropout=0.1,
     ),
 }
+# The point mass (envs/point_mass.py; not a paper task, no reference settings of its own) takes
+# the locomotion family's: dense reward, true terminations, CQL offline.
+FAMILIES["point-mass"] = dict(FAMILIES["locomotion"])
 
 
 def add_agent_fields(c: config_dict.ConfigDict, family: dict) -> None:
