@@ -265,9 +265,10 @@ def main(argv):
   logging.info("Wrote %s: %d steps, %d episodes, %d terminal steps, mean reward %.3f, in %.0f s",
                path, len(rows["rewards"]), episodes, int(rows["terminals"].sum()),
                float(rows["rewards"].mean()), time.time() - started)
-  if env_spec.family == "locomotion":
-    # The data's quality as D4RL describes a file's: its finished episodes' returns (one the
-    # end of its stream cut short is not counted).
+  if not env_spec.score_is_success_rate and env_spec.reward_values is None:
+    # Dense-reward tasks (locomotion, the point mass): the data's quality as D4RL describes a
+    # file's, its finished episodes' returns (one the end of its stream cut short is not
+    # counted).
     finished, cut = collect.finished_trajectories(
         rows, steps_per_env, episode_length or env_spec.episode_length)
     if finished:
