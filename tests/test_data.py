@@ -170,8 +170,13 @@ def test_load_by_name_from_d4rl_dataset_dir(tmp_path, monkeypatch):
   monkeypatch.setenv("HOME", str(tmp_path / "home"))
   assert d4rl.dataset_path("hopper-medium-v2") == (
       tmp_path / "home" / ".d4rl" / "datasets" / "hopper_medium-v2.hdf5")
-  with pytest.raises(DatasetError, match="names a task, not a D4RL dataset"):
+  with pytest.raises(DatasetError, match="'hopper' names a task, not a D4RL dataset; give a "
+                                        "dataset name such as 'hopper-"):
     d4rl.dataset_path("hopper")
+  # A task D4RL recorded nothing on: how to make a file instead.
+  with pytest.raises(DatasetError, match=r"'point-mass' has no D4RL dataset; write one with "
+                                        r"`python -m launch.collect --env=point-mass"):
+    d4rl.dataset_path("point-mass")
   with pytest.raises(DatasetError, match="neither an existing file"):
     data.load("hopper-nonsense-v9", spec)
 

@@ -38,11 +38,16 @@ def dataset_dir() -> pathlib.Path:
 
 def dataset_path(name: str) -> pathlib.Path:
   """Where D4RL caches the dataset `name` (e.g. 'hopper-medium-replay-v2')."""
-  file_name = envs.spec(name).dataset_file
-  if file_name is None:
-    raise DatasetError(
-        f"{name!r} names a task, not a D4RL dataset; give a dataset name such as "
-        f"'{name}-medium-v2' or a file path")
+  spec = envs.spec(name)
+  if spec.dataset_file is None:
+    recorded = [other for other in envs.names()
+                if envs.spec(other).task == spec.task and envs.spec(other).dataset_file]
+    if recorded:
+      raise DatasetError(f"{name!r} names a task, not a D4RL dataset; give a dataset name such "
+                         f"as {recorded[0]!r} or a file path (--config.dataset)")
+    raise DatasetError(f"{name!r} has no D4RL dataset; write one with `python -m launch.collect "
+                       f"--env={name} --output=FILE.hdf5` and give its path as --config.dataset")
+  file_name = spec.dataset_file
   return dataset_dir() / file_name
 
 
