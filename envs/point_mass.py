@@ -3,8 +3,8 @@ the pipeline and for the tests of the training loop. It is not one of the paper'
 
 A 1 kg mass slides without friction on a plane, pushed by two 10 N motors (x and y; actions in
 [-1, 1]). The model has no collision geometry, so MJX compiles no contact or constraint solver:
-on the 2-core development CPU a tiny fine-tuning run's programs compile in about 6 s against
-38 s on hopper (benchmarks and BUILD.md record the measurement).
+on the 2-core development CPU the tests' tiny fine-tuning run spends 4.9 s compiling against
+37.8 s on hopper (BUILD.md, "Where the cold suite's time goes").
 
 | obs | act | frame skip x dt | reward                                  | terminates when          |
 | --- | --- | --------------- | --------------------------------------- | ------------------------ |
