@@ -58,8 +58,8 @@ def pytest_configure(config):
 
 # The task the training loop's tests run on: the contact-free point mass (envs/point_mass.py),
 # whose tiny run compiles in ~5 s on the 2-core CPU against ~38 s on hopper. Physics and the
-# paper's tasks are tested in their own files (test_envs, test_antmaze, test_adroit, ...), and
-# the README pipeline test runs hopper end to end.
+# paper's tasks are tested in their own files (test_envs, test_antmaze, test_adroit, ...); door
+# and the kitchen also with a tiny launch.finetune run each.
 TINY_ENV = "point-mass"
 
 # The one fine-tuning configuration every loop test compiles: the point mass, 2 seeds, tiny

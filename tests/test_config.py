@@ -209,6 +209,31 @@ def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_
     finetune_config.from_flags(_flags("--config.method=so2", config="hopper-medium-v2,calql"))
 
 
+def test_a_demo_given_a_checkpoint_runs_wsrl_where_no_demo_agent_ships(caplog):
+  """`:<env>,demo --config.pretrained=RUN` (a demo pretraining handing over to a demo
+  fine-tuning) is WSRL from that run, also where no agent ships (the fallback to SAC is for a
+  demo with no checkpoint at all); an arm named otherwise stays that arm."""
+  caplog.set_level("INFO")
+  for config_arg in ("point-mass,demo", "walker2d-medium-v2,demo,wsrl"):
+    caplog.clear()
+    config = finetune_config.from_flags(_flags("--config.pretrained=runs/offline",
+                                               config=config_arg))
+    assert (config.method, config.pretrained) == ("wsrl", "runs/offline"), config_arg
+    demo = finetune_config.get_config(config_arg)
+    assert (config.batch_size, config.warmup_steps, config.online_steps) == (
+        demo.batch_size, demo.warmup_steps, 2000)
+    messages = [r.getMessage() for r in caplog.records]
+    assert "WSRL from runs/offline (no demo agent ships for this env; the command line gave " \
+        "one)" in messages and not [r for r in caplog.records if r.levelname == "WARNING"]
+  config = finetune_config.from_flags(_flags("--config.pretrained=runs/offline",
+                                             config="point-mass,demo,cql"))
+  assert config.method == "cql"
+  # SAC named on the command line keeps SAC (and its validation refuses the checkpoint).
+  config = finetune_config.from_flags(_flags("--config.pretrained=runs/offline",
+                                             "--config.method=sac", config="point-mass,demo"))
+  assert config.method == "sac"
+
+
 def test_only_a_demo_that_falls_back_to_sac_warns(caplog):
   """`,demo` (or `,demo,wsrl`) of an env with no shipped demo agent runs SAC in place of WSRL:
   the one case where the arm that runs is not the one asked for, so the only one that warns.

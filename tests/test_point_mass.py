@@ -97,7 +97,7 @@ def test_random_steps_match_the_numpy_model_and_mujoco():
 
 
 @pytest.mark.parametrize("position, velocity, done", [
-    ([0.97, 0.0], [1.0, 0.0], 1.0),     # moves 0.065 m out through the edge
+    ([0.97, 0.0], [1.0, 0.0], 1.0),     # moves 0.05 m, out through the edge
     ([0.0, -0.97], [0.0, -1.0], 1.0),
     ([0.97, 0.0], [-1.0, 0.0], 0.0),    # moves away from the edge
     ([0.6, 0.6], [0.0, 0.0], 0.0),      # |p| = 0.85 < 1

@@ -125,7 +125,8 @@ def get_config(arg: str = DEFAULT_ARG):
     c.warmup_steps //= 10
     c.batch_size = max(c.utd, c.batch_size // 4 // c.utd * c.utd)
     # An arm that starts from a checkpoint starts from the shipped demo agent (checkpoints/);
-    # WSRL where none ships is SAC from scratch.
+    # WSRL where none ships is SAC from scratch (WSRL again where the command line gives a
+    # checkpoint: `from_flags`).
     if methods.get(c.method).needs_checkpoint:
       c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
     if not c.pretrained and c.method == "wsrl":
@@ -150,7 +151,8 @@ def from_flags(flag_values=flags.FLAGS):
   what `:<env>[,demo],<m>` means (that arm's reference settings, at demo scale with `,demo`),
   with every other `--config.<field>` applied over it; logs the fields the method changed, and
   warns where a `,demo` of an env with no shipped demo agent runs SAC from scratch in place of
-  the WSRL it was asked for (`get_config`).
+  the WSRL it was asked for (`get_config`), unless `--config.pretrained` gives a checkpoint: then
+  it runs WSRL from it.
 
   Raises ConfigError (naming the flag) where `--config=...:<env>,<m1>` and `--config.method=<m2>`
   name two methods, or the method is unknown. With a config file other than this one, the
@@ -161,7 +163,7 @@ def from_flags(flag_values=flags.FLAGS):
   config = flag.value
   path, _, arg = config_flags.get_config_filename(flag).partition(":")
   if "method" not in overrides:
-    if _is_this_file(path):
+    if _is_this_file(path) and not _demo_gets_its_checkpoint(config, arg or DEFAULT_ARG):
       _warn_if_demo_runs_sac(config, arg or DEFAULT_ARG)
     return config
   method = methods.get(overrides["method"]).name
@@ -186,6 +188,21 @@ def from_flags(flag_values=flags.FLAGS):
 
 def _is_this_file(path: str) -> bool:
   return pathlib.Path(path).resolve() == pathlib.Path(__file__).resolve()
+
+
+def _demo_gets_its_checkpoint(config, arg: str) -> bool:
+  """`:<env>,demo` (or `,demo,wsrl`) with no shipped demo agent for `<env>` runs SAC from scratch
+  (`get_config`), unless the command line gives a checkpoint (`--config.pretrained=RUN_DIR`, e.g.
+  a demo pretraining's): then it is WSRL, the arm asked for. Sets `config.method` to wsrl in that
+  case and says whether it did."""
+  _, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
+  if ("demo" in options and not options & (set(methods.NAMES) - {"wsrl"})
+      and config.method == "sac" and config.pretrained):
+    config.method = "wsrl"
+    logging.info("WSRL from %s (no demo agent ships for this env; the command line gave one)",
+                 config.pretrained)
+    return True
+  return False
 
 
 def _warn_if_demo_runs_sac(config, arg: str) -> None:
