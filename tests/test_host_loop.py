@@ -203,7 +203,7 @@ def progress_lines(caplog):
 
 def test_rates_and_eta_count_execution_time_not_compile_time(tmp_path, caplog):
   caplog.set_level("INFO")
-  host_loop.run_phase(toy_phase(), tmp_path)
+  host_loop.run_phase(toy_phase(warmup_chunks=0), tmp_path)
   first, second = progress_lines(caplog)
   rate = float(re.search(r"\| ([\d.]+) env steps/s per seed", first).group(1))
   # 1 / SECONDS_PER_STEP = 4 steps/s executing; counting the compile it would be 2 / 2.5 s = 0.8.
@@ -232,6 +232,9 @@ def test_the_progress_line_says_warmup_instead_of_a_zero_loss(tmp_path, caplog):
   first, second = progress_lines(caplog)
   assert "warmup: no updates yet" in first and "critic loss" not in first, first
   assert "critic loss 0.5" in second and "warmup" not in second, second
+  # A warmup chunk's rate says nothing of the training chunks' to come: no ETA from it.
+  assert "| ETA once updates start |" in first, first
+  assert re.search(r"\| ETA \d+:\d\d:\d\d \|", second), second
 
 
 def test_the_resolved_config_is_logged_and_written_to_the_run_directory(tmp_path, caplog):

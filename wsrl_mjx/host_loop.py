@@ -593,7 +593,8 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
   # The rate shown is the last chunk's execution time only: compiles (logged with their own
   # times) are not what the remaining chunks will cost, and with WSRL's warmup the first chunks
   # skip the update and run many times faster than the rest, so an average since the start
-  # would say little. The ETA adds the evaluations still to come at the last one's time.
+  # would say little. The ETA adds the evaluations still to come at the last one's time; after
+  # a warmup chunk it says it waits for the training chunks' rate.
   evaluation_seconds = 0.0
   for length in lengths:
     started = time.time()
@@ -622,13 +623,17 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
       log.write_scalars(step, {f"train/{k}": nanmean(v) for k, v in summary.items()})
     score = nanmean(last_record["normalized_scores"]) if last_record else float("nan")
     details = _progress_details(phase, summary, diverged_at)
+    # A warmup chunk (no seed updated, not for divergence) runs many times faster than the
+    # training chunks to come: an ETA at its rate would say the run is nearly done.
+    warming_up = ("updates" in summary and not np.any(np.asarray(summary["updates"]) > 0)
+                  and not np.all(diverged_at >= 0))
+    eta = ("once updates start" if warming_up else metrics_log.format_duration(
+        (phase.total_steps - step) / max(rate, 1e-9) + evaluations_left * evaluation_seconds))
     logging.info(
         "%s %d/%d (%.1f%%) | %.0f %ss/s per seed, %.0f over %d seeds | ETA %s | "
         "last eval score %.1f%s", unit, step, phase.total_steps,
         100.0 * step / phase.total_steps, rate, unit, rate * phase.num_seeds, phase.num_seeds,
-        metrics_log.format_duration((phase.total_steps - step) / max(rate, 1e-9)
-                        + evaluations_left * evaluation_seconds), score,
-        f" | {details}" if details else "")
+        eta, score, f" | {details}" if details else "")
     if step % phase.checkpoint_interval == 0 or step == phase.total_steps:
       checkpoints.save(step, state, phase.agent_params(state), description,
                        phase.optimizer_states(state) if phase.optimizer_states else None)
