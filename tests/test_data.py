@@ -365,6 +365,21 @@ def test_validation_names_the_file_and_the_field(tmp_path, changes, message):
     data.load(path, HOPPER)
 
 
+def test_a_file_of_another_env_is_refused_naming_the_env_it_was_recorded_on(tmp_path):
+  """launch.collect writes `metadata/env`; where a file's sizes do not fit, the error says which
+  env the file was recorded on. A file that does not say (D4RL's own) gets the plain message."""
+  said = d4rl.write_d4rl_hdf5(tmp_path / "said.hdf5", **three_episodes(),
+                              metadata={"env": "hopper-medium-v2"})
+  assert data.read(said).recorded_on == "hopper-medium-v2"
+  with raises_naming(said, "field 'observations' has 11 columns but point-mass observes 4 "
+                           r"\(its metadata/env says it was recorded on hopper-medium-v2\)$"):
+    data.load(said, envs.spec("point-mass"))
+  silent = write_hopper(tmp_path, "silent.hdf5")
+  assert data.read(silent).recorded_on is None
+  with raises_naming(silent, "field 'observations' has 11 columns but point-mass observes 4$"):
+    data.load(silent, envs.spec("point-mass"))
+
+
 def test_validation_catches_nan_in_infos_and_mismatched_lengths(tmp_path):
   steps = three_episodes()
   path = d4rl.write_d4rl_hdf5(tmp_path / "infos.hdf5", **steps,

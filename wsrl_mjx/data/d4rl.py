@@ -87,7 +87,12 @@ def read_d4rl_hdf5(path: str | os.PathLike, *,
       for key, node in file["infos"].items():
         if isinstance(node, h5py.Dataset):
           infos[key] = node[()]
-  return Trajectories(source=source, next_observations=next_observations, infos=infos, **columns)
+    recorded_on = None
+    if isinstance(file.get("metadata/env"), h5py.Dataset):
+      value = file["metadata/env"][()]
+      recorded_on = value.decode() if isinstance(value, bytes) else str(value)
+  return Trajectories(source=source, next_observations=next_observations, infos=infos,
+                      recorded_on=recorded_on, **columns)
 
 
 def write_d4rl_hdf5(path: str | os.PathLike, *, observations, actions, rewards, terminals,

@@ -72,6 +72,9 @@ class Trajectories:
   timeouts: np.ndarray          # [N]  episode cut by the time limit (or the recording stopped)
   next_observations: np.ndarray | None = None   # [N, obs] where the file records them
   infos: Mapping[str, np.ndarray] = dataclasses.field(default_factory=dict)  # e.g. qpos, qvel
+  # The env the file says it was recorded on (`metadata/env`, which launch.collect writes);
+  # None where it does not say. Error messages about a mismatched file name it.
+  recorded_on: str | None = None
 
   def __len__(self) -> int:
     return len(self.rewards)

@@ -127,8 +127,10 @@ def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
       raise DatasetError(
           f"{source}: field {field!r} has shape {values.shape}; expected [steps, {size}]")
     if values.shape[1] != size:
-      raise DatasetError(
-          f"{source}: field {field!r} has {values.shape[1]} columns but {name} {verb} {size}")
+      recorded = (f" (its metadata/env says it was recorded on {trajectories.recorded_on})"
+                  if trajectories.recorded_on not in (None, name) else "")
+      raise DatasetError(f"{source}: field {field!r} has {values.shape[1]} columns but {name} "
+                         f"{verb} {size}{recorded}")
   for field in ("rewards", *_FLAG_FIELDS):
     if columns[field].ndim != 1:
       raise DatasetError(
