@@ -163,8 +163,8 @@ def from_flags(flag_values=flags.FLAGS):
   config = flag.value
   path, _, arg = config_flags.get_config_filename(flag).partition(":")
   if "method" not in overrides:
-    if _is_this_file(path) and not _demo_gets_its_checkpoint(config, arg or DEFAULT_ARG):
-      _warn_if_demo_runs_sac(config, arg or DEFAULT_ARG)
+    if _is_this_file(path):
+      _settle_demo_fallback(config, arg or DEFAULT_ARG)
     return config
   method = methods.get(overrides["method"]).name
   if not _is_this_file(path):
@@ -190,28 +190,20 @@ def _is_this_file(path: str) -> bool:
   return pathlib.Path(path).resolve() == pathlib.Path(__file__).resolve()
 
 
-def _demo_gets_its_checkpoint(config, arg: str) -> bool:
-  """`:<env>,demo` (or `,demo,wsrl`) with no shipped demo agent for `<env>` runs SAC from scratch
-  (`get_config`), unless the command line gives a checkpoint (`--config.pretrained=RUN_DIR`, e.g.
-  a demo pretraining's): then it is WSRL, the arm asked for. Sets `config.method` to wsrl in that
-  case and says whether it did."""
-  _, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
-  if ("demo" in options and not options & (set(methods.NAMES) - {"wsrl"})
-      and config.method == "sac" and config.pretrained):
+def _settle_demo_fallback(config, arg: str) -> None:
+  """`:<env>,demo` (or `:<env>,demo,wsrl`) with no shipped demo agent for `<env>`
+  (`DEMO_AGENTS`) is SAC from scratch (`get_config`). Where the command line gives a checkpoint
+  (`--config.pretrained=RUN_DIR`, e.g. a demo pretraining's), it is WSRL from it, the arm asked
+  for (`config.method` set back to wsrl, with an info line); else it warns: the one case where the
+  arm that runs is not the one the user asked for."""
+  env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
+  if "demo" not in options or "sac" in options or config.method != "sac":
+    return
+  if config.pretrained:
     config.method = "wsrl"
     logging.info("WSRL from %s (no demo agent ships for this env; the command line gave one)",
                  config.pretrained)
-    return True
-  return False
-
-
-def _warn_if_demo_runs_sac(config, arg: str) -> None:
-  """The one case where the arm that runs is not the one the user asked for: `:<env>,demo` (or
-  `:<env>,demo,wsrl`) with no shipped demo agent for `<env>` (`DEMO_AGENTS`) runs SAC from
-  scratch (`get_config`)."""
-  env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
-  if ("demo" in options and "sac" not in options and config.method == "sac"
-      and not config.pretrained):
+  else:
     logging.warning(
         "No demo agent ships for %s (checkpoints/): this demo runs SAC from scratch (WSRL's "
         "baseline), not WSRL. For WSRL, pretrain one with launch.pretrain and pass "
