@@ -471,14 +471,25 @@ def final_summary(record: dict[str, Any], unit: str) -> str:
   return line
 
 
-def _progress_details(phase: Phase, summary: dict[str, np.ndarray], diverged_at) -> str:
+WARMUP_NO_UPDATES = "warmup: no updates yet"
+
+
+def _no_update_reason(summary: dict[str, np.ndarray], diverged_at) -> str:
+  """Why no seed updated in the chunk: "warmup: no updates yet" or "every seed diverged"; ""
+  where some seed updated (or the phase counts no updates)."""
+  if "updates" not in summary or np.any(np.asarray(summary["updates"]) > 0):
+    return ""
+  return "every seed diverged" if np.all(diverged_at >= 0) else WARMUP_NO_UPDATES
+
+
+def _progress_details(phase: Phase, summary: dict[str, np.ndarray],
+                      no_update_reason: str) -> str:
   """The progress line's training statistics: those with a finite value for some seed, then
-  why there are no losses where no seed updated in the chunk (warmup, or every seed diverged)."""
+  why there are no losses where no seed updated in the chunk (`_no_update_reason`)."""
   details = [f"{label} {nanmean(summary[key]):.3g}" for label, key in phase.progress
              if np.isfinite(nanmean(summary[key]))]
-  if "updates" in summary and not np.any(np.asarray(summary["updates"]) > 0):
-    details.append("every seed diverged" if np.all(diverged_at >= 0)
-                   else "warmup: no updates yet")
+  if no_update_reason:
+    details.append(no_update_reason)
   return " | ".join(details)
 
 
@@ -622,13 +633,13 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
     if not evaluating:
       log.write_scalars(step, {f"train/{k}": nanmean(v) for k, v in summary.items()})
     score = nanmean(last_record["normalized_scores"]) if last_record else float("nan")
-    details = _progress_details(phase, summary, diverged_at)
-    # A warmup chunk (no seed updated, not for divergence) runs many times faster than the
-    # training chunks to come: an ETA at its rate would say the run is nearly done.
-    warming_up = ("updates" in summary and not np.any(np.asarray(summary["updates"]) > 0)
-                  and not np.all(diverged_at >= 0))
-    eta = ("once updates start" if warming_up else metrics_log.format_duration(
-        (phase.total_steps - step) / max(rate, 1e-9) + evaluations_left * evaluation_seconds))
+    no_update_reason = _no_update_reason(summary, diverged_at)
+    details = _progress_details(phase, summary, no_update_reason)
+    # A warmup chunk runs many times faster than the training chunks to come: an ETA at its
+    # rate would say the run is nearly done.
+    eta = ("once updates start" if no_update_reason == WARMUP_NO_UPDATES
+           else metrics_log.format_duration((phase.total_steps - step) / max(rate, 1e-9)
+                                            + evaluations_left * evaluation_seconds))
     logging.info(
         "%s %d/%d (%.1f%%) | %.0f %ss/s per seed, %.0f over %d seeds | ETA %s | "
         "last eval score %.1f%s", unit, step, phase.total_steps,
