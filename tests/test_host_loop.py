@@ -160,11 +160,12 @@ SECONDS_PER_STEP = 0.25
 TRACE_SECONDS = 2.0
 
 
-def toy_phase(warmup_chunks=1, total_steps=4, seconds_per_step=None, evaluation_seconds=0.0):
+def toy_phase(warmup_chunks=1, total_steps=4, seconds_per_step=None, evaluation_seconds=0.0,
+              diverged_at=-1):
   """`total_steps` in chunks of 2 for one seed; each step sleeps SECONDS_PER_STEP (or chunk i's
   steps `seconds_per_step[i]`), each evaluation `evaluation_seconds`; the first chunk compiles
   a program that takes TRACE_SECONDS to trace; no updates in the first `warmup_chunks`
-  chunks."""
+  chunks; the seed's `diverged_at` (-1: it did not diverge)."""
   program = jax.jit(slow_to_trace(TRACE_SECONDS), static_argnums=1)
   chunks = []
 
@@ -192,7 +193,7 @@ def toy_phase(warmup_chunks=1, total_steps=4, seconds_per_step=None, evaluation_
       init=lambda: {"step": np.zeros(1, np.int32)},
       abstract_state=lambda: None, run=run, evaluate=evaluate,
       step_of=lambda state: int(state["step"][0]),
-      diverged_at=lambda state: np.array([-1]),
+      diverged_at=lambda state: np.array([diverged_at]),
       agent_params=lambda state: state, check_resumable=lambda description: None,
       progress=(("critic loss", "critic_loss"),))
 
@@ -235,6 +236,17 @@ def test_the_progress_line_says_warmup_instead_of_a_zero_loss(tmp_path, caplog):
   # A warmup chunk's rate says nothing of the training chunks' to come: no ETA from it.
   assert "| ETA once updates start |" in first, first
   assert re.search(r"\| ETA \d+:\d\d:\d\d \|", second), second
+
+
+def test_the_progress_line_says_when_no_seed_updates_because_every_seed_diverged(tmp_path,
+                                                                                   caplog):
+  """No update in a chunk after the one seed diverged: that reason, not warmup, and an ETA (the
+  rate is the rest of the run's)."""
+  caplog.set_level("INFO")
+  host_loop.run_phase(toy_phase(warmup_chunks=2, diverged_at=1), tmp_path)
+  first, _ = progress_lines(caplog)
+  assert "every seed diverged" in first and "warmup" not in first, first
+  assert re.search(r"\| ETA \d+:\d\d:\d\d \|", first), first
 
 
 def test_the_resolved_config_is_logged_and_written_to_the_run_directory(tmp_path, caplog):
