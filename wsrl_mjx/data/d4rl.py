@@ -40,8 +40,8 @@ def dataset_path(name: str) -> pathlib.Path:
   """Where D4RL caches the dataset `name` (e.g. 'hopper-medium-replay-v2')."""
   spec = envs.spec(name)
   if spec.dataset_file is None:
-    recorded = [other for other in envs.names()
-                if envs.spec(other).task == spec.task and envs.spec(other).dataset_file]
+    recorded = [other.name for other in map(envs.spec, envs.names())
+                if other.task == spec.task and other.dataset_file]
     if recorded:
       raise DatasetError(f"{name!r} names a task, not a D4RL dataset; give a dataset name such "
                          f"as {recorded[0]!r} or a file path (--config.dataset)")
@@ -87,9 +87,9 @@ def read_d4rl_hdf5(path: str | os.PathLike, *,
       for key, node in file["infos"].items():
         if isinstance(node, h5py.Dataset):
           infos[key] = node[()]
-    recorded_on = None
-    if isinstance(file.get("metadata/env"), h5py.Dataset):
-      value = file["metadata/env"][()]
+    recorded_on, node = None, file.get("metadata/env")
+    if isinstance(node, h5py.Dataset):
+      value = node[()]
       recorded_on = value.decode() if isinstance(value, bytes) else str(value)
   return Trajectories(source=source, next_observations=next_observations, infos=infos,
                       recorded_on=recorded_on, **columns)
