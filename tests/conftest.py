@@ -1,7 +1,7 @@
 """Test-wide settings: the repository on sys.path, XLA's CPU flags for jaxlib 0.10 and a faster
 XLA:CPU build for the tests (in the environment, so the subprocesses the tests start get them
-too), and a compilation cache shared by the tests and those subprocesses, one per pytest-xdist
-worker (MJX programs take tens of seconds to compile on a CPU)."""
+too), and one compilation cache shared by both pytest-xdist workers and those subprocesses (MJX
+programs take tens of seconds to compile on a CPU)."""
 
 import importlib.util
 import os
@@ -13,17 +13,21 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 # The tests' compilation cache: $WSRL_MJX_TEST_CACHE (default: in the temp folder), one folder
-# per pytest-xdist worker, as JAX writes cache files without a lock unless the `filelock` package
-# is there. A worker and the launchers it starts share the worker's (JAX_COMPILATION_CACHE_DIR is
-# set here, overriding the one the xdist controller passed down).
+# for both pytest-xdist workers and every launcher they start (JAX_COMPILATION_CACHE_DIR is set
+# here, in the environment). A size limit turns on JAX's LRU cache, which reads and writes each
+# entry under a lock (the `filelock` package), so one process never reads another's half-written
+# entry; without it JAX writes unlocked and each worker would need a folder of its own. Shared,
+# a program the two workers both compile (an env's step in its family's tests and the registry
+# test, the tiny loop's programs in files on either worker) is compiled once wherever the other
+# worker gets to it later.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER:   # on a GPU host, two workers each taking 75% of its memory would not fit
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
 CACHE_DIR = os.environ.setdefault(
     "WSRL_MJX_TEST_CACHE", os.path.join(tempfile.gettempdir(), "wsrl_mjx_test_jax_cache"))
-if _WORKER:
-  CACHE_DIR = f"{CACHE_DIR}_{_WORKER}"
+CACHE_MAX_BYTES = 16 << 30    # far above a whole cold suite's entries (about 0.1 GiB)
 os.environ["JAX_COMPILATION_CACHE_DIR"] = CACHE_DIR
+os.environ["JAX_COMPILATION_CACHE_MAX_SIZE"] = str(CACHE_MAX_BYTES)
 
 # From empty caches the suite is mostly XLA:CPU compiling (CI starts empty every time), and much
 # of a compile is LLVM optimising the generated code. The tests build that code at LLVM's level 0
@@ -45,6 +49,7 @@ compat.configure_xla_cpu()   # before any test asks JAX for a device (XLA reads 
 import jax  # noqa: E402
 
 jax.config.update("jax_compilation_cache_dir", CACHE_DIR)
+jax.config.update("jax_compilation_cache_max_size", CACHE_MAX_BYTES)
 jax.config.update("jax_persistent_cache_min_compile_time_secs", 1.0)
 
 import pytest  # noqa: E402
