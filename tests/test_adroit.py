@@ -238,10 +238,10 @@ def test_bridge_check_passes_and_catches_wrong_actuator_gains(monkeypatch):
       report.format()
 
 
-def _scripted_relocate_grasp_states(env, num_states):
-  """(qpos, qvel, ctrl of the next step) at the `num_states` states with the most contacts of a
-  scripted relocate episode in C MuJoCo (the hand closing on and lifting the ball), and those
-  contact counts."""
+def _scripted_relocate_grasp_states(env, num_states, horizon):
+  """(qpos, qvel, ctrl of the next `horizon` steps) at the `num_states` states with the most
+  contacts of a scripted relocate episode in C MuJoCo (the hand closing on and lifting the ball),
+  and those contact counts."""
   from wsrl_mjx.datagen import scripted  # pylint: disable=import-outside-toplevel
   act = jax.jit(scripted.relocate_policy(env, noise_scale=0.0))
   draws = jax.tree.map(np.asarray, env.sample_task(jax.random.PRNGKey(0)))
@@ -257,22 +257,30 @@ def _scripted_relocate_grasp_states(env, num_states):
     rows.append((data.qpos.copy(), data.qvel.copy(), ctrl, data.ncon))
     data.ctrl[:] = ctrl
     mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
-  chosen = sorted(range(len(rows)), key=lambda i: -rows[i][3])[:num_states]
+  chosen = sorted(range(len(rows) - horizon + 1), key=lambda i: -rows[i][3])[:num_states]
   stack = lambda k: jnp.asarray(np.stack([rows[i][k] for i in chosen]), jnp.float32)
-  return stack(0), stack(1), stack(2)[:, None], np.array([rows[i][3] for i in chosen])
+  ctrl = np.stack([[rows[i + h][2] for h in range(horizon)] for i in chosen])
+  return stack(0), stack(1), jnp.asarray(ctrl, jnp.float32), np.array([rows[i][3] for i in chosen])
 
 
 def test_contact_cap_drops_no_contact_of_a_grasp():
   """MJX solves for the deepest `MAX_CONTACTS` contacts only: from the most contact-rich states
-  of a grasp, a step equals the uncapped model's, and a cap below the contacts there does not."""
+  of a grasp, 3 steps equal the uncapped model's.
+
+  The cap is in force (the capped model has fewer contact slots than the uncapped one), and these
+  states touch in more places than a cap of 2 would keep, so a cap that dropped any contact that
+  touches would show here: with a cap of 2 one step from these starts moves by 0.045
+  (2026-12-01; a third relocate compile, so measured once and not run here). The starts
+  and horizon are the bridge check's (test above), so the capped rollout is compiled once."""
   capped = adroit.Adroit("relocate")
+  uncapped = adroit.Adroit("relocate", max_contacts=None)
   assert adroit.MAX_CONTACTS == 48
-  qpos, qvel, ctrl, touching = _scripted_relocate_grasp_states(capped, num_states=6)
-  assert touching.min() >= 10, touching      # (C MuJoCo's count: touching pairs only)
+  slots = lambda env: jax.eval_shape(mjx.make_data, env.mjx_model)._impl.contact.dist.shape
+  assert slots(capped) == (116,) and slots(uncapped) == (188,)
+  qpos, qvel, ctrl, touching = _scripted_relocate_grasp_states(capped, num_states=24, horizon=3)
+  assert touching.min() >= 9, touching       # (C MuJoCo's count: touching pairs only)
   step = lambda env: np.asarray(bridge.mjx_rollout(env)(qpos, qvel, ctrl))
-  uncapped = step(adroit.Adroit("relocate", max_contacts=None))
-  np.testing.assert_allclose(step(capped), uncapped, atol=1e-4)
-  assert np.abs(step(adroit.Adroit("relocate", max_contacts=2)) - uncapped).max() > 1e-2
+  np.testing.assert_allclose(step(capped), step(uncapped), atol=1e-4)
 
 
 def test_tiny_launch_finetune_run(tmp_path):
@@ -280,9 +288,9 @@ def test_tiny_launch_finetune_run(tmp_path):
   with); the other two tasks share every line of its code path, and each is made, reset and
   stepped by tests/test_env_registry.py."""
   task = "door"
-  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=100,
-                   warmup_steps=50, eval_interval=100, checkpoint_interval=100,
-                   episode_length=20)
+  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=40,
+                   warmup_steps=20, steps_per_chunk=20, eval_interval=40, checkpoint_interval=40,
+                   batch_size=16, episode_length=10)
   command = [sys.executable, "-m", "launch.finetune",
              f"--config=launch/configs/finetune.py:{task}-binary-v0", f"--workdir={tmp_path}",
              *as_flags(overrides)]
@@ -290,10 +298,11 @@ def test_tiny_launch_finetune_run(tmp_path):
                           capture_output=True, text=True, timeout=900)
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [r["env_step"] for r in records] == [0, 100]
+  assert [r["env_step"] for r in records] == [0, 40]
+  assert records[-1]["train"]["updates"] == [19]            # indices 21-39 (warmup 20 > 16)
   for record in records:
-    # 20-step episodes of -1 per step until the goal; scored by success (0 or 100 per episode).
-    assert np.all(np.asarray(record["episode_returns"]) >= -20)
+    # 10-step episodes of -1 per step until the goal; scored by success (0 or 100 per episode).
+    assert np.all(np.asarray(record["episode_returns"]) >= -10)
     assert set(np.ravel(record["normalized_scores"])) <= {0.0, 50.0, 100.0}
     assert len(record["success_rates"]) == 1
 

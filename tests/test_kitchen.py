@@ -322,16 +322,16 @@ def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monke
   np.testing.assert_array_equal(dataset.terminals, [0, 0, 0, 0, 0, 1])
 
 
-@pytest.mark.slow   # 2 minutes cold on the 2-core CPU
+@pytest.mark.slow   # 80 s cold on the 2-core CPU, alone
 def test_tiny_launch_finetune_run(tmp_path):
   """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
   element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
   Scores are multiples of 100 / 4 = 25 (one evaluation episode), from the fraction done at the
-  end. As few env steps as reach updates (16-row batches after a 20-step warmup): a kitchen
-  step is 40 physics steps, half a second each at the tests' LLVM level 0."""
-  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=40, warmup_steps=20,
-                   steps_per_chunk=20, eval_interval=40, checkpoint_interval=40, batch_size=16,
-                   episode_length=10, eval_episodes=1)
+  end. As few env steps as reach updates (8-row batches after a 10-step warmup): a kitchen
+  step is 40 physics steps, half a second at the tests' LLVM level 0."""
+  overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=20, warmup_steps=10,
+                   steps_per_chunk=10, eval_interval=20, checkpoint_interval=20, batch_size=8,
+                   episode_length=5, eval_episodes=1)
   command = [sys.executable, "-m", "launch.finetune",
              "--config=launch/configs/finetune.py:kitchen-mixed-v0", f"--workdir={tmp_path}",
              *as_flags(overrides)]
@@ -339,13 +339,13 @@ def test_tiny_launch_finetune_run(tmp_path):
                           capture_output=True, text=True, timeout=2400)
   assert result.returncode == 0, result.stderr[-3000:]
   records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
-  assert [r["env_step"] for r in records] == [0, 40]
-  assert records[-1]["train"]["updates"] == [19]            # indices 21-39 (warmup 20 > 16)
+  assert [r["env_step"] for r in records] == [0, 20]
+  assert records[-1]["train"]["updates"] == [9]             # indices 11-19 (warmup 10 > 8)
   config = json.loads((tmp_path / "config.json").read_text())
   assert config["last_hidden_init_scale"] is None
   for record in records:
     returns = np.asarray(record["episode_returns"])
-    assert np.all((returns >= 0) & (returns <= 4 * 10))       # 0..4 per step, 10 steps
+    assert np.all((returns >= 0) & (returns <= 4 * 5))        # 0..4 per step, 5 steps
     scores = np.ravel(record["normalized_scores"])
     assert np.all(np.isclose(scores / 25, np.round(scores / 25)))
 
