@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 from mujoco import mjx
 
+import env_contract
 import envs
 from conftest import ROOT, TINY_OVERRIDES, as_flags
 from envs import adroit, bridge
@@ -26,6 +27,7 @@ pytestmark = pytest.mark.slow
 
 TASKS = ("pen", "door", "relocate")
 DIMS = {"pen": (45, 24, 100), "door": (39, 28, 200), "relocate": (39, 30, 200)}
+CONTRACT_TASKS = TASKS     # tests/env_contract.py's, on `task_env`'s compiled step
 
 
 @pytest.fixture(scope="module", params=TASKS)
@@ -79,6 +81,11 @@ def d4rl_reset(task, draws, model):
   data = mujoco.MjData(model)
   mujoco.mj_forward(model, data)
   return data
+
+
+def test_env_makes_resets_and_steps(task_env):
+  task, env, _, step = task_env
+  env_contract.check_makes_resets_and_steps(task, env, jax.jit(env.reset), step)
 
 
 def test_registry_facts():

@@ -1,7 +1,8 @@
 """AntMaze on MJX: D4RL's facts, the goal and its reward, walls, and the MuJoCo bridge check.
 
 Compiles two MJX programs for the U-maze (a stepped episode and the bridge's open-loop rollout),
-and one more for the elliptic-cone bridge check; everything else is numpy or C MuJoCo.
+one more for the elliptic-cone bridge check, and each maze's reset and step for the registry's
+contract (tests/env_contract.py); everything else is numpy or C MuJoCo.
 """
 
 import jax
@@ -10,6 +11,7 @@ import mujoco
 import numpy as np
 import pytest
 
+import env_contract
 import envs
 from envs import antmaze, bridge
 
@@ -19,6 +21,9 @@ pytestmark = pytest.mark.slow
 
 HORIZON = 6
 STARTS = 12
+
+
+CONTRACT_TASKS = ("antmaze-umaze", "antmaze-medium", "antmaze-large")   # tests/env_contract.py's
 
 
 @pytest.fixture(scope="module")
@@ -89,6 +94,12 @@ def test_goal_sampling_follows_wsrls_d4rl_fork_or_upstream():
   assert len(np.unique(goals, axis=0)) == len(goals)
   np.testing.assert_array_equal(env.sample_goal(jax.random.PRNGKey(3)),
                                 env.sample_goal(jax.random.PRNGKey(3)))
+
+
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_env_makes_resets_and_steps(task):
+  env, _ = envs.make(task)
+  env_contract.check_makes_resets_and_steps(task, env, jax.jit(env.reset), jax.jit(env.step))
 
 
 def test_reset_observation_layout(umaze):

@@ -8,6 +8,7 @@ import mujoco
 import numpy as np
 import pytest
 
+import env_contract
 import envs
 from envs import locomotion
 
@@ -56,11 +57,20 @@ def gym_reference(task_name, mj_model, data, qpos_before, action):
   return observation, reward, done
 
 
+CONTRACT_TASKS = ("hopper", "walker2d", "halfcheetah")   # tests/env_contract.py's, below
+
+
 @functools.lru_cache(maxsize=None)
 def compiled(task_name):
   """(env, spec, jitted reset, jitted step), compiled once per test session."""
   env, env_spec = envs.make(task_name)
   return env, env_spec, jax.jit(env.reset), jax.jit(env.step)
+
+
+@pytest.mark.parametrize("task_name", CONTRACT_TASKS)
+def test_env_makes_resets_and_steps(task_name):
+  env, _, reset, step = compiled(task_name)
+  env_contract.check_makes_resets_and_steps(task_name, env, reset, step)
 
 
 @pytest.mark.parametrize("task_name", ["hopper", "walker2d", "halfcheetah"])

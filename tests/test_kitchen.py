@@ -18,6 +18,7 @@ import mujoco
 import numpy as np
 import pytest
 
+import env_contract
 import envs
 from conftest import ROOT, TINY_OVERRIDES, as_flags
 from envs import kitchen
@@ -37,6 +38,10 @@ D4RL_ELEMENTS = {
     "kitchen-mixed": ["microwave", "kettle", "bottom burner", "light switch"],
 }
 D4RL_INIT_QPOS_HEAD = [0.148388023, -1.76848573, 1.84390296, -2.4768576, 0.260252026]
+
+
+# tests/env_contract.py's; kitchen-complete's on `complete_env`'s compiled step.
+CONTRACT_TASKS = tuple(kitchen.TASKS)
 
 
 @pytest.fixture(scope="module")
@@ -71,6 +76,16 @@ def d4rl_goal(task):
   for element in D4RL_ELEMENTS[task]:
     goal[D4RL_INDICES[element]] = D4RL_GOALS[element]
   return goal
+
+
+@pytest.mark.parametrize("task", CONTRACT_TASKS)
+def test_env_makes_resets_and_steps(task, complete_env):
+  if task == "kitchen-complete":
+    env, step, _ = complete_env
+  else:
+    env = kitchen.Kitchen(task)
+    step = jax.jit(env.step)
+  env_contract.check_makes_resets_and_steps(task, env, jax.jit(env.reset), step)
 
 
 @pytest.mark.parametrize("task", sorted(D4RL_ELEMENTS))

@@ -13,6 +13,7 @@ import mujoco
 import numpy as np
 import pytest
 
+import env_contract
 import envs
 from envs import point_mass
 
@@ -32,6 +33,9 @@ def numpy_step(position, velocity, action):
   return position, velocity, reward, done
 
 
+CONTRACT_TASKS = ("point-mass",)   # tests/env_contract.py's, below
+
+
 @functools.lru_cache(maxsize=None)
 def compiled():
   env, spec = envs.make("point-mass")
@@ -43,6 +47,11 @@ def at(state, position, velocity):
   data = state.pipeline_state.replace(qpos=jnp.asarray(position, jnp.float32),
                                       qvel=jnp.asarray(velocity, jnp.float32))
   return state.replace(pipeline_state=data)
+
+
+def test_env_makes_resets_and_steps():
+  env, _, reset, step = compiled()
+  env_contract.check_makes_resets_and_steps("point-mass", env, reset, step)
 
 
 def test_the_registry_describes_the_task():
