@@ -293,7 +293,7 @@ def test_contact_cap_drops_no_contact_of_a_grasp():
 def test_tiny_launch_finetune_run(tmp_path):
   """The launcher end to end on one Adroit task (door, the task WSRL's Adroit figures lead
   with); the other two tasks share every line of its code path, and each is made, reset and
-  stepped by tests/test_env_registry.py."""
+  stepped by `test_env_makes_resets_and_steps` above."""
   task = "door"
   overrides = dict(TINY_OVERRIDES, method="sac", num_seeds=1, online_steps=40,
                    warmup_steps=20, steps_per_chunk=20, eval_interval=40, checkpoint_interval=40,

@@ -1,8 +1,8 @@
 """A physics blow-up ends the episode as a truncation and nothing non-finite is learned from.
 
 Velocities set to 1e38 by hand make the next physics step non-finite. The rule itself
-(`envs.episodes.step`) is checked for every registered task in tests/test_env_registry.py, with
-the programs that test compiles anyway; here, what the online loop does with such a step (the
+(`envs.episodes.step`) is checked for every registered task by tests/env_contract.py, in each
+family's test file on the programs it compiles anyway; here, what the online loop does with such a step (the
 session's compiled tiny point-mass programs: the point mass's arena check would call a NaN
 state inside the arena), what evaluation scores and what the collector writes.
 """

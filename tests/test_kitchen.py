@@ -340,7 +340,7 @@ def test_minari_kitchen_maps_to_d4rls_layout_and_the_envs_reward(tmp_path, monke
 @pytest.mark.slow   # 80 s cold on the 2-core CPU, alone
 def test_tiny_launch_finetune_run(tmp_path):
   """launch.finetune end to end on kitchen-mixed (the other two tasks differ only in their
-  element lists and goal vector; tests/test_env_registry.py makes, resets and steps each).
+  element lists and goal vector; `test_env_makes_resets_and_steps` above runs each).
   Scores are multiples of 100 / 4 = 25 (one evaluation episode), from the fraction done at the
   end. As few env steps as reach updates (8-row batches after a 10-step warmup): a kitchen
   step is 40 physics steps, half a second at the tests' LLVM level 0."""
