@@ -17,9 +17,8 @@ sys.path.insert(0, str(ROOT))
 # here, in the environment). A size limit turns on JAX's LRU cache, which reads and writes each
 # entry under a lock (the `filelock` package), so one process never reads another's half-written
 # entry; without it JAX writes unlocked and each worker would need a folder of its own. Shared,
-# a program the two workers both compile (an env's step in its family's tests and the registry
-# test, the tiny loop's programs in files on either worker) is compiled once wherever the other
-# worker gets to it later.
+# a program the two workers both compile (the tiny loop's programs in files on either worker, an
+# env's programs in two files) is compiled once where one worker gets to it after the other.
 _WORKER = os.environ.get("PYTEST_XDIST_WORKER", "")
 if _WORKER:   # on a GPU host, two workers each taking 75% of its memory would not fit
   os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")

@@ -266,8 +266,9 @@ def _scripted_relocate_grasp_states(env, num_states, horizon):
     mujoco.mj_step(model, data, nstep=adroit.FRAME_SKIP)
   chosen = sorted(range(len(rows) - horizon + 1), key=lambda i: -rows[i][3])[:num_states]
   stack = lambda k: jnp.asarray(np.stack([rows[i][k] for i in chosen]), jnp.float32)
-  ctrl = np.stack([[rows[i + h][2] for h in range(horizon)] for i in chosen])
-  return stack(0), stack(1), jnp.asarray(ctrl, jnp.float32), np.array([rows[i][3] for i in chosen])
+  ctrl = jnp.asarray(np.stack([[rows[i + h][2] for h in range(horizon)] for i in chosen]),
+                     jnp.float32)
+  return stack(0), stack(1), ctrl, np.array([rows[i][3] for i in chosen])
 
 
 def test_contact_cap_drops_no_contact_of_a_grasp():

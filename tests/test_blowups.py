@@ -2,9 +2,9 @@
 
 Velocities set to 1e38 by hand make the next physics step non-finite. The rule itself
 (`envs.episodes.step`) is checked for every registered task by tests/env_contract.py, in each
-family's test file on the programs it compiles anyway; here, what the online loop does with such a step (the
-session's compiled tiny point-mass programs: the point mass's arena check would call a NaN
-state inside the arena), what evaluation scores and what the collector writes.
+family's test file on the programs it compiles anyway; here, what the online loop does with such
+a step (the session's compiled tiny point-mass programs: the point mass's arena check would call
+a NaN state inside the arena), what evaluation scores and what the collector writes.
 """
 
 import jax

@@ -57,7 +57,8 @@ def gym_reference(task_name, mj_model, data, qpos_before, action):
   return observation, reward, done
 
 
-CONTRACT_TASKS = ("hopper", "walker2d", "halfcheetah")   # tests/env_contract.py's, below
+TASKS = ("hopper", "walker2d", "halfcheetah")
+CONTRACT_TASKS = TASKS     # tests/env_contract.py's, below
 
 
 @functools.lru_cache(maxsize=None)
@@ -67,13 +68,13 @@ def compiled(task_name):
   return env, env_spec, jax.jit(env.reset), jax.jit(env.step)
 
 
-@pytest.mark.parametrize("task_name", CONTRACT_TASKS)
+@pytest.mark.parametrize("task_name", TASKS)
 def test_env_makes_resets_and_steps(task_name):
   env, _, reset, step = compiled(task_name)
   env_contract.check_makes_resets_and_steps(task_name, env, reset, step)
 
 
-@pytest.mark.parametrize("task_name", ["hopper", "walker2d", "halfcheetah"])
+@pytest.mark.parametrize("task_name", TASKS)
 def test_env_matches_mujoco_and_gym(task_name):
   env, env_spec, reset, step = compiled(task_name)
   assert env.observation_size == env_spec.observation_size

@@ -47,8 +47,7 @@ def dataset_path(name: str) -> pathlib.Path:
                          f"as {recorded[0]!r} or a file path (--config.dataset)")
     raise DatasetError(f"{name!r} has no D4RL dataset; write one with `python -m launch.collect "
                        f"--env={name} --output=FILE.hdf5` and give its path as --config.dataset")
-  file_name = spec.dataset_file
-  return dataset_dir() / file_name
+  return dataset_dir() / spec.dataset_file
 
 
 def _column(file: h5py.File, source: str, field: str) -> np.ndarray:
