@@ -25,6 +25,7 @@ import mujoco
 import numpy as np
 
 from envs.mjx_env import MjxEnv, mjx  # mjx_env imports MJX without its "Failed to import warp"
+from wsrl_mjx import batched
 
 # Thresholds on the MJX-vs-MuJoCo observation error: the largest absolute error over all windows,
 # per field kind, (one-step, multi-step), for each way of running the check. Measured on
@@ -125,7 +126,8 @@ def mjx_rollout(env: MjxEnv):
     def step(data, ctrl_t):
       data = env.physics_step(data, ctrl_t)
       return data, env.observation(data.qpos, data.qvel)
-    _, observations = jax.lax.scan(step, env.physics_init(qpos, qvel), ctrl)
+    data = batched.batched_like(env.physics_init(qpos, qvel), (qpos, qvel))
+    _, observations = jax.lax.scan(step, data, ctrl)
     return observations
 
   return jax.jit(jax.vmap(rollout))

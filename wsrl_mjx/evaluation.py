@@ -10,6 +10,7 @@ import jax
 import jax.numpy as jnp
 
 from envs import episodes
+from wsrl_mjx import batched
 
 
 @flax.struct.dataclass
@@ -51,6 +52,7 @@ def evaluate(env, act, actor_params, key: jax.Array, num_episodes: int, episode_
 
     carry = (episodes.start(env, episode_key), jnp.zeros((), jnp.float32),
              jnp.zeros((), jnp.float32), jnp.ones((), bool))
+    carry = batched.batched_like(carry, episode_key)
     (_, episode_return, success, _), _ = jax.lax.scan(body, carry, None, length=episode_length)
     return EpisodeResults(returns=episode_return, successes=success)
 

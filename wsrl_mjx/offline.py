@@ -16,7 +16,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs import MjxEnv
-from wsrl_mjx import evaluation, replay
+from wsrl_mjx import batched, evaluation, replay
 
 
 @struct.dataclass
@@ -75,6 +75,7 @@ class Offline:
     zero = jnp.zeros((), jnp.float32)
     stats = OfflineChunkStats(updates=jnp.zeros((), jnp.int32), critic_loss_sum=zero,
                               actor_loss_sum=zero)
+    stats = batched.batched_like(stats, state.key)   # one batching of `body` per vmap
     (state, stats), _ = jax.lax.scan(body, (state, stats), None, length=num_steps)
     return state, stats
 

@@ -42,7 +42,7 @@ import jax.numpy as jnp
 from flax import struct
 
 from envs import EnvSpec, MjxEnv, episodes
-from wsrl_mjx import evaluation, jsrl, learners, replay
+from wsrl_mjx import batched, evaluation, jsrl, learners, replay
 from wsrl_mjx.agents import sac
 
 
@@ -294,6 +294,7 @@ class Online:
     stats = ChunkStats(completed_episodes=zero_int, completed_return_sum=zero,
                        updates=zero_int, critic_loss_sum=zero, actor_loss_sum=zero, q_sum=zero,
                        temperature=self.learner.temperature(state.agent), entropy_sum=zero)
+    stats = batched.batched_like(stats, state.key)   # one batching of `body` per vmap (trace time)
 
     def body(carry, _):
       return self.step(*carry, dataset), None

@@ -34,7 +34,7 @@ import numpy as np
 from absl import logging
 
 from envs import EnvSpec, MjxEnv, episodes
-from wsrl_mjx import checkpoint
+from wsrl_mjx import batched, checkpoint
 from wsrl_mjx.agents import sac
 from wsrl_mjx.data import adroit, d4rl
 
@@ -123,7 +123,7 @@ def make_rollout(env: MjxEnv, policy: Policy, num_steps: int, episode_length: in
       return transition(carry, action, reset_key)
 
     reset_key, key = jax.random.split(key)
-    carry = (env.reset(reset_key), jnp.zeros((), jnp.int32))
+    carry = batched.batched_like((env.reset(reset_key), jnp.zeros((), jnp.int32)), key)
     _, rows = jax.lax.scan(body, carry, jax.random.split(key, num_steps))
     return rows
 

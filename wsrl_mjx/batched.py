@@ -1,0 +1,27 @@
+"""`batched_like`: a pytree made batched wherever a reference is, without changing a value.
+
+Under `vmap`, a `lax.scan` (or `fori_loop`) whose initial carry is partly unbatched (zeros, a
+constant of the reset) is batched twice at trace time: JAX batches the body, sees the carry
+come out batched, and batches the body again (its fixpoint on the carry). Nested loops compound
+it: an MJX step holds several. Making the carry batched before the loop batches the body once.
+This changes the traced program only (Python time under `jit`): the select below has the same
+operand on both sides, which XLA folds away, and the loop would have broadcast the carry anyway.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+
+def batched_like(tree, reference):
+  """`tree`, value for value (NaN, inf and size-0 leaves included), batched under every `vmap`
+  that batches any leaf of the pytree `reference` (arrays of any dtype, PRNG keys included)."""
+  flags = [jnp.all(leaf == leaf) for leaf in jax.tree.leaves(reference)]
+  if not flags:
+    return tree
+  pick = flags[0]
+  for flag in flags[1:]:
+    pick = pick & flag
+  return jax.tree.map(
+      lambda leaf: jax.lax.select(jnp.broadcast_to(pick, jnp.shape(leaf)), leaf, leaf), tree)
