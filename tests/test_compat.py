@@ -1,6 +1,7 @@
-"""The workarounds for the pinned JAX and Brax versions (wsrl_mjx/compat.py): nothing acts on
-import, each acts where its version check says, and the CPU Cholesky MJX programs are traced with
-on jaxlib 0.10. (The orthogonal initialiser's QR is tested in test_networks.py.)"""
+"""The workarounds for the pinned JAX, Brax and orbax versions (wsrl_mjx/compat.py): nothing acts
+on import, each acts where its version check says, the CPU Cholesky MJX programs are traced with
+on jaxlib 0.10, and orbax's runner cancels a failed restore's other reads. (The orthogonal
+initialiser's QR is tested in test_networks.py.)"""
 
 import os
 import subprocess
@@ -198,3 +199,47 @@ def test_brax_patch_gives_jax_a_replicating_device_put():
   finally:
     if not had_it:
       del jax.device_put_replicated
+
+
+
+def test_a_failed_restore_s_other_reads_are_cancelled_before_its_event_loop_closes(tmp_path):
+  """compat item 4, on orbax's own runner (`asyncio_utils.run_sync`): one read fails while three
+  are pending. orbax 0.12.8 closes the loop with them pending (what printed pages of "Event loop
+  is closed" and "Exception ignored in: <coroutine ...>" after a damaged checkpoint); patched,
+  each is cancelled and finishes before `run_sync` raises. A checkpoint manager turns it on."""
+  import asyncio
+
+  from orbax.checkpoint._src import asyncio_utils
+  from wsrl_mjx import checkpoint
+
+  def restore_with_a_damaged_read():
+    finished = []
+
+    async def pending_read(i):
+      try:
+        await asyncio.sleep(60)
+      finally:
+        finished.append(i)
+
+    async def damaged_read():
+      raise OSError("OUT_OF_RANGE: a file cut short")
+
+    async def restore():
+      await asyncio.gather(*(pending_read(i) for i in range(3)), damaged_read())
+
+    with pytest.raises(OSError, match="OUT_OF_RANGE"):
+      asyncio_utils.run_sync(restore())
+    return finished
+
+  checkpoint.RunCheckpoints(tmp_path).close()
+  patched = asyncio_utils._run_sync_via_new_loop
+  assert patched.drains_on_failure
+  compat.drain_orbax_reads_on_failure()                       # idempotent
+  assert asyncio_utils._run_sync_via_new_loop is patched
+  assert sorted(restore_with_a_damaged_read()) == [0, 1, 2]
+  assert asyncio_utils.run_sync(asyncio.sleep(0, result=7)) == 7    # a restore that succeeds
+  try:                                                         # the control: orbax's own
+    asyncio_utils._run_sync_via_new_loop = patched.__wrapped__
+    assert restore_with_a_damaged_read() == []
+  finally:
+    asyncio_utils._run_sync_via_new_loop = patched

@@ -38,6 +38,7 @@ import orbax.checkpoint as ocp
 from absl import logging
 from jax.experimental import multihost_utils
 
+from wsrl_mjx import compat
 from wsrl_mjx.errors import UserError
 
 FORMAT_VERSION = 2     # 2: the `optimizer` item
@@ -70,6 +71,7 @@ def _not_a_read_only_notice(record: python_logging.LogRecord) -> bool:
 
 def _manager(directory: pathlib.Path, max_to_keep: int | None = None,
              read_only: bool = False) -> ocp.CheckpointManager:
+  compat.drain_orbax_reads_on_failure()   # a damaged file: one error, not pages of stderr
   absl_logger = logging.get_absl_logger()
   absl_logger.addFilter(_not_a_read_only_notice)
   try:

@@ -2,10 +2,10 @@
 delete it. Importing this module changes nothing: each workaround acts only when called.
 
 requirements.txt pins jax and jaxlib 0.10.2 on Python 3.11 (development machines and CI, CPU)
-and 0.11.2 on Python 3.12 (the GPU image), and brax 0.14.2. A check that names the version that
-fixed its problem turns the workaround off there; delete the workaround (and the lines that call
-it) once requirements.txt allows no version the check is true for. A check whose fix is
-"unknown: re-test on upgrade" stays on until someone does.
+and 0.11.2 on Python 3.12 (the GPU image), brax 0.14.2 and orbax-checkpoint 0.12.8. A check that
+names the version that fixed its problem turns the workaround off there; delete the workaround
+(and the lines that call it) once requirements.txt allows no version the check is true for. A
+check whose fix is "unknown: re-test on upgrade" stays on until someone does.
 
 1. jaxlib 0.10's batched LAPACK kernels on the CPU (BUILD.md, "Known issue worked around"):
    jaxlib 0.10 splits a batched LAPACK call (QR, Cholesky, ...) whose work exceeds ~2e5 flops
@@ -39,12 +39,25 @@ it) once requirements.txt allows no version the check is true for. A check whose
    jax 0.10.0 removed (launch/train_ant_controller.py, launch/train_adroit_demonstrator.py,
    benchmarks/throughput.py). Fixed in brax: unknown (google/brax issue 671 is open): re-test on
    upgrade.
+4. `drain_orbax_reads_on_failure`: orbax-checkpoint 0.12.8 runs a restore's reads as tasks on a
+   fresh event loop and closes the loop as soon as one read fails, with the other reads still
+   pending. A damaged checkpoint (a file cut short) can then print hundreds of lines to stderr
+   beside the one clear line wsrl-mjx writes (in 3 of 11 tries on the 2-core CPU; it depends on
+   which reads are still in flight): "RuntimeError: Event loop is closed" from TensorStore's
+   threads as the abandoned reads finish, and "Exception ignored in: <coroutine object
+   _read_array_index_and_device_put ...>" with a whole TensorStore spec for each read when the
+   garbage collector closes it (under pytest: warnings charged to whichever test is running).
+   The patch cancels and awaits the loop's pending tasks before it closes, on the failure path
+   only (what `asyncio.run` does for its loop). wsrl_mjx/checkpoint.py calls it before opening a
+   checkpoint manager. Fixed in orbax: unknown: re-test on upgrade (tests/test_compat.py runs a
+   failing restore on orbax's runner, patched and not).
 
 Everything here depends on jax alone (envs/ imports this module; it imports nothing of ours).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import os
@@ -271,3 +284,38 @@ def patch_brax_for_this_jax() -> None:
       return jax.tree.map(lambda x: jax.device_put(jnp.stack([jnp.asarray(x)] * len(devices))),
                           tree)
     jax.device_put_replicated = device_put_replicated
+
+
+# --- 4. orbax-checkpoint's event loop after a failed read ------------------------------------
+
+def drain_orbax_reads_on_failure() -> None:
+  """Makes orbax cancel and await a failed restore's other reads before it closes their event
+  loop (module docstring, item 4), so that a damaged checkpoint reports one error, not hundreds
+  of lines of abandoned reads. Idempotent; changes nothing for a restore that succeeds, and
+  nothing where orbax no longer has the function it replaces (`_run_sync_via_new_loop`, the
+  fresh-loop runner of `asyncio_utils.run_sync`).
+  """
+  from orbax.checkpoint._src import asyncio_utils   # pylint: disable=import-outside-toplevel
+  original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
+  if original is None or getattr(original, "drains_on_failure", False):
+    return
+
+  def run_sync_via_new_loop(coro):
+    loop = asyncio.new_event_loop()
+    try:
+      asyncio.set_event_loop(loop)
+      return loop.run_until_complete(coro)
+    except BaseException:
+      pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+      for task in pending:
+        task.cancel()
+      if pending:
+        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      raise
+    finally:
+      asyncio.set_event_loop(None)
+      loop.close()
+
+  run_sync_via_new_loop.drains_on_failure = True
+  run_sync_via_new_loop.__wrapped__ = original     # orbax's own, for tests/test_compat.py
+  asyncio_utils._run_sync_via_new_loop = run_sync_via_new_loop   # pylint: disable=protected-access
