@@ -1,11 +1,12 @@
 """`batched_like`: a pytree made batched wherever a reference is, without changing a value.
 
 Under `vmap`, a `lax.scan` (or `fori_loop`) whose initial carry is partly unbatched (zeros, a
-constant of the reset) is batched twice at trace time: JAX batches the body, sees the carry
-come out batched, and batches the body again (the fixpoint on the carry in `_scan_batching_rule`,
-jax/_src/lax/control_flow/loops.py, jax 0.10). Nested loops compound it: an MJX step holds
-several. Making the carry batched before the loop batches the body once. This changes the traced program only (Python time under `jit`): the select below has the same
-operand on both sides, which XLA folds away, and the loop would have broadcast the carry anyway.
+constant of the reset) is batched twice at trace time: JAX batches the body, sees the carry come
+out batched, and batches the body again (the fixpoint on the carry in `_scan_batching_rule`,
+jax/_src/lax/control_flow/loops.py, jax 0.10). Nested loops compound it: an MJX step holds several.
+Making the carry batched before the loop batches the body once. This changes the traced program
+only (Python time under `jit`): the select below has the same operand on both sides, which XLA
+folds away, and the loop would have broadcast the carry anyway.
 """
 
 from __future__ import annotations
