@@ -238,8 +238,31 @@ def test_a_failed_restore_s_other_reads_are_cancelled_before_its_event_loop_clos
   assert asyncio_utils._run_sync_via_new_loop is patched
   assert sorted(restore_with_a_damaged_read()) == [0, 1, 2]
   assert asyncio_utils.run_sync(asyncio.sleep(0, result=7)) == 7    # a restore that succeeds
+
+  def all_tasks_fails(loop=None):
+    raise RuntimeError("Set changed size during iteration")
+  with pytest.MonkeyPatch.context() as monkeypatch:    # a failed drain hides no read's error
+    monkeypatch.setattr(asyncio, "all_tasks", all_tasks_fails)
+    restore_with_a_damaged_read()
   try:                                                         # the control: orbax's own
     asyncio_utils._run_sync_via_new_loop = patched.__wrapped__
     assert restore_with_a_damaged_read() == []
   finally:
     asyncio_utils._run_sync_via_new_loop = patched
+
+
+def test_the_orbax_patch_leaves_a_newer_orbax_alone(monkeypatch):
+  """It replaces a private function, so an orbax past `ORBAX_PATCHED_UP_TO` runs unpatched; the
+  pinned one is within it."""
+  import orbax.checkpoint
+  from orbax.checkpoint._src import asyncio_utils
+  assert compat._release(orbax.checkpoint.__version__) <= compat.ORBAX_PATCHED_UP_TO
+  compat.drain_orbax_reads_on_failure()
+  own = asyncio_utils._run_sync_via_new_loop.__wrapped__
+  monkeypatch.setattr(asyncio_utils, "_run_sync_via_new_loop", own)
+  monkeypatch.setattr(orbax.checkpoint, "__version__", "0.12.9")
+  compat.drain_orbax_reads_on_failure()
+  assert asyncio_utils._run_sync_via_new_loop is own
+  monkeypatch.setattr(orbax.checkpoint, "__version__", "0.12.8")
+  compat.drain_orbax_reads_on_failure()
+  assert asyncio_utils._run_sync_via_new_loop.__wrapped__ is own

@@ -4,9 +4,11 @@ Under `vmap`, a `lax.scan` (or `fori_loop`) whose initial carry is partly unbatc
 constant of the reset) is batched twice at trace time: JAX batches the body, sees the carry come
 out batched, and batches the body again (the fixpoint on the carry in `_scan_batching_rule`,
 jax/_src/lax/control_flow/loops.py, jax 0.10). Nested loops compound it: an MJX step holds several.
-Making the carry batched before the loop batches the body once. This changes the traced program
-only (Python time under `jit`): the select below has the same operand on both sides, which XLA
-folds away, and the loop would have broadcast the carry anyway.
+Making the carry batched before the loop batches the body once. Values never change: the select
+below has the same operand on both sides. XLA folds it away where the leaf is a constant or
+already batched (every call site's carries: zeros, constants of a reset, states); a leaf
+computed from unbatched inputs keeps one exact elementwise select per element (the loop would
+have broadcast it anyway).
 """
 
 from __future__ import annotations

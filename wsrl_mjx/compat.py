@@ -41,18 +41,20 @@ check whose fix is "unknown: re-test on upgrade" stays on until someone does.
    upgrade.
 4. `drain_orbax_reads_on_failure`: orbax-checkpoint 0.12.8 runs a restore's reads as tasks on a
    fresh event loop and closes the loop as soon as one read fails, with the other reads still
-   pending. A damaged checkpoint (a file cut short) can then print hundreds of lines to stderr
-   beside the one clear line wsrl-mjx writes (in 3 of 11 tries on the 2-core CPU; it depends on
-   which reads are still in flight): "RuntimeError: Event loop is closed" from TensorStore's
-   threads as the abandoned reads finish, and "Exception ignored in: <coroutine object
-   _read_array_index_and_device_put ...>" with a whole TensorStore spec for each read when the
-   garbage collector closes it (under pytest: warnings charged to whichever test is running).
-   The patch cancels and awaits the loop's pending tasks before it closes, on the failure path
-   only (what `asyncio.run` does for its loop). wsrl_mjx/checkpoint.py calls it before opening a
-   checkpoint manager. Fixed in orbax: unknown: re-test on upgrade (tests/test_compat.py runs a
-   failing restore on orbax's runner, patched and not).
+   pending (saves run the same way). A damaged checkpoint (a file cut short) can then print
+   hundreds of lines to stderr beside the one clear line wsrl-mjx writes (in 3 of 11 tries on the
+   2-core CPU; it depends on which reads are still in flight): "RuntimeError: Event loop is closed"
+   from TensorStore's threads as the abandoned reads finish, and "Exception ignored in: <coroutine
+   object _read_array_index_and_device_put ...>" with a whole TensorStore spec for each read when
+   the garbage collector closes it (under pytest: warnings charged to whichever test is running).
+   The patch cancels and awaits the loop's pending tasks before it closes, on the failure path only
+   (what `asyncio.run` does for its loop). wsrl_mjx/checkpoint.py calls it before opening a
+   checkpoint manager. It replaces a private function, so it acts only up to orbax 0.12.8
+   (`ORBAX_PATCHED_UP_TO`). Fixed in orbax: unknown: re-test on upgrade (tests/test_compat.py
+   runs a failing restore on orbax's runner, patched and not).
 
-Everything here depends on jax alone (envs/ imports this module; it imports nothing of ours).
+Everything here depends on jax alone (envs/ imports this module; it imports nothing of ours),
+except item 4, which imports orbax when it is called.
 """
 
 from __future__ import annotations
@@ -287,17 +289,25 @@ def patch_brax_for_this_jax() -> None:
 
 
 # --- 4. orbax-checkpoint's event loop after a failed read ------------------------------------
+# The replaced function is private, so the patch is limited to the orbax it was written against:
+# a newer orbax runs unpatched (re-test the noise there, then move this bound or delete it).
+ORBAX_PATCHED_UP_TO = (0, 12, 8)
+
 
 def drain_orbax_reads_on_failure() -> None:
-  """Makes orbax cancel and await a failed restore's other reads before it closes their event
+  """Makes orbax cancel and await a failed call's other tasks before it closes their event
   loop (module docstring, item 4), so that a damaged checkpoint reports one error, not hundreds
-  of lines of abandoned reads. Idempotent; changes nothing for a restore that succeeds, and
-  nothing where orbax no longer has the function it replaces (`_run_sync_via_new_loop`, the
-  fresh-loop runner of `asyncio_utils.run_sync`).
+  of lines of abandoned reads. Idempotent. Changes nothing for a call that succeeds, and nothing
+  where orbax is newer than `ORBAX_PATCHED_UP_TO` or no longer has the function it replaces
+  (`_run_sync_via_new_loop`, the fresh-loop runner of `asyncio_utils.run_sync`, which saves go
+  through too: a failed save's pending writes are cancelled as well, rather than left running
+  on a closed loop).
   """
+  import orbax.checkpoint   # pylint: disable=import-outside-toplevel
   from orbax.checkpoint._src import asyncio_utils   # pylint: disable=import-outside-toplevel
   original = getattr(asyncio_utils, "_run_sync_via_new_loop", None)
-  if original is None or getattr(original, "drains_on_failure", False):
+  if (original is None or getattr(original, "drains_on_failure", False)
+      or _release(orbax.checkpoint.__version__) > ORBAX_PATCHED_UP_TO):
     return
 
   def run_sync_via_new_loop(coro):
@@ -306,11 +316,14 @@ def drain_orbax_reads_on_failure() -> None:
       asyncio.set_event_loop(loop)
       return loop.run_until_complete(coro)
     except BaseException:
-      pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
-      for task in pending:
-        task.cancel()
-      if pending:
-        loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      try:
+        pending = [task for task in asyncio.all_tasks(loop) if not task.done()]
+        for task in pending:
+          task.cancel()
+        if pending:
+          loop.run_until_complete(asyncio.gather(*pending, return_exceptions=True))
+      except Exception:   # noqa: BLE001 (the draining must never hide the call's own error)
+        pass
       raise
     finally:
       asyncio.set_event_loop(None)
