@@ -44,3 +44,47 @@ def test_an_unbatched_reference_leaves_the_tree_unbatched():
   for leaf, got in zip(jax.tree.leaves(TREE), jax.tree.leaves(out)):
     _leaves_equal(leaf, got)
   assert batched.batched_like(TREE, ()) is TREE
+
+
+def test_evaluation_and_the_bridge_rollout_batch_their_loop_bodies_once():
+  """The call sites: under two `vmap`s (seeds, then evaluation episodes), the scan of
+  `evaluation.evaluate` starts with every carry leaf batched, as does the bridge check's rollout
+  and the physics scan inside both, so JAX's fixpoint never batches those bodies a second time.
+  Read from JAX's scan batching rule (a private table: update this test with JAX if it moves)."""
+  from jax._src.interpreters import batching
+  from jax._src.lax.control_flow import loops
+
+  import envs
+  from envs import bridge
+  from wsrl_mjx import evaluation
+
+  rule = batching.fancy_primitive_batchers[loops.scan_p]
+  seen = []
+
+  def recording(axis_data, args, dims, **params):
+    outs, out_dims = rule(axis_data, args, dims, **params)
+    start, stop = params["num_consts"], params["num_consts"] + params["num_carry"]
+    where = str(params["jaxpr"].jaxpr.debug_info.func_src_info)
+    seen.append((where, [d is not None for d in dims[start:stop]],
+                 [d is not None for d in out_dims[:stop - start]]))
+    return outs, out_dims
+
+  env, _ = envs.make("point-mass")
+  act = lambda weights, observation: jnp.tanh(observation @ weights)
+  weights = jnp.zeros((2, env.observation_size, env.action_size))
+  keys = jax.random.split(jax.random.key(0), 2)
+  model = env.mjx_model
+  rollout_args = (jnp.zeros((3, model.nq)), jnp.zeros((3, model.nv)), jnp.zeros((3, 4, model.nu)))
+  batching.fancy_primitive_batchers[loops.scan_p] = recording
+  try:
+    jax.make_jaxpr(jax.vmap(lambda w, k: evaluation.evaluate(env, act, w, k, 3, 5, 1.0)))(
+        weights, keys)
+    jax.make_jaxpr(bridge.mjx_rollout(env))(*rollout_args)
+  finally:
+    batching.fancy_primitive_batchers[loops.scan_p] = rule
+  ours = [(where, before, after) for where, before, after in seen
+          if any(name in where for name in ("evaluation.py", "bridge.py", "mjx_env.py"))]
+  assert sum("evaluation.py" in where for where, _, _ in ours) == 2      # one per vmap
+  assert sum("bridge.py" in where for where, _, _ in ours) == 1
+  for where, before, after in ours:
+    assert before == after and all(before), where   # batched from the start: batched once
