@@ -201,7 +201,6 @@ def test_brax_patch_gives_jax_a_replicating_device_put():
       del jax.device_put_replicated
 
 
-
 def test_a_failed_restore_s_other_reads_are_cancelled_before_its_event_loop_closes(tmp_path):
   """compat item 4, on orbax's own runner (`asyncio_utils.run_sync`): one read fails while three
   are pending. orbax 0.12.8 closes the loop with them pending (what printed pages of "Event loop
