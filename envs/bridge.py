@@ -26,6 +26,7 @@ import numpy as np
 
 from envs.mjx_env import MjxEnv, mjx  # mjx_env imports MJX without its "Failed to import warp"
 from wsrl_mjx import batched
+from wsrl_mjx.errors import UserError
 
 # Thresholds on the MJX-vs-MuJoCo observation error: the largest absolute error over all windows,
 # per field kind, (one-step, multi-step), for each way of running the check. Measured on
@@ -222,7 +223,9 @@ def start_indices(episode_ends: np.ndarray, horizon: int, num_starts: int,
   end_of_episode = episode_ends[np.searchsorted(episode_ends, rows)]
   valid = np.flatnonzero(rows + horizon <= end_of_episode)
   if len(valid) == 0:
-    raise ValueError(f"No episode is longer than the horizon ({horizon} steps)")
+    longest = int(np.max(np.diff(np.concatenate([[-1], episode_ends])))) - 1   # rows - 1
+    raise UserError(f"horizon {horizon}: no episode is longer than it (the longest has "
+                    f"{longest} steps); replay a shorter horizon or longer episodes")
   return np.sort(rng.choice(valid, size=min(num_starts, len(valid)), replace=False))
 
 

@@ -21,6 +21,7 @@ from typing import Callable
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from envs import mjx_env
 
@@ -53,6 +54,9 @@ class LocomotionTask:
   healthy_reward: float
   # None: the task never terminates.
   is_healthy: Callable[[jax.Array, jax.Array], jax.Array] | None
+
+
+VELOCITY_CLIP = 10.0   # hopper's and walker2d's observed qvel, gym's `np.clip(qvel, -10, 10)`
 
 
 TASKS = {
@@ -93,9 +97,16 @@ class Locomotion(mjx_env.MjxEnv):
     return {"root height, angle": slice(0, 2), "joint angles": slice(2, nq - 1),
             "root velocities": slice(nq - 1, nq + 2), "joint velocities": slice(nq + 2, None)}
 
+  def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    low, high = super().observation_bounds()
+    if self.task.clip_velocity:   # gym's Hopper-v3 / Walker2d-v3 `_get_obs`
+      velocities = slice(int(self.mj_model.nq) - 1, None)
+      low[velocities], high[velocities] = -VELOCITY_CLIP, VELOCITY_CLIP
+    return low, high
+
   def observation(self, qpos: jax.Array, qvel: jax.Array) -> jax.Array:
     if self.task.clip_velocity:
-      qvel = jnp.clip(qvel, -10.0, 10.0)
+      qvel = jnp.clip(qvel, -VELOCITY_CLIP, VELOCITY_CLIP)
     return jnp.concatenate([qpos[1:], qvel])
 
   def reset(self, rng: jax.Array) -> mjx_env.State:

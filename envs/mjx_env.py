@@ -19,6 +19,7 @@ import pathlib
 import jax
 import jax.numpy as jnp
 import mujoco
+import numpy as np
 
 from wsrl_mjx import compat
 
@@ -144,6 +145,12 @@ class MjxEnv(brax_base.Env):
   def observation_fields(self) -> dict[str, slice]:
     """Named parts of the observation, for per-field error reports (the bridge check)."""
     return {"observation": slice(0, self.observation_size)}
+
+  def observation_bounds(self) -> tuple[np.ndarray, np.ndarray]:
+    """([obs_dim], [obs_dim]) float32 bounds the env clips its observation to, -inf/inf where
+    it does not clip: part of what an observation means, which an exported policy applies."""
+    unbounded = np.full(self.observation_size, np.inf, np.float32)
+    return -unbounded, unbounded
 
   def reference_mj_model(self) -> mujoco.MjModel:
     """The model the task is defined by (D4RL's, with its own solver settings), for the MuJoCo

@@ -23,12 +23,16 @@ from wsrl_mjx.datagen import kitchen_script, planner
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
-_STARTS = flags.DEFINE_integer("starts", 64, "Windows replayed (random steps of the data).")
-_HORIZON = flags.DEFINE_integer("horizon", 10, "Env steps replayed open-loop per window.")
+_STARTS = flags.DEFINE_integer("starts", 64, "Windows replayed (random steps of the data).",
+                               lower_bound=1)
+_HORIZON = flags.DEFINE_integer("horizon", 10, "Env steps replayed open-loop per window.",
+                                lower_bound=1)
 _STEPS = flags.DEFINE_integer(
     "steps", 0, "Length of each generated episode (no --dataset); 0: the env's "
-    "`bridge_episode_steps` (Adroit: 100, what its bounds are calibrated on), else 200.")
-_EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).")
+    "`bridge_episode_steps` (Adroit: 100, what its bounds are calibrated on), else 200.",
+    lower_bound=0)
+_EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).",
+                                 lower_bound=1)
 _ACTIONS = flags.DEFINE_enum(
     "actions", "random", ["random", "planner", "script"],
     "Generated trajectories' actions: 'random' (held 4 steps), 'planner', the Adroit "

@@ -2,8 +2,12 @@
 the statistics against rliable's numbers."""
 
 import csv
+import dataclasses
+import errno
+import hashlib
 import importlib.util
 import json
+import pathlib
 import shutil
 import subprocess
 import sys
@@ -290,9 +294,16 @@ def test_policy_json_matches_the_env_and_the_run(grid_run, tmp_path):
   assert all(a["stop"] == b["start"] for a, b in zip(layout, layout[1:]))
   assert [a["name"] for a in info["action"]["actuators"]] == ["x", "y"]
   assert info["network"]["hidden_sizes"] == [32, 32] and info["network"]["layer_norm"]
+  assert all(field["clip"] is None for field in layout)   # the point mass clips nothing
+  assert not info["observation"]["clipped_by_the_policy"]
+  assert [a["gear"] for a in info["action"]["actuators"]] == list(env.mj_model.actuator_gear[:, 0])
   last = records(grid_run)[-1]
-  assert info["last_evaluation"] == {"env_step": 200, "normalized_score": pytest.approx(
-      last["normalized_scores"][0]), "return": pytest.approx(last["returns"][0])}
+  assert info["last_evaluation"] == {"env_step": 200, "of_this_checkpoint": True,
+                                     "normalized_score": pytest.approx(
+                                         last["normalized_scores"][0]),
+                                     "return": pytest.approx(last["returns"][0])}
+  assert info["sha256"] == {name: hashlib.sha256((tmp_path / name).read_bytes()).hexdigest()
+                            for name in ("policy.onnx", "policy.npz", "policy.py")}
   assert info["source"]["checkpoint_step"] == 200 and info["action"]["clip"] == pytest.approx(
       tiny_config().action_clip)
   # The scaling JSON gives is the env's own map, on a family that rescales (AntMaze: x30).
@@ -319,6 +330,261 @@ def test_best_picks_the_best_seed_that_did_not_diverge(grid_run, tmp_path):
   with pytest.raises(export.ExportError, match=rf"--seed={best}: .* diverged at env step 150"):
     export.export(poisoned, tmp_path / "refused", seed=best)
   assert not (tmp_path / "refused").exists()
+
+
+def with_scores(run, destination, scores_at):
+  """A copy of `run` whose evaluation at each step in `scores_at` has those scores."""
+  shutil.copytree(run, destination)
+  lines = records(destination)
+  for line in lines:
+    line["normalized_scores"] = scores_at.get(line["env_step"], line["normalized_scores"])
+  (destination / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  return destination
+
+
+def test_an_older_checkpoint_exports_with_the_evaluation_of_its_own_weights(grid_run, tmp_path):
+  """Checkpoints at 150 and 200, evaluations at 0, 100 and 200 (the tiny config). --step=150
+  exports the weights of step 150 and reports (and with --best, ranks by) the evaluation at 100,
+  the newest of weights up to it; so does the latest checkpoint once 200's is gone (a run killed
+  between its evaluation and its checkpoint)."""
+  run = with_scores(grid_run, tmp_path / "run", {100: [90.0, 10.0], 200: [10.0, 90.0]})
+  assert export.export(run, tmp_path / "latest", best=True)["source"]["seed"] == 1
+  info = export.export(run, tmp_path / "older", best=True, step=150)
+  assert info["source"]["seed"] == 0 and info["source"]["checkpoint_step"] == 150
+  assert info["last_evaluation"]["env_step"] == 100
+  assert info["last_evaluation"]["normalized_score"] == 90.0
+  assert not info["last_evaluation"]["of_this_checkpoint"]
+  config = tiny_config()
+  actor = networks.GaussianActor(envs.spec(config.env_name).action_size,
+                                 config.actor_hidden_sizes)
+  observations = np.random.default_rng(2).normal(0, 3, (16, 4)).astype(np.float32)
+  exported = load_module(tmp_path / "older" / "policy.py").load()(observations)
+  for step in (150, 200):
+    mean, _ = actor.apply(checkpoint_actor(grid_run, step, 0), jnp.asarray(observations))
+    matches = np.allclose(exported, np.clip(np.tanh(np.asarray(mean)), -config.action_clip,
+                                            config.action_clip), atol=1e-5)
+    assert matches == (step == 150), step    # the weights of step 150, not 200's
+
+  shutil.rmtree(run / "checkpoints" / "200")
+  info = export.export(run, tmp_path / "killed", best=True)
+  assert (info["source"]["seed"], info["source"]["checkpoint_step"]) == (0, 150)
+  assert info["last_evaluation"]["env_step"] == 100
+  with pytest.raises(export.ExportError, match=r"--step=200: .* has checkpoints at env steps 150$"):
+    export.export(run, tmp_path / "x", seed=0, step=200)
+  # A seed that diverged after a checkpoint exports from it, not from a later one.
+  diverged = with_scores(grid_run, tmp_path / "diverged", {})
+  lines = records(diverged)
+  lines[-1]["diverged_at"] = [None, 175]
+  (diverged / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  assert export.export(diverged, tmp_path / "before", seed=1, step=150)["source"]["seed"] == 1
+  with pytest.raises(export.ExportError, match=r"--seed=1: .* diverged at env step 175"):
+    export.export(diverged, tmp_path / "x", seed=1)
+  assert not (tmp_path / "x").exists()
+
+
+def test_a_description_that_does_not_fit_the_agent_or_the_run_is_refused(grid_run, tmp_path):
+  def copy_with(name, description=None, config=None):
+    copy = tmp_path / name
+    shutil.copytree(grid_run, copy)
+    for path, changes in ((copy / "checkpoints" / "200" / "description" / "metadata",
+                           description), (copy / "config.json", config)):
+      if changes:
+        path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
+    return copy
+
+  hopper = "hopper-medium-v2"
+  both = copy_with("both", description={"env_name": hopper}, config={"env_name": hopper})
+  metadata = both / "checkpoints" / "200" / "description" / "metadata"
+  with pytest.raises(export.ExportError) as refused:
+    export.export(both, tmp_path / "x", seed=0)
+  assert str(refused.value) == (f"{metadata}: agent.observation_size is 4 but {hopper} has 11; "
+                                "the description does not belong to this agent")
+  config_only = copy_with("config_only", config={"env_name": hopper})
+  with pytest.raises(export.ExportError) as refused:
+    export.export(config_only, tmp_path / "x", seed=0)
+  assert str(refused.value) == (
+      f"{config_only / 'checkpoints' / '200' / 'description' / 'metadata'}: env_name is "
+      f"'point-mass' but the run's config.json says '{hopper}'")
+  assert not (tmp_path / "x").exists()
+
+
+def test_a_failed_export_leaves_the_earlier_one_as_it_was(grid_run, tmp_path, monkeypatch):
+  out = tmp_path / "policy"
+  export.export(grid_run, out, seed=0)
+  before = {p.name: p.read_bytes() for p in out.iterdir()}
+  (out / "notes.txt").write_text("the robot team's own file")
+  writes = []
+
+  def full_disk(path, data):
+    writes.append(path.name)
+    if len(writes) == 3:
+      raise OSError(errno.ENOSPC, "No space left on device", str(path))
+    return original(path, data)
+
+  original = pathlib.Path.write_bytes
+  monkeypatch.setattr(pathlib.Path, "write_bytes", full_disk)
+  with pytest.raises(export.ExportError, match=rf"^--out={out}: cannot write the policy there "
+                                               r"\(No space left on device: .*policy.py\)$"):
+    export.export(grid_run, out, seed=1)
+  monkeypatch.undo()
+  assert {p.name: p.read_bytes() for p in out.iterdir() if p.name != "notes.txt"} == before
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["policy"]     # no staging folder left
+  # Over a good export, a new one replaces the four files and leaves others alone.
+  assert export.export(grid_run, out, seed=1)["source"]["seed"] == 1
+  assert json.loads((out / "policy.json").read_text())["source"]["seed"] == 1
+  assert (out / "notes.txt").read_text() == "the robot team's own file"
+  with pytest.raises(export.ExportError, match=r"is a file, not a folder$"):
+    export.export(grid_run, out / "notes.txt", seed=0)
+
+
+def test_a_damaged_checkpoint_is_one_short_line_pointing_at_an_older_one(grid_run, tmp_path):
+  """Without its manifest, TensorStore's error carries the file's whole JSON spec (kilobytes);
+  the message keeps its start and says how to export the checkpoint before."""
+  damaged = tmp_path / "damaged"
+  shutil.copytree(grid_run, damaged)
+  manifests = list((damaged / "checkpoints" / "200" / "agent").rglob("manifest.ocdbt"))
+  assert manifests
+  for manifest in manifests:
+    manifest.unlink()
+  with pytest.raises(export.ExportError) as refused:
+    export.export(damaged, tmp_path / "x", seed=0)
+  message = str(refused.value)
+  assert message.startswith(f"{damaged / 'checkpoints' / '200' / 'agent'}: damaged, cannot be "
+                            "read (") and message.endswith("(launch.export --step=N exports an "
+                                                           "older checkpoint)")
+  assert len(message) < 600 and "\n" not in message, message
+  assert export.export(damaged, tmp_path / "older", seed=0, step=150)["source"][
+      "checkpoint_step"] == 150
+
+
+def hand_made_policy(folder, bounds=None, seed=0):
+  """An export's policy.npz and policy.py for random weights on hopper's sizes (11 -> 8 -> 8 -> 3,
+  layer norm, action clip 0.9), with `bounds` (low, high) or none; the weights as ActorWeights."""
+  rng = np.random.default_rng(seed)
+  sizes = (11, 8, 8)
+  hidden = [{"kernel": rng.normal(0, 0.5, (a, b)).astype(np.float32),
+             "bias": rng.normal(0, 0.1, b).astype(np.float32),
+             "norm_scale": rng.uniform(0.5, 1.5, b).astype(np.float32),
+             "norm_bias": rng.normal(0, 0.1, b).astype(np.float32)}
+            for a, b in zip(sizes, sizes[1:])]
+  low, high = bounds if bounds is not None else (None, None)
+  weights = export.ActorWeights(hidden, rng.normal(0, 0.5, (8, 3)).astype(np.float32),
+                                rng.normal(0, 0.1, 3).astype(np.float32), True, 0.9, low, high)
+  folder.mkdir(parents=True, exist_ok=True)
+  np.savez(folder / "policy.npz", **weights.arrays())
+  shutil.copyfile(pathlib.Path(export.__file__).with_name("standalone_policy.py"),
+                  folder / "policy.py")
+  return weights
+
+
+def reference_policy(weights, observations):
+  """The deterministic policy by hand, float64: clip to the bounds, (Dense, LayerNorm, ReLU) per
+  hidden layer, the mean head, tanh, the action clip."""
+  x = np.asarray(observations, np.float64)
+  if weights.observation_low is not None:
+    x = np.minimum(np.maximum(x, weights.observation_low), weights.observation_high)
+  for layer in weights.hidden:
+    x = x @ layer["kernel"].astype(np.float64) + layer["bias"]
+    centred = x - x.mean(-1, keepdims=True)
+    x = centred / np.sqrt((centred ** 2).mean(-1, keepdims=True) + 1e-6)
+    x = np.maximum(x * layer["norm_scale"] + layer["norm_bias"], 0.0)
+  mean = x @ weights.mean_kernel.astype(np.float64) + weights.mean_bias
+  clip = float(np.float32(weights.action_clip))   # policy.npz stores it as float32
+  return np.clip(np.tanh(mean), -clip, clip)
+
+
+def test_the_exported_policy_clips_velocities_as_hopper_observes_them(tmp_path):
+  import onnxruntime
+  env, _ = envs.make("hopper-medium-v2")
+  low, high = env.observation_bounds()
+  # The env's observation is qpos[1:] and qvel, clipped to those bounds (gym: qvel to +-10).
+  rng = np.random.default_rng(3)
+  qpos = rng.normal(0, 1, env.mj_model.nq).astype(np.float32)
+  qvel = rng.normal(0, 30, env.mj_model.nv).astype(np.float32)
+  assert (np.abs(qvel) > 10).any() and (np.abs(qvel) < 10).any()
+  np.testing.assert_array_equal(env.observation(jnp.asarray(qpos), jnp.asarray(qvel)),
+                                np.clip(np.concatenate([qpos[1:], qvel]), low, high))
+  assert [(f["name"], f["clip"]) for f in export.observation_layout(env, 11)] == [
+      ("root height, angle", None), ("joint angles", None),
+      ("root velocities", [-10.0, 10.0]), ("joint velocities", [-10.0, 10.0])]
+
+  weights = hand_made_policy(tmp_path, (low, high))
+  observations = rng.normal(0, 20, (64, 11)).astype(np.float32)   # raw: velocities past 10
+  expected = reference_policy(weights, observations)
+  unclipped = reference_policy(dataclasses.replace(weights, observation_low=None), observations)
+  assert np.abs(expected - unclipped).max() > 0.1                 # the clip matters here
+  from_numpy = load_module(tmp_path / "policy.py").load()(observations)
+  np.testing.assert_allclose(from_numpy, expected, atol=1e-9, rtol=0)
+  model = export.onnx_model(weights, 11)
+  assert [n.op_type for n in model.graph.node][:3] == ["Max", "Min", "Gemm"]
+  session = onnxruntime.InferenceSession(model.SerializeToString())
+  np.testing.assert_allclose(session.run(["action"], {"observation": observations})[0],
+                             expected, atol=1e-5, rtol=0)
+
+
+def test_the_numpy_runner_refuses_what_it_has_no_action_for(tmp_path):
+  hand_made_policy(tmp_path)
+  module = load_module(tmp_path / "policy.py")
+  act = module.load(tmp_path / "policy.npz")
+  assert (act.observation_size, act.action_size) == (11, 3)
+  observation = np.zeros(11)
+  observation[[2, 7]] = np.nan, -np.inf
+  with pytest.raises(ValueError, match=r"^observation values at indices \[2, 7\] are NaN or "):
+    act(observation)
+  batch = np.zeros((3, 11))
+  batch[1, 4] = np.inf
+  with pytest.raises(ValueError, match=r"indices \[4\]"):
+    act(batch)
+  for bad in (np.array(["1"] * 11), np.array([None] * 11), np.zeros(11, np.complex64)):
+    with pytest.raises(ValueError, match=rf"holds real numbers; got an array of {bad.dtype}$"):
+      act(bad)
+  assert act(np.zeros((2, 5, 11), np.int32)).shape == (2, 5, 3)   # integers are numbers
+
+  weights_file = tmp_path / "policy.npz"
+  (tmp_path / "cut.npz").write_bytes(weights_file.read_bytes()[:1000])
+  (tmp_path / "policy.json").write_text('{"format": "wsrl-mjx policy 1"}')
+  np.save(tmp_path / "one.npy", np.zeros(3))
+  arrays = dict(np.load(weights_file))
+  del arrays["mean_kernel"]
+  np.savez(tmp_path / "partial.npz", **arrays)
+  for name, message in (("missing.npz", "no such file"),
+                        ("cut.npz", "cannot be read as policy.npz (File is not a zip file)"),
+                        ("policy.json", "cannot be read as policy.npz (not a .npz file)"),
+                        ("one.npy", "holds one array, not the .npz of launch.export"),
+                        ("partial.npz", "has no 'mean_kernel' array; not a policy.npz written "
+                                        "by launch.export")):
+    with pytest.raises(ValueError) as refused:
+      module.load(tmp_path / name)
+    assert str(refused.value) == f"{tmp_path / name}: {message}"
+  shell = subprocess.run([sys.executable, "policy.py", "policy.json", *["0"] * 11],
+                         cwd=tmp_path, capture_output=True, text=True, timeout=60)
+  assert (shell.returncode, shell.stderr) == (
+      1, "error: policy.json: cannot be read as policy.npz (not a .npz file)\n")
+
+
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_and_the_next_line_stands_alone(tmp_path):
+  from wsrl_mjx import metrics_log
+  log = metrics_log.MetricsLog(tmp_path, device="1 x cpu")
+  for step in (0, 100):
+    log.write_evaluation({"env_step": step, "normalized_scores": [1.0, 2.0]})
+  for name in ("metrics.jsonl", metrics_log.WALL_TIME_FILE):   # the kill, mid-line
+    with open(tmp_path / name, "a") as f:
+      f.write('{"env_step": 200, "normalized_sc')
+  assert [r["env_step"] for r in log.records()] == [0, 100]
+  assert [r["env_step"] for r in runs.read(tmp_path).records] == [0, 100]
+  resumed = metrics_log.MetricsLog(tmp_path, device="1 x cpu")    # the next session
+  assert resumed.restart_at(100) == 0
+  resumed.write_evaluation({"env_step": 200, "normalized_scores": [3.0, 4.0]})
+  assert [r["env_step"] for r in runs.read(tmp_path).records] == [0, 100, 200]
+  wall = (tmp_path / metrics_log.WALL_TIME_FILE).read_text().splitlines()
+  assert len(wall) == 4 and json.loads(wall[-1])["session"] == resumed.session
+  assert metrics_log.wall_time(tmp_path)[0] == pytest.approx(
+      json.loads(wall[1])["seconds"] + json.loads(wall[3])["seconds"])
+  # A line that is not JSON anywhere but at the end is a damaged file, named with its line.
+  with open(tmp_path / "metrics.jsonl", "a") as f:
+    f.write("garbage\n" + json.dumps({"env_step": 300, "normalized_scores": [0, 0]}) + "\n")
+  with pytest.raises(runs.RunError, match=r"metrics.jsonl: line 4 is not valid JSON"):
+    runs.read(tmp_path)
 
 
 def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(grid_run,

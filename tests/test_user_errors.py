@@ -97,3 +97,18 @@ def test_the_collector_names_an_unknown_env_in_one_line(tmp_path):
                       f"--output={tmp_path / 'x.hdf5'}")
   assert_one_line_error(result, "--env=hopper-medum-v2: Unknown environment",
                         "Did you mean hopper-medium-v2")
+
+
+def test_bridge_check_refuses_windows_it_cannot_replay():
+  import numpy as np
+  from envs import bridge
+  from wsrl_mjx.errors import UserError
+  result = run_launch("launch.bridge_check", "--env=hopper-medium-v2", "--starts=0")
+  assert_one_line_error(result, "flag --starts=0: 0 is not a positive integer")
+  # Two episodes of 4 recorded states (3 steps each): a horizon of 3 fits, 4 does not.
+  ends = np.array([3, 7])
+  assert list(bridge.start_indices(ends, 3, 8, np.random.default_rng(0))) == [0, 4]
+  with pytest.raises(UserError) as refused:
+    bridge.start_indices(ends, 4, 8, np.random.default_rng(0))
+  assert str(refused.value) == ("horizon 4: no episode is longer than it (the longest has 3 "
+                                "steps); replay a shorter horizon or longer episodes")

@@ -271,8 +271,12 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
   return agent, description
 
 
-def _first_line(error: BaseException) -> str:
-  return (str(error).strip().splitlines() or [type(error).__name__])[0]
+def _first_line(error: BaseException, limit: int = 400) -> str:
+  """The error's first line without TensorStore's appendices (the JSON spec of the file that
+  failed, the source locations: kilobytes on one line), cut at `limit` characters."""
+  line = (str(error).strip().splitlines() or [type(error).__name__])[0]
+  line = re.split(r" \[(?:tensorstore_spec|source locations=)", line, maxsplit=1)[0]
+  return line if len(line) <= limit else line[:limit].rstrip() + " ..."
 
 
 def _damage(error: BaseException) -> BaseException | None:

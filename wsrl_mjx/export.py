@@ -6,20 +6,35 @@ The policy is what evaluation runs (`sac.SAC.deterministic_action`, then the cli
 epsilon 1e-6 where the agent has `layer_norm`, ReLU), the Gaussian mean head, tanh, the clip to
 +-`config.action_clip`. The std head is not exported. `export(run_dir, out, seed)` writes:
 
-- `policy.onnx`: that graph in standard ONNX ops (Gemm, LayerNormalization, Relu, Tanh, Clip;
-  opset 17), input `observation` [batch, obs_dim], output `action` [batch, act_dim];
+Where the env clips its observation (hopper's and walker2d's velocities to +-10: gym's
+`_get_obs`), the exported policy clips its input the same way first (`MjxEnv.observation_bounds`),
+so that raw sensor values mean what the env's observations meant; on the env's own observations
+this changes nothing.
+
+- `policy.onnx`: that graph in standard ONNX ops (Max and Min for the observation's bounds where
+  it has any, Gemm, LayerNormalization, Relu, Tanh, Clip; opset 17), input `observation`
+  [batch, obs_dim] float32, output `action` [batch, act_dim] float32;
 - `policy.npz`: the weights, read by `policy.py` (a copy of `standalone_policy.py`);
-- `policy.json`: env, observation layout, action scaling to controls, control period, network
-  sizes, the source run, checkpoint and seed, and the seed's last evaluation.
+- `policy.json`: env, observation layout and bounds, action scaling to controls, control period,
+  network sizes, the source run, checkpoint and seed, the seed's evaluation of that checkpoint,
+  and the SHA-256 of the other three files.
+
+The files are written into a folder beside `out` and moved into it once all are written, so a
+failed export leaves an earlier export in `out` as it was.
 
 What is refused (ExportError, one line naming the file or flag): a seed out of range, a seed
-that diverged, a checkpoint without an `agent` item, an agent that is not a tanh-Gaussian.
+that diverged at or before the checkpoint, a step with no checkpoint, a checkpoint without an
+`agent` item, an agent that is not a tanh-Gaussian, a checkpoint whose agent does not fit the env
+it names (or that names another env than the run's config), an `out` that cannot be written.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
+import os
 import pathlib
 import shutil
 from typing import Any
@@ -51,6 +66,15 @@ class ActorWeights:
   mean_bias: np.ndarray                 # [act_dim]
   layer_norm: bool
   action_clip: float
+  # [obs_dim] each: the env's observation bounds (-inf/inf where it does not clip); None: none
+  observation_low: np.ndarray | None = None
+  observation_high: np.ndarray | None = None
+
+  @property
+  def bounded(self) -> bool:
+    """Whether the observation is clipped anywhere before the network."""
+    return self.observation_low is not None and bool(
+        np.isfinite(self.observation_low).any() or np.isfinite(self.observation_high).any())
 
   def arrays(self) -> dict[str, np.ndarray]:
     """The `policy.npz` contents `standalone_policy.Policy` reads."""
@@ -59,13 +83,19 @@ class ActorWeights:
               "layer_norm_epsilon": np.asarray(LAYER_NORM_EPSILON, np.float32),
               "action_clip": np.asarray(self.action_clip, np.float32),
               "mean_kernel": self.mean_kernel, "mean_bias": self.mean_bias}
+    if self.bounded:
+      arrays.update(observation_low=np.asarray(self.observation_low, np.float32),
+                    observation_high=np.asarray(self.observation_high, np.float32))
     for i, layer in enumerate(self.hidden):
       arrays.update({f"hidden_{i}_{name}": value for name, value in layer.items()})
     return arrays
 
 
-def actor_weights(actor_params, layer_norm: bool, action_clip: float) -> ActorWeights:
-  """`GaussianActor` parameters of one seed (flax's {"params": {"MLP_0": ...}}) -> weights."""
+def actor_weights(actor_params, layer_norm: bool, action_clip: float,
+                  observation_bounds: tuple[np.ndarray, np.ndarray] | None = None
+                  ) -> ActorWeights:
+  """`GaussianActor` parameters of one seed (flax's {"params": {"MLP_0": ...}}) -> weights;
+  `observation_bounds`: the env's ([obs_dim], [obs_dim]) `MjxEnv.observation_bounds`."""
   params = jax.tree.map(lambda x: np.asarray(x, np.float32), actor_params)["params"]
   body = params["MLP_0"]
   hidden = []
@@ -75,9 +105,10 @@ def actor_weights(actor_params, layer_norm: bool, action_clip: float) -> ActorWe
       layer.update(norm_scale=body[f"LayerNorm_{i}"]["scale"],
                    norm_bias=body[f"LayerNorm_{i}"]["bias"])
     hidden.append(layer)
+  low, high = observation_bounds if observation_bounds is not None else (None, None)
   return ActorWeights(hidden=hidden, mean_kernel=params["mean"]["kernel"],
                       mean_bias=params["mean"]["bias"], layer_norm=layer_norm,
-                      action_clip=float(action_clip))
+                      action_clip=float(action_clip), observation_low=low, observation_high=high)
 
 
 def onnx_model(weights: ActorWeights, observation_size: int):
@@ -92,6 +123,13 @@ def onnx_model(weights: ActorWeights, observation_size: int):
     return name
 
   x = "observation"
+  if weights.bounded:
+    nodes += [helper.make_node("Max", [x, constant("observation_low", weights.observation_low)],
+                               ["observation_above_low"]),
+              helper.make_node("Min", ["observation_above_low",
+                                       constant("observation_high", weights.observation_high)],
+                               ["observation_clipped"])]
+    x = "observation_clipped"
   for i, layer in enumerate(weights.hidden):
     nodes.append(helper.make_node("Gemm", [x, constant(f"hidden_{i}_kernel", layer["kernel"]),
                                            constant(f"hidden_{i}_bias", layer["bias"])],
@@ -143,59 +181,111 @@ def action_scaling(env) -> dict[str, Any]:
   import mujoco
   actuators = [{"name": mujoco.mj_id2name(model, mujoco.mjtObj.mjOBJ_ACTUATOR, i),
                 "ctrlrange": [float(v) for v in model.actuator_ctrlrange[i]],
-                "ctrllimited": bool(model.actuator_ctrllimited[i])} for i in range(size)]
+                "ctrllimited": bool(model.actuator_ctrllimited[i]),
+                "gear": float(model.actuator_gear[i][0])} for i in range(size)]
   return {"ctrl_from_action": "ctrl = offset + scale * action",
           "offset": offset.tolist(), "scale": scale.tolist(), "actuators": actuators}
 
 
 def observation_layout(env, observation_size: int) -> list[dict[str, Any]]:
-  """The env's named observation fields as [start, stop) index ranges, in order."""
+  """The env's named observation fields as [start, stop) index ranges, in order, each with the
+  [low, high] the env clips it to (`MjxEnv.observation_bounds`), or None where it does not."""
+  low, high = env.observation_bounds()
   layout = []
   for name, part in env.observation_fields().items():
     start, stop, _ = part.indices(observation_size)
-    layout.append({"name": name, "start": start, "stop": stop})
+    bounds = {(float(a), float(b)) for a, b in zip(low[start:stop], high[start:stop])}
+    if len(bounds) > 1:
+      raise ExportError(f"{type(env).__name__}: the observation field {name!r} has bounds that "
+                        "differ within it; policy.json cannot give them as one [low, high]")
+    clip = next(iter(bounds), (-np.inf, np.inf))
+    layout.append({"name": name, "start": start, "stop": stop,
+                   "clip": ([v if np.isfinite(v) else None for v in clip]
+                            if np.isfinite(clip).any() else None)})
   return sorted(layout, key=lambda field: field["start"])
 
 
-def choose_seed(run: runs.Run, seed: int | None, best: bool) -> int:
-  """`seed` checked, or with `best` the seed of the best last evaluation among those that did
-  not diverge. Raises ExportError naming the flag."""
-  diverged = run.diverged_at
+def checkpoint_step(run: runs.Run, step: int | None) -> tuple[pathlib.Path, int]:
+  """(checkpoints folder, step) of the run's checkpoint at `step`, or of its latest where
+  `step` is None. Raises ExportError naming the flag or folder where there is none."""
+  try:
+    directory, latest = checkpoint.resolve(run.path)
+  except checkpoint.CheckpointError as error:
+    raise ExportError(str(error)) from None
+  if step is None:
+    return directory, latest
+  available = sorted(int(p.name) for p in directory.iterdir()
+                     if p.name.isdigit() and (p / "description").is_dir())
+  if step not in available:
+    unit = run.step_unit.replace("_", " ")
+    raise ExportError(f"--step={step}: {directory} has checkpoints at {unit}s "
+                      f"{', '.join(map(str, available)) or '(none)'}")
+  return directory, step
+
+
+def evaluation_at(run: runs.Run, step: int) -> int | None:
+  """Index in `run.records` of the evaluation of the weights checkpointed at `step`: the record at
+  that step, else the newest before it (checkpoints and evaluations have their own intervals);
+  None where every evaluation is later."""
+  earlier = np.flatnonzero(run.steps <= step)
+  return int(earlier[-1]) if len(earlier) else None
+
+
+def choose_seed(run: runs.Run, seed: int | None, best: bool, step: int) -> int:
+  """`seed` checked, or with `best` the seed whose evaluation of the checkpoint at `step`
+  (`evaluation_at`) is best among those that had not diverged by then. Raises ExportError
+  naming the flag."""
+  unit = run.step_unit.replace("_", " ")
+  diverged = [d is not None and d <= step for d in run.diverged_at]
   if best == (seed is not None):
     raise ExportError("give exactly one of --seed=I and --best")
   if best:
-    scores = run.scores[-1]
-    candidates = [i for i in range(run.num_seeds)
-                  if diverged[i] is None and np.isfinite(scores[i])]
+    index = evaluation_at(run, step)
+    if index is None:
+      raise ExportError(f"--best: {run.path} has no evaluation at or before the checkpoint at "
+                        f"{unit} {step} to choose by")
+    scores = run.scores[index]
+    candidates = [i for i in range(run.num_seeds) if not diverged[i] and np.isfinite(scores[i])]
     if not candidates:
-      raise ExportError(f"{run.path}: every seed diverged or has no finite last evaluation; "
-                        "there is no best seed to export")
+      raise ExportError(f"{run.path}: every seed diverged or has no finite evaluation at {unit} "
+                        f"{int(run.steps[index])}; there is no best seed to export")
     return max(candidates, key=lambda i: scores[i])
   if not 0 <= seed < run.num_seeds:
     raise ExportError(f"--seed={seed}: {run.path} has seeds 0 to {run.num_seeds - 1}")
-  if diverged[seed] is not None:
-    raise ExportError(f"--seed={seed}: this seed of {run.path} diverged at "
-                      f"{run.step_unit.replace('_', ' ')} {diverged[seed]} (a non-finite update "
-                      "stopped its learning); export another seed")
+  if diverged[seed]:
+    raise ExportError(f"--seed={seed}: this seed of {run.path} diverged at {unit} "
+                      f"{run.diverged_at[seed]} (a non-finite update stopped its learning); "
+                      "export another seed, or an earlier checkpoint (--step)")
   return seed
 
 
-def load_actor(run_dir: pathlib.Path, seed: int):
-  """(actor params of `seed`, description, checkpoint step folder) from the run's latest
-  checkpoint. Raises ExportError for a checkpoint without an agent or with a non-SAC agent."""
-  try:
-    directory, step = checkpoint.resolve(run_dir)
-    description = checkpoint.read_description(directory, step)
-  except checkpoint.CheckpointError as error:
-    raise ExportError(str(error)) from None
+def load_actor(directory: pathlib.Path, step: int, description: dict[str, Any], seed: int, env,
+               run_config: dict[str, Any], config_source: str | None):
+  """(actor params of `seed`, checkpoint step folder) from `directory/<step>`.
+
+  `description` is that checkpoint's, `env` the env it names; `run_config`, the run's config from
+  `config_source` (a file of the run). Raises ExportError for a checkpoint without an agent, with
+  a non-SAC agent, whose agent's sizes do not fit `env`, that names another env than the run's
+  config, or that is damaged."""
   step_dir = directory / str(step)
+  description_file = step_dir / "description" / "metadata"
   if not (step_dir / "agent").is_dir():
     raise ExportError(f"{step_dir}: holds no agent item (checkpoints/<step>/agent); there is no "
                       "policy to export")
   agent = description.get("agent", {})
   if agent.get("policy") != "tanh_gaussian":
-    raise ExportError(f"{step_dir / 'description' / 'metadata'}: agent.policy is "
+    raise ExportError(f"{description_file}: agent.policy is "
                       f"{agent.get('policy')!r}; only SAC-shaped (tanh_gaussian) agents export")
+  named = run_config.get("env_name")
+  if named and named != description.get("env_name"):
+    raise ExportError(f"{description_file}: env_name is {description.get('env_name')!r} but the "
+                      f"run's {config_source} says {named!r}")
+  for field, want in (("observation_size", env.observation_size),
+                      ("action_size", env.action_size)):
+    if agent.get(field) != want:
+      raise ExportError(f"{description_file}: agent.{field} is {agent.get(field)!r} but "
+                        f"{description.get('env_name')} has {want}; the description does not "
+                        "belong to this agent")
   fields = {f.name for f in dataclasses.fields(sac.SACConfig)}
   learner = sac.SAC(sac.SACConfig(**{k: v for k, v in agent.items() if k in fields}))
 
@@ -207,8 +297,8 @@ def load_actor(run_dir: pathlib.Path, seed: int):
     params, _ = checkpoint.load_agent(step_dir, dict(agent, env_name=description.get("env_name")),
                                       abstract_params_for)
   except checkpoint.CheckpointError as error:
-    raise ExportError(str(error)) from None
-  return jax.tree.map(lambda x: np.asarray(x)[seed], params.actor), description, step_dir
+    raise ExportError(f"{error} (launch.export --step=N exports an older checkpoint)") from None
+  return jax.tree.map(lambda x: np.asarray(x)[seed], params.actor), step_dir
 
 
 def _finite_or_none(value) -> float | None:
@@ -216,27 +306,51 @@ def _finite_or_none(value) -> float | None:
 
 
 def export(run_dir: str | pathlib.Path, out: str | pathlib.Path, seed: int | None = None,
-           best: bool = False) -> dict[str, Any]:
-  """Exports one seed's policy (see the module docstring) into `out`; returns `policy.json`'s
-  contents. Raises runs.RunError or ExportError, before anything is written."""
+           best: bool = False, step: int | None = None) -> dict[str, Any]:
+  """Exports one seed's policy from the run's checkpoint at `step` (None: the latest) into
+  `out` (see the module docstring); returns `policy.json`'s contents. Raises runs.RunError or
+  ExportError; where it raises, `out` is as it was."""
   run = runs.read(run_dir)
-  seed = choose_seed(run, seed, best)
-  actor, description, step_dir = load_actor(run.path, seed)
-  agent = description["agent"]
+  directory, step = checkpoint_step(run, step)
+  seed = choose_seed(run, seed, best, step)
+  try:
+    description = checkpoint.read_description(directory, step)
+  except checkpoint.CheckpointError as error:
+    raise ExportError(str(error)) from None
+  description_file = directory / str(step) / "description" / "metadata"
+  try:
+    env_spec = envs.spec(str(description.get("env_name")))
+  except ValueError as error:
+    raise ExportError(f"{description_file}: env_name: {error}") from None
   config = run.config or description.get("config") or {}
-  weights = actor_weights(actor, bool(agent["layer_norm"]), config["action_clip"])
-  env_spec = envs.spec(description["env_name"])
   env, _ = envs.make(env_spec.name, **configs.env_options(config, env_spec))
+  actor, step_dir = load_actor(directory, step, description, seed, env, config,
+                               run.config_source)
+  agent = description["agent"]
+  weights = actor_weights(actor, bool(agent["layer_norm"]), config["action_clip"],
+                          env.observation_bounds())
   observation_size = int(agent["observation_size"])
   model = onnx_model(weights, observation_size)
 
-  last = run.records[-1]
+  index = evaluation_at(run, step)
+  evaluation = None
+  if index is not None:
+    record = run.records[index]
+    evaluation = {run.step_unit: int(record[run.step_unit]),
+                  "of_this_checkpoint": int(record[run.step_unit]) == step,
+                  "normalized_score": _finite_or_none(run.scores[index][seed]),
+                  "return": (record.get("returns") or [None] * run.num_seeds)[seed]}
+  npz = io.BytesIO()
+  np.savez(npz, **weights.arrays())
+  files = {"policy.onnx": model.SerializeToString(), "policy.npz": npz.getvalue(),
+           "policy.py": pathlib.Path(__file__).with_name("standalone_policy.py").read_bytes()}
   info = {
       "format": "wsrl-mjx policy 1",
       "env": {"name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
               "episode_length": config.get("episode_length") or env_spec.episode_length},
       "observation": {"size": observation_size,
-                      "layout": observation_layout(env, observation_size)},
+                      "layout": observation_layout(env, observation_size),
+                      "clipped_by_the_policy": weights.bounded},
       "action": {"size": int(agent["action_size"]), "range": [-1.0, 1.0],
                  "clip": weights.action_clip, **action_scaling(env)},
       "control_period_s": env.dt,
@@ -250,16 +364,40 @@ def export(run_dir: str | pathlib.Path, out: str | pathlib.Path, seed: int | Non
                  "step_unit": description.get("step_unit", run.step_unit),
                  "seed": seed, "num_seeds": run.num_seeds, "method": run.method,
                  "per_seed": run.seed_points[seed]},
-      "last_evaluation": {run.step_unit: int(last[run.step_unit]),
-                          "normalized_score": _finite_or_none(run.scores[-1][seed]),
-                          "return": (last.get("returns") or [None] * run.num_seeds)[seed]},
+      # The evaluation of these weights where one was made at the checkpoint's step, else the
+      # newest before it (`of_this_checkpoint` false), None where there is none.
+      "last_evaluation": evaluation,
       "files": {"onnx": "policy.onnx", "weights": "policy.npz", "numpy_runner": "policy.py"},
+      "sha256": {name: hashlib.sha256(data).hexdigest() for name, data in files.items()},
   }
-
-  out = pathlib.Path(out)
-  out.mkdir(parents=True, exist_ok=True)
-  (out / "policy.onnx").write_bytes(model.SerializeToString())
-  np.savez(out / "policy.npz", **weights.arrays())
-  shutil.copyfile(pathlib.Path(__file__).with_name("standalone_policy.py"), out / "policy.py")
-  (out / "policy.json").write_text(json.dumps(info, indent=2) + "\n")
+  files["policy.json"] = (json.dumps(info, indent=2) + "\n").encode()
+  write_folder(pathlib.Path(out), files)
   return info
+
+
+def write_folder(out: pathlib.Path, files: dict[str, bytes]) -> None:
+  """Writes `files` ({name: contents}) into the folder `out` (made, with its parents, where
+  missing; other files in it are left alone). They are written into a new folder beside `out`
+  first and moved in once all are, the last one last, so a failure leaves `out` as it was.
+  Raises ExportError naming `out` where it cannot be written."""
+  out = out.expanduser().absolute()
+  staging = out.parent / f".{out.name}.export-{os.getpid()}"
+  try:
+    if out.exists() and not out.is_dir():
+      raise ExportError(f"--out={out}: is a file, not a folder")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    shutil.rmtree(staging, ignore_errors=True)
+    staging.mkdir()
+    for name, data in files.items():
+      (staging / name).write_bytes(data)
+    if not out.exists():
+      os.rename(staging, out)
+    else:
+      for name in files:             # policy.json, which describes the others, comes last
+        os.replace(staging / name, out / name)
+  except OSError as error:
+    where = f": {error.filename}" if error.filename else ""
+    raise ExportError(f"--out={out}: cannot write the policy there "
+                      f"({error.strerror or error}{where})") from None
+  finally:
+    shutil.rmtree(staging, ignore_errors=True)

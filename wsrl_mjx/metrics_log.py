@@ -27,6 +27,8 @@ import time
 
 import numpy as np
 
+from wsrl_mjx.errors import UserError
+
 
 def _plain(value):
   """numpy scalars/arrays -> JSON values; non-finite floats -> None."""
@@ -44,6 +46,31 @@ def _plain(value):
 
 
 WALL_TIME_FILE = "wall_time.jsonl"
+
+
+class MetricsFileError(UserError):
+  """A `metrics.jsonl` line that is not JSON (other than a last line cut short)."""
+
+
+def read_jsonl(path: pathlib.Path) -> list[tuple[int, object]]:
+  """(line number, value) of each non-blank line of a JSON-lines file written by appending.
+
+  A last line that has no newline at its end and does not parse is left out: what a process
+  killed while appending it (or a full disk) leaves, which the run's resume drops anyway. Raises
+  MetricsFileError naming the file and the line for any other line that is not JSON."""
+  text = path.read_text()
+  lines = text.split("\n")      # a file ending in a newline ends with an empty piece
+  values = []
+  for number, line in enumerate(lines, 1):
+    if not line.strip():
+      continue
+    try:
+      values.append((number, json.loads(line)))
+    except json.JSONDecodeError as error:
+      if number == len(lines):   # no newline after it: cut short while being written
+        break
+      raise MetricsFileError(f"{path}: line {number} is not valid JSON ({error})") from None
+  return values
 
 
 def format_duration(seconds: float) -> str:
@@ -74,6 +101,17 @@ def wall_time(workdir: str | os.PathLike) -> tuple[float, list[str]] | None:
     if device not in devices:
       devices.append(device)
   return sum(last.values()), devices
+
+
+def _append_line(path: pathlib.Path, line: str) -> None:
+  """Appends `line` and a newline, on a line of its own even where the file's last line was cut
+  short (a session killed while writing it), so that it does not join that line."""
+  with path.open("a+b") as f:       # writes go to the end whatever the position
+    if f.seek(0, os.SEEK_END) > 0:
+      f.seek(-1, os.SEEK_END)
+      if f.read(1) != b"\n":
+        f.write(b"\n")
+    f.write(line.encode() + b"\n")
 
 
 class MetricsLog:
@@ -114,9 +152,10 @@ class MetricsLog:
     return before - len(self.records())
 
   def records(self) -> list[dict]:
+    """The evaluation records written so far, without a last line cut short (`read_jsonl`)."""
     if not self.path.exists():
       return []
-    return [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+    return [record for _, record in read_jsonl(self.path)]
 
   def truncate_after(self, step: int) -> None:
     """Drops evaluation records past `step` (written after the checkpoint resumed from)."""
@@ -132,10 +171,9 @@ class MetricsLog:
       return
     with self.path.open("a") as f:
       f.write(json.dumps(_plain(record)) + "\n")
-    with (self.workdir / WALL_TIME_FILE).open("a") as f:
-      f.write(json.dumps({self.step_key: _plain(record[self.step_key]), "session": self.session,
-                          "seconds": round(time.time() - self.started, 3),
-                          "device": self.device}) + "\n")
+    _append_line(self.workdir / WALL_TIME_FILE, json.dumps(
+        {self.step_key: _plain(record[self.step_key]), "session": self.session,
+         "seconds": round(time.time() - self.started, 3), "device": self.device}))
 
   def write_scalars(self, env_step: int, scalars: dict[str, float]) -> None:
     if not self.write:

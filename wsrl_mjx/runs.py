@@ -178,7 +178,8 @@ def find(path: str | pathlib.Path) -> list[pathlib.Path]:
 
 def read(run_dir: str | pathlib.Path) -> Run:
   """Reads a run directory. Raises RunError naming the directory or file where it has no
-  `metrics.jsonl`, no evaluation in it, or a line that is not a metrics record."""
+  `metrics.jsonl`, no evaluation in it, or a line that is not a metrics record (a last line cut
+  short by a killed run is left out, as the run's resume drops it)."""
   name = str(run_dir)
   run_dir = pathlib.Path(run_dir).expanduser().absolute()
   if not run_dir.is_dir():
@@ -191,13 +192,11 @@ def read(run_dir: str | pathlib.Path) -> Run:
     raise RunError(f"{run_dir}: has no {METRICS_FILE}; not a wsrl-mjx run directory, or the run "
                    "stopped before its first evaluation")
   records = []
-  for number, line in enumerate(metrics.read_text().splitlines(), 1):
-    if not line.strip():
-      continue
-    try:
-      record = json.loads(line)
-    except json.JSONDecodeError as error:
-      raise RunError(f"{metrics}: line {number} is not valid JSON ({error})") from None
+  try:
+    lines = metrics_log.read_jsonl(metrics)   # a last line cut short is left out
+  except metrics_log.MetricsFileError as error:
+    raise RunError(str(error)) from None
+  for number, record in lines:
     if not isinstance(record, dict) or "normalized_scores" not in record or \
        not any(unit in record for unit in STEP_UNITS):
       raise RunError(f"{metrics}: line {number} is not an evaluation record (it needs "
