@@ -3,8 +3,15 @@ r"""WSRL online fine-tuning of many seeds in one program.
   python -m launch.finetune --config=launch/configs/finetune.py:hopper-medium-v2 \
       --workdir=/tmp/wsrl/hopper --config.num_seeds=64 --config.pretrained=/path/to/offline/run
 
-Writes `metrics.jsonl`, TensorBoard scalars and orbax checkpoints to `--workdir`; running the same
-command again resumes from the latest checkpoint there.
+  python -m launch.finetune --config=launch/configs/finetune.py:point-mass,demo --workdir=runs/pm
+
+`--config=launch/configs/finetune.py:<env>[,demo][,<method>]`: `<env>` a D4RL dataset name or a
+task, `,demo` a run of minutes on a CPU, `<method>` an arm other than WSRL (README "Methods").
+Every field of that file can be set as `--config.<field>=<value>`; its comments say what each
+means, and the run logs them all with their values at its start. Writes `metrics.jsonl`,
+TensorBoard scalars and orbax checkpoints to `--workdir`; running the same command again resumes
+from the latest checkpoint there. A bad value ends the run with one line naming it (`--verbose`:
+with the stack trace).
 """
 
 from absl import flags

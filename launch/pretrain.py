@@ -4,7 +4,10 @@ r"""Offline pretraining (Cal-QL, CQL or IQL) of many seeds in one program.
       --workdir=/tmp/wsrl/hopper-offline --config.algo=cql --config.dataset=/data/hopper.hdf5
 
 The final checkpoint is what `launch.finetune --config.pretrained=<workdir>` starts from.
-Rerunning the same command resumes from the latest checkpoint in `--workdir`.
+Rerunning the same command resumes from the latest checkpoint in `--workdir`. Every field of
+launch/configs/pretrain.py can be set as `--config.<field>=<value>` (its comments say what each
+means); `:<env>,demo` is a run of minutes on a CPU. A bad value ends the run with one line
+naming it (`--verbose`: with the stack trace).
 """
 
 from absl import flags

@@ -3,7 +3,7 @@ r"""A study's report from its run directories: learning curves, diagnostics, fin
   python -m launch.report runs/ablation runs/ablation-more-seeds --out=runs/report
 
 Groups the seeds into arms (phase, env, method, `--config.per_seed` grid point), aggregates them
-with IQM and 95% stratified bootstrap intervals and writes `report.md` with its figures and
+with IQM and 95-percent stratified bootstrap intervals and writes `report.md` with its figures and
 tables into `--out` (wsrl_mjx/report.py says what each file holds), with the WSRL paper's claims
 checked where the study has the arms they compare (wsrl_mjx/claims.py).
 """

@@ -30,6 +30,7 @@ from wsrl_mjx.errors import UserError
 DEFAULT_CACHE = os.path.join(os.path.expanduser("~"), ".cache", "wsrl_mjx", "jax")
 VERBOSE_ENV = "WSRL_MJX_VERBOSE"
 USER_ERROR_EXIT_CODE = 2
+INTERRUPTED_EXIT_CODE = 130   # what a shell reports for a process stopped by SIGINT (128 + 2)
 
 _VERBOSE = flags.DEFINE_bool(
     "verbose", False, "Show the Python stack trace of a user error (bad config value, dataset, "
@@ -199,9 +200,14 @@ def _parse_flags(argv):
     _fail(flag_error_message(error))
 
 
+class Interrupted(KeyboardInterrupt):
+  """Ctrl-C, with what the user can do next as its message."""
+
+
 def run(main) -> None:
   """`app.run(main)`, with user errors and command lines that do not parse reported as one line
-  (`error: ...`, exit status 2) unless `--verbose`."""
+  (`error: ...`, exit status 2), and Ctrl-C as one line (`interrupted`, with an `Interrupted`'s
+  message; exit status 130), unless `--verbose`."""
   def guarded(argv):
     try:
       return main(argv)
@@ -209,6 +215,12 @@ def run(main) -> None:
       if _verbose(argv):
         raise
       _fail(str(error))
+    except KeyboardInterrupt as interrupt:
+      if _verbose(argv):
+        raise
+      print(f"interrupted{f': {interrupt}' if str(interrupt) else ''}", file=sys.stderr,
+            flush=True)
+      sys.exit(INTERRUPTED_EXIT_CODE)
   app.run(guarded, flags_parser=_parse_flags)
 
 
@@ -229,5 +241,9 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
       raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
     configure(distributed)
     config = config_of() if config_of else config_flag.value
-    train_and_evaluate(config, workdir_flag.value)
+    try:
+      train_and_evaluate(config, workdir_flag.value)
+    except KeyboardInterrupt:
+      raise Interrupted(f"the same command resumes {workdir_flag.value} from its last "
+                        "checkpoint") from None
   return main

@@ -1,5 +1,7 @@
 """Configs, per-seed grids and the checks that turn bad settings into clear errors."""
 
+import pathlib
+
 import numpy as np
 import pytest
 
@@ -116,7 +118,8 @@ BAD_VALUES = [
     ("finetune", "actor_hidden_sizes", (256, 0)), ("finetune", "goal_offset", "centre"),
     ("finetune", "jsrl_num_stages", 0), ("finetune", "jsrl_horizon", -1),
     ("finetune", "jsrl_tolerance", float("nan")), ("finetune", "target_action_noise", -0.3),
-    ("finetune", "target_action_noise_clip", float("nan")),
+    ("finetune", "target_action_noise_clip", float("nan")), ("finetune", "seed", 2**32),
+    ("finetune", "seed", -1), ("pretrain", "seed", 2**32 + 3),
     ("pretrain", "offline_steps", 0), ("pretrain", "cql_num_sampled_actions", 0),
     ("pretrain", "cql_temperature", 0.0), ("pretrain", "iql_expectile", 1.0),
     ("pretrain", "iql_actor_dropout", 1.0), ("pretrain", "iql_hidden_sizes", (32, -1)),
@@ -145,6 +148,10 @@ def test_config_checks_of_other_modules_are_user_errors_too():
     configs.validate(tiny_config(num_next_actions=0))
   with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):
     configs.validate(tiny_config(pretrained="/nonexistent/run"))
+  readme = pathlib.Path(__file__).resolve().parents[1] / "README.md"
+  with pytest.raises(checkpoint.CheckpointError) as refused:
+    configs.validate(tiny_config(pretrained=str(readme)))
+  assert str(refused.value) == f"{readme}: is a file, not a run or checkpoint directory"
   with pytest.raises(ConfigError, match=r"config.algo='sac'"):
     from launch.configs import pretrain as pretrain_config
     offline = pretrain_config.get_config("hopper-medium-v2,demo")
@@ -154,6 +161,23 @@ def test_config_checks_of_other_modules_are_user_errors_too():
     replay.check_fits(10**9, spec.observation_size, spec.action_size, 64, 2**30)
   for error in (ConfigError, checkpoint.CheckpointError, DatasetError, replay.BufferTooLargeError):
     assert issubclass(error, UserError) and issubclass(error, ValueError)
+
+
+def test_per_seed_values_and_the_buffer_obey_the_field_rules():
+  """A per-seed grid value meets its field's rule, as the same value given alone must (a negative
+  warmup and a NaN learning rate ran before); a buffer holds at least one batch."""
+  for grid, message in (
+      ("warmup_steps=-5,0", "warmup_steps=-5: must be a whole number >= 0 (0: no warmup)."),
+      ("actor_learning_rate=1e-4,nan", "actor_learning_rate=nan: must be a finite number >= 0.")):
+    with pytest.raises(ConfigError) as refused:
+      configs.validate(tiny_config(per_seed=grid))
+    assert str(refused.value) == f"config.per_seed: {message}"
+  configs.validate(tiny_config(per_seed="warmup_steps=0,50"))
+  with pytest.raises(ConfigError) as refused:
+    configs.validate(tiny_config(replay_capacity=63))
+  assert str(refused.value) == ("config.replay_capacity=63: must hold at least one batch "
+                                "(config.batch_size=64).")
+  configs.validate(tiny_config(replay_capacity=64))
 
 
 def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(caplog):

@@ -25,3 +25,15 @@ def test_collector_refuses_an_unknown_policy_kind_and_names_every_kind(tmp_path)
 def test_ppo_trainers_start(module):
   result = run_launch(module, "--help")
   assert "--output" in result.stdout, result.stderr[-3000:]
+
+
+def test_every_launchers_help_shows_its_docstring_as_written():
+  """absl's --help formats the module docstring with `%` (`doc %= (argv[0],) * n`), so a bare
+  "95% stratified" printed the program's path in place of "% s"."""
+  import ast
+  import pathlib
+  launchers = sorted((pathlib.Path(__file__).resolve().parents[1] / "launch").glob("*.py"))
+  assert len(launchers) > 8
+  for path in launchers:
+    doc = ast.get_docstring(ast.parse(path.read_text()), clean=False) or ""
+    assert doc.count("%") == 2 * doc.count("%%"), path

@@ -108,6 +108,23 @@ def test_pretrain_to_finetune_handoff_restores_exactly_the_pretrained_agent(cql_
   np.testing.assert_array_equal(state.agent.critic_opt_state.inner_state[0].count, [100, 100])
 
 
+def test_a_pretraining_run_given_as_a_fine_tuning_workdir_is_refused_and_left_as_it_was(
+    cql_run, tiny_programs):
+  """The easy slip of --workdir for --config.pretrained: one line that says so (it was a KeyError
+  on a field fine-tuning configs have and pretraining configs do not)."""
+  workdir, _ = cql_run
+  _, _, _, programs = tiny_programs
+  files = lambda: {p: p.read_bytes() for p in workdir.rglob("*")
+                   if p.is_file() and p.name != ".lock"}
+  before = files()
+  with pytest.raises(checkpoint.CheckpointError) as refused:
+    finetune.train_and_evaluate(tiny_config(), workdir, programs)
+  assert str(refused.value) == (
+      f"{workdir}: holds a wsrl-mjx pretrain run, and this is a wsrl-mjx finetune run; choose a "
+      "new --workdir. To fine-tune from it, pass it as --config.pretrained.")
+  assert files() == before
+
+
 def test_pretraining_resumes_exactly(random_dataset, cql_run, tmp_path, monkeypatch):
   path, _ = random_dataset
   full_dir, _ = cql_run

@@ -112,3 +112,30 @@ def test_bridge_check_refuses_windows_it_cannot_replay():
     bridge.start_indices(ends, 4, 8, np.random.default_rng(0))
   assert str(refused.value) == ("horizon 4: no episode is longer than it (the longest has 3 "
                                 "steps); replay a shorter horizon or longer episodes")
+
+
+def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
+  """SIGINT (Ctrl-C) in a training run: exit status 130 and one line, not a stack trace."""
+  import os
+  import signal
+  import subprocess
+  import sys
+  from conftest import ROOT
+  workdir = tmp_path / "run"
+  process = subprocess.Popen(
+      [sys.executable, "-m", "launch.finetune",
+       "--config=launch/configs/finetune.py:point-mass,demo", f"--workdir={workdir}"],
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True)
+  seen = []
+  for line in process.stderr:            # absl logs here; the run is past its flags and checks
+    seen.append(line)
+    if "Config (also in" in line:
+      break
+  process.send_signal(signal.SIGINT)
+  _, rest = process.communicate(timeout=300)
+  output = "".join(seen) + rest
+  assert process.returncode == 130, output[-3000:]
+  assert rest.strip().splitlines()[-1] == (
+      f"interrupted: the same command resumes {workdir} from its last checkpoint")
+  assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]

@@ -224,10 +224,13 @@ def read_description(checkpoints_dir: pathlib.Path, step: int) -> dict[str, Any]
 
 def resolve(path: str | pathlib.Path) -> tuple[pathlib.Path, int]:
   """A run directory, its `checkpoints/` folder or one `checkpoints/<step>/` folder ->
-  (checkpoints folder, step), choosing the latest step where none is named."""
+  (checkpoints folder, step), choosing the latest step where none is named. Raises
+  CheckpointError for a path that is missing, a file, or holds no finished checkpoint."""
   path = pathlib.Path(path).expanduser().absolute()
   if not path.exists():
     raise CheckpointError(f"{path}: no such checkpoint directory")
+  if not path.is_dir():
+    raise CheckpointError(f"{path}: is a file, not a run or checkpoint directory")
   if (path / "description").is_dir() and path.name.isdigit():
     return path.parent, int(path.name)
   directory = path / CHECKPOINT_SUBDIR if (path / CHECKPOINT_SUBDIR).is_dir() else path

@@ -103,16 +103,19 @@ def arm_settings(result) -> Settings:
 
 # --- per-seed statistics ------------------------------------------------------------------------
 
+def final_score(run, seed: int, last_n: int) -> float | None:
+  """The seed's mean of its last `last_n` finite evaluations after step 0 (step 0 evaluates the
+  starting policy: the pretrained one, or a random initialisation), None where it has none (a
+  run stopped after its first evaluation)."""
+  scores = run.scores[:, seed]
+  scores = scores[np.isfinite(scores) & (run.steps > 0)]
+  return float(scores[-last_n:].mean()) if scores.size else None
+
+
 def final_scores(result, last_n: int) -> np.ndarray:
-  """[seeds] each used seed's mean of its last `last_n` finite evaluations after step 0; a seed
-  with none (a run stopped after its first evaluation) has no final score and is left out."""
-  values = []
-  for run, seed in result.used:
-    scores = run.scores[:, seed]
-    scores = scores[np.isfinite(scores) & (run.steps > 0)]
-    if scores.size:
-      values.append(scores[-last_n:].mean())
-  return np.asarray(values, np.float64)
+  """[seeds] each used seed's `final_score`; a seed without one is left out."""
+  values = [final_score(run, seed, last_n) for run, seed in result.used]
+  return np.asarray([v for v in values if v is not None], np.float64)
 
 
 def early_drops(result, window: int) -> tuple[np.ndarray, str]:

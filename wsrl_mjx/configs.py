@@ -39,9 +39,11 @@ _FIELD_RULES: tuple[tuple[tuple[str, ...], str, Callable[[Any], bool]], ...] = (
       "num_critics", "num_target_critics", "num_next_actions", "replay_capacity",
       "cql_num_sampled_actions", "jsrl_num_stages"),
      "a whole number >= 1", lambda v: _whole(v) and v >= 1),
-    (("warmup_steps", "episode_length", "solver_iterations", "solver_ls_iterations",
-      "jsrl_horizon"),
+    (("warmup_steps",), "a whole number >= 0 (0: no warmup)", lambda v: _whole(v) and v >= 0),
+    (("episode_length", "solver_iterations", "solver_ls_iterations", "jsrl_horizon"),
      "a whole number >= 0 (0: the default)", lambda v: _whole(v) and v >= 0),
+    # jax.random.PRNGKey takes 32 bits: 2**32 would run seed 0's numbers again.
+    (("seed",), "a whole number in [0, 2**32)", lambda v: _whole(v) and 0 <= v < 2**32),
     (("actor_learning_rate", "critic_learning_rate", "temperature_learning_rate", "cql_alpha",
       "cql_alpha_learning_rate", "iql_learning_rate", "iql_beta"),
      "a finite number >= 0", lambda v: _number(v) and v >= 0),
@@ -93,6 +95,12 @@ def validate(config) -> envs.EnvSpec:
     for field in fields:
       if field in config and not check(config[field]):
         raise ConfigError(f"config.{field}={config[field]!r}: must be {requirement}.")
+  # A value of the per-seed grid obeys its field's rule.
+  for name, values in per_seed.parse_grid(config.get("per_seed", "")).items():
+    for fields, requirement, check in _FIELD_RULES:
+      for value in values:
+        if name in fields and not check(value):
+          raise ConfigError(f"config.per_seed: {name}={value!r}: must be {requirement}.")
   host_loop.seed_mesh(config.num_seeds)
   if config.get("pretrained"):
     checkpoint.resolve(config.pretrained)       # CheckpointError naming it if there is none
@@ -100,6 +108,9 @@ def validate(config) -> envs.EnvSpec:
     make_learner(config, env_spec)
   else:                      # fine-tuning
     settings, _ = per_seed.seed_settings(config)
+    if config.replay_capacity < config.batch_size:
+      raise ConfigError(f"config.replay_capacity={config.replay_capacity}: must hold at least "
+                        f"one batch (config.batch_size={config.batch_size}).")
     sac.SAC(sac_config(config, env_spec))
     check_method(config, env_spec, settings)
     # online.py: step index k trains only if k > max(warmup_steps, batch_size).

@@ -134,6 +134,18 @@ def check_layout(description: dict[str, Any], workdir) -> None:
         f"{text(here)}. Resume it with the same layout, or choose a new --workdir.")
 
 
+def check_kind(description: dict[str, Any], this: dict[str, Any], workdir) -> None:
+  """Refuses (CheckpointError) to resume a checkpoint of another phase's run (`kind`, e.g. a
+  pretraining run's folder given to launch.finetune as its --workdir)."""
+  have, want = description.get("kind"), this.get("kind")
+  if have is not None and want is not None and have != want:
+    hint = (" To fine-tune from it, pass it as --config.pretrained." if "pretrain" in have
+            and "finetune" in want else "")
+    raise checkpoint.CheckpointError(
+        f"{workdir}: holds a {have} run, and this is a {want} run; choose a new --workdir."
+        f"{hint}")
+
+
 def seed_keys(config) -> jax.Array:
   """Seed i's key depends only on (config.seed, i), not on how many seeds run beside it."""
   base = jax.random.PRNGKey(config.seed)
@@ -542,6 +554,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
                 log: metrics_log.MetricsLog) -> dict[str, Any]:
   unit = phase.unit.replace("_", " ")
   def check_resumable(description):
+    check_kind(description, phase.description, workdir)
     check_layout(description, workdir)
     phase.check_resumable(description)
 
@@ -561,9 +574,13 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
     state = phase.init()
   dropped = log.restart_at(latest)
   multihost_utils.sync_global_devices("metrics.jsonl restarted")  # before others read it
-  if dropped:
+  if dropped and latest is None:
+    logging.info("%s: dropped %d evaluation record(s) written before the run stopped ahead of "
+                 "its first checkpoint; it starts afresh and writes them again", log.path,
+                 dropped)
+  elif dropped:
     logging.info("%s: dropped %d evaluation record(s) past %s %d, written before the run "
-                 "stopped; this run writes them again", log.path, dropped, unit, latest or 0)
+                 "stopped; this run writes them again", log.path, dropped, unit, latest)
 
   step = phase.step_of(state)
   reported = set(np.flatnonzero(phase.diverged_at(state) >= 0).tolist())

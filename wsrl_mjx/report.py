@@ -13,7 +13,8 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
 - `diagnostics.png`: mean Q-value, critic loss and temperature (mean over seeds that updated in
   the chunk before each evaluation), the end of each arm's warmup marked;
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
-  `last_n`, aggregated per arm; `curves.csv`: every arm's estimates at every step;
+  `last_n` after step 0 (the starting policy's), aggregated per arm; `curves.csv`: every arm's
+  estimates at every step;
 - `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
   comparison at a time (`wsrl_mjx.claims`);
 - `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
@@ -129,7 +130,7 @@ class ArmResult:
   steps: np.ndarray                           # [points] the steps with at least one score
   curve: list[statistics.Estimate]            # one per step
   last: statistics.Estimate | None            # each seed's last evaluation
-  last_n: statistics.Estimate | None          # each seed's mean of its last n evaluations
+  last_n: statistics.Estimate | None          # each seed's mean of its last n after step 0
   final_steps: tuple[int, int] | None         # smallest and largest last step of its seeds
   warmup: list[int]                           # the seeds' distinct warmup lengths
 
@@ -150,8 +151,10 @@ def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
       by_step.setdefault(int(step), []).append(float(score))
     if finite.any():
       lasts.append(scores[finite][-1])
-      last_means.append(scores[finite][-last_n:].mean())
       final_steps.append(int(steps[finite][-1]))
+    final = claims_lib.final_score(run, seed, last_n)    # after step 0, as the claims
+    if final is not None:
+      last_means.append(final)
   steps = np.asarray(sorted(by_step), np.int64)
   curve = [statistics.estimate(np.asarray(by_step[s]), resamples) for s in steps]
   warmup = sorted({w for run, seed in arm.members
@@ -224,7 +227,8 @@ def _interval_text(point: float, low: float, high: float) -> str:
 
 def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
   lines = [f"| arm | env | seeds | final step | last evaluation: IQM [95% CI] | mean [95% CI] | "
-           f"mean of last {last_n}: IQM [95% CI] | mean [95% CI] | diverged seeds |",
+           f"mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
+           "diverged seeds |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
   for result in results:
     arm = result.arm
@@ -236,8 +240,9 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
     final = f"{low:,}" if low == high else f"{low:,}-{high:,}"
     cells = []
     for estimate in (result.last, result.last_n):
-      cells += [_interval_text(estimate.iqm, estimate.iqm_low, estimate.iqm_high),
-                _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)]
+      cells += (["-", "-"] if estimate is None else   # no evaluation after step 0
+                [_interval_text(estimate.iqm, estimate.iqm_low, estimate.iqm_high),
+                 _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)])
     lines.append(f"| {arm.label} | {arm.env_name} | {result.last.seeds} | {final} | "
                  f"{' | '.join(cells)} | {len(result.diverged)} |")
   return "\n".join(lines) + "\n"
@@ -448,7 +453,8 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
               "without an update in that chunk left out); dotted: the end of each arm's warmup.",
               "", "![diagnostics](diagnostics.png)", ""]
   lines += ["## Final scores", "",
-            f"Per seed: its last evaluation, and the mean of its last {last_n}; per arm: the mean "
+            f"Per seed: its last evaluation, and the mean of its last {last_n} after step 0 (which "
+            "evaluates the starting policy); per arm: the mean "
             "and the interquartile mean (IQM) over seeds with 95% stratified bootstrap "
             f"confidence intervals (percentile, {resamples:,} resamples; Agarwal et al. 2021).",
             "", table, "Files: [final_scores.md](final_scores.md), "
