@@ -244,6 +244,17 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
     try:
       train_and_evaluate(config, workdir_flag.value)
     except KeyboardInterrupt:
-      raise Interrupted(f"the same command resumes {workdir_flag.value} from its last "
-                        "checkpoint") from None
+      raise Interrupted(_after_interrupt(workdir_flag.value)) from None
   return main
+
+
+def _after_interrupt(workdir: str) -> str:
+  """What the same command does after Ctrl-C stopped a run in `workdir`."""
+  path = pathlib.Path(workdir)
+  if not path.exists():      # stopped before any result: the run left nothing (run_phase)
+    return f"nothing was written; the same command starts the run in {workdir} afresh"
+  from wsrl_mjx.checkpoint import CHECKPOINT_SUBDIR   # orbax loads only where needed
+  saved = path / CHECKPOINT_SUBDIR
+  if saved.is_dir() and any(entry.name.isdigit() for entry in saved.iterdir()):
+    return f"the same command resumes {workdir} from its last checkpoint"
+  return f"no checkpoint yet; the same command starts the run in {workdir} afresh"

@@ -5,6 +5,7 @@ that count execution only, the progress line during warmup, the config it record
 chunk compiles a small jitted function with a known tracing time, so the progress line's rate
 can be checked against the execution time alone."""
 
+import dataclasses
 import json
 import math
 import re
@@ -262,3 +263,70 @@ def test_the_resolved_config_is_logged_and_written_to_the_run_directory(tmp_path
   assert "  online_steps = 4" in logged.splitlines()
   assert not math.isnan(json.loads((tmp_path / "metrics.jsonl").read_text().splitlines()[-1])[
       "normalized_scores"][0])
+
+
+# --- a run that stops before its first result ----------------------------------------------------
+
+
+class Refused(Exception):
+  pass
+
+
+def refused_at_init():
+  raise Refused("the pretrained agent has other sizes")
+
+
+def test_a_refused_fresh_run_removes_the_directory_it_created(tmp_path):
+  workdir = tmp_path / "runs" / "a"
+  with pytest.raises(Refused):
+    host_loop.run_phase(dataclasses.replace(toy_phase(), init=refused_at_init), workdir)
+  assert not workdir.exists()
+  assert (tmp_path / "runs").is_dir()      # only the run's own folder goes, not its parent
+
+
+def test_a_refused_run_leaves_an_empty_directory_it_was_given_empty(tmp_path):
+  with pytest.raises(Refused):
+    host_loop.run_phase(dataclasses.replace(toy_phase(), init=refused_at_init), tmp_path)
+  assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
+
+
+def test_a_refused_run_in_a_directory_holding_other_files_touches_nothing(tmp_path):
+  (tmp_path / "notes.txt").write_text("mine\n")
+  with pytest.raises(Refused):
+    host_loop.run_phase(dataclasses.replace(toy_phase(), init=refused_at_init), tmp_path)
+  assert (tmp_path / "notes.txt").read_text() == "mine\n"
+  # The run's own files stay too: the directory was not the run's to tidy.
+  assert {"config.json", "notes.txt"} <= {entry.name for entry in tmp_path.iterdir()}
+
+
+def test_a_run_that_fails_after_its_first_evaluation_keeps_what_it_wrote(tmp_path):
+  def failing_run(state, num_steps):
+    raise Refused("out of memory")
+
+  workdir = tmp_path / "a"
+  with pytest.raises(Refused):
+    host_loop.run_phase(dataclasses.replace(toy_phase(), run=failing_run), workdir)
+  record = json.loads((workdir / "metrics.jsonl").read_text().splitlines()[0])
+  assert record["env_step"] == 0 and (workdir / "config.json").exists()
+
+
+@pytest.mark.parametrize("contents, expected", [
+    ({}, True), ({".lock": "", "config.json": "{}", "checkpoints/": None}, True),
+    ({"config.json": "{}", "checkpoints/3/": None}, False),   # a checkpoint: kept
+    ({"config.json": "{}", "metrics.jsonl": "{}"}, False),    # an evaluation: kept
+    ({"checkpoints": "a file, not the run's folder"}, False)])
+def test_remove_if_untouched_empties_only_a_directory_without_results(tmp_path, contents,
+                                                                      expected):
+  workdir = tmp_path / "run"
+  workdir.mkdir()
+  for name, text in contents.items():
+    if name.endswith("/"):
+      (workdir / name).mkdir(parents=True)
+    else:
+      (workdir / name).write_text(text)
+  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  assert host_loop.remove_if_untouched(workdir) is expected
+  if expected:
+    assert not workdir.exists()
+  else:
+    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before

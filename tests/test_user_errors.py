@@ -114,7 +114,7 @@ def test_bridge_check_refuses_windows_it_cannot_replay():
                                 "steps); replay a shorter horizon or longer episodes")
 
 
-def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
+def test_ctrl_c_is_one_line_saying_what_the_same_command_does(tmp_path):
   """SIGINT (Ctrl-C) in a training run: exit status 130 and one line, not a stack trace."""
   import os
   import signal
@@ -136,6 +136,28 @@ def test_ctrl_c_is_one_line_saying_how_to_resume(tmp_path):
   _, rest = process.communicate(timeout=300)
   output = "".join(seen) + rest
   assert process.returncode == 130, output[-3000:]
+  # Stopped while compiling its first evaluation: nothing of value was written, and the
+  # folder it created is gone (run_phase), so the line says the command starts afresh.
   assert rest.strip().splitlines()[-1] == (
-      f"interrupted: the same command resumes {workdir} from its last checkpoint")
+      f"interrupted: nothing was written; the same command starts the run in {workdir} afresh")
+  assert not workdir.exists()
   assert "Traceback" not in output and "KeyboardInterrupt" not in output, output[-3000:]
+
+
+@pytest.mark.parametrize("contents, expected", [
+    (None, "nothing was written; the same command starts the run in {} afresh"),
+    (["config.json", "metrics.jsonl", "checkpoints/"],
+     "no checkpoint yet; the same command starts the run in {} afresh"),
+    (["config.json", "metrics.jsonl", "checkpoints/2000/"],
+     "the same command resumes {} from its last checkpoint")])
+def test_the_ctrl_c_line_says_what_the_same_command_will_do(tmp_path, contents, expected):
+  from launch import runtime
+  workdir = tmp_path / "run"
+  for name in contents or []:
+    path = workdir / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if name.endswith("/"):
+      path.mkdir()
+    else:
+      path.write_text("{}")
+  assert runtime._after_interrupt(str(workdir)) == expected.format(workdir)

@@ -535,19 +535,57 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
   time excluded). Returns the last evaluation record, with `diverged_seeds`.
 
   Of several processes, every one calls this with the same phase; process 0 holds the lock and
-  writes the files (the module docstring says who does what).
+  writes the files (the module docstring says who does what). A run that stops (refused, failed
+  or interrupted) before writing any result in a directory it created or found empty leaves it
+  as it found it (`remove_if_untouched`), so a refused command leaves nothing to clean up.
   """
   workdir = pathlib.Path(workdir)
+  created = not workdir.exists()
+  new = is_primary() and (created or (workdir.is_dir() and not any(workdir.iterdir())))
   with claimed_workdir(workdir) if is_primary() else contextlib.nullcontext():
-    checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
-                                            step_unit=phase.unit)
-    log = metrics_log.MetricsLog(workdir, step_key=phase.unit, write=is_primary(),
-                                 device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
     try:
-      return _run_chunks(phase, workdir, checkpoints, log)
-    finally:
-      checkpoints.close()
-      log.close()
+      checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
+                                              step_unit=phase.unit)
+      log = metrics_log.MetricsLog(workdir, step_key=phase.unit, write=is_primary(),
+                                   device=f"{jax.device_count()} x {jax.devices()[0].device_kind}")
+      try:
+        return _run_chunks(phase, workdir, checkpoints, log)
+      finally:
+        checkpoints.close()
+        log.close()
+    except BaseException:
+      if new:
+        remove_if_untouched(workdir, remove_folder=created)
+      raise
+
+
+# What a run leaves in its directory before its first evaluation is written: nothing of value.
+_BEFORE_ANY_RESULT = {".lock", "config.json", "config.json.tmp", checkpoint.CHECKPOINT_SUBDIR}
+
+
+def remove_if_untouched(workdir: pathlib.Path, remove_folder: bool = True) -> bool:
+  """Empties a run directory that a run left before writing any result (a refused start, e.g.
+  a pretrained agent of other sizes, or Ctrl-C while compiling), and removes the folder itself
+  if `remove_folder` (the run created it). Only such a directory is touched: its lock,
+  `config.json` and an empty `checkpoints/`; anything else there (an evaluation, a checkpoint,
+  a file the user put there) keeps the whole directory as it is. Returns whether it was
+  emptied; never raises (the run's own error is what the user must see)."""
+  try:
+    entries = {entry.name: entry for entry in workdir.iterdir()}
+    subdir = entries.get(checkpoint.CHECKPOINT_SUBDIR)
+    if set(entries) - _BEFORE_ANY_RESULT or (
+        subdir is not None and (not subdir.is_dir() or any(subdir.iterdir()))):
+      return False
+    for name in ("config.json", "config.json.tmp", ".lock"):
+      if name in entries:
+        entries[name].unlink()
+    if subdir is not None:
+      subdir.rmdir()
+    if remove_folder:
+      workdir.rmdir()    # fails, and keeps the folder, if something appeared there meanwhile
+    return True
+  except OSError:
+    return False
 
 
 def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.RunCheckpoints,
