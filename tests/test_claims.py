@@ -148,6 +148,30 @@ def test_each_claim_gets_the_verdict_its_numbers_give(study):
   assert rows[0].startswith("claim,env,compared") and len(rows) == 1 + len(findings)
 
 
+def test_a_verdict_from_few_seeds_says_it_is_indicative(tmp_path):
+  """WSRL 30 points above Cal-QL: reproduced at any seed count, but from 3 seeds a side the
+  reason and the overall line say the interval is too narrow to be 95%; from 5, not."""
+  for seeds in (3, 5):
+    root = tmp_path / str(seeds)
+    write_run(root / "wsrl", {}, curve(50, 48, 80, seeds=seeds))
+    write_run(root / "calql", dict(method="calql", warmup_steps=0), curve(50, 30, 50,
+                                                                         seeds=seeds))
+    results = report.make_report([root], tmp_path / f"report{seeds}", resamples=RESAMPLES)
+    findings = claims.check(results, resamples=RESAMPLES)
+    b = by_comparison(findings)["b", "wsrl vs calql", "score"]
+    assert b.verdict == claims.REPRODUCED and b.seeds == (seeds, seeds)
+    table = claims.markdown(findings)
+    if seeds == 3:
+      assert b.reason == ("the interval lies above 0; indicative only: 3 seeds on a side, and "
+                          "below 5 a bootstrap interval is narrower than 95%")
+      assert ("| (b) WSRL beats fine-tuning the offline algorithm without its data | "
+              "reproduced (indicative: fewer than 5 seeds a side) |") in table
+    else:
+      assert b.reason == "the interval lies above 0"
+      assert ("| (b) WSRL beats fine-tuning the offline algorithm without its data | "
+              "reproduced |") in table
+
+
 def test_tolerances_move_the_verdicts(study):
   results = report.make_report([study], study.parent / "report-tight", resamples=RESAMPLES)
   found = by_comparison(claims.check(results, resamples=RESAMPLES, collapse_tolerance=1.0,
@@ -295,3 +319,24 @@ def test_runs_of_one_arm_that_share_their_seed_are_noted(tmp_path):
   line = next(l for l in text.splitlines() if "share --config.seed=0" in l)
   assert "sac-a" in line and "sac-b" in line and "sac-c" not in line
   assert "share --config.seed=7" not in text
+
+
+def test_arms_that_ran_the_same_settings_in_separate_programs_are_noted(tmp_path):
+  """A sweep's plain WSRL cell (warmup 5,000 from its config) and its warmup ablation's
+  warmup_steps=5000 point ran the same settings: a note names both arms (and their shared
+  --config.seed); the ablation's warmup_steps=0 arm and Cal-QL are not named."""
+  write_run(tmp_path / "runs" / "wsrl", {}, curve(50, 48, 80, seeds=4))
+  write_run(tmp_path / "runs" / "wsrl-warmup", {"per_seed": "warmup_steps=5000,0"},
+            curve(50, 48, 80, seeds=4),
+            points=[{"warmup_steps": 5000}, {"warmup_steps": 0}] * 2)
+  write_run(tmp_path / "runs" / "calql", dict(method="calql", warmup_steps=0),
+            curve(50, 30, 40, seeds=4))
+  report.make_report([tmp_path / "runs"], tmp_path / "out", resamples=500)
+  text = (tmp_path / "out" / "report.md").read_text()
+  lines = [l for l in text.splitlines() if "ran the same settings" in l]
+  assert len(lines) == 1, text
+  assert ("Arms 'wsrl', 'wsrl warmup_steps=5000' (hopper-medium-v2) ran the same settings "
+          "(wsrl warmup_steps=5000) in separate programs and are reported apart; they share "
+          "--config.seed=0, so their seeds of the same index repeat each other's random "
+          "draws.") in lines[0]
+  assert "'wsrl warmup_steps=0'" not in lines[0] and "calql" not in lines[0]

@@ -23,7 +23,11 @@
 
 Otherwise the verdict is "not distinguishable". A comparison with fewer than 2 seeds on a side,
 or without the evaluations it needs (step 0, one inside the window), is "not measured", with
-the reason.
+the reason. A verdict either way from fewer than `FEW_SEEDS` seeds on a side keeps its verdict
+but says it is indicative only, in its reason and in the claim's overall line: a percentile
+bootstrap cannot reach past the seeds' own range, so with a handful of seeds its interval is
+narrower than a 95% one (with 2, a mean's is their range, which holds the true mean half the
+time for a symmetric distribution).
 
 Arms (`report.Arm`, fine-tuning phase): the method is the run's `--config.method`
 (`runs.Run.method`); warmup and the init switches are the arm's grid point's or its config's.
@@ -56,6 +60,7 @@ PAPER_WARMUP = 5000          # WSRL's K (paper; the reference's --warmup_steps)
 WINDOW = 20_000              # env steps after the warmup in which the early drop is looked for
 COLLAPSE_TOLERANCE = 10.0    # normalised points: a larger mean drop is a collapse
 MATCH_TOLERANCE = 5.0        # normalised points: at most this much worse still "matches"
+FEW_SEEDS = 5                # our line: a decisive verdict from fewer seeds is indicative only
 
 
 @dataclasses.dataclass(frozen=True)
@@ -178,6 +183,9 @@ def _finding(claim, env_name, compared, statistic_text, samples, statistic, lowe
                    float("nan"), seeds, NOT_MEASURED, reason)
   value, low, high = statistics.interval(samples, statistic, resamples)
   verdict, reason = _judge(low, high, lower_bound)
+  if verdict != NOT_DISTINGUISHABLE and _few_seeds(seeds):
+    reason += (f"; indicative only: {min(seeds)} seeds on a side, and below {FEW_SEEDS} a "
+               "bootstrap interval is narrower than 95%")
   return Finding(claim, env_name, compared, statistic_text, value, low, high, seeds, verdict,
                  reason)
 
@@ -264,10 +272,24 @@ def overall(findings: Sequence[Finding], claim: str) -> str:
   return NOT_DISTINGUISHABLE
 
 
+def _few_seeds(seeds: Sequence[int]) -> bool:
+  return min(seeds) < FEW_SEEDS
+
+
+def _overall_line(findings: Sequence[Finding], claim: str) -> str:
+  """`overall`, saying "indicative" where every verdict behind it had too few seeds."""
+  verdict = overall(findings, claim)
+  decisive = [f for f in findings if f.claim == claim and f.verdict in (REPRODUCED,
+                                                                          NOT_REPRODUCED)]
+  if decisive and all(_few_seeds(f.seeds) for f in decisive):
+    verdict += f" (indicative: fewer than {FEW_SEEDS} seeds a side)"
+  return verdict
+
+
 def markdown(findings: Sequence[Finding]) -> str:
   """The claims table (`claims.md`): the overall verdict per claim, then every comparison."""
   lines = ["| claim | overall |", "| --- | --- |"]
-  lines += [f"| ({c}) {text} | {overall(findings, c)} |" for c, text in CLAIMS.items()]
+  lines += [f"| ({c}) {text} | {_overall_line(findings, c)} |" for c, text in CLAIMS.items()]
   lines += ["", "| claim | env | compared | statistic | value [95% CI] | seeds | verdict | why |",
             "| --- | --- | --- | --- | --- | --- | --- | --- |"]
   for f in findings:

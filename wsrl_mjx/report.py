@@ -119,7 +119,42 @@ def group(runs: Sequence[runs_lib.Run], pool: bool = False) -> tuple[list[Arm], 
             "separately, or pass --pool to pool them into one arm.")
       notes.append(f"Arm '{arm.label}' ({arm.env_name}) pools {first.name} and {run.name}, "
                    f"whose configs differ: {fields} (--pool).")
+  notes += _same_settings_notes(list(arms.values()))
   return list(arms.values()), notes
+
+
+def _same_settings_notes(arms: list[Arm]) -> list[str]:
+  """Notes on arms of one env, phase and method that ran the same settings in separate programs
+  (e.g. a sweep's plain WSRL cell, its warmup ablation's warmup_steps=5000 and its init
+  ablation's init_actor=True init_critic=True). They stay apart: programs started with the
+  same --config.seed give seed i the same random numbers, so pooled they could count a seed
+  twice. An arm's settings are its grid point's values, and its run's config values for the
+  fields other arms of the group vary."""
+  groups: dict[tuple, list[Arm]] = {}
+  for arm in arms:
+    groups.setdefault((arm.phase, arm.env_name, arm.method), []).append(arm)
+  notes = []
+  for (_, env_name, _), group in groups.items():
+    axes = sorted({name for arm in group for name, _ in arm.point})
+    same: dict[tuple, list[Arm]] = {}
+    for arm in group:
+      config = arm.members[0][0].config
+      point = dict(arm.point)
+      if not axes or config is None or any(n not in point and n not in config for n in axes):
+        continue
+      settings = tuple((name, point[name] if name in point else config[name]) for name in axes)
+      same.setdefault(settings, []).append(arm)
+    for settings, alike in same.items():
+      if len(alike) < 2:
+        continue
+      labels = ", ".join(f"'{arm.label}'" for arm in alike)
+      values = " ".join(f"{name}={value}" for name, value in settings)
+      seeds = {(arm.members[0][0].config or {}).get("seed") for arm in alike}
+      repeat = (f"; they share --config.seed={seeds.pop()}, so their seeds of the same index "
+                "repeat each other's random draws" if len(seeds) == 1 else "")
+      notes.append(f"Arms {labels} ({env_name}) ran the same settings ({alike[0].method} "
+                   f"{values}) in separate programs and are reported apart{repeat}.")
+  return notes
 
 
 @dataclasses.dataclass
@@ -401,8 +436,9 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
       f"drop is a seed's lowest evaluation in the {claims_window:,} env steps after its warmup "
       f"minus its step-0 score; a collapse is a mean drop beyond {collapse_tolerance:g}, and "
       f"\"matches\" means at most {match_tolerance:g} worse. Intervals: 95% percentile "
-      "bootstrap over seeds, each arm resampled on its own; with 2 seeds an interval is little "
-      "more than their range.")
+      "bootstrap over seeds, each arm resampled on its own; a verdict from fewer than "
+      f"{claims_lib.FEW_SEEDS} seeds a side says it is indicative (with so few, the interval is "
+      "narrower than 95%).")
   if findings:
     (out / "claims.md").write_text(
         "# The WSRL paper's claims\n\n" + (f"Made with `{command}`.\n\n" if command else "")
