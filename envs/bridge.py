@@ -170,13 +170,20 @@ def mujoco_rollout(env: MjxEnv, model: mujoco.MjModel, qpos, qvel, ctrl) -> np.n
 
 
 def generate_trajectory(env: MjxEnv, rng: np.random.Generator, num_steps: int,
-                        start_state=None) -> dict[str, np.ndarray]:
-  """A random-action trajectory simulated in C MuJoCo on the reference model.
+                        start_state=None, policy=None) -> dict[str, np.ndarray]:
+  """A trajectory simulated in C MuJoCo on the reference model: {"qpos": [num_steps + 1, nq],
+  "qvel": [num_steps + 1, nv], "actions": [num_steps + 1, action_size] (the last is zeros,
+  never used), "episode_ends": [num_steps]}.
 
   Starts from `env.bridge_start_state(rng)` where the env defines one (AntMaze puts the ant
   anywhere in the maze, moving, so that walls are hit), else the model's rest pose with D4RL-like
-  noise. Actions are uniform in [-1, 1], held for 4 steps so the body builds up speed.
+  noise. Without `policy`, actions are uniform in [-1, 1], held for 4 steps so the body builds
+  up speed. With it (a callable from an observation [observation_size] to an action
+  [action_size] in [-1, 1], e.g. an exported `wsrl_mjx.standalone_policy.Policy`), the policy
+  acts at every step on `env.observation` of the state (computed in float32, as in training),
+  so the check replays the states that policy visits.
   """
+  observe = None if policy is None else jax.jit(env.observation)
   model = env.reference_mj_model()
   data = mujoco.MjData(model)
   if start_state is None:
@@ -190,7 +197,10 @@ def generate_trajectory(env: MjxEnv, rng: np.random.Generator, num_steps: int,
   qpos, qvel, actions = [], [], []
   action = rng.uniform(-1, 1, env.action_size)
   for t in range(num_steps):
-    if t % 4 == 0:
+    if policy is not None:
+      observation = observe(data.qpos.astype(np.float32), data.qvel.astype(np.float32))
+      action = np.asarray(policy(np.asarray(observation, np.float64)), np.float64)
+    elif t % 4 == 0:
       action = rng.uniform(-1, 1, env.action_size)
     qpos.append(data.qpos.copy())
     qvel.append(data.qvel.copy())

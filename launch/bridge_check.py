@@ -3,14 +3,18 @@ r"""MuJoCo bridge consistency check: replay recorded states and actions through 
   python -m launch.bridge_check --env=antmaze-large-diverse-v2
   python -m launch.bridge_check --env=hopper-medium-v2 --dataset=/data/hopper_medium-v2.hdf5
   python -m launch.bridge_check --env=door-binary-v0 --actions=planner
+  python -m launch.bridge_check --env=hopper-medium-v2 --actions=policy --policy=/tmp/hopper_policy
 
 Without `--dataset` a random-action trajectory is simulated in C MuJoCo first (for AntMaze it
-starts anywhere in the maze, sliding, so walls are hit). Prints the one-step and multi-step
+starts anywhere in the maze, sliding, so walls are hit); `--actions=policy` has a policy
+exported by `launch.export` act instead, so the check covers the states that policy visits (the
+one handed to a robot, say). Prints the one-step and multi-step
 observation error per field (MJX vs MuJoCo, and each against the recorded states) and exits with
 status 1 if an MJX-vs-MuJoCo error is over its stated tolerance (envs/bridge.py says why).
 """
 
 import json
+import pathlib
 import sys
 
 import numpy as np
@@ -19,7 +23,9 @@ from absl import app, flags
 import envs
 from envs import bridge
 from launch import runtime
+from wsrl_mjx import standalone_policy
 from wsrl_mjx.datagen import kitchen_script, planner
+from wsrl_mjx.errors import UserError
 
 _ENV = flags.DEFINE_string("env", None, "A registered env or D4RL dataset name.")
 _DATASET = flags.DEFINE_string("dataset", "", "D4RL-format hdf5 with infos/qpos and infos/qvel.")
@@ -34,11 +40,14 @@ _STEPS = flags.DEFINE_integer(
 _EPISODES = flags.DEFINE_integer("episodes", 4, "Generated trajectories (no --dataset).",
                                  lower_bound=1)
 _ACTIONS = flags.DEFINE_enum(
-    "actions", "random", ["random", "planner", "script"],
+    "actions", "random", ["random", "planner", "script", "policy"],
     "Generated trajectories' actions: 'random' (held 4 steps), 'planner', the Adroit "
-    "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal, or "
+    "demonstrator's (wsrl_mjx/datagen/planner.py: door, pen), whose episodes reach the goal, "
     "'script', the kitchen demonstrator's (wsrl_mjx/datagen/kitchen_script.py: microwave, "
-    "kettle, light switch, slide cabinet).")
+    "kettle, light switch, slide cabinet), or 'policy', the exported policy of --policy.")
+_POLICY = flags.DEFINE_string(
+    "policy", "", "With --actions=policy: a policy exported by launch.export (its folder or "
+    "its policy.npz), run with numpy as the robot team runs it.")
 _SEED = flags.DEFINE_integer("seed", 0, "Seed for the generated data and the windows.")
 _CONES = flags.DEFINE_list("cones", list(bridge.CONES),
                            "Friction cones to check with: 'model' (as declared: D4RL's pyramidal) "
@@ -51,10 +60,43 @@ _JSON = flags.DEFINE_string("json", "", "Also write the report here as JSON.")
 flags.mark_flag_as_required("env")
 
 
-def generated(env, rng):
-  """Several C-MuJoCo random-action episodes, end to end."""
+def load_policy(path: str, env_spec) -> standalone_policy.Policy:
+  """The exported policy at `path` (launch.export's folder or its policy.npz), checked against
+  the env: UserError naming the file where it cannot be read or was exported for another task
+  (policy.json's env.task, where it is beside the weights) or observation/action size."""
+  weights = pathlib.Path(path)
+  if weights.is_dir():
+    weights = weights / "policy.npz"
+  try:
+    policy = standalone_policy.load(weights)
+  except ValueError as error:
+    raise UserError(f"--policy: {error}") from None
+  description = weights.with_name("policy.json")
+  if description.is_file():
+    try:
+      task = json.loads(description.read_text())["env"]["task"]
+    except (ValueError, KeyError, TypeError):
+      raise UserError(f"{description}: has no env.task; not a policy.json written by "
+                      "launch.export") from None
+    if task != env_spec.task:
+      raise UserError(f"{description}: env.task is {task!r}, but --env={env_spec.name} is "
+                      f"{env_spec.task!r}; pass the env the policy was trained on")
+  for what, got, wanted in (("observation", policy.observation_size,
+                             env_spec.observation_size),
+                            ("action", policy.action_size, env_spec.action_size)):
+    if got != wanted:
+      raise UserError(f"{weights}: the policy's {what}s have {got} values, {env_spec.name}'s "
+                      f"have {wanted}; pass the env the policy was trained on")
+  return policy
+
+
+def generated(env, rng, policy=None):
+  """Several C-MuJoCo episodes, end to end, with --actions' actions (`policy`: --policy's)."""
   steps = _STEPS.value or getattr(env, "bridge_episode_steps", 200)
-  if _ACTIONS.value == "planner":
+  if _ACTIONS.value == "policy":
+    parts = [bridge.generate_trajectory(env, rng, steps, policy=policy)
+             for _ in range(_EPISODES.value)]
+  elif _ACTIONS.value == "planner":
     parts = [planner.demonstration(env, rng, steps) for _ in range(_EPISODES.value)]
   elif _ACTIONS.value == "script":
     parts = [kitchen_script.demonstration(env, steps)]   # deterministic: one episode
@@ -85,6 +127,13 @@ def main(argv):
       planner.task_config(env)
     except ValueError as e:
       raise app.UsageError(f"--actions=planner: {e}") from None
+  if (_ACTIONS.value == "policy") != bool(_POLICY.value):
+    raise app.UsageError("--actions=policy and --policy go together: --policy names the "
+                         "exported policy (launch.export's folder or its policy.npz)")
+  if _ACTIONS.value == "policy" and _DATASET.value:
+    raise app.UsageError("--actions=policy generates trajectories; it does not apply to "
+                         "--dataset")
+  policy = load_policy(_POLICY.value, env_spec) if _POLICY.value else None
   if _ACTIONS.value == "script" and env_spec.family != "kitchen":
     raise app.UsageError("--actions=script: the scripted demonstrator is the kitchen's")
   if _DATASET.value and env_spec.family == "adroit":
@@ -92,7 +141,7 @@ def main(argv):
         "--dataset: Adroit files are not replayed yet (their episodes move the door, goal or "
         "target, which the replay does not restore); run on generated trajectories")
   trajectory = (bridge.trajectory_from_file(_DATASET.value) if _DATASET.value
-                else generated(env, np.random.default_rng(_SEED.value)))
+                else generated(env, np.random.default_rng(_SEED.value), policy))
   reports = []
   for cone in _CONES.value:
     if cone == "elliptic" and not bridge.supports_elliptic_cones(env):
