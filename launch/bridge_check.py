@@ -8,9 +8,9 @@ r"""MuJoCo bridge consistency check: replay recorded states and actions through 
 Without `--dataset` a random-action trajectory is simulated in C MuJoCo first (for AntMaze it
 starts anywhere in the maze, sliding, so walls are hit); `--actions=policy` has a policy
 exported by `launch.export` act instead, so the check covers the states that policy visits (the
-one handed to a robot, say). Prints the one-step and multi-step
-observation error per field (MJX vs MuJoCo, and each against the recorded states) and exits with
-status 1 if an MJX-vs-MuJoCo error is over its stated tolerance (envs/bridge.py says why).
+one handed to a robot, say). Prints the one-step and multi-step observation error per field
+(MJX vs MuJoCo, and each against the recorded states) and exits with status 1 if an
+MJX-vs-MuJoCo error is over its stated tolerance (envs/bridge.py says why).
 """
 
 import json
