@@ -296,11 +296,13 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
 
 def _after_interrupt(workdir: str) -> str:
   """What the same command does after Ctrl-C stopped a run in `workdir`."""
-  path = pathlib.Path(workdir)
-  if not path.exists():      # stopped before any result: the run left nothing (run_phase)
-    return f"nothing was written; the same command starts the run in {workdir} afresh"
   from wsrl_mjx.checkpoint import CHECKPOINT_SUBDIR   # orbax loads only where needed
+  path = pathlib.Path(workdir)
   saved = path / CHECKPOINT_SUBDIR
-  if saved.is_dir() and any(entry.name.isdigit() for entry in saved.iterdir()):
-    return f"the same command resumes {workdir} from its last checkpoint"
+  steps = [int(p.name) for p in saved.iterdir() if p.name.isdigit()] if saved.is_dir() else []
+  if steps:
+    return f"the same command resumes {workdir} from its last checkpoint (step {max(steps)})"
+  if not any((path / name).exists() for name in ("config.json", "metrics.jsonl")):
+    # Stopped before any result: run_phase removed what it had written.
+    return f"nothing was written; the same command starts the run in {workdir} afresh"
   return f"no checkpoint yet; the same command starts the run in {workdir} afresh"

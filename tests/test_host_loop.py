@@ -290,13 +290,24 @@ def test_a_refused_run_leaves_an_empty_directory_it_was_given_empty(tmp_path):
   assert tmp_path.is_dir() and list(tmp_path.iterdir()) == []
 
 
-def test_a_refused_run_in_a_directory_holding_other_files_touches_nothing(tmp_path):
+def test_a_refused_run_in_a_directory_holding_other_files_removes_only_its_own(tmp_path):
   (tmp_path / "notes.txt").write_text("mine\n")
   with pytest.raises(Refused):
     host_loop.run_phase(dataclasses.replace(toy_phase(), init=refused_at_init), tmp_path)
   assert (tmp_path / "notes.txt").read_text() == "mine\n"
-  # The run's own files stay too: the directory was not the run's to tidy.
-  assert {"config.json", "notes.txt"} <= {entry.name for entry in tmp_path.iterdir()}
+  assert [entry.name for entry in tmp_path.iterdir()] == ["notes.txt"]
+
+
+def test_a_run_interrupted_in_its_first_evaluation_leaves_nothing(tmp_path):
+  """By then the metrics log exists, empty: no result yet, so it goes with the rest."""
+  def interrupted(state):
+    assert (workdir / "metrics.jsonl").exists()       # what the cleanup must recognise
+    raise KeyboardInterrupt
+
+  workdir = tmp_path / "a"
+  with pytest.raises(KeyboardInterrupt):
+    host_loop.run_phase(dataclasses.replace(toy_phase(), evaluate=interrupted), workdir)
+  assert not workdir.exists()
 
 
 def test_a_run_that_fails_after_its_first_evaluation_keeps_what_it_wrote(tmp_path):
@@ -310,13 +321,19 @@ def test_a_run_that_fails_after_its_first_evaluation_keeps_what_it_wrote(tmp_pat
   assert record["env_step"] == 0 and (workdir / "config.json").exists()
 
 
-@pytest.mark.parametrize("contents, expected", [
-    ({}, True), ({".lock": "", "config.json": "{}", "checkpoints/": None}, True),
-    ({"config.json": "{}", "checkpoints/3/": None}, False),   # a checkpoint: kept
-    ({"config.json": "{}", "metrics.jsonl": "{}"}, False),    # an evaluation: kept
-    ({"checkpoints": "a file, not the run's folder"}, False)])
-def test_remove_if_untouched_empties_only_a_directory_without_results(tmp_path, contents,
-                                                                      expected):
+@pytest.mark.parametrize("contents, before, expected", [
+    ({}, None, True),
+    ({".lock": "", "config.json": "{}", "checkpoints/": None, "metrics.jsonl": ""}, None, True),
+    ({"config.json": "{}", "checkpoints/3/": None}, None, False),   # a checkpoint: kept
+    ({"config.json": "{}", "metrics.jsonl": "{}"}, None, False),    # an evaluation: kept
+    ({"checkpoints": "a file, not the run's folder"}, None, False),
+    ({"notes.txt": "mine", "config.json": "{}", ".lock": ""}, {"notes.txt"}, True),
+    ({"notes.txt": "mine", "config.json": "{}"}, set(), False),     # it added another file
+    # An earlier run's record: not the run's to remove, and its evaluation keeps everything.
+    ({"config.json": "{}", "metrics.jsonl": "{}", ".lock": ""}, {"config.json",
+                                                                  "metrics.jsonl"}, False)])
+def test_remove_if_untouched_removes_only_what_a_run_added_before_any_result(
+    tmp_path, contents, before, expected):
   workdir = tmp_path / "run"
   workdir.mkdir()
   for name, text in contents.items():
@@ -324,9 +341,12 @@ def test_remove_if_untouched_empties_only_a_directory_without_results(tmp_path, 
       (workdir / name).mkdir(parents=True)
     else:
       (workdir / name).write_text(text)
-  before = sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
-  assert host_loop.remove_if_untouched(workdir) is expected
-  if expected:
+  listing = lambda: sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*"))
+  initial = listing()
+  assert host_loop.remove_if_untouched(workdir, before) is expected
+  if not expected:
+    assert listing() == initial
+  elif before is None:
     assert not workdir.exists()
   else:
-    assert sorted(str(p.relative_to(workdir)) for p in workdir.rglob("*")) == before
+    assert listing() == sorted(before)

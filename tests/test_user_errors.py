@@ -225,8 +225,10 @@ def test_ctrl_c_while_the_garbage_collector_runs_a_callback_is_not_lost():
     (None, "nothing was written; the same command starts the run in {} afresh"),
     (["config.json", "metrics.jsonl", "checkpoints/"],
      "no checkpoint yet; the same command starts the run in {} afresh"),
-    (["config.json", "metrics.jsonl", "checkpoints/2000/"],
-     "the same command resumes {} from its last checkpoint")])
+    (["notes.txt"], "nothing was written; the same command starts the run in {} afresh"),
+    (["config.json", "metrics.jsonl", "checkpoints/2000/", "checkpoints/500/",
+      "checkpoints/3000.orbax-checkpoint-tmp-1/"],
+     "the same command resumes {} from its last checkpoint (step 2000)")])
 def test_the_ctrl_c_line_says_what_the_same_command_will_do(tmp_path, contents, expected):
   from launch import runtime
   workdir = tmp_path / "run"

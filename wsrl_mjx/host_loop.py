@@ -536,12 +536,11 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
 
   Of several processes, every one calls this with the same phase; process 0 holds the lock and
   writes the files (the module docstring says who does what). A run that stops (refused, failed
-  or interrupted) before writing any result in a directory it created or found empty leaves it
-  as it found it (`remove_if_untouched`), so a refused command leaves nothing to clean up.
+  or interrupted) before writing any result removes what it added (`remove_if_untouched`), and
+  the folder too where it created it, so a refused command leaves nothing to clean up.
   """
   workdir = pathlib.Path(workdir)
-  created = not workdir.exists()
-  new = is_primary() and (created or (workdir.is_dir() and not any(workdir.iterdir())))
+  before = _entries(workdir) if is_primary() else None
   with claimed_workdir(workdir) if is_primary() else contextlib.nullcontext():
     try:
       checkpoints = checkpoint.RunCheckpoints(workdir, max_to_keep=phase.keep_checkpoints,
@@ -554,34 +553,49 @@ def run_phase(phase: Phase, workdir: str | pathlib.Path) -> dict[str, Any]:
         checkpoints.close()
         log.close()
     except BaseException:
-      if new:
-        remove_if_untouched(workdir, remove_folder=created)
+      if is_primary():
+        remove_if_untouched(workdir, before)
       raise
 
 
-# What a run leaves in its directory before its first evaluation is written: nothing of value.
-_BEFORE_ANY_RESULT = {".lock", "config.json", "config.json.tmp", checkpoint.CHECKPOINT_SUBDIR}
+def _entries(workdir: pathlib.Path) -> set[str] | None:
+  """The names in `workdir`; None where it does not exist (or cannot be listed)."""
+  try:
+    return {entry.name for entry in workdir.iterdir()}
+  except OSError:
+    return None
 
 
-def remove_if_untouched(workdir: pathlib.Path, remove_folder: bool = True) -> bool:
-  """Empties a run directory that a run left before writing any result (a refused start, e.g.
-  a pretrained agent of other sizes, or Ctrl-C while compiling), and removes the folder itself
-  if `remove_folder` (the run created it). Only such a directory is touched: its lock,
-  `config.json` and an empty `checkpoints/`; anything else there (an evaluation, a checkpoint,
-  a file the user put there) keeps the whole directory as it is. Returns whether it was
-  emptied; never raises (the run's own error is what the user must see)."""
+# What a run writes before its first evaluation: nothing of value (its lock, its config, an empty
+# checkpoints/ and an empty metrics.jsonl).
+_BEFORE_ANY_RESULT = {".lock", "config.json", "config.json.tmp", checkpoint.CHECKPOINT_SUBDIR,
+                      metrics_log.METRICS_FILE}
+
+
+def remove_if_untouched(workdir: pathlib.Path, before: set[str] | None = None) -> bool:
+  """Removes what a run added to `workdir` before writing any result (a refused start, e.g. a
+  pretrained agent of other sizes, or Ctrl-C while compiling): of the names not in `before`
+  (what was there when it started; None: the folder did not exist), its lock, `config.json`,
+  an empty `checkpoints/` and an empty `metrics.jsonl`; then the folder itself where `before` is
+  None. Where the directory holds a result (an evaluation in `metrics.jsonl`, a checkpoint) or
+  the run added anything else, nothing is touched; names in `before` never are (a file of the
+  user's, an earlier run's record). Returns whether it removed what the run added; never
+  raises (the run's own error is what the user must see)."""
   try:
     entries = {entry.name: entry for entry in workdir.iterdir()}
     subdir = entries.get(checkpoint.CHECKPOINT_SUBDIR)
-    if set(entries) - _BEFORE_ANY_RESULT or (
-        subdir is not None and (not subdir.is_dir() or any(subdir.iterdir()))):
+    metrics = entries.get(metrics_log.METRICS_FILE)
+    added = set(entries) - (before or set())
+    if (added - _BEFORE_ANY_RESULT
+        or (subdir is not None and (not subdir.is_dir() or any(subdir.iterdir())))
+        or (metrics is not None and (not metrics.is_file() or metrics.stat().st_size))):
       return False
-    for name in ("config.json", "config.json.tmp", ".lock"):
-      if name in entries:
+    for name in sorted(added):
+      if name == checkpoint.CHECKPOINT_SUBDIR:
+        entries[name].rmdir()
+      else:
         entries[name].unlink()
-    if subdir is not None:
-      subdir.rmdir()
-    if remove_folder:
+    if before is None:
       workdir.rmdir()    # fails, and keeps the folder, if something appeared there meanwhile
     return True
   except OSError:

@@ -48,6 +48,8 @@ def _plain(value):
 WALL_TIME_FILE = "wall_time.jsonl"
 
 
+METRICS_FILE = "metrics.jsonl"    # the evaluation records, one JSON line each
+
 class MetricsFileError(UserError):
   """A `metrics.jsonl` line that is not JSON (other than a last line cut short)."""
 
@@ -121,7 +123,7 @@ class MetricsLog:
     self.write = write            # false: a process other than the run's first writes nothing
     self.workdir = pathlib.Path(workdir)
     self.workdir.mkdir(parents=True, exist_ok=True)
-    self.path = self.workdir / "metrics.jsonl"
+    self.path = self.workdir / METRICS_FILE
     self.device = device          # e.g. "1 x NVIDIA H200" (wall_time.jsonl)
     self.started = time.time()
     self.session = datetime.datetime.fromtimestamp(
