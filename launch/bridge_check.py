@@ -13,6 +13,7 @@ one handed to a robot, say). Prints the one-step and multi-step observation erro
 MJX-vs-MuJoCo error is over its stated tolerance (envs/bridge.py says why).
 """
 
+import hashlib
 import json
 import pathlib
 import sys
@@ -60,10 +61,12 @@ _JSON = flags.DEFINE_string("json", "", "Also write the report here as JSON.")
 flags.mark_flag_as_required("env")
 
 
-def load_policy(path: str, env_spec) -> standalone_policy.Policy:
+def load_policy(path: str, env_spec) -> tuple[standalone_policy.Policy, dict]:
   """The exported policy at `path` (launch.export's folder or its policy.npz), checked against
-  the env: UserError naming the file where it cannot be read or was exported for another task
-  (policy.json's env.task, where it is beside the weights) or observation/action size."""
+  the env, and what identifies it (the weights' path and SHA-256, policy.json's `source`: run,
+  checkpoint, seed). UserError naming the file where it cannot be read or was exported for
+  another task (policy.json's env.task, where it is beside the weights) or observation/action
+  size."""
   weights = pathlib.Path(path)
   if weights.is_dir():
     weights = weights / "policy.npz"
@@ -71,13 +74,22 @@ def load_policy(path: str, env_spec) -> standalone_policy.Policy:
     policy = standalone_policy.load(weights)
   except ValueError as error:
     raise UserError(f"--policy: {error}") from None
+  identity = {"policy": str(weights.absolute()),
+              "sha256": hashlib.sha256(weights.read_bytes()).hexdigest()}
   description = weights.with_name("policy.json")
   if description.is_file():
     try:
-      task = json.loads(description.read_text())["env"]["task"]
-    except (ValueError, KeyError, TypeError):
+      exported = json.loads(description.read_text())
+    except ValueError as error:
+      raise UserError(f"{description}: not valid JSON ({error}); export the policy again "
+                      "with launch.export") from None
+    try:
+      task = exported["env"]["task"]
+    except (KeyError, TypeError):
       raise UserError(f"{description}: has no env.task; not a policy.json written by "
                       "launch.export") from None
+    if isinstance(exported.get("source"), dict):
+      identity["source"] = exported["source"]
     if task != env_spec.task:
       raise UserError(f"{description}: env.task is {task!r}, but --env={env_spec.name} is "
                       f"{env_spec.task!r}; pass the env the policy was trained on")
@@ -87,7 +99,32 @@ def load_policy(path: str, env_spec) -> standalone_policy.Policy:
     if got != wanted:
       raise UserError(f"{weights}: the policy's {what}s have {got} values, {env_spec.name}'s "
                       f"have {wanted}; pass the env the policy was trained on")
-  return policy
+  return policy, identity
+
+
+def describe(identity: dict | None) -> dict:
+  """What the replayed trajectories are (printed, and in --json as `trajectories`)."""
+  if _DATASET.value:
+    return {"actions": "dataset", "dataset": _DATASET.value}
+  episodes = 1 if _ACTIONS.value == "script" else _EPISODES.value    # the script's is one
+  described = {"actions": _ACTIONS.value, "episodes": episodes, "seed": _SEED.value}
+  return {**described, **(identity or {})}
+
+
+def trajectories_line(trajectories: dict) -> str:
+  """`describe`'s dict in words, e.g. "4 episodes, actions of the policy /p/policy.npz (sha256
+  3f2a9c0b1d4e; run runs/pm, seed 1, env_step 2000)"."""
+  if trajectories["actions"] == "dataset":
+    return f"recorded in {trajectories['dataset']}"
+  line = f"{trajectories['episodes']} episodes, actions: {trajectories['actions']}"
+  if "policy" in trajectories:
+    line += f" {trajectories['policy']} (sha256 {trajectories['sha256'][:12]}"
+    source = trajectories.get("source")
+    if source:
+      line += (f"; run {source.get('run')}, seed {source.get('seed')}, "
+               f"{source.get('step_unit', 'step')} {source.get('checkpoint_step')}")
+    line += ")"
+  return line
 
 
 def generated(env, rng, policy=None):
@@ -133,13 +170,15 @@ def main(argv):
   if _ACTIONS.value == "policy" and _DATASET.value:
     raise app.UsageError("--actions=policy generates trajectories; it does not apply to "
                          "--dataset")
-  policy = load_policy(_POLICY.value, env_spec) if _POLICY.value else None
+  policy, identity = load_policy(_POLICY.value, env_spec) if _POLICY.value else (None, None)
   if _ACTIONS.value == "script" and env_spec.family != "kitchen":
     raise app.UsageError("--actions=script: the scripted demonstrator is the kitchen's")
   if _DATASET.value and env_spec.family == "adroit":
     raise app.UsageError(
         "--dataset: Adroit files are not replayed yet (their episodes move the door, goal or "
         "target, which the replay does not restore); run on generated trajectories")
+  trajectories = describe(identity)
+  print(f"Trajectories: {trajectories_line(trajectories)}\n")
   trajectory = (bridge.trajectory_from_file(_DATASET.value) if _DATASET.value
                 else generated(env, np.random.default_rng(_SEED.value), policy))
   reports = []
@@ -155,7 +194,8 @@ def main(argv):
     reports.append(report)
   if _JSON.value:
     with open(_JSON.value, "w") as f:
-      json.dump([{"env": r.env_name, "cone": r.cone, "horizon": r.horizon,
+      json.dump([{"env": r.env_name, "trajectories": trajectories, "cone": r.cone,
+                  "horizon": r.horizon,
                   "starts": r.num_starts, "tolerances": r.tolerances,
                   "quantile": r.quantile,
                   "mjx_vs_mujoco": r.mjx_vs_mujoco, "mjx_vs_recorded": r.mjx_vs_recorded,

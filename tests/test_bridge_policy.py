@@ -3,6 +3,7 @@
 against a numpy forward pass written here), the check passes on the point mass, and a policy
 for another env is refused in one line naming the file."""
 
+import hashlib
 import json
 
 import numpy as np
@@ -13,6 +14,7 @@ from conftest import run_launch
 from envs import bridge
 from test_user_errors import assert_one_line_error
 from wsrl_mjx import standalone_policy
+from wsrl_mjx.errors import UserError
 
 RNG = np.random.default_rng(5)
 HIDDEN_KERNEL = RNG.normal(size=(4, 8))
@@ -36,10 +38,14 @@ def by_hand(observation):
   return np.clip(np.tanh(hidden @ MEAN_KERNEL + MEAN_BIAS), -0.9, 0.9)
 
 
+SOURCE = {"run": "runs/pm", "seed": 1, "step_unit": "env_step", "checkpoint_step": 2000}
+
+
 def export_folder(path, observation_size=4, task="point-mass"):
   path.mkdir()
   np.savez(path / "policy.npz", **weights(observation_size))
-  (path / "policy.json").write_text(json.dumps({"env": {"name": task, "task": task}}))
+  (path / "policy.json").write_text(json.dumps({"env": {"name": task, "task": task},
+                                                "source": SOURCE}))
   return path
 
 
@@ -64,6 +70,14 @@ def test_bridge_check_passes_on_an_exported_policy_s_trajectories(tmp_path):
   assert result.returncode == 0, result.stderr[-3000:]
   (checked,) = json.loads(report.read_text())
   assert checked["starts"] == 8 and not checked["failures"]
+  # Which policy was checked, so that the report can be tied to the files handed over.
+  weights_file = folder / "policy.npz"
+  digest = hashlib.sha256(weights_file.read_bytes()).hexdigest()
+  assert checked["trajectories"] == {"actions": "policy", "episodes": 2, "seed": 0,
+                                     "policy": str(weights_file), "sha256": digest,
+                                     "source": SOURCE}
+  assert (f"Trajectories: 2 episodes, actions: policy {weights_file} (sha256 {digest[:12]}; "
+          "run runs/pm, seed 1, env_step 2000)") in result.stdout
 
 
 @pytest.mark.parametrize("flags, expected", [
@@ -83,9 +97,21 @@ def test_bridge_check_refuses_a_policy_for_another_env_naming_the_file(tmp_path)
                  f"--policy={other_task}"),
       f"{other_task / 'policy.json'}: env.task is 'hopper', but --env=point-mass is "
       "'point-mass'")
+
+
+def test_a_policy_of_other_sizes_or_a_damaged_policy_json_is_refused_naming_the_file(tmp_path):
+  from launch import bridge_check
+  spec = envs.spec("point-mass")
   wrong_size = export_folder(tmp_path / "three", observation_size=3)
-  assert_one_line_error(
-      run_launch("launch.bridge_check", "--env=point-mass", "--actions=policy",
-                 f"--policy={wrong_size / 'policy.npz'}"),
+  (wrong_size / "policy.json").unlink()          # the sizes are checked without it too
+  with pytest.raises(UserError) as refused:
+    bridge_check.load_policy(str(wrong_size / "policy.npz"), spec)
+  assert str(refused.value) == (
       f"{wrong_size / 'policy.npz'}: the policy's observations have 3 values, point-mass's "
-      "have 4")
+      "have 4; pass the env the policy was trained on")
+  cut = export_folder(tmp_path / "cut")
+  (cut / "policy.json").write_text('{"env": ')
+  with pytest.raises(UserError, match=r"policy.json: not valid JSON \("):
+    bridge_check.load_policy(str(cut), spec)
+  policy, identity = bridge_check.load_policy(str(export_folder(tmp_path / "good")), spec)
+  assert policy.observation_size == 4 and identity["source"] == SOURCE
