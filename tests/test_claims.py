@@ -161,6 +161,8 @@ def test_a_verdict_from_few_seeds_says_it_is_indicative(tmp_path):
     b = by_comparison(findings)["b", "wsrl vs calql", "score"]
     assert b.verdict == claims.REPRODUCED and b.seeds == (seeds, seeds)
     table = claims.markdown(findings)
+    row = dict(zip(claims.CSV_COLUMNS, claims.csv_rows([b])[0]))
+    assert (row["verdict"], row["indicative"]) == (claims.REPRODUCED, seeds == 3)
     if seeds == 3:
       assert b.reason == ("the interval lies above 0; indicative only: 3 seeds on a side, and "
                           "below 5 a bootstrap interval is narrower than 95%")
@@ -335,8 +337,16 @@ def test_arms_that_ran_the_same_settings_in_separate_programs_are_noted(tmp_path
   text = (tmp_path / "out" / "report.md").read_text()
   lines = [l for l in text.splitlines() if "ran the same settings" in l]
   assert len(lines) == 1, text
-  assert ("Arms 'wsrl', 'wsrl warmup_steps=5000' (hopper-medium-v2) ran the same settings "
-          "(wsrl warmup_steps=5000) in separate programs and are reported apart; they share "
-          "--config.seed=0, so their seeds of the same index repeat each other's random "
-          "draws.") in lines[0]
+  runs = tmp_path / "runs"
+  assert (f"Arms 'wsrl' ({runs / 'wsrl'}), 'wsrl warmup_steps=5000' ({runs / 'wsrl-warmup'}) of "
+          "hopper-medium-v2 ran the same settings (wsrl warmup_steps=5000) in separate programs and are reported "
+          "apart; where they are the claims' WSRL arm, the claims take the one with the most "
+          "seeds; they share --config.seed=0, so their seeds of the same index repeat each "
+          "other's random draws (give each program its own --config.seed to make them "
+          "independent).") in lines[0]
   assert "'wsrl warmup_steps=0'" not in lines[0] and "calql" not in lines[0]
+  # The claims' WSRL arm: the plain run's 4 seeds, not the program's 2 at warmup_steps=5000.
+  findings = claims.check(report.make_report([tmp_path / "runs"], tmp_path / "again",
+                                             resamples=500), resamples=500)
+  b = next(f for f in findings if f.claim == "b")
+  assert b.compared == "wsrl vs calql" and b.seeds == (4, 4)

@@ -33,7 +33,8 @@ Arms (`report.Arm`, fine-tuning phase): the method is the run's `--config.method
 (`runs.Run.method`); warmup and the init switches are the arm's grid point's or its config's.
 "The WSRL arm" of an env is method `wsrl` with both inits on, no offline data and a warmup; where
 several warmups exist, the paper's K = 5,000 if present, else the longest (claim (a) is checked
-for each).
+for each); where several arms ran K = 5,000 (a sweep's plain cell and its ablations' matching
+points), the one with the most seeds.
 """
 
 from __future__ import annotations
@@ -185,7 +186,7 @@ def _finding(claim, env_name, compared, statistic_text, samples, statistic, lowe
   verdict, reason = _judge(low, high, lower_bound)
   if verdict != NOT_DISTINGUISHABLE and _few_seeds(seeds):
     reason += (f"; indicative only: {min(seeds)} seeds on a side, and below {FEW_SEEDS} a "
-               "bootstrap interval is narrower than 95%")
+               "bootstrap interval is narrower than 95%")   # csv: the `indicative` column
   return Finding(claim, env_name, compared, statistic_text, value, low, high, seeds, verdict,
                  reason)
 
@@ -208,9 +209,10 @@ def check(results: Sequence[Any], *, last_n: int = 3, window: int = WINDOW,
     warmed = [(r, s) for r, s in wsrl if s.warmup]
     if not warmed:
       continue
-    reference, reference_settings = next(
-        ((r, s) for r, s in warmed if s.warmup == PAPER_WARMUP),
-        max(warmed, key=lambda rs: rs[1].warmup))
+    paper = [(r, s) for r, s in warmed if s.warmup == PAPER_WARMUP]
+    reference, reference_settings = (
+        max(paper, key=lambda rs: len(rs[0].used)) if paper     # first of the largest
+        else max(warmed, key=lambda rs: rs[1].warmup))
     label = reference.arm.label
     final = final_scores(reference, last_n)
     drops, why = early_drops(reference, window)
@@ -281,7 +283,7 @@ def _overall_line(findings: Sequence[Finding], claim: str) -> str:
   verdict = overall(findings, claim)
   decisive = [f for f in findings if f.claim == claim and f.verdict in (REPRODUCED,
                                                                           NOT_REPRODUCED)]
-  if decisive and all(_few_seeds(f.seeds) for f in decisive):
+  if decisive and all(_indicative(f) for f in decisive):
     verdict += f" (indicative: fewer than {FEW_SEEDS} seeds a side)"
   return verdict
 
@@ -301,9 +303,15 @@ def markdown(findings: Sequence[Finding]) -> str:
 
 
 CSV_COLUMNS = ("claim", "env", "compared", "statistic", "value", "ci_low", "ci_high", "seeds",
-               "verdict", "reason")
+               "verdict", "indicative", "reason")
 
 
 def csv_rows(findings: Sequence[Finding]) -> list[list]:
   return [[f.claim, f.env_name, f.compared, f.statistic, f"{f.value:.6g}", f"{f.low:.6g}",
-           f"{f.high:.6g}", "/".join(map(str, f.seeds)), f.verdict, f.reason] for f in findings]
+           f"{f.high:.6g}", "/".join(map(str, f.seeds)), f.verdict, _indicative(f), f.reason]
+          for f in findings]
+
+
+def _indicative(finding: Finding) -> bool:
+  """Whether a verdict either way rests on fewer than FEW_SEEDS seeds on a side."""
+  return finding.verdict in (REPRODUCED, NOT_REPRODUCED) and _few_seeds(finding.seeds)

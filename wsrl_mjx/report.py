@@ -147,13 +147,18 @@ def _same_settings_notes(arms: list[Arm]) -> list[str]:
     for settings, alike in same.items():
       if len(alike) < 2:
         continue
-      labels = ", ".join(f"'{arm.label}'" for arm in alike)
+      labels = ", ".join(
+          f"'{arm.label}' ({', '.join(dict.fromkeys(run.name for run, _ in arm.members))})"
+          for arm in alike)
       values = " ".join(f"{name}={value}" for name, value in settings)
       seeds = {(arm.members[0][0].config or {}).get("seed") for arm in alike}
       repeat = (f"; they share --config.seed={seeds.pop()}, so their seeds of the same index "
-                "repeat each other's random draws" if len(seeds) == 1 else "")
-      notes.append(f"Arms {labels} ({env_name}) ran the same settings ({alike[0].method} "
-                   f"{values}) in separate programs and are reported apart{repeat}.")
+                "repeat each other's random draws (give each program its own --config.seed to "
+                "make them independent)" if len(seeds) == 1 else "")
+      claims = ("; where they are the claims' WSRL arm, the claims take the one with the most "
+                "seeds" if alike[0].method == "wsrl" else "")
+      notes.append(f"Arms {labels} of {env_name} ran the same settings ({alike[0].method} "
+                   f"{values}) in separate programs and are reported apart{claims}{repeat}.")
   return notes
 
 
