@@ -176,13 +176,17 @@ def test_pretrained_checkpoint_must_match_env_and_networks(finished_run):
     env, spec = envs.make(config.env_name)
     programs = finetune.build_programs(config, env, spec)
     with pytest.raises(checkpoint.CheckpointError,
-                       match=rf"description/metadata: agent.{field} is .* but this run needs"):
+                       match=rf"description/metadata: agent.{field} is .* but this run needs "
+                             r".* \(both are point-mass: the run's config asks for other sizes "
+                             r"than the pretraining's\)\.$"):
       finetune.load_pretrained(config, programs, spec)
 
   config = tiny_config(pretrained=str(workdir))
   config.env_name = "walker2d-medium-v2"
   env, spec = envs.make(config.env_name)
-  with pytest.raises(checkpoint.CheckpointError, match=r"agent.observation_size is 4 .* 17"):
+  with pytest.raises(checkpoint.CheckpointError,
+                     match=r"agent.observation_size is 4 .* 17 \(env walker2d-medium-v2\); the "
+                           r"checkpoint was made for point-mass\.$"):
     finetune.load_pretrained(config, finetune.build_programs(config, env, spec), spec)
 
   with pytest.raises(checkpoint.CheckpointError, match="no such checkpoint directory"):

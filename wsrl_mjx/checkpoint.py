@@ -260,10 +260,12 @@ def load_agent(path: str | pathlib.Path, expected: dict[str, Any], abstract_para
     if isinstance(want, (list, tuple)):
       have, want = list(have or []), list(want)
     if have != want:
+      here, there = expected.get("env_name", "?"), description.get("env_name")
+      where = (f" (both are {here}: the run's config asks for other sizes than the "
+               "pretraining's)" if there == here else
+               f" (env {here}); the checkpoint was made for {there or 'another configuration'}")
       raise CheckpointError(
-          f"{description_file}: agent.{field} is {have!r} but this run needs {want!r} "
-          f"(env {expected.get('env_name', '?')}); the checkpoint was made for "
-          f"{description.get('env_name', 'another configuration')}.")
+          f"{description_file}: agent.{field} is {have!r} but this run needs {want!r}{where}.")
   if meaning is not None:
     check_meaning(description, description_file, meaning, allow_transfer)
   num_seeds = int(description.get("num_seeds", 0))
