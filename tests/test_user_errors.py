@@ -114,23 +114,36 @@ def test_bridge_check_refuses_windows_it_cannot_replay():
                                 "steps); replay a shorter horizon or longer episodes")
 
 
-def test_ctrl_c_is_one_line_saying_what_the_same_command_does(tmp_path):
-  """SIGINT (Ctrl-C) in a training run: exit status 130 and one line, not a stack trace."""
+def interruptible_finetune(workdir, **environment):
+  """`python -m launch.finetune` of the point-mass demo in `workdir`, started so that SIGINT
+  raises KeyboardInterrupt in it as in a terminal: a suite started in the background by a shell
+  without job control (`cmd &` in a script) hands its children SIGINT ignored, and Python then
+  installs no handler. The child sets Python's handler itself (a `preexec_fn` would fork a
+  multithreaded JAX process)."""
   import os
-  import signal
   import subprocess
   import sys
   from conftest import ROOT
-  workdir = tmp_path / "run"
-  # SIGINT's default action in the child, as in a terminal: a suite started in the background by
-  # a shell without job control (`cmd &` in a script) hands its children SIGINT ignored, and
-  # Python then installs no KeyboardInterrupt handler.
-  process = subprocess.Popen(
-      [sys.executable, "-m", "launch.finetune",
+  return subprocess.Popen(
+      [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL, "launch.finetune",
        "--config=launch/configs/finetune.py:point-mass,demo", f"--workdir={workdir}"],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
-      stderr=subprocess.PIPE, text=True,
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **environment),
+      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+SIGINT_AS_IN_A_TERMINAL = """
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
+def test_ctrl_c_is_one_line_saying_what_the_same_command_does(tmp_path):
+  """SIGINT (Ctrl-C) in a training run: exit status 130 and one line, not a stack trace."""
+  import signal
+  workdir = tmp_path / "run"
+  process = interruptible_finetune(workdir)
   seen = []
   for line in process.stderr:            # absl logs here; the run is past its flags and checks
     seen.append(line)
@@ -152,19 +165,10 @@ def test_ctrl_c_while_xla_compiles_exits_130_without_a_crash(tmp_path):
   """Interrupted 1 s into its first XLA compile (no compilation cache, so it compiles): the
   one line and exit status 130. Finalising Python under XLA's running compile threads
   segfaulted (exit -11 after the line) before the launcher left with os._exit."""
-  import os
   import signal
-  import subprocess
-  import sys
   import time
-  from conftest import ROOT
   workdir = tmp_path / "run"
-  process = subprocess.Popen(
-      [sys.executable, "-m", "launch.finetune",
-       "--config=launch/configs/finetune.py:point-mass,demo", f"--workdir={workdir}"],
-      cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), JAX_COMPILATION_CACHE_DIR=""),
-      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-      preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+  process = interruptible_finetune(workdir, JAX_COMPILATION_CACHE_DIR="")
   for line in process.stderr:
     if "Compiling Online.init ..." in line:
       break
@@ -178,6 +182,7 @@ def test_ctrl_c_while_xla_compiles_exits_130_without_a_crash(tmp_path):
 
 CTRL_C_IN_A_GC_CALLBACK = """
 import gc, os, signal, sys, time
+signal.signal(signal.SIGINT, signal.default_int_handler)    # as in a terminal
 from launch import runtime
 if sys.argv[1] == "ours":
   runtime.handle_interrupts()
@@ -206,15 +211,13 @@ def test_ctrl_c_while_the_garbage_collector_runs_a_callback_is_not_lost():
   inside it, where it is printed as ignored and dropped (the control run), so the run went on.
   `runtime.handle_interrupts` sends it again once the callback is over."""
   import os
-  import signal
   import subprocess
   import sys
   from conftest import ROOT
   def run(handler):
     return subprocess.run(
         [sys.executable, "-c", CTRL_C_IN_A_GC_CALLBACK, handler], cwd=ROOT,
-        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120,
-        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
+        env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
   ours, pythons = run("ours"), run("python's")
   assert ours.stdout.split() == ["interrupted"], ours.stderr[-2000:]
   assert pythons.stdout.split() == ["lost"], pythons.stderr[-2000:]
