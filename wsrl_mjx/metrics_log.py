@@ -45,10 +45,9 @@ def _plain(value):
   return value
 
 
+METRICS_FILE = "metrics.jsonl"    # the evaluation records, one JSON line each
 WALL_TIME_FILE = "wall_time.jsonl"
 
-
-METRICS_FILE = "metrics.jsonl"    # the evaluation records, one JSON line each
 
 class MetricsFileError(UserError):
   """A `metrics.jsonl` line that is not JSON (other than a last line cut short)."""

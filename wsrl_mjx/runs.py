@@ -134,15 +134,17 @@ class Run:
     return None if self.config is None else int(self.config["warmup_steps"])
 
 
-def latest_description(run_dir: pathlib.Path) -> tuple[dict[str, Any] | None, pathlib.Path | None]:
-  """The description of the highest-numbered finished checkpoint and its file, or (None, None).
+def finished_checkpoint_steps(run_dir: pathlib.Path) -> list[int]:
+  """The steps of the run's finished checkpoints, ascending ([] without any). Orbax renames a
+  checkpoint's folder to its step only once it is complete, so numeric folders are finished
+  checkpoints (read without loading orbax)."""
+  return sorted(int(p.name) for p in (run_dir / "checkpoints").glob("*") if p.name.isdigit())
 
-  Orbax renames a checkpoint's folder to its step only once it is complete, so numeric folders
-  are finished checkpoints.
-  """
-  steps = sorted((int(p.name) for p in (run_dir / "checkpoints").glob("*")
-                  if p.name.isdigit()), reverse=True)
-  for step in steps:
+
+def latest_description(run_dir: pathlib.Path) -> tuple[dict[str, Any] | None, pathlib.Path | None]:
+  """The description of the highest-numbered finished checkpoint (`finished_checkpoint_steps`)
+  and its file, or (None, None)."""
+  for step in reversed(finished_checkpoint_steps(run_dir)):
     path = run_dir / "checkpoints" / str(step) / "description" / "metadata"
     if path.is_file():
       try:
