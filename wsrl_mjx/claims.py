@@ -184,11 +184,13 @@ def _finding(claim, env_name, compared, statistic_text, samples, statistic, lowe
                    float("nan"), seeds, NOT_MEASURED, reason)
   value, low, high = statistics.interval(samples, statistic, resamples)
   verdict, reason = _judge(low, high, lower_bound)
-  if verdict != NOT_DISTINGUISHABLE and _few_seeds(seeds):
-    reason += (f"; indicative only: {min(seeds)} seeds on a side, and below {FEW_SEEDS} a "
-               "bootstrap interval is narrower than 95%")   # csv: the `indicative` column
-  return Finding(claim, env_name, compared, statistic_text, value, low, high, seeds, verdict,
-                 reason)
+  finding = Finding(claim, env_name, compared, statistic_text, value, low, high, seeds, verdict,
+                    reason)
+  if _indicative(finding):             # also csv's `indicative` column and the overall line
+    finding = dataclasses.replace(finding, reason=(
+        f"{reason}; indicative only: {min(seeds)} seeds on a side, and below {FEW_SEEDS} a "
+        "bootstrap interval is narrower than 95%"))
+  return finding
 
 
 # --- the claims ---------------------------------------------------------------------------------
@@ -274,10 +276,6 @@ def overall(findings: Sequence[Finding], claim: str) -> str:
   return NOT_DISTINGUISHABLE
 
 
-def _few_seeds(seeds: Sequence[int]) -> bool:
-  return min(seeds) < FEW_SEEDS
-
-
 def _overall_line(findings: Sequence[Finding], claim: str) -> str:
   """`overall`, saying "indicative" where every verdict behind it had too few seeds."""
   verdict = overall(findings, claim)
@@ -314,4 +312,4 @@ def csv_rows(findings: Sequence[Finding]) -> list[list]:
 
 def _indicative(finding: Finding) -> bool:
   """Whether a verdict either way rests on fewer than FEW_SEEDS seeds on a side."""
-  return finding.verdict in (REPRODUCED, NOT_REPRODUCED) and _few_seeds(finding.seeds)
+  return finding.verdict in (REPRODUCED, NOT_REPRODUCED) and min(finding.seeds) < FEW_SEEDS
