@@ -157,6 +157,12 @@ def test_a_verdict_from_few_seeds_says_it_is_indicative(tmp_path):
     write_run(root / "calql", dict(method="calql", warmup_steps=0), curve(50, 30, 50,
                                                                          seeds=seeds))
     results = report.make_report([root], tmp_path / f"report{seeds}", resamples=RESAMPLES)
+    scores_table = (tmp_path / f"report{seeds}" / "final_scores.md").read_text()
+    footnote = ("\\* fewer than 5 seeds: a percentile bootstrap interval cannot reach past the "
+                "seeds' own range")
+    for arm in ("calql", "wsrl"):
+      assert f"| {arm} | {ENV} | {seeds}{'*' if seeds == 3 else ''} | 30,000 |" in scores_table
+    assert (footnote in scores_table) == (seeds == 3)
     findings = claims.check(results, resamples=RESAMPLES)
     b = by_comparison(findings)["b", "wsrl vs calql", "score"]
     assert b.verdict == claims.REPRODUCED and b.seeds == (seeds, seeds)

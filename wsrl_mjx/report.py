@@ -13,8 +13,9 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
 - `diagnostics.png`: mean Q-value, critic loss and temperature (mean over seeds that updated in
   the chunk before each evaluation), the end of each arm's warmup marked;
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
-  `last_n` after step 0 (the starting policy's), aggregated per arm; `curves.csv`: every arm's
-  estimates at every step;
+  `last_n` after step 0 (the starting policy's), aggregated per arm, an arm of fewer than
+  `claims.FEW_SEEDS` seeds starred (its interval is narrower than 95%); `curves.csv`: every
+  arm's estimates at every step;
 - `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
   comparison at a time (`wsrl_mjx.claims`);
 - `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
@@ -265,11 +266,18 @@ def _interval_text(point: float, low: float, high: float) -> str:
   return f"{point:.1f} [{low:.1f}, {high:.1f}]"
 
 
+FEW_SEEDS_FOOTNOTE = (
+    f"\\* fewer than {claims_lib.FEW_SEEDS} seeds: a percentile bootstrap interval cannot reach "
+    "past the seeds' own range, so it holds the true value less often than 95% (with 2 seeds, "
+    "the mean's interval is their range); read it as indicative.")
+
+
 def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
   lines = [f"| arm | env | seeds | final step | last evaluation: IQM [95% CI] | mean [95% CI] | "
            f"mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
            "diverged seeds |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+  few = False
   for result in results:
     arm = result.arm
     if result.last is None:
@@ -283,8 +291,13 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
       cells += (["-", "-"] if estimate is None else   # no evaluation after step 0
                 [_interval_text(estimate.iqm, estimate.iqm_low, estimate.iqm_high),
                  _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)])
-    lines.append(f"| {arm.label} | {arm.env_name} | {result.last.seeds} | {final} | "
+    seeds = f"{result.last.seeds}"
+    if result.last.seeds < claims_lib.FEW_SEEDS:
+      seeds, few = seeds + "*", True
+    lines.append(f"| {arm.label} | {arm.env_name} | {seeds} | {final} | "
                  f"{' | '.join(cells)} | {len(result.diverged)} |")
+  if few:
+    lines += ["", FEW_SEEDS_FOOTNOTE]
   return "\n".join(lines) + "\n"
 
 
