@@ -233,22 +233,27 @@ def test_a_method_flag_means_what_the_method_option_means_with_other_flags_over_
     finetune_config.from_flags(_flags("--config.method=so2", config="hopper-medium-v2,calql"))
 
 
-def test_a_demo_given_a_checkpoint_runs_wsrl_where_no_demo_agent_ships(caplog):
+def test_a_demo_given_a_checkpoint_runs_wsrl_where_no_demo_agent_ships(caplog, tmp_path):
   """`:<env>,demo --config.pretrained=RUN` (a demo pretraining handing over to a demo
   fine-tuning) is WSRL from that run, also where no agent ships (the fallback to SAC is for a
-  demo with no checkpoint at all); an arm named otherwise stays that arm."""
+  demo with no checkpoint at all); an arm named otherwise stays that arm. The info line names
+  the run only where its folder exists (a missing one is refused later, in one line)."""
   caplog.set_level("INFO")
+  offline = tmp_path / "offline"
+  offline.mkdir()
   for config_arg in ("point-mass,demo", "walker2d-medium-v2,demo,wsrl"):
-    caplog.clear()
-    config = finetune_config.from_flags(_flags("--config.pretrained=runs/offline",
-                                               config=config_arg))
-    assert (config.method, config.pretrained) == ("wsrl", "runs/offline"), config_arg
-    demo = finetune_config.get_config(config_arg)
-    assert (config.batch_size, config.warmup_steps, config.online_steps) == (
-        demo.batch_size, demo.warmup_steps, 2000)
-    messages = [r.getMessage() for r in caplog.records]
-    assert "WSRL from runs/offline (no demo agent ships for this env; the command line gave " \
-        "one)" in messages and not [r for r in caplog.records if r.levelname == "WARNING"]
+    for pretrained, logged in ((offline, True), (tmp_path / "absent", False)):
+      caplog.clear()
+      config = finetune_config.from_flags(_flags(f"--config.pretrained={pretrained}",
+                                                 config=config_arg))
+      assert (config.method, config.pretrained) == ("wsrl", str(pretrained)), config_arg
+      demo = finetune_config.get_config(config_arg)
+      assert (config.batch_size, config.warmup_steps, config.online_steps) == (
+          demo.batch_size, demo.warmup_steps, 2000)
+      messages = [r.getMessage() for r in caplog.records]
+      assert (f"WSRL from {pretrained} (no demo agent ships for this env; the command line "
+              "gave one)" in messages) == logged, messages
+      assert not [r for r in caplog.records if r.levelname == "WARNING"]
   config = finetune_config.from_flags(_flags("--config.pretrained=runs/offline",
                                              config="point-mass,demo,cql"))
   assert config.method == "cql"

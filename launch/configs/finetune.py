@@ -194,15 +194,17 @@ def _settle_demo_fallback(config, arg: str) -> None:
   """`:<env>,demo` (or `:<env>,demo,wsrl`) with no shipped demo agent for `<env>`
   (`DEMO_AGENTS`) is SAC from scratch (`get_config`). Where the command line gives a checkpoint
   (`--config.pretrained=RUN_DIR`, e.g. a demo pretraining's), it is WSRL from it, the arm asked
-  for (`config.method` set back to wsrl, with an info line); else it warns: the one case where the
+  for (`config.method` set back to wsrl, with an info line where the folder exists; one that
+  does not is refused later in one line); else it warns: the one case where the
   arm that runs is not the one the user asked for."""
   env_name, options = parse_config_arg(arg, known=("demo",) + methods.NAMES)
   if "demo" not in options or "sac" in options or config.method != "sac":
     return
   if config.pretrained:
     config.method = "wsrl"
-    logging.info("WSRL from %s (no demo agent ships for this env; the command line gave one)",
-                 config.pretrained)
+    if pathlib.Path(config.pretrained).is_dir():   # else the run refuses it in one line
+      logging.info("WSRL from %s (no demo agent ships for this env; the command line gave one)",
+                   config.pretrained)
   else:
     logging.warning(
         "No demo agent ships for %s (checkpoints/): this demo runs SAC from scratch (WSRL's "
