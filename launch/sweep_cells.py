@@ -9,11 +9,14 @@ A grid file (`.json`, or `.py` with `get_grid()` returning the same dict) names:
   "vars": {...}}} with flags and template values of that family);
 - `methods`: {name: {"flags": {...}, "vars": {...}, "per_seed": {ablation: spec}}}: a cell per
   env and method, and one more per `per_seed` ablation (its spec goes to `--config.per_seed`:
-  that many seeds per grid point in one program);
+  that many seeds per grid point in one program). An ablation may also be
+  {"per_seed": spec, "flags": {...}}, flags of its cell only: e.g. its own `seed`, so that the
+  point it shares with the method's plain cell (WSRL's warmup_steps=5000) draws other random
+  numbers than the plain cell's seeds of the same index, rather than repeating them;
 - `flags` (optional): `--config.<field>` values of every cell; `vars` (optional): template values.
 
-A cell's flags are the grid's, its family's, its method's and its ablation's `per_seed`, in that
-order (later ones win). String values are templates: `{env}`, `{family}`, `{method}`,
+A cell's flags are the grid's, its family's, its method's and its ablation's (`per_seed` and
+its flags), in that order (later ones win). String values are templates: `{env}`, `{family}`, `{method}`,
 `{ablation}` and any name of the `vars` of the grid, the family and the method (e.g.
 `"pretrained": "runs/pretrain/{env}-{algo}"`). Names and values go to `launch.finetune` as they
 are: `launch.finetune` checks them (`--config.method` and envs this checkout does not have
@@ -48,6 +51,7 @@ from wsrl_mjx.errors import UserError
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 GRID_KEYS = {"config", "envs", "methods", "flags", "vars"}
 METHOD_KEYS = {"flags", "vars", "per_seed"}
+ABLATION_KEYS = {"per_seed", "flags"}
 FAMILY_KEYS = {"envs", "flags", "vars"}
 DONE, FAILED, RUNNING = "done", "failed", "running"
 
@@ -153,6 +157,23 @@ def _filled(value, names: dict[str, Any], where: str):
                     f"{', '.join(sorted(names))}") from None
 
 
+def _ablation_flags(spec, where: str) -> dict[str, Any]:
+  """A per-seed ablation's flags: {"per_seed": spec} for a spec string, else the entry's
+  `per_seed` with its `flags` (which may not set `per_seed` again)."""
+  if isinstance(spec, str):
+    return {"per_seed": spec}
+  if not isinstance(spec, dict):
+    raise GridError(f"{where}: a grid spec string or {{\"per_seed\": spec, \"flags\": {{...}}}}"
+                    f", got {type(spec).__name__}")
+  entry = _mapping(spec, where, ABLATION_KEYS)
+  if not isinstance(entry.get("per_seed"), str) or not entry["per_seed"]:
+    raise GridError(f"{where}: 'per_seed' must be a grid spec such as \"warmup_steps=0,5000\"")
+  flags = _mapping(entry.get("flags"), f"{where}.flags")
+  if "per_seed" in flags:
+    raise GridError(f"{where}.flags: set per_seed beside flags, not in them")
+  return {**flags, "per_seed": entry["per_seed"]}
+
+
 def expand(grid: dict[str, Any], where: str = "grid") -> list[Cell]:
   """Every cell of `grid` (envs x methods x (no ablation + the method's per-seed ablations)),
   in that order. Raises GridError naming `where` and the field of a grid that does not fit the
@@ -178,7 +199,7 @@ def expand(grid: dict[str, Any], where: str = "grid") -> list[Cell]:
         values = {**common, **family_flags,
                   **_mapping(entry.get("flags"), f"{where}: methods.{method}.flags")}
         if spec is not None:
-          values["per_seed"] = spec
+          values.update(_ablation_flags(spec, f"{where}: methods.{method}.per_seed.{ablation}"))
         values = {field: _filled(value, names_here, f"{where}: {env} {method} {field}")
                   for field, value in values.items()}
         name = f"{env}/{method}" + (f"-{ablation}" if ablation else "")

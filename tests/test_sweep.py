@@ -20,21 +20,28 @@ def test_a_grid_expands_to_env_method_and_ablation_cells_with_templates_filled()
           "envs": {"locomotion": {"envs": ["hopper-medium-v2", "walker2d-random-v2"],
                                   "vars": {"algo": "cql"}, "flags": {"utd": 2}}},
           "methods": {"wsrl": {"flags": {"pretrained": "{root}/{env}-{algo}"},
-                               "per_seed": {"warmup": "warmup_steps=0,5000"}},
+                               "per_seed": {"warmup": "warmup_steps=0,5000",
+                                            "init": {"per_seed": "init_actor=true,false",
+                                                     "flags": {"seed": 7, "utd": 1,
+                                                               "pretrained": "{root}/{algo}"}}}},
                       "iql": {"flags": {"method": "iql", "pretrained": "{root}/{env}-{algo}",
                                         "critic_hidden_sizes": (32, 32), "layer_norm": False},
                               "vars": {"algo": "iql"}}}}
   cells = sweep.expand(grid)
   assert [c.name for c in cells] == [
-      "hopper-medium-v2/wsrl", "hopper-medium-v2/wsrl-warmup", "hopper-medium-v2/iql",
-      "walker2d-random-v2/wsrl", "walker2d-random-v2/wsrl-warmup", "walker2d-random-v2/iql"]
-  warmup = cells[1]
+      "hopper-medium-v2/wsrl", "hopper-medium-v2/wsrl-warmup", "hopper-medium-v2/wsrl-init",
+      "hopper-medium-v2/iql", "walker2d-random-v2/wsrl", "walker2d-random-v2/wsrl-warmup",
+      "walker2d-random-v2/wsrl-init", "walker2d-random-v2/iql"]
+  warmup, init = cells[1:3]
   assert (warmup.env, warmup.family, warmup.method, warmup.ablation) == (
       "hopper-medium-v2", "locomotion", "wsrl", "warmup")
   assert warmup.flags == {"num_seeds": 8, "utd": 2, "pretrained": "pre/hopper-medium-v2-cql",
                           "per_seed": "warmup_steps=0,5000"}
+  # An ablation's own flags win over the method's and are filled as templates too.
+  assert init.flags == {"num_seeds": 8, "utd": 1, "pretrained": "pre/cql", "seed": 7,
+                        "per_seed": "init_actor=true,false"}
   out = pathlib.Path("/sweeps/s")
-  assert cells[5].command(out) == [
+  assert cells[7].command(out) == [
       sys.executable, "-m", "launch.finetune",
       "--config=launch/configs/finetune.py:walker2d-random-v2",
       "--workdir=/sweeps/s/runs/walker2d-random-v2/iql", "--config.num_seeds=8",
@@ -50,6 +57,17 @@ def test_a_grid_expands_to_env_method_and_ablation_cells_with_templates_filled()
      "g.json: methods.m: unknown key(s) ['flag']"),
     ({"config": "c", "envs": ["e"], "methods": {"m": {"flags": {"pretrained": "{root}/x"}}}},
      "g.json: e m pretrained: '{root}/x' names 'root' that no vars define"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"per_seed": {"w": 3}}}},
+     "g.json: methods.m.per_seed.w: a grid spec string or {\"per_seed\": spec, \"flags\": "
+     "{...}}, got int"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"per_seed": {"w": {"flags": {}}}}}},
+     "g.json: methods.m.per_seed.w: 'per_seed' must be a grid spec"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"per_seed": {"w": {
+        "per_seed": "utd=1,2", "seed": 1}}}}},
+     "g.json: methods.m.per_seed.w: unknown key(s) ['seed']; known: ['flags', 'per_seed']"),
+    ({"config": "c", "envs": ["e"], "methods": {"m": {"per_seed": {"w": {
+        "per_seed": "utd=1,2", "flags": {"per_seed": "utd=3"}}}}}},
+     "g.json: methods.m.per_seed.w.flags: set per_seed beside flags"),
 ])
 def test_a_grid_that_does_not_fit_the_format_is_refused_naming_the_field(grid, message):
   with pytest.raises(sweep.GridError) as error:
@@ -82,8 +100,12 @@ def test_the_paper_grid_holds_every_family_task_and_method():
   assert len(cells) == len(envs) * len(methods)
   by_name = {c.name: c.flags for c in cells}
   assert by_name["hopper-medium-v2/wsrl-warmup"] == {
-      "num_seeds": 64, "pretrained": "runs/pretrain/hopper-medium-v2-cql",
+      "num_seeds": 64, "pretrained": "runs/pretrain/hopper-medium-v2-cql", "seed": 1,
       "per_seed": "warmup_steps=0,1000,5000,20000"}
+  # The three WSRL programs draw independent seeds: the ablations' WSRL points (warmup 5k,
+  # both inits) have the plain cell's settings and would otherwise repeat its seeds.
+  wsrl = [by_name[f"hopper-medium-v2/wsrl{a}"].get("seed", 0) for a in ("", "-warmup", "-init")]
+  assert len(set(wsrl)) == 3, wsrl
   assert by_name["pen-binary-v0/iql"]["pretrained"] == "runs/pretrain/pen-binary-v0-iql"
   assert by_name["antmaze-umaze-v2/so2"]["pretrained"] == "runs/pretrain/antmaze-umaze-v2-calql"
   assert by_name["kitchen-partial-v0/sac"] == {"num_seeds": 64, "method": "sac"}

@@ -12,7 +12,8 @@ Methods (`--config.method`, passed through as it is; README "Methods"): WSRL its
 paper's baselines, SAC from scratch, RLPD, Cal-QL, CQL and IQL fine-tuned online, JSRL and SO2.
 WSRL's ablations are per-seed grids in one program each (16 seeds per point): the warmup length
 (0 = no warmup, 1k, 5k = WSRL, 20k) and the initialisation (no policy init: init_actor=false;
-no Q init: init_critic=false).
+no Q init: init_critic=false). Each ablation runs with its own `--config.seed`, so its WSRL
+point's 16 seeds are new draws, not repeats of the plain WSRL cell's.
 
 Pretrained agents: WSRL, JSRL and SO2 start from the family's offline learner (Cal-QL; CQL for
 locomotion), the offline methods from their own; the grid expects `launch.pretrain` runs in
@@ -29,6 +30,9 @@ FAMILIES = {
                            for data in ("random", "medium", "medium-replay")]),
 }
 PRETRAINED = "{pretrained_root}/{env}-{algo}"
+# Each ablation program's --config.seed: their WSRL points (warmup 5k; both inits) have the plain
+# cell's settings, and with its seed (0) their seeds would repeat its seeds of the same index.
+ABLATION_SEEDS = {"warmup": 1, "init": 2}
 
 
 def get_grid():
@@ -41,8 +45,10 @@ def get_grid():
                for family, (algo, names) in FAMILIES.items()},
       "methods": {
           "wsrl": {"flags": from_pretrained, "per_seed": {
-              "warmup": "warmup_steps=0,1000,5000,20000",
-              "init": "init_actor=true,false;init_critic=true,false"}},
+              "warmup": {"per_seed": "warmup_steps=0,1000,5000,20000",
+                         "flags": {"seed": ABLATION_SEEDS["warmup"]}},
+              "init": {"per_seed": "init_actor=true,false;init_critic=true,false",
+                       "flags": {"seed": ABLATION_SEEDS["init"]}}}},
           "sac": {"flags": {"method": "sac"}},
           "rlpd": {"flags": {"method": "rlpd"}},
           "calql": {"flags": {"method": "calql", **from_pretrained}, "vars": {"algo": "calql"}},
