@@ -14,7 +14,6 @@ with one line on stderr, `error: <message>`, and exit status 2, without a Python
 """
 
 import dataclasses
-import gc
 import logging as python_logging
 import os
 import pathlib
@@ -207,38 +206,30 @@ class Interrupted(KeyboardInterrupt):
   """Ctrl-C, with what the user can do next as its message."""
 
 
-def _inside_a_finalizer(frame) -> bool:
-  """Whether `frame` runs inside a garbage-collector callback or a `__del__` method, where
-  Python prints an exception as "Exception ignored in ..." and drops it."""
-  callbacks = {getattr(callback, "__code__", None) for callback in gc.callbacks}
-  while frame is not None:
-    if frame.f_code in callbacks or frame.f_code.co_name == "__del__":
-      return True
-    frame = frame.f_back
-  return False
-
-
 def handle_interrupts() -> None:
-  """SIGINT (Ctrl-C) raises KeyboardInterrupt where it cannot be lost. Python's own handler
-  raises it in whatever frame runs next, and while JAX traces a program that is often its
-  garbage-collector callback (`jax._src.lib._xla_gc_callback`), which drops it: a Ctrl-C
-  0.2-0.25 s after the config line was ignored in 5 of 5 tries (warm caches, 2-core CPU) and
-  the run went on to its end. Raised inside such a callback or a `__del__`, the interrupt is sent
-  again 50 ms later instead. Main thread only; a SIGINT the shell set to be ignored stays
-  ignored."""
-  if signal.getsignal(signal.SIGINT) is not signal.default_int_handler:
+  """SIGINT (Ctrl-C) is never lost. Python's handler raises KeyboardInterrupt in whatever frame
+  runs next, and while JAX traces a program that is often its garbage-collector callback
+  (`jax._src.lib._xla_gc_callback`); Python prints an exception raised in a gc callback, a
+  `__del__` or a weakref callback as "Exception ignored in ..." and drops it: a Ctrl-C 0.2-0.25 s
+  after the config line was ignored in 5 of 5 tries (warm caches, 2-core CPU) and the run went on
+  to its end. Here `sys.unraisablehook` takes such a dropped KeyboardInterrupt and sends SIGINT
+  again 50 ms later, once the finalizer is over; other unraisable exceptions go to the hook
+  there was. Python's SIGINT handler itself is left as it is, so a SIGINT the shell set to be
+  ignored stays ignored."""
+  if getattr(sys.unraisablehook, "resends_interrupts", False):
     return
+  previous = sys.unraisablehook
 
-  def interrupt(signum, frame):
-    del signum
-    if _inside_a_finalizer(frame):
+  def resend_a_dropped_interrupt(unraisable):
+    if unraisable.exc_type is not None and issubclass(unraisable.exc_type, KeyboardInterrupt):
       again = threading.Timer(0.05, os.kill, (os.getpid(), signal.SIGINT))
       again.daemon = True
       again.start()
       return
-    raise KeyboardInterrupt
+    previous(unraisable)
 
-  signal.signal(signal.SIGINT, interrupt)
+  resend_a_dropped_interrupt.resends_interrupts = True
+  sys.unraisablehook = resend_a_dropped_interrupt
 
 
 def run(main) -> None:

@@ -180,48 +180,64 @@ def test_ctrl_c_while_xla_compiles_exits_130_without_a_crash(tmp_path):
   assert "Fatal Python error" not in rest
 
 
-CTRL_C_IN_A_GC_CALLBACK = """
-import gc, os, signal, sys, time
+FINALIZERS = ("gc callback", "__del__", "weakref callback")
+CTRL_C_IN_A_FINALIZER = """
+import gc, os, signal, sys, time, weakref
 signal.signal(signal.SIGINT, signal.default_int_handler)    # as in a terminal
 from launch import runtime
 if sys.argv[1] == "ours":
   runtime.handle_interrupts()
-sent = []
-def callback(phase, info):
-  if phase == "start" and not sent:
+def ctrl_c_here(*_):
+  if not sent:
     sent.append(time.time())
     os.kill(os.getpid(), signal.SIGINT)
-    for _ in range(100_000):    # the pending signal is handled here, inside the callback
+    for _ in range(100_000):    # the pending signal is handled here, inside the finalizer
       pass
-gc.callbacks.append(callback)
-try:
-  gc.collect()
-  gc.callbacks.remove(callback)
-  deadline = time.time() + 1
-  while time.time() < deadline:
-    pass
-  print("lost")
-except KeyboardInterrupt:
-  print("interrupted")
+class Finalized:
+  def __del__(self):
+    ctrl_c_here()
+class Referent:
+  pass
+for finalizer in sys.argv[2:]:
+  sent = []
+  try:
+    if finalizer == "gc callback":
+      gc.callbacks.append(lambda phase, info: phase == "start" and ctrl_c_here())
+      gc.collect()
+      gc.callbacks.clear()
+    elif finalizer == "__del__":
+      Finalized()
+    else:
+      referent = Referent()
+      reference = weakref.ref(referent, ctrl_c_here)
+      del referent
+    deadline = time.time() + 1
+    while time.time() < deadline:
+      pass
+    print("lost", flush=True)
+  except KeyboardInterrupt:
+    print("interrupted", flush=True)
 """
 
 
-def test_ctrl_c_while_the_garbage_collector_runs_a_callback_is_not_lost():
+def test_ctrl_c_inside_a_finalizer_is_not_lost():
   """JAX's gc callback runs often while it traces; Python's own handler raises the interrupt
-  inside it, where it is printed as ignored and dropped (the control run), so the run went on.
-  `runtime.handle_interrupts` sends it again once the callback is over."""
+  inside it (as inside a `__del__` or a weakref callback), where it is printed as ignored and
+  dropped (the control run), so the run went on. `runtime.handle_interrupts` sends it again
+  once the finalizer is over: each of the three, one after the other, is interrupted."""
   import os
   import subprocess
   import sys
   from conftest import ROOT
   def run(handler):
     return subprocess.run(
-        [sys.executable, "-c", CTRL_C_IN_A_GC_CALLBACK, handler], cwd=ROOT,
+        [sys.executable, "-c", CTRL_C_IN_A_FINALIZER, handler, *FINALIZERS], cwd=ROOT,
         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True, text=True, timeout=120)
   ours, pythons = run("ours"), run("python's")
-  assert ours.stdout.split() == ["interrupted"], ours.stderr[-2000:]
-  assert pythons.stdout.split() == ["lost"], pythons.stderr[-2000:]
-  assert "Exception ignored" in pythons.stderr and "Exception ignored" not in ours.stderr
+  assert ours.stdout.split() == ["interrupted"] * 3, ours.stderr[-2000:]
+  assert pythons.stdout.split() == ["lost"] * 3, pythons.stderr[-2000:]
+  assert pythons.stderr.count("Exception ignored") == 3, pythons.stderr[-2000:]
+  assert "Exception ignored" not in ours.stderr, ours.stderr[-2000:]
 
 
 @pytest.mark.parametrize("contents, expected", [
