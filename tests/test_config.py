@@ -104,6 +104,51 @@ def test_extending_a_run_beyond_its_buffer_is_refused(tmp_path):
                               {"config": saved}, tmp_path)
 
 
+def test_a_resume_compares_where_paths_lead_not_how_they_are_written(tmp_path, monkeypatch):
+  """`runs/offline`, `runs/offline/`, its absolute path and a link to it resume the run made
+  with `runs/offline`; the same text from another working folder (another agent) does not, nor
+  does another folder. A run recorded before `resolved_paths` existed compares its text
+  resolved from here. Pretraining's comma-separated dataset files are compared file by file."""
+  from wsrl_mjx import host_loop, pretrain
+  for name in ("a/runs/offline", "b/runs/offline", "a/data"):
+    (tmp_path / name).mkdir(parents=True)
+  (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "runs" / "offline")
+  monkeypatch.chdir(tmp_path / "a")
+  made = tiny_config(pretrained="runs/offline")
+  description = finetune.run_description(made, envs.spec(made.env_name), {}, [])
+  assert description["resolved_paths"] == {"pretrained": str(tmp_path / "a/runs/offline")}
+  for written in ("runs/offline", "runs/offline/", str(tmp_path / "a/runs/offline"), "link",
+                  "./runs/../runs/offline"):
+    finetune._check_resumable(tiny_config(pretrained=written), description, tmp_path)
+    finetune._check_resumable(tiny_config(pretrained=written), {"config": made.to_dict()},
+                              tmp_path)
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    finetune._check_resumable(tiny_config(pretrained="runs/other"), description, tmp_path)
+  assert (f"holds a run with config.pretrained='runs/offline', which was {tmp_path}/a/runs/"
+          f"offline (this one: 'runs/other', which is {tmp_path}/a/runs/other)") in str(error.value)
+  monkeypatch.chdir(tmp_path / "b")       # the same text, another agent
+  with pytest.raises(checkpoint.CheckpointError, match="which is .*/b/runs/offline"):
+    finetune._check_resumable(tiny_config(pretrained="runs/offline"), description, tmp_path)
+  with pytest.raises(checkpoint.CheckpointError, match="config.pretrained='runs/offline'"):
+    finetune._check_resumable(tiny_config(pretrained=""), description, tmp_path)
+  # Adroit's datasets: several files, comma-separated.
+  monkeypatch.chdir(tmp_path / "a")
+  files = "data/x.npy,data/y.npy"
+  saved = {"dataset": files}
+  paths = host_loop.resolved_paths(saved)
+  assert paths == {"dataset": f"{tmp_path}/a/data/x.npy,{tmp_path}/a/data/y.npy"}
+  host_loop.check_same_fields(saved, {"dataset": "data/x.npy, ./data/y.npy"}, ["dataset"],
+                              tmp_path, paths)
+  with pytest.raises(checkpoint.CheckpointError, match="config.dataset="):
+    host_loop.check_same_fields(saved, {"dataset": "data/y.npy,data/x.npy"}, ["dataset"],
+                                tmp_path, paths)
+  from launch.configs import pretrain as pretrain_config
+  offline = pretrain_config.get_config("point-mass")
+  offline.dataset = files
+  description = pretrain.run_description(offline, envs.spec("point-mass"), {}, files, 10)
+  assert description["resolved_paths"] == paths
+
+
 # One bad value per rule of configs._FIELD_RULES, for the phase whose config has the field.
 # Each passed a range check before (or none existed) and failed later, inside a compiled program
 # or as an IndexError (num_seeds=0), or never (a negative learning rate trained upwards).

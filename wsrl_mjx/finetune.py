@@ -274,6 +274,7 @@ def run_description(config, env_spec, agent_block: dict, seed_overrides) -> dict
       "agent": agent_block,
       "per_seed": seed_overrides,
       "config": config.to_dict(),
+      "resolved_paths": host_loop.resolved_paths(config),
   }
 
 
@@ -297,7 +298,8 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
     for field in ("offline_data", "offline_sampling", "offline_data_ratio",
                   "offline_interleave"):
       saved.setdefault(field, config[field])
-  host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir)
+  host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir,
+                              description.get("resolved_paths"))
 
 
 def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:

@@ -79,7 +79,8 @@ def run_description(config, env_spec: envs.EnvSpec, agent_block: dict, source: s
       "kind": "wsrl-mjx pretrain", "algo": config.algo,
       "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
       "dataset": source, "dataset_transitions": int(num_transitions),
-      "num_seeds": config.num_seeds, "agent": agent_block, "config": config.to_dict()}
+      "num_seeds": config.num_seeds, "agent": agent_block, "config": config.to_dict(),
+      "resolved_paths": host_loop.resolved_paths(config)}
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,
@@ -102,7 +103,8 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
     return state, host_loop.per_seed_summary(vars(stats), "updates")
 
   def check_resumable(description):
-    host_loop.check_same_fields(description.get("config", {}), config, _RESUME_FIELDS, workdir)
+    host_loop.check_same_fields(description.get("config", {}), config, _RESUME_FIELDS, workdir,
+                                description.get("resolved_paths"))
 
   description = run_description(config, env_spec, agent_block, source, num_transitions)
   phase = host_loop.Phase(
