@@ -222,7 +222,11 @@ _OUTPUT = flags.DEFINE_string(
     "binary trajectory list WSRL reads.")
 _NPY_LAYOUT = flags.DEFINE_enum("npy_layout", "rollout", ["rollout", "demo"],
                                 "Layout of a .npy output (see wsrl_mjx/data/adroit.py).")
+_OVERWRITE = flags.DEFINE_bool(
+    "overwrite", False, "Replace an existing --output file (else it is refused: a pretraining "
+    "made from it would no longer match its data).")
 flags.mark_flags_as_required(["env", "output"])
+
 
 
 def main(argv):
@@ -230,6 +234,7 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   if _STEPS.value % _NUM_ENVS.value:
     raise app.UsageError(f"--num_envs ({_NUM_ENVS.value}) must divide --steps ({_STEPS.value})")
+  runtime.check_new_file(_OUTPUT.value, _OVERWRITE.value)
   kind, argument = policy_kind(_POLICY.value)
   runtime.configure()
   env_spec = runtime.env_spec(_ENV.value)

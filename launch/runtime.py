@@ -202,6 +202,14 @@ def _parse_flags(argv):
     _fail(flag_error_message(error))
 
 
+def check_new_file(path: str, overwrite: bool, flag: str = "--output") -> None:
+  """Refuses (UserError) to write `path` where something is there already, unless `overwrite`
+  (the launcher's --overwrite): e.g. a dataset that a pretraining was made from."""
+  if os.path.lexists(path) and not overwrite:
+    raise UserError(f"{flag}={path}: exists; pass --overwrite to replace it, or choose "
+                    "another file")
+
+
 class Interrupted(KeyboardInterrupt):
   """Ctrl-C, with what the user can do next as its message."""
 

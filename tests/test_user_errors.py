@@ -99,6 +99,24 @@ def test_the_collector_names_an_unknown_env_in_one_line(tmp_path):
                         "Did you mean hopper-medium-v2")
 
 
+def test_the_collector_refuses_to_overwrite_a_dataset_unless_asked(tmp_path):
+  """A pretraining made from a dataset would silently stop matching it if a second collection
+  replaced the file: an existing --output is refused before anything runs, and left as it was."""
+  from launch import runtime
+  from wsrl_mjx.errors import UserError
+  existing = tmp_path / "data.hdf5"
+  existing.write_bytes(b"the pretraining's data")
+  result = run_launch("launch.collect", "--env=point-mass", "--policy=random", "--steps=10",
+                      f"--output={existing}")
+  assert_one_line_error(result, f"--output={existing}: exists; pass --overwrite to replace it")
+  assert existing.read_bytes() == b"the pretraining's data"
+  runtime.check_new_file(str(existing), overwrite=True)
+  runtime.check_new_file(str(tmp_path / "new.hdf5"), overwrite=False)
+  (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
+  with pytest.raises(UserError, match="dangling: exists"):
+    runtime.check_new_file(str(tmp_path / "dangling"), overwrite=False)
+
+
 def test_bridge_check_refuses_windows_it_cannot_replay():
   import numpy as np
   from envs import bridge
