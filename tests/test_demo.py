@@ -86,3 +86,14 @@ def test_the_log_says_where_the_agent_comes_from_and_when_updates_start(caplog):
   assert "the pretrained agent, frozen, collects" in caplog.text
   assert "updates (UTD 4) start once it holds 66 transitions" in caplog.text
   assert "the untrained agent" not in caplog.text
+  assert not [r for r in caplog.records if r.levelname == "WARNING"]
+  # 200 env steps, indices 0-199: a warmup of 198 trains at index 199; one of 199 never does.
+  caplog.clear()
+  config = tiny_config(pretrained="/some/run", num_seeds=4,
+                       per_seed="warmup_steps=198,199,5000,0")
+  finetune.log_start(config, per_seed.seed_settings(config)[0])
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == [
+      "config.online_steps=200 ends before any update for warmup_steps=199,5000 (2 of 4 seeds): "
+      "they only collect with the pretrained agent frozen, so their curves are the starting "
+      "policy's. Give them more online_steps or a shorter warmup."]

@@ -336,6 +336,15 @@ def log_start(config, settings: online.SeedSettings) -> None:
                "holds %s transitions (the reference's rule: the first step whose index exceeds "
                "max(warmup_steps, the batch's online rows))", source, buffer, config.utd,
                " or ".join(f"{s:,}" for s in starts))
+  warmups = np.ravel(settings.warmup_steps).astype(int)
+  never = [int(w) for w in np.unique(warmups) if max(int(w), floor) + 2 > config.online_steps]
+  if never:
+    seeds = int(np.isin(warmups, never).sum())
+    logging.warning(
+        "config.online_steps=%d ends before any update for warmup_steps=%s (%d of %d seeds): "
+        "they only collect with %s, so their curves are the starting policy's. Give them more "
+        "online_steps or a shorter warmup.", config.online_steps,
+        ",".join(map(str, never)), seeds, warmups.size, source.replace(",", "").strip())
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,
