@@ -226,6 +226,25 @@ def test_a_directory_without_metrics_is_refused_in_one_line(grid_run, tmp_path):
   assert not (tmp_path / "out").exists()
 
 
+def test_a_folder_of_runs_given_as_one_run_is_named_as_such(tmp_path):
+  """`launch.export --run=<a sweep's folder>` reads one run: the error says it is a folder of
+  runs and names some (it said no cell had an evaluation, though all were done)."""
+  from wsrl_mjx import runs as runs_lib
+  sweep = tmp_path / "sweep"
+  (sweep / "sweep.json").parent.mkdir()
+  (sweep / "sweep.json").write_text("{}")
+  with pytest.raises(runs_lib.RunError, match="a sweep folder none of whose cells has written"):
+    runs_lib.read(sweep)
+  for cell in ("b/wsrl", "a/wsrl", "a/sac", "a/wsrl-warmup"):
+    (sweep / "runs" / cell).mkdir(parents=True)
+    (sweep / "runs" / cell / "metrics.jsonl").write_text("")
+  with pytest.raises(runs_lib.RunError) as error:
+    runs_lib.read(sweep)
+  assert str(error.value) == (
+      f"{sweep}: a folder of 4 run directories (e.g. a sweep's), not one run directory; name "
+      "one of them: runs/a/sac, runs/a/wsrl, runs/a/wsrl-warmup, ...")
+
+
 # --- export -------------------------------------------------------------------------------------
 
 def checkpoint_actor(workdir, step, seed):

@@ -188,6 +188,12 @@ def read(run_dir: str | pathlib.Path) -> Run:
     raise RunError(f"{run_dir}: no such run directory")
   metrics = run_dir / METRICS_FILE
   if not metrics.is_file():
+    cells = [d for d in find(run_dir) if d != run_dir]
+    if cells:
+      listed = ", ".join(str(d.relative_to(run_dir)) for d in cells[:3])
+      raise RunError(f"{run_dir}: a folder of {len(cells)} run directories (e.g. a sweep's), not "
+                     f"one run directory; name one of them: {listed}"
+                     f"{', ...' if len(cells) > 3 else ''}")
     if (run_dir / "sweep.json").is_file():
       raise RunError(f"{run_dir}: a sweep folder none of whose cells has written an evaluation "
                      "yet (launch.sweep --status says where they stand)")
