@@ -180,6 +180,34 @@ def test_a_verdict_from_few_seeds_says_it_is_indicative(tmp_path):
               "reproduced |") in table
 
 
+def test_a_report_says_where_seeds_have_fewer_than_last_n_and_drops_an_older_reports_claims(
+    tmp_path):
+  """A run with 2 evaluations after step 0 under --last_n 3: its means are over 2, marked † with
+  a footnote naming the arm; a second report into the same folder without claims removes the
+  first one's claims files (they described other runs)."""
+  out = tmp_path / "report"
+  root = tmp_path / "runs"
+  write_run(root / "wsrl", {}, curve(50, 48, 80, seeds=3))
+  write_run(root / "calql", dict(method="calql", warmup_steps=0), curve(50, 30, 50, seeds=3))
+  report.make_report([root], out, resamples=RESAMPLES)
+  assert (out / "claims.md").is_file() and (out / "claims.csv").is_file()
+  short = write_run(tmp_path / "short", dict(method="calql", warmup_steps=0),
+                    curve(50, 48, 80, seeds=3)[:3], steps=STEPS[:3])     # no WSRL arm: no claims
+  report.make_report([short], out, resamples=RESAMPLES)
+  assert not (out / "claims.md").exists() and not (out / "claims.csv").exists()
+  table = (out / "final_scores.md").read_text()
+  row = next(line for line in table.splitlines() if line.startswith("| calql |"))
+  # last evaluation 48 (step 10,000); mean of the 2 after step 0: (50 + 48) / 2 = 49
+  assert row.startswith(f"| calql | {ENV} | 3* | 10,000 | 48.0 [48.0, 48.0] | 48.0 [48.0, 48.0] "
+                        "| 49.0 [49.0, 49.0] † | 49.0 [49.0, 49.0] † | 0 |"), row
+  assert table.endswith(
+      f"\n\n† seeds with fewer than 3 evaluations after step 0, whose mean is over the ones they "
+      f"have: 'calql' ({ENV}) 3 of 3.\n")
+  assert "\n\n\\* fewer than 5 seeds" in table
+  full = report.make_report([root], out, resamples=RESAMPLES)
+  assert [r.short for r in full] == [0, 0] and "†" not in (out / "final_scores.md").read_text()
+
+
 def test_tolerances_move_the_verdicts(study):
   results = report.make_report([study], study.parent / "report-tight", resamples=RESAMPLES)
   found = by_comparison(claims.check(results, resamples=RESAMPLES, collapse_tolerance=1.0,

@@ -14,11 +14,15 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
   the chunk before each evaluation), the end of each arm's warmup marked;
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
   `last_n` after step 0 (the starting policy's), aggregated per arm, an arm of fewer than
-  `claims.FEW_SEEDS` seeds starred (its interval is narrower than 95%); `curves.csv`: every
-  arm's estimates at every step;
+  `claims.FEW_SEEDS` seeds starred (its interval is narrower than 95%) and one with seeds of
+  fewer than `last_n` evaluations after step 0 marked †; `curves.csv`: every arm's estimates
+  at every step;
 - `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
   comparison at a time (`wsrl_mjx.claims`);
 - `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
+
+Files an earlier report left in `out` that this one does not write (its claims, its figures)
+are removed, so the folder describes these runs only.
 """
 
 from __future__ import annotations
@@ -174,6 +178,7 @@ class ArmResult:
   last_n: statistics.Estimate | None          # each seed's mean of its last n after step 0
   final_steps: tuple[int, int] | None         # smallest and largest last step of its seeds
   warmup: list[int]                           # the seeds' distinct warmup lengths
+  short: int = 0                              # seeds with 1 to last_n - 1 evaluations after 0
 
 
 def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
@@ -185,6 +190,7 @@ def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
           if not (exclude_diverged and run.diverged_at[seed] is not None)]
   by_step: dict[int, list[float]] = {}
   lasts, last_means, final_steps = [], [], []
+  short = 0
   for run, seed in used:
     scores, steps = run.scores[:, seed], run.steps
     finite = np.isfinite(scores)
@@ -196,6 +202,7 @@ def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
     final = claims_lib.final_score(run, seed, last_n)    # after step 0, as the claims
     if final is not None:
       last_means.append(final)
+      short += int(np.sum(finite & (steps > 0)) < last_n)
   steps = np.asarray(sorted(by_step), np.int64)
   curve = [statistics.estimate(np.asarray(by_step[s]), resamples) for s in steps]
   warmup = sorted({w for run, seed in arm.members
@@ -204,7 +211,8 @@ def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
       arm=arm, used=used, diverged=diverged, steps=steps, curve=curve,
       last=statistics.estimate(np.asarray(lasts), resamples) if lasts else None,
       last_n=statistics.estimate(np.asarray(last_means), resamples) if last_means else None,
-      final_steps=(min(final_steps), max(final_steps)) if final_steps else None, warmup=warmup)
+      final_steps=(min(final_steps), max(final_steps)) if final_steps else None, warmup=warmup,
+      short=short)
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -277,7 +285,7 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
            f"mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
            "diverged seeds |",
            "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
-  few = False
+  few, short = False, []
   for result in results:
     arm = result.arm
     if result.last is None:
@@ -291,6 +299,9 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
       cells += (["-", "-"] if estimate is None else   # no evaluation after step 0
                 [_interval_text(estimate.iqm, estimate.iqm_low, estimate.iqm_high),
                  _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)])
+    if result.short:
+      cells[2:4] = [f"{cell} †" for cell in cells[2:4]]
+      short.append(f"'{arm.label}' ({arm.env_name}) {result.short} of {result.last_n.seeds}")
     seeds = f"{result.last.seeds}"
     if result.last.seeds < claims_lib.FEW_SEEDS:
       seeds, few = seeds + "*", True
@@ -298,6 +309,9 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
                  f"{' | '.join(cells)} | {len(result.diverged)} |")
   if few:
     lines += ["", FEW_SEEDS_FOOTNOTE]
+  if short:
+    lines += ["", f"† seeds with fewer than {last_n} evaluations after step 0, whose mean is over "
+                 f"the ones they have: {', '.join(short)}."]
   return "\n".join(lines) + "\n"
 
 
@@ -457,6 +471,12 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
       "bootstrap over seeds, each arm resampled on its own; a verdict from fewer than "
       f"{claims_lib.FEW_SEEDS} seeds a side says it is indicative (with so few, the interval is "
       "narrower than 95%).")
+  # What this report does not write, an earlier one into the same folder may have: removed, so
+  # the folder holds this report only.
+  stale = ([] if findings else ["claims.md", "claims.csv"]) + (
+      [] if any(len(r.steps) for r in results) else ["learning_curves.png", "diagnostics.png"])
+  for name in stale:
+    (out / name).unlink(missing_ok=True)
   if findings:
     (out / "claims.md").write_text(
         "# The WSRL paper's claims\n\n" + (f"Made with `{command}`.\n\n" if command else "")
