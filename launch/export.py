@@ -8,7 +8,8 @@ r"""One seed's deterministic policy for a robot: ONNX, numpy weights and runner,
 Reads the run's latest checkpoint (or the one at `--step`) and `metrics.jsonl`; `--best` takes
 the seed whose evaluation of that checkpoint is best among those that had not diverged. Writes
 `policy.onnx`, `policy.npz`, `policy.py` (numpy only) and `policy.json` into `--out`
-(wsrl_mjx/export.py says what each holds); a failed export leaves `--out` as it was.
+(wsrl_mjx/export.py says what each holds); a failed export leaves `--out` as it was, and one
+that replaces another seed's or checkpoint's policy there says which.
 """
 
 from absl import app, flags
@@ -30,6 +31,7 @@ def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
   runtime.configure()
+  previous = export.exported_source(_OUT.value)
   info = export.export(_RUN.value, _OUT.value, seed=_SEED.value, best=_BEST.value,
                        step=_STEP.value)
   source, evaluation = info["source"], info["last_evaluation"]
@@ -41,8 +43,9 @@ def main(argv):
     when = ("" if evaluation["of_this_checkpoint"]
             else f" last at {unit} {evaluation[source['step_unit']]}")
     scored = f"evaluated{when}: normalised score {'n/a' if score is None else f'{score:.1f}'}"
-  print(f"Exported seed {source['seed']} of {source['run']}, checkpoint at {unit} "
-        f"{source['checkpoint_step']} ({scored}), to {_OUT.value}")
+  replaced = ("" if previous is None or previous == source
+              else f", replacing the policy exported there before ({export.source_text(previous)})")
+  print(f"Exported {export.source_text(source)} ({scored}), to {_OUT.value}{replaced}")
 
 
 if __name__ == "__main__":

@@ -612,6 +612,21 @@ def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(g
   result = run_launch("launch.export", f"--run={grid_run}", "--best", f"--out={tmp_path / 'ok'}")
   assert result.returncode == 0, result.stderr[-3000:]
   assert "Exported seed" in result.stdout and (tmp_path / "ok" / "policy.onnx").is_file()
+  best = json.loads((tmp_path / "ok" / "policy.json").read_text())["source"]
+  assert export.source_text(best) == (f"seed {best['seed']} of {grid_run}, checkpoint at env "
+                                      f"step {best['checkpoint_step']}")
+  # Another seed into the same folder replaces the policy there, and says whose it was.
+  other = 1 - best["seed"]
+  result = run_launch("launch.export", f"--run={grid_run}", f"--seed={other}",
+                      f"--out={tmp_path / 'ok'}")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert result.stdout.strip().startswith(f"Exported seed {other} of {grid_run}, checkpoint at "
+                                          f"env step {best['checkpoint_step']} (")
+  assert result.stdout.strip().endswith(
+      f", to {tmp_path / 'ok'}, replacing the policy exported there before "
+      f"({export.source_text(best)})"), result.stdout
+  assert export.exported_source(tmp_path / "ok")["seed"] == other
+  assert export.exported_source(tmp_path / "nothing here") is None
 
   result = run_launch("launch.export", f"--run={grid_run}", "--seed=2", f"--out={tmp_path / 'x'}")
   assert result.returncode != 0

@@ -375,6 +375,23 @@ def export(run_dir: str | pathlib.Path, out: str | pathlib.Path, seed: int | Non
   return info
 
 
+def exported_source(out: str | pathlib.Path) -> dict[str, Any] | None:
+  """The `source` block of the policy.json an earlier export left in `out`; None where there is
+  none or it cannot be read (the export then simply writes its own)."""
+  try:
+    source = json.loads((pathlib.Path(out) / "policy.json").read_text())["source"]
+  except (OSError, ValueError, KeyError, TypeError):
+    return None
+  return source if isinstance(source, dict) else None
+
+
+def source_text(source: dict[str, Any]) -> str:
+  """'seed 1 of /runs/x, checkpoint at env step 2000', from a policy.json's `source`."""
+  unit = str(source.get("step_unit", "step")).replace("_", " ")
+  return (f"seed {source.get('seed')} of {source.get('run')}, checkpoint at {unit} "
+          f"{source.get('checkpoint_step')}")
+
+
 def write_folder(out: pathlib.Path, files: dict[str, bytes]) -> None:
   """Writes `files` ({name: contents}) into the folder `out` (made, with its parents, where
   missing; other files in it are left alone). They are written into a new folder beside `out`
