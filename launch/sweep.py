@@ -7,6 +7,18 @@ sweep folder's files).
   python -m launch.sweep --out=runs/paper --status
   python -m launch.sweep --out=runs/paper --resubmit_failed [--grid=FILE]
   python -m launch.report runs/paper --out=runs/paper-report
+
+Before anything is written or run (`--dry_run` too), the grid's cells are checked: their flags
+against the fine-tuning config (`sweep_cells.check_flags`), and, in a sweep folder used before,
+their commands against those of the cells that have started (`sweep_cells.check_unchanged`: a
+started cell keeps its settings; `--resubmit_failed --grid=FIXED` gives the failed and
+interrupted cells the fixed grid's). A grid that fails either is refused in one line
+(`error: ...`, exit status 2).
+
+Ctrl-C stops the running cells, records them `interrupted` and ends with one line
+(`interrupted: ...`, exit status 130); the same command resumes them. `--resubmit_failed` reruns
+the interrupted cells too. Exit status: 0; 1 where a cell failed (a run, or `--status` of a sweep
+with a failed cell); 2 for a grid or flags that cannot work; 130 after Ctrl-C.
 """
 
 from __future__ import annotations
@@ -21,9 +33,10 @@ import sys
 from absl import app, flags
 
 from launch import runtime
-from launch.sweep_cells import (DONE, FAILED, ROOT, RUNNING, cell_states, error_line, expand,
-                                load_grid, read_manifest, report_states, run_cell, run_local,
-                                save_manifest)
+from launch.sweep_cells import (DONE, FAILED, INTERRUPTED, ROOT, RUNNING, cell_states,
+                                check_flags, check_unchanged, command_differences, error_line,
+                                expand, load_grid, plural, read_manifest, report_states,
+                                run_cell, run_local, save_manifest)
 from wsrl_mjx.errors import UserError
 
 _GRID = flags.DEFINE_string("grid", None, "Grid file (.json, or .py with get_grid()).")
@@ -34,13 +47,13 @@ _SCHEDULER = flags.DEFINE_enum("scheduler", "local", ["local", "slurm"], "local:
                                "submitted with sbatch where it exists.")
 _ONLY = flags.DEFINE_string("only", None, "Run only the cells whose name (<env>/<method>"
                             "[-<ablation>]) matches this regular expression.")
-_RESUBMIT_FAILED = flags.DEFINE_bool("resubmit_failed", False, "Run only the sweep's failed cells "
-                                     "(each resumes from its checkpoint); with --grid, with the "
-                                     "commands of that grid.")
+_RESUBMIT_FAILED = flags.DEFINE_bool("resubmit_failed", False, "Run only the sweep's failed and "
+                                     "interrupted cells (each resumes from its checkpoint); with "
+                                     "--grid, with the commands of that grid.")
 _STATUS = flags.DEFINE_bool("status", False, "Print every cell's state, write failed.txt, run "
-                            "nothing.")
-_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Write sweep.json (and the SLURM script) and print "
-                             "the commands; run nothing.")
+                            "nothing; exit status 1 where a cell failed.")
+_DRY_RUN = flags.DEFINE_bool("dry_run", False, "Check the grid, write sweep.json (and the SLURM "
+                             "script) and print the commands; run nothing.")
 _MAX_PARALLEL = flags.DEFINE_integer("max_parallel", 1, "local: cells running at once (each one "
                                      "uses every device of the machine).")
 _TIMEOUT = flags.DEFINE_integer("cell_timeout_min", 24 * 60, "Minutes a cell may run (local: "
@@ -94,14 +107,14 @@ def submit_slurm(sweep: pathlib.Path, names: list[str], dry_run: bool) -> None:
   script.write_text(slurm_script(sweep, names))
   sbatch = shutil.which("sbatch")
   if dry_run or sbatch is None:
-    print(f"SLURM job array of {len(names)} cells written to {script}"
+    print(f"SLURM job array of {plural(len(names))} written to {script}"
           + ("" if dry_run else "; sbatch is not on this machine: submit it where SLURM is, with "
              f"`sbatch {script}`") + ".")
     return
   result = subprocess.run([sbatch, str(script)], capture_output=True, text=True)
   if result.returncode:
     raise UserError(f"sbatch {script}: {error_line(result.stderr + result.stdout)}")
-  print(f"{result.stdout.strip()}: {len(names)} cells; `python -m launch.sweep --out={sweep} "
+  print(f"{result.stdout.strip()}: {plural(len(names))}; `python -m launch.sweep --out={sweep} "
         "--status` shows their states.")
 
 
@@ -114,10 +127,12 @@ def main(argv):
     raise app.UsageError("--out: the sweep folder is required")
   sweep = pathlib.Path(_OUT.value).absolute()
   if _RUN_CELL.value:
-    run_cell(str(sweep), _RUN_CELL.value)
+    if run_cell(str(sweep), _RUN_CELL.value):     # else it raised where the cell failed
+      raise runtime.Interrupted(f"{_RUN_CELL.value} stopped; running it again resumes it")
     return
   if _STATUS.value:
-    report_states(sweep)
+    if report_states(sweep):
+      sys.exit(1)
     return
   cells = expand(load_grid(_GRID.value), _GRID.value) if _GRID.value else None
   if cells is None and not _RESUBMIT_FAILED.value:
@@ -127,21 +142,37 @@ def main(argv):
     if not cells:
       raise UserError(f"--only={_ONLY.value}: matches no cell of {_GRID.value}")
   if _RESUBMIT_FAILED.value:
-    failed = set(k for k, v in cell_states(sweep).items() if v["state"] == FAILED)
+    rerun = {k for k, v in cell_states(sweep).items() if v["state"] in (FAILED, INTERRUPTED)}
     if cells is not None:
-      save_manifest(sweep, [c for c in cells if c.name in failed], _GRID.value)
+      fixed = [c for c in cells if c.name in rerun]
+      check_flags(fixed, _GRID.value)
+      recorded = {c["name"]: c["command"] for c in read_manifest(sweep)["cells"]}
+      kept = [c.name for c in cells if c.name not in rerun and c.name in recorded
+              and command_differences(recorded[c.name], c.command(sweep))]
+      if kept:
+        print(f"{_GRID.value} would change the commands of {plural(len(kept))} that "
+              f"--resubmit_failed leaves as they are ({', '.join(kept[:3])}"
+              f"{', ...' if len(kept) > 3 else ''}).")
+      save_manifest(sweep, fixed, _GRID.value)
     names = [n for n in cell_states(sweep)
-             if n in failed and (not _ONLY.value or re.search(_only_pattern(), n))]
+             if n in rerun and (not _ONLY.value or re.search(_only_pattern(), n))]
     if not names:
-      print(f"{sweep}: no failed cells to resubmit.")
+      print(f"{sweep}: no failed or interrupted cells to resubmit.")
       return
   else:
+    check_flags(cells, _GRID.value)
+    changing = check_unchanged(sweep, cells, _GRID.value)
     save_manifest(sweep, cells, _GRID.value)
+    if changing:
+      print(f"{plural(len(changing))} that had not started "
+            f"{'takes' if len(changing) == 1 else 'take'} {_GRID.value}'s new commands: "
+            f"{', '.join(changing)}.")
     states = cell_states(sweep)
     names = [c.name for c in cells if states[c.name]["state"] not in (DONE, RUNNING)]
     skipped = len(cells) - len(names)
     if skipped:
-      print(f"{skipped} cells already done or running are left as they are.")
+      print(f"{plural(skipped)} already done or running: left as "
+            f"{'it is' if skipped == 1 else 'they are'}.")
   for entry in read_manifest(sweep)["cells"]:
     if entry["name"] in names:
       print(f"{entry['name']}: {shlex.join(entry['command'])}")
@@ -149,7 +180,8 @@ def main(argv):
     submit_slurm(sweep, names, _DRY_RUN.value)
     return
   if _DRY_RUN.value:
-    print(f"{len(names)} cells to run; nothing run (--dry_run). Their commands are above and in "
+    print(f"{plural(len(names))} to run; nothing run (--dry_run). "
+          f"{'Its command is' if len(names) == 1 else 'Their commands are'} above and in "
           f"{sweep / 'sweep.json'}.")
     return
   run_local(sweep, names, _MAX_PARALLEL.value, _TIMEOUT.value)

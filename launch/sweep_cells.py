@@ -16,17 +16,33 @@ A grid file (`.json`, or `.py` with `get_grid()` returning the same dict) names:
 - `flags` (optional): `--config.<field>` values of every cell; `vars` (optional): template values.
 
 A cell's flags are the grid's, its family's, its method's and its ablation's (`per_seed` and
-its flags), in that order (later ones win). String values are templates: `{env}`, `{family}`, `{method}`,
-`{ablation}` and any name of the `vars` of the grid, the family and the method (e.g.
+its flags), in that order (later ones win). String values are templates: `{env}`, `{family}`,
+`{method}`, `{ablation}` and any name of the `vars` of the grid, the family and the method (e.g.
 `"pretrained": "runs/pretrain/{env}-{algo}"`). Names and values go to `launch.finetune` as they
-are: `launch.finetune` checks them (`--config.method` and envs this checkout does not have
-fail their cell, with its error line in the status).
+are, after a check (`check_flags`, before anything is written or run, `--dry_run` too) that
+the config file exists, that each name is a field of the config it gives the cell's env and each
+value parses for that field's type (the parsing `launch.finetune` does), and that a `per_seed`
+spec parses; a cell that fails it refuses the grid in one line naming the grid file, the cell and
+the field. Everything else `launch.finetune` checks when the cell runs (value ranges, a
+`pretrained` checkpoint, `num_seeds` against the devices and the per-seed grid's points):
+`--config.method` and envs this checkout does not have fail their cell only, with its error line
+in the status (a cell of an env this checkout does not have is not checked beforehand).
+
+A grid may change between runs of one sweep folder, for cells that have not started: a cell
+pending, or failed (or interrupted) without a run directory, takes the grid's new command
+(launch.sweep lists such cells). A cell that has started (done, running, or failed or
+interrupted with a run directory) keeps the command `sweep.json` records: a grid that gives it
+another is refused (`check_unchanged`), naming the cell and the flags that differ, before
+anything is written. `--resubmit_failed --grid=FIXED` is the exception: the failed and
+interrupted cells it reruns take that grid's commands (the way to repair a failed cell), and the
+cells done or running keep theirs.
 
 The sweep folder (`--out`) holds `sweep.json` (every cell: name, env, method, ablation, run
 directory, command), `runs/<env>/<method>[-<ablation>]/` (each cell's run directory: a cell run
-again resumes from its checkpoint), `status/<cell>.json` (state `running`, `done` or `failed`,
-exit code, the error line), `failed.txt` (the failed cells, one per line, with their error),
-`logs/<cell>.log` (each attempt's output), `submitit/` and `slurm_array.sh`.
+again resumes from its checkpoint), `status/<cell>.json` (state `running`, `done`, `failed` or
+`interrupted` (Ctrl-C: the same command resumes it), exit code, the error line), `failed.txt`
+(the failed cells, one per line, with their error), `logs/<cell>.log` (each attempt's output),
+`submitit/` and `slurm_array.sh`.
 """
 
 from __future__ import annotations
@@ -44,6 +60,7 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
 from typing import Any
 
 from wsrl_mjx.errors import UserError
@@ -53,7 +70,9 @@ GRID_KEYS = {"config", "envs", "methods", "flags", "vars"}
 METHOD_KEYS = {"flags", "vars", "per_seed"}
 ABLATION_KEYS = {"per_seed", "flags"}
 FAMILY_KEYS = {"envs", "flags", "vars"}
-DONE, FAILED, RUNNING = "done", "failed", "running"
+DONE, FAILED, RUNNING, INTERRUPTED = "done", "failed", "running", "interrupted"
+INTERRUPTED_EXIT_CODES = (130, -signal.SIGINT)   # launch/runtime.py's exit status after Ctrl-C
+RESUME_NOTE = "stopped by Ctrl-C; the same launch.sweep command resumes it"
 
 
 class GridError(UserError):
@@ -75,8 +94,16 @@ class Cell:
 
   def command(self, sweep: pathlib.Path) -> list[str]:
     return [sys.executable, "-m", "launch.finetune", f"--config={self.config}:{self.env}",
-            f"--workdir={self.workdir(sweep)}",
-            *(f"--config.{field}={flag_value(value)}" for field, value in self.flags.items())]
+            f"--workdir={self.workdir(sweep)}", *self.config_flags()]
+
+  def config_flags(self) -> list[str]:
+    """The cell's `--config.<field>=<value>` arguments."""
+    return [f"--config.{field}={flag_value(value)}" for field, value in self.flags.items()]
+
+
+def plural(count: int, noun: str = "cell") -> str:
+  """`1 cell`, `2 cells`."""
+  return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def flag_value(value) -> str:
@@ -134,6 +161,9 @@ def _families(envs, where: str) -> list[tuple[str, str, dict, dict]]:
   """`envs` -> [(env, family, family flags, family vars)] in order."""
   if isinstance(envs, list):
     return [(env, "", {}, {}) for env in envs]
+  if not isinstance(envs, dict):
+    raise GridError(f"{where}: envs: must be a list of env names or a dict {{family: [names]}}, "
+                    f"got {type(envs).__name__}")
   rows = []
   for family, entry in _mapping(envs, f"{where}: envs").items():
     if isinstance(entry, list):
@@ -211,6 +241,102 @@ def expand(grid: dict[str, Any], where: str = "grid") -> list[Cell]:
   return cells
 
 
+def check_flags(cells: list[Cell], where: str = "grid") -> None:
+  """Refuses (GridError naming `where`, the cell and the field) a cell whose config file does not
+  exist, whose `--config.<field>` names no field of the config its file gives its env, whose
+  value does not parse for the field's type, or whose `per_seed` spec does not parse
+  (`per_seed.parse_grid`). The fields are parsed as `launch.finetune` parses them (ml_collections'
+  config flag, `runtime.flag_error_message`), without JAX compiling anything. A cell of an env
+  this checkout does not have is left to fail on its own when it runs."""
+  import envs
+  from absl import flags as absl_flags
+  from ml_collections import config_flags
+
+  from launch.runtime import flag_error_message
+  from wsrl_mjx import per_seed
+  for config in dict.fromkeys(cell.config for cell in cells):
+    if not (ROOT / config).is_file():
+      raise GridError(f"{where}: config: {config}: no such file (a path from {ROOT})")
+  for cell in cells:
+    try:
+      envs.spec(cell.env)
+    except ValueError:
+      continue               # fails its own cell when it runs (the module docstring)
+    argv = ["launch.finetune", f"--config={ROOT / cell.config}:{cell.env}", *cell.config_flags()]
+    values = absl_flags.FlagValues()
+    config_flags.DEFINE_config_file("config", None, "", flag_values=values, lock_config=True,
+                                    sys_argv=argv)
+    try:
+      with warnings.catch_warnings():   # ml_collections loads the file with load_module()
+        warnings.simplefilter("ignore", DeprecationWarning)
+        values(argv)
+        config = values["config"].value
+    except Exception as error:  # noqa: BLE001 (the cell's flags, or its config file, as parsed)
+      message = flag_error_message(error)
+      raise GridError(f"{where}: cell {cell.name}: {message.removeprefix('flag ')}") from None
+    try:
+      per_seed.parse_grid(config.get("per_seed", "") or "")
+    except UserError as error:
+      raise GridError(f"{where}: cell {cell.name}: {error}") from None
+
+
+def _flag_values(command: list[str]) -> dict[str, str]:
+  """A cell's command (after `python -m launch.finetune`) as {--name: value}."""
+  return dict(argument.partition("=")[::2] for argument in command[3:])
+
+
+def command_differences(old: list[str], new: list[str]) -> list[str]:
+  """`--name=old -> new` for each flag whose value the two commands of a cell differ in
+  (`(unset)` for one that only one of them has); the Python executable is not compared."""
+  before, after = _flag_values(old), _flag_values(new)
+  names = list(dict.fromkeys([*after, *before]))
+  return [f"{name}={before.get(name, '(unset)')} -> {after.get(name, '(unset)')}"
+          for name in names if before.get(name) != after.get(name)]
+
+
+def has_started(entry: dict[str, Any], record: dict[str, Any]) -> bool:
+  """Whether a cell (its `sweep.json` entry and status record) has started: done, running, or
+  failed or interrupted with a run directory (a run stopped before writing any result removes
+  the directory it made)."""
+  return record["state"] in (DONE, RUNNING) or pathlib.Path(entry["workdir"]).is_dir()
+
+
+def check_unchanged(sweep: pathlib.Path, cells: list[Cell], where: str = "grid",
+                    may_change: set[str] | frozenset = frozenset()) -> list[str]:
+  """Refuses (GridError, one line naming the sweep, the cell and the flags that differ) a grid
+  that gives a cell of `sweep` that has started (`has_started`) another command than
+  `sweep.json` records for it, unless the cell is in `may_change`. Returns the names of the
+  cells whose command it changes that may take it (for launch.sweep to list). Writes nothing."""
+  recorded = {c["name"]: c for c in read_manifest(sweep, missing_ok=True).get("cells", [])}
+  if not any(cell.name in recorded for cell in cells):
+    return []
+  states = cell_states(sweep)
+  changing, refused = [], []
+  for cell in cells:
+    entry = recorded.get(cell.name)
+    differences = entry and command_differences(entry["command"], cell.command(sweep))
+    if not differences:
+      continue
+    if cell.name not in may_change and has_started(entry, states[cell.name]):
+      refused.append((cell.name, states[cell.name]["state"], differences))
+    else:
+      changing.append(cell.name)
+  if refused:
+    name, state, differences = refused[0]
+    others = (f" (and {plural(len(refused) - 1, 'other started cell')}: "
+              f"{', '.join(n for n, _, _ in refused[1:4])}{', ...' if len(refused) > 4 else ''})"
+              if len(refused) > 1 else "")
+    raise GridError(
+        f"{where}: gives cell {name} of the sweep {sweep} another command than the one it "
+        f"started with ({state}): {'; '.join(differences)}{others}. A started cell keeps its "
+        f"settings: for the new grid give a new --out; to go on with {sweep}, put the grid "
+        "back" + ("" if state in (DONE, RUNNING) else
+                  " (--resubmit_failed --grid=FILE reruns the failed and interrupted cells with "
+                  "that grid's commands)")
+        + ". Nothing was written.")
+  return changing
+
+
 # --- the sweep folder -------------------------------------------------------------------------
 
 def _file_name(cell_name: str) -> str:
@@ -278,17 +404,21 @@ def cell_states(sweep: pathlib.Path) -> dict[str, dict[str, Any]]:
 
 
 def report_states(sweep: pathlib.Path) -> list[str]:
-  """Prints one line per cell and writes `failed.txt`; returns the failed cells' names."""
+  """Prints one line per cell (a failed cell's error; an interrupted cell's `RESUME_NOTE`) and
+  writes `failed.txt`; returns the failed cells' names (launch.sweep --status then exits 1)."""
   states = cell_states(sweep)
   for name, record in states.items():
-    error = f"  {record['error']}" if record.get("state") == FAILED and record.get("error") else ""
-    print(f"{record['state']:>8}  {name}{error}")
+    note = {FAILED: record.get("error"), INTERRUPTED: RESUME_NOTE}.get(record["state"])
+    print(f"{record['state']:>8}  {name}{f'  {note}' if note else ''}")
   failed = [name for name, record in states.items() if record["state"] == FAILED]
   (sweep / "failed.txt").write_text(
       "".join(f"{name}\t{states[name].get('error', '')}\n" for name in failed))
   done = sum(record["state"] == DONE for record in states.values())
-  print(f"{done} of {len(states)} cells done, {len(failed)} failed (listed in "
-        f"{sweep / 'failed.txt'}).")
+  interrupted = sum(record["state"] == INTERRUPTED for record in states.values())
+  print(f"{done} of {plural(len(states))} done, {len(failed)} failed (listed in "
+        f"{sweep / 'failed.txt'})" + (f", {interrupted} interrupted (the same command resumes "
+                                      f"{'it' if interrupted == 1 else 'them'})"
+                                      if interrupted else "") + ".")
   return failed
 
 
@@ -301,10 +431,17 @@ def error_line(text: str) -> str:
 
 def run_cell(sweep: str, name: str, cuda_visible_devices: str | None = None) -> int:
   """Runs cell `name` of `sweep` (its command from sweep.json) to its end, appending its output
-  to `logs/<cell>.log` and recording `status/<cell>.json`; returns its exit status and raises
-  RuntimeError (which marks the submitit job failed) where it is not 0. Of a cell's several
-  SLURM processes only the first records the status. `cuda_visible_devices`: the GPUs the sweep
-  was started with (submitit's LocalExecutor hides them from its jobs)."""
+  to `logs/<cell>.log` and recording `status/<cell>.json` (with this process's id while it
+  runs); returns its exit status and raises RuntimeError (which marks the submitit job failed)
+  where it failed. Of a cell's several SLURM processes only the first records the status.
+  `cuda_visible_devices`: the GPUs the sweep was started with (submitit's LocalExecutor hides
+  them from its jobs).
+
+  The cell's run has a process group of its own: a SIGINT (Ctrl-C in the sweep's terminal, or
+  launch.sweep passing its own on) reaches it once, from here, also where it arrives before the
+  run has started (then the run does not start). A run stopped so (exit status 130, as
+  launch/runtime.py's `run` ends) is recorded `interrupted`, not failed: the same command resumes
+  it. SIGTERM (SLURM's time limit, a cancelled job) is passed on as it comes."""
   sweep = pathlib.Path(sweep)
   entry = next((c for c in read_manifest(sweep)["cells"] if c["name"] == name), None)
   if entry is None:
@@ -318,30 +455,66 @@ def run_cell(sweep: str, name: str, cuda_visible_devices: str | None = None) -> 
   path = status_path(sweep, name)
   previous = json.loads(path.read_text()) if path.is_file() else {}
   record = {"cell": name, "state": RUNNING, "attempt": previous.get("attempt", 0) + 1,
-            "host": socket.gethostname(), "started": _now(), "command": entry["command"]}
-  if records:
-    write_json(path, record)
-  log = sweep / "logs" / f"{_file_name(name)}.log"
-  log.parent.mkdir(parents=True, exist_ok=True)
-  with log.open("a") as output:
-    output.write(f"=== attempt {record['attempt']} on {record['host']} at {record['started']}: "
-                 f"{shlex.join(entry['command'])}\n")
-    output.flush()
-    process = subprocess.Popen(entry["command"], cwd=ROOT, env=environment, stdout=output,
-                               stderr=subprocess.STDOUT)
-
-    def stop(signum, frame):   # SLURM's time limit, a cancelled job: the cell's run stops too
-      del frame
-      process.send_signal(signum)
-    signal.signal(signal.SIGTERM, stop)
-    code = process.wait()
-  error = "" if code == 0 else error_line(log.read_text().rsplit("=== attempt", 1)[-1])
-  if records:
-    write_json(path, dict(record, state=DONE if code == 0 else FAILED, exit_code=code,
-                          ended=_now(), error=error or (f"exit status {code}" if code else "")))
-  if code:
+            "host": socket.gethostname(), "pid": os.getpid(), "started": _now(),
+            "command": entry["command"]}
+  run = _StoppableRun()
+  handlers = {signum: signal.signal(signum, run.stop) for signum in (signal.SIGINT,
+                                                                    signal.SIGTERM)}
+  try:       # the handlers stay until the cell's end is recorded
+    if records:
+      write_json(path, record)
+    log = sweep / "logs" / f"{_file_name(name)}.log"
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("a") as output:
+      output.write(f"=== attempt {record['attempt']} on {record['host']} at "
+                   f"{record['started']}: {shlex.join(entry['command'])}\n")
+      output.flush()
+      code = run.start(entry["command"], cwd=ROOT, env=environment, stdout=output,
+                       stderr=subprocess.STDOUT)
+    if code != 0 and (run.interrupted or code in INTERRUPTED_EXIT_CODES):
+      state, error = INTERRUPTED, ""
+    else:
+      state = DONE if code == 0 else FAILED
+      error = "" if code == 0 else (error_line(log.read_text().rsplit("=== attempt", 1)[-1])
+                                    or f"exit status {code}")
+    if records:
+      write_json(path, dict(record, state=state, exit_code=code, ended=_now(), error=error))
+  finally:
+    for signum, handler in handlers.items():
+      signal.signal(signum, handler)
+  if state == FAILED:
     raise RuntimeError(f"cell {name} failed (exit status {code}): {error}")
   return code
+
+
+class _StoppableRun:
+  """A cell's run (`start`), and the signal handler (`stop`) that passes SIGTERM on to it and
+  SIGINT once: the first SIGINT, also one that came before the run started (which then does
+  not start; `start` returns 130)."""
+
+  def __init__(self):
+    self.process = None
+    self.interrupted = False     # a SIGINT came
+    self.passed_on = False       # and went to the run
+
+  def stop(self, signum, frame):
+    del frame
+    if signum == signal.SIGINT:
+      self.interrupted = True
+      if self.process is None or self.passed_on:
+        return
+      self.passed_on = True
+    if self.process is not None:
+      self.process.send_signal(signum)
+
+  def start(self, command, **popen) -> int:
+    if self.interrupted:
+      return INTERRUPTED_EXIT_CODES[0]
+    self.process = subprocess.Popen(command, start_new_session=True, **popen)
+    if self.interrupted and not self.passed_on:    # a SIGINT while it was being started
+      self.passed_on = True
+      self.process.send_signal(signal.SIGINT)
+    return self.process.wait()
 
 
 def _now() -> str:
@@ -350,8 +523,23 @@ def _now() -> str:
 
 # --- schedulers -------------------------------------------------------------------------------
 
-def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_min: int) -> None:
-  """Runs the cells through submitit's LocalExecutor, at most `max_parallel` at once."""
+def _read_record(sweep: pathlib.Path, name: str) -> dict[str, Any]:
+  path = status_path(sweep, name)
+  try:
+    return json.loads(path.read_text())
+  except (OSError, ValueError):
+    return {"cell": name}
+
+
+def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_min: int,
+              stop_wait_s: float = 60.0) -> None:
+  """Runs the cells through submitit's LocalExecutor, at most `max_parallel` at once.
+
+  Ctrl-C (KeyboardInterrupt here) stops the running cells (`stop_running`, waiting up to
+  `stop_wait_s` for them to record it) and raises KeyboardInterrupt saying which stopped and
+  that the same command resumes them. submitit's job controllers ignore SIGINT (its own
+  handler would print a traceback and kill the cell's job before it records its end); each
+  cell's job takes the SIGINT itself (`run_cell`)."""
   import submitit
   executor = submitit.LocalExecutor(folder=sweep / "submitit" / "%j")
   executor.update_parameters(timeout_min=timeout_min)
@@ -360,20 +548,61 @@ def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_
       filter(None, [str(ROOT), os.environ.get("PYTHONPATH", "")]))
   gpus = os.environ.get("CUDA_VISIBLE_DEVICES")
   waiting, running = list(names), []
-  while waiting or running:
-    while waiting and len(running) < max(1, max_parallel):
-      name = waiting.pop(0)
-      print(f"started   {name}", flush=True)
-      running.append((name, executor.submit(run_cell, str(sweep), name, gpus)))
-    time.sleep(0.5)
-    for name, job in [r for r in running if r[1].done()]:
-      running.remove((name, job))
-      path = status_path(sweep, name)
-      record = json.loads(path.read_text()) if path.is_file() else {"cell": name}
-      if record.get("state") not in (DONE, FAILED):    # the job died before the cell could say
-        error = job.exception()
-        reason = (str(error).strip().splitlines() or ["?"])[-1] if error else "?"
-        record = dict(record, state=FAILED, ended=_now(),
-                      error=f"its submitit job ended without recording the cell's end: {reason}")
-        write_json(path, record)
-      print(f"{record['state']:>8}  {name}", flush=True)
+  try:
+    while waiting or running:
+      while waiting and len(running) < max(1, max_parallel):
+        name = waiting.pop(0)
+        print(f"started   {name}", flush=True)
+        attempt = _read_record(sweep, name).get("attempt", 0)
+        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)   # the controller inherits it
+        try:
+          job = executor.submit(run_cell, str(sweep), name, gpus)
+        finally:
+          signal.signal(signal.SIGINT, handler)
+        running.append((name, job, attempt))
+      time.sleep(0.5)
+      for name, job, attempt in [r for r in running if r[1].done()]:
+        running.remove((name, job, attempt))
+        record = _read_record(sweep, name)
+        if record.get("state") not in (DONE, FAILED, INTERRUPTED):  # the job died first
+          error = job.exception()
+          reason = (str(error).strip().splitlines() or ["?"])[-1] if error else "?"
+          record = dict(record, state=FAILED, ended=_now(),
+                        error=f"its submitit job ended without recording the cell's end: "
+                        f"{reason}")
+          write_json(status_path(sweep, name), record)
+        print(f"{record['state']:>8}  {name}", flush=True)
+  except KeyboardInterrupt:
+    raise KeyboardInterrupt(stop_running(sweep, running, stop_wait_s)) from None
+
+
+def stop_running(sweep: pathlib.Path, running: list, wait_s: float) -> str:
+  """After Ctrl-C: sends SIGINT once to each running cell's job (`run_cell` passes it on to the
+  run; it may have had it from the terminal already, and takes one only), waits up to `wait_s`
+  (a second Ctrl-C ends the wait) for the jobs to end, and says which cells stopped."""
+  signalled, deadline = set(), time.monotonic() + wait_s
+  try:
+    while time.monotonic() < deadline and any(not job.done() for _, job, _ in running):
+      for name, job, attempt in running:
+        record = _read_record(sweep, name)
+        if (name not in signalled and not job.done() and record.get("state") == RUNNING
+            and record.get("attempt", 0) > attempt and record.get("pid")):
+          signalled.add(name)
+          try:
+            os.kill(record["pid"], signal.SIGINT)
+          except OSError:
+            pass
+      time.sleep(0.1)
+  except KeyboardInterrupt:
+    pass
+  if not running:
+    return f"no cell was running; the same command runs the sweep's cells ({sweep})"
+  parts = []
+  for name, job, _ in running:
+    record = _read_record(sweep, name)
+    if job.done() and record.get("state") == RUNNING:   # its job ended before it could say
+      record = dict(record, state=INTERRUPTED, ended=_now())
+      write_json(status_path(sweep, name), record)
+    parts.append(f"{name} {record.get('state') if job.done() else 'still stopping'}")
+  return (f"{', '.join(parts)}; the same command resumes the sweep's unfinished cells "
+          f"(--status shows each cell's state)")

@@ -1,10 +1,17 @@
-"""launch.sweep: a grid expanded into cells (hand-written expectations), the paper's grid file, and
-a two-cell sweep on submitit's LocalExecutor whose failed cell is listed, resubmitted alone after
-the grid is fixed, and reported with the other as one study."""
+"""launch.sweep: a grid expanded into cells (hand-written expectations), the paper's grid file, the
+check of a grid's flags against the fine-tuning config, a changed grid against the cells that have
+started, a two-cell sweep on submitit's LocalExecutor whose failed cell is listed, resubmitted
+alone after the grid is fixed, and reported with the other as one study, and Ctrl-C on a sweep
+whose cell's run is a stand-in script (no JAX)."""
 
+import copy
 import json
+import os
 import pathlib
+import signal
+import subprocess
 import sys
+import time
 
 import numpy as np
 import pytest
@@ -68,6 +75,8 @@ def test_a_grid_expands_to_env_method_and_ablation_cells_with_templates_filled()
     ({"config": "c", "envs": ["e"], "methods": {"m": {"per_seed": {"w": {
         "per_seed": "utd=1,2", "flags": {"per_seed": "utd=3"}}}}}},
      "g.json: methods.m.per_seed.w.flags: set per_seed beside flags"),
+    ({"config": "c", "envs": "e", "methods": {"m": {}}},
+     "g.json: envs: must be a list of env names or a dict {family: [names]}, got str"),
 ])
 def test_a_grid_that_does_not_fit_the_format_is_refused_naming_the_field(grid, message):
   with pytest.raises(sweep.GridError) as error:
@@ -109,6 +118,7 @@ def test_the_paper_grid_holds_every_family_task_and_method():
   assert by_name["pen-binary-v0/iql"]["pretrained"] == "runs/pretrain/pen-binary-v0-iql"
   assert by_name["antmaze-umaze-v2/so2"]["pretrained"] == "runs/pretrain/antmaze-umaze-v2-calql"
   assert by_name["kitchen-partial-v0/sac"] == {"num_seeds": 64, "method": "sac"}
+  sweep.check_flags(cells, "wsrl_paper.py")     # every flag a field, every value of its type
 
 
 def test_the_reproduction_grid_gives_every_claim_its_arms_with_8_seeds_each():
@@ -137,25 +147,216 @@ def test_the_reproduction_grid_gives_every_claim_its_arms_with_8_seeds_each():
   assert by_name["door-binary-v0/offline-data"]["dataset"] == "runs/data/door-binary-v0.npy"
 
 
+_GRID = {"config": "launch/configs/finetune.py", "envs": ["point-mass", "no-such-env-here"],
+         "flags": {"num_seeds": 2, "online_steps": 1000},
+         "methods": {"sac": {"flags": {"method": "sac"},
+                             "per_seed": {"warmup": "warmup_steps=0,500"}}}}
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"flags": {"online_step": 3}},
+     "g.json: cell point-mass/sac: --config.online_step: no such config field. Did you mean "
+     "\"online_steps\""),
+    ({"flags": {"seed": "x"}},
+     "g.json: cell point-mass/sac: --config.seed=x: invalid literal for int()"),
+    ({"flags": {"layer_norm": "maybe"}},
+     "g.json: cell point-mass/sac: --config.layer_norm=maybe: ('Non-boolean argument"),
+    ({"methods": {"sac": {"per_seed": {"warmup": "warmup_steps=0,x"}}}},
+     "g.json: cell point-mass/sac-warmup: config.per_seed: warmup_steps takes numbers, got 'x'"),
+    ({"methods": {"sac": {"per_seed": {"warmup": "warmup_step=0,1"}}}},
+     "g.json: cell point-mass/sac-warmup: config.per_seed: 'warmup_step' cannot vary per seed"),
+    ({"config": "launch/configs/finetun.py"},
+     "g.json: config: launch/configs/finetun.py: no such file"),
+])
+def test_flags_that_do_not_fit_the_config_refuse_the_grid_naming_the_cell_and_field(change,
+                                                                                    message):
+  with pytest.raises(sweep.GridError) as error:
+    sweep.check_flags(sweep.expand(dict(_GRID, **change), "g.json"), "g.json")
+  assert str(error.value).startswith(message), str(error.value)
+
+
+def test_the_flag_check_passes_a_good_grid_and_leaves_unknown_envs_and_methods_to_their_cell():
+  cells = sweep.expand(dict(_GRID, flags={"online_steps": "100000", "layer_norm": False,
+                                          "actor_hidden_sizes": (32, 32)}))
+  sweep.check_flags(cells)
+  # An env this checkout does not have, or an unknown method, fails its own cell when it runs
+  # (the module docstring); its flags are not checked beforehand.
+  sweep.check_flags([c for c in sweep.expand(dict(_GRID, flags={"online_step": 3}))
+                     if c.env == "no-such-env-here"])
+  sweep.check_flags(sweep.expand(dict(_GRID, flags={"method": "no-such-method"})))
+
+
+def _started_sweep(out):
+  """A sweep of _GRID's four cells: point-mass/sac done, point-mass/sac-warmup failed after
+  writing its run directory, no-such-env-here/sac failed before that (its run removed what it
+  wrote), no-such-env-here/sac-warmup not started."""
+  cells = sweep.expand(_GRID)
+  sweep.save_manifest(out, cells, "g.json")
+  for cell, state, workdir in zip(cells, ["done", "failed", "failed"], [True, True, False]):
+    sweep.write_json(sweep.status_path(out, cell.name), {"cell": cell.name, "state": state,
+                                                         "attempt": 1})
+    if workdir:
+      cell.workdir(out).mkdir(parents=True)
+  return cells
+
+
+def test_a_changed_grid_is_refused_where_a_started_cell_would_get_another_command(tmp_path):
+  out = tmp_path / "sweep"
+  _started_sweep(out)
+  manifest = (out / "sweep.json").read_text()
+  changed = copy.deepcopy(_GRID)
+  changed["flags"]["online_steps"] = 1500
+  with pytest.raises(sweep.GridError) as error:
+    sweep.check_unchanged(out, sweep.expand(changed), "new.json")
+  assert str(error.value).startswith(
+      f"new.json: gives cell point-mass/sac of the sweep {out} another command than the one it "
+      "started with (done): --config.online_steps=1000 -> 1500 (and 1 other started cell: "
+      "point-mass/sac-warmup). A started cell keeps its settings: for the new grid give a new "
+      f"--out; to go on with {out}, put the grid back. Nothing was written."), str(error.value)
+  assert "\n" not in str(error.value)
+  # A flag added or dropped is named too, the failed cell with a run directory counts as started.
+  changed = copy.deepcopy(_GRID)
+  changed["methods"]["sac"]["per_seed"]["warmup"] = {"per_seed": "warmup_steps=0,500",
+                                                     "flags": {"seed": 3}}
+  with pytest.raises(sweep.GridError) as error:
+    sweep.check_unchanged(out, sweep.expand(changed), "new.json")
+  assert ("cell point-mass/sac-warmup of the sweep" in str(error.value)
+          and "(failed): --config.seed=(unset) -> 3." in str(error.value)), str(error.value)
+  assert "--resubmit_failed --grid=FILE reruns the failed and interrupted cells" in str(
+      error.value)
+  assert (out / "sweep.json").read_text() == manifest
+  # --resubmit_failed gives its failed cells the fixed grid's commands (`may_change`).
+  assert sweep.check_unchanged(out, sweep.expand(changed), "new.json",
+                               may_change={"point-mass/sac-warmup"}) == [
+      "point-mass/sac-warmup", "no-such-env-here/sac-warmup"]
+
+
+def test_a_changed_grid_may_change_the_cells_that_have_not_started(tmp_path):
+  out = tmp_path / "sweep"
+  cells = _started_sweep(out)
+  changed = copy.deepcopy(_GRID)
+  changed["envs"] = {"other": {"envs": ["no-such-env-here"], "flags": {"online_steps": 1500}},
+                     "same": ["point-mass"]}
+  new_cells = sweep.expand(changed)
+  assert sweep.check_unchanged(out, new_cells, "new.json") == [
+      "no-such-env-here/sac", "no-such-env-here/sac-warmup"]
+  # The same grid, another Python executable: nothing changes.
+  assert sweep.command_differences(["/other/python", *cells[0].command(out)[1:]],
+                                   cells[0].command(out)) == []
+  assert sweep.check_unchanged(out, cells, "g.json") == []
+  assert sweep.check_unchanged(tmp_path / "new", new_cells, "new.json") == []
+
+
+def test_status_names_interrupted_cells_and_says_the_same_command_resumes_them(tmp_path, capsys):
+  out = tmp_path / "sweep"
+  cells = sweep.expand(dict(_GRID, envs=["point-mass"]))
+  sweep.save_manifest(out, cells, "g.json")
+  sweep.write_json(sweep.status_path(out, cells[0].name), {"state": "interrupted"})
+  assert sweep.report_states(out) == []          # nothing failed: --status exits 0
+  lines = capsys.readouterr().out.splitlines()
+  assert lines == [
+      "interrupted  point-mass/sac  stopped by Ctrl-C; the same launch.sweep command resumes it",
+      " pending  point-mass/sac-warmup",
+      f"0 of 2 cells done, 0 failed (listed in {out / 'failed.txt'}), 1 interrupted (the same "
+      "command resumes it)."]
+  sweep.save_manifest(out.parent / "one", cells[:1], "g.json")
+  sweep.write_json(sweep.status_path(out.parent / "one", cells[0].name), {"state": "done"})
+  sweep.report_states(out.parent / "one")
+  assert capsys.readouterr().out.splitlines()[-1].startswith("1 of 1 cell done, 0 failed")
+
+
+_STAND_IN = """
+import signal, sys, time
+hits = []
+signal.signal(signal.SIGINT, lambda signum, frame: hits.append(signum))
+print("ready", flush=True)
+for _ in range(1200):
+  if hits:
+    break
+  time.sleep(0.05)
+else:
+  sys.exit(0)
+time.sleep(0.5)    # a second SIGINT would be counted
+print(f"interrupted: {len(hits)} SIGINT", flush=True)
+sys.exit(130)
+"""
+
+
+def test_ctrl_c_stops_a_sweep_in_one_line_and_records_its_cell_interrupted(tmp_path, capsys):
+  """Ctrl-C in the terminal (SIGINT to launch.sweep's process group): one line, exit status 130,
+  no traceback of submitit's job controller; the cell's run gets one SIGINT and the cell is
+  recorded interrupted, which --status says the same command resumes."""
+  out = tmp_path / "sweep"
+  entry = {"name": "point-mass/stand-in", "env": "point-mass", "workdir": str(tmp_path / "run"),
+           "command": [sys.executable, "-c", _STAND_IN]}
+  sweep.write_json(out / "sweep.json", {"grid": None, "cells": [entry]})
+  status = sweep.status_path(out, entry["name"])
+  sweep.write_json(status, {"cell": entry["name"], "state": "failed", "attempt": 1})
+  process = subprocess.Popen(
+      [sys.executable, "-m", "launch.sweep", f"--out={out}", "--resubmit_failed"], cwd=ROOT,
+      env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
+      stderr=subprocess.PIPE, text=True, start_new_session=True)
+  log = out / "logs" / "point-mass__stand-in.log"
+  try:
+    deadline = time.monotonic() + 120
+    while not (log.is_file() and "ready" in log.read_text().splitlines()):
+      assert time.monotonic() < deadline and process.poll() is None, process.communicate()
+      time.sleep(0.1)
+    os.killpg(process.pid, signal.SIGINT)
+    stdout, stderr = process.communicate(timeout=120)
+  finally:
+    if process.poll() is None:
+      os.killpg(process.pid, signal.SIGKILL)
+  assert process.returncode == 130, stdout + stderr
+  assert stderr.splitlines() == [
+      "interrupted: point-mass/stand-in interrupted; the same command resumes the sweep's "
+      "unfinished cells (--status shows each cell's state)"], stderr
+  record = json.loads(status.read_text())
+  assert (record["state"], record["attempt"], record["exit_code"]) == ("interrupted", 2, 130)
+  assert "interrupted: 1 SIGINT" in log.read_text()
+  capsys.readouterr()
+  assert sweep.report_states(out) == []
+  assert capsys.readouterr().out.splitlines()[0] == (
+      "interrupted  point-mass/stand-in  stopped by Ctrl-C; the same launch.sweep command "
+      "resumes it")
+
+
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
+  # warmup_steps=50,60,70: 3 grid points, which num_seeds=2 is no multiple of. The flags parse
+  # (check_flags lets them through); launch.finetune refuses the cell when it runs.
   grid = {"config": "launch/configs/finetune.py",
           "flags": dict(TINY_OVERRIDES, method="sac"),
           "envs": ["point-mass"],
-          "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,x"}}}}
+          "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,60,70"}}}}
   grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
   grid_file.write_text(json.dumps(grid))
   common = [f"--grid={grid_file}", f"--out={out}", "--max_parallel=2", "--cell_timeout_min=10"]
   first = run_launch("launch.sweep", *common, timeout=600)
   assert first.returncode == 1, first.stderr[-3000:]
-  failed_line = ("  failed  point-mass/scratch-warmup  error: config.per_seed: "
-                 "warmup_steps takes numbers, got 'x'")
+  error = ("error: config.per_seed defines 3 grid points; config.num_seeds (2) must be a "
+           "multiple of that.")
+  failed_line = f"  failed  point-mass/scratch-warmup  {error}"
   assert failed_line in first.stdout.splitlines(), first.stdout
   assert "    done  point-mass/scratch" in first.stdout.splitlines()
-  assert (out / "failed.txt").read_text() == (
-      "point-mass/scratch-warmup\terror: config.per_seed: warmup_steps takes numbers, "
-      "got 'x'\n")
+  assert (out / "failed.txt").read_text() == f"point-mass/scratch-warmup\t{error}\n"
   done_status = json.loads((out / "status" / "point-mass__scratch.json").read_text())
   assert (done_status["state"], done_status["attempt"], done_status["exit_code"]) == ("done", 1, 0)
+  status = run_launch("launch.sweep", f"--out={out}", "--status")
+  assert status.returncode == 1 and failed_line in status.stdout.splitlines(), status
+
+  # The grid changed for the cell that is done: refused in one line, nothing written.
+  manifest = (out / "sweep.json").read_text()
+  changed = copy.deepcopy(grid)
+  changed["flags"]["online_steps"] = 300
+  (tmp_path / "changed.json").write_text(json.dumps(changed))
+  refused = run_launch("launch.sweep", f"--grid={tmp_path / 'changed.json'}", f"--out={out}")
+  assert refused.returncode == 2, refused.stdout + refused.stderr
+  assert refused.stderr.splitlines() == [
+      f"error: {tmp_path / 'changed.json'}: gives cell point-mass/scratch of the sweep {out} "
+      "another command than the one it started with (done): --config.online_steps=200 -> 300. A "
+      f"started cell keeps its settings: for the new grid give a new --out; to go on with {out}, "
+      "put the grid back. Nothing was written."], refused.stderr
+  assert (out / "sweep.json").read_text() == manifest
 
   # SLURM: a job array of the failed cell alone (no sbatch here: the script's path is named).
   slurm = run_launch("launch.sweep", f"--out={out}", "--resubmit_failed", "--scheduler=slurm")
@@ -168,6 +369,8 @@ def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
 
   # Fixed, and resubmitted: only the failed cell runs again.
   grid["methods"]["scratch"]["per_seed"]["warmup"] = "warmup_steps=50,60"
+  assert sweep.check_unchanged(out, sweep.expand(grid), "grid.json") == [
+      "point-mass/scratch-warmup"]      # failed before writing its run directory
   grid_file.write_text(json.dumps(grid))
   second = run_launch("launch.sweep", *common, "--resubmit_failed", timeout=600)
   assert second.returncode == 0, second.stdout[-3000:] + second.stderr[-3000:]
