@@ -287,9 +287,10 @@ def _flag_values(command: list[str]) -> dict[str, str]:
 
 def command_differences(old: list[str], new: list[str]) -> list[str]:
   """`--name=old -> new` for each flag whose value the two commands of a cell differ in
-  (`(unset)` for one that only one of them has); the Python executable is not compared."""
+  (`(unset)` for one that only one of them has). Neither the Python executable nor `--workdir`
+  (the cell's name under the sweep folder, which may have moved) is compared."""
   before, after = _flag_values(old), _flag_values(new)
-  names = list(dict.fromkeys([*after, *before]))
+  names = [name for name in dict.fromkeys([*after, *before]) if name != "--workdir"]
   return [f"{name}={before.get(name, '(unset)')} -> {after.get(name, '(unset)')}"
           for name in names if before.get(name) != after.get(name)]
 

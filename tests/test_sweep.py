@@ -245,6 +245,10 @@ def test_a_changed_grid_may_change_the_cells_that_have_not_started(tmp_path):
                                    cells[0].command(out)) == []
   assert sweep.check_unchanged(out, cells, "g.json") == []
   assert sweep.check_unchanged(tmp_path / "new", new_cells, "new.json") == []
+  # A sweep folder moved elsewhere: its cells' run directories moved with it.
+  assert sweep.command_differences(cells[0].command(out), cells[0].command(tmp_path / "moved")) \
+      == []
+  assert sweep.command_differences(cells[0].command(out), new_cells[0].command(out)) != []
 
 
 def test_status_names_interrupted_cells_and_says_the_same_command_resumes_them(tmp_path, capsys):
