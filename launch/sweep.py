@@ -185,10 +185,19 @@ def main(argv):
           f"{sweep / 'sweep.json'}.")
     return
   run_local(sweep, names, _MAX_PARALLEL.value, _TIMEOUT.value)
-  if report_states(sweep):
+  failed = report_states(sweep)
+  if failed:
     print(f"Rerun the failed cells with: python -m launch.sweep --out={sweep} "
           "--resubmit_failed", file=sys.stderr)
     sys.exit(1)
+  # Cells stopped by a SIGINT that this process did not take (a shell that started it with
+  # SIGINT ignored, a signal sent to a cell alone): the sweep is not done, as after Ctrl-C.
+  stopped = [name for name, record in cell_states(sweep).items()
+             if name in names and record["state"] == INTERRUPTED]
+  if stopped:
+    raise runtime.Interrupted(
+        f"{', '.join(f'{n} interrupted' for n in stopped)}; the same command resumes the "
+        "sweep's unfinished cells (--status shows each cell's state)")
 
 
 if __name__ == "__main__":

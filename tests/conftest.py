@@ -131,6 +131,17 @@ def checkpointed_agent(workdir, step):
   return jax.tree.map(np.asarray, restored.agent)
 
 
+# `python -c SIGINT_AS_IN_A_TERMINAL <module> <args>` runs a launcher with Python's SIGINT
+# handler, as a terminal starts it: a suite run as a background job of a shell without job
+# control (CI's) hands its children SIGINT ignored, and a launcher keeps an ignored SIGINT so.
+SIGINT_AS_IN_A_TERMINAL = """
+import runpy, signal, sys
+signal.signal(signal.SIGINT, signal.default_int_handler)
+sys.argv = sys.argv[1:]
+runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
+"""
+
+
 def as_flags(overrides):
   flags = []
   for name, value in overrides.items():

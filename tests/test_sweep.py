@@ -16,7 +16,7 @@ import time
 import numpy as np
 import pytest
 
-from conftest import ROOT, TINY_OVERRIDES, run_launch
+from conftest import ROOT, SIGINT_AS_IN_A_TERMINAL, TINY_OVERRIDES, run_launch
 from launch import sweep_cells as sweep
 from wsrl_mjx import runs
 
@@ -286,10 +286,16 @@ sys.exit(130)
 """
 
 
-def test_ctrl_c_stops_a_sweep_in_one_line_and_records_its_cell_interrupted(tmp_path, capsys):
+IGNORING_SIGINT = SIGINT_AS_IN_A_TERMINAL.replace("signal.default_int_handler", "signal.SIG_IGN")
+
+
+@pytest.mark.parametrize("sweep_sigint", ["as in a terminal", "ignored"])
+def test_ctrl_c_stops_a_sweep_in_one_line_and_records_its_cell_interrupted(tmp_path, capsys,
+                                                                           sweep_sigint):
   """Ctrl-C in the terminal (SIGINT to launch.sweep's process group): one line, exit status 130,
   no traceback of submitit's job controller; the cell's run gets one SIGINT and the cell is
-  recorded interrupted, which --status says the same command resumes."""
+  recorded interrupted, which --status says the same command resumes. The same where the shell
+  started launch.sweep with SIGINT ignored (a background job), so that only its cell stops."""
   out = tmp_path / "sweep"
   entry = {"name": "point-mass/stand-in", "env": "point-mass", "workdir": str(tmp_path / "run"),
            "command": [sys.executable, "-c", _STAND_IN]}
@@ -297,7 +303,8 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_records_its_cell_interrupted(tmp_p
   status = sweep.status_path(out, entry["name"])
   sweep.write_json(status, {"cell": entry["name"], "state": "failed", "attempt": 1})
   process = subprocess.Popen(
-      [sys.executable, "-m", "launch.sweep", f"--out={out}", "--resubmit_failed"], cwd=ROOT,
+      [sys.executable, "-c", SIGINT_AS_IN_A_TERMINAL if sweep_sigint != "ignored" else
+       IGNORING_SIGINT, "launch.sweep", f"--out={out}", "--resubmit_failed"], cwd=ROOT,
       env=dict(os.environ, PYTHONPATH=str(ROOT)), stdout=subprocess.PIPE,
       stderr=subprocess.PIPE, text=True, start_new_session=True)
   log = out / "logs" / "point-mass__stand-in.log"

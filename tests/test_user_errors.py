@@ -7,7 +7,7 @@ import fcntl
 
 import pytest
 
-from conftest import run_launch
+from conftest import SIGINT_AS_IN_A_TERMINAL, run_launch
 
 FINETUNE = ["launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2,demo"]
 PRETRAIN = ["launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2,demo"]
@@ -147,14 +147,6 @@ def interruptible_finetune(workdir, **environment):
        "--config=launch/configs/finetune.py:point-mass,demo", f"--workdir={workdir}"],
       cwd=ROOT, env=dict(os.environ, PYTHONPATH=str(ROOT), **environment),
       stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-
-
-SIGINT_AS_IN_A_TERMINAL = """
-import runpy, signal, sys
-signal.signal(signal.SIGINT, signal.default_int_handler)
-sys.argv = sys.argv[1:]
-runpy.run_module(sys.argv[0], run_name="__main__", alter_sys=True)
-"""
 
 
 def test_ctrl_c_is_one_line_saying_what_the_same_command_does(tmp_path):
