@@ -169,10 +169,17 @@ def main(argv):
             f"{', '.join(changing)}.")
     states = cell_states(sweep)
     names = [c.name for c in cells if states[c.name]["state"] not in (DONE, RUNNING)]
-    skipped = len(cells) - len(names)
-    if skipped:
-      print(f"{plural(skipped)} already done or running: left as "
-            f"{'it is' if skipped == 1 else 'they are'}.")
+    done = sum(states[c.name]["state"] == DONE for c in cells)
+    running = [c.name for c in cells if states[c.name]["state"] == RUNNING]
+    if done:
+      print(f"{plural(done)} already done: left as {'it is' if done == 1 else 'they are'}.")
+    if running:
+      print(f"{plural(len(running))} still running ({', '.join(running[:3])}"
+            f"{', ...' if len(running) > 3 else ''}: another launch.sweep's, or stopping after a "
+            f"Ctrl-C): left as {'it is' if len(running) == 1 else 'they are'}; once "
+            f"{'it has' if len(running) == 1 else 'they have'} stopped, the same command "
+            f"resumes {'it' if len(running) == 1 else 'them'}.",
+            file=sys.stderr)
   for entry in read_manifest(sweep)["cells"]:
     if entry["name"] in names:
       print(f"{entry['name']}: {shlex.join(entry['command'])}")

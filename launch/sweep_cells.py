@@ -596,6 +596,8 @@ def stop_running(sweep: pathlib.Path, running: list, wait_s: float) -> str:
       time.sleep(0.1)
   except KeyboardInterrupt:
     pass
+  # A further Ctrl-C from here on would cut the cells' records short: ignored while they are made.
+  signal.signal(signal.SIGINT, signal.SIG_IGN)
   if not running:
     return f"no cell was running; the same command runs the sweep's cells ({sweep})"
   parts = []

@@ -251,6 +251,32 @@ def test_a_changed_grid_may_change_the_cells_that_have_not_started(tmp_path):
   assert sweep.command_differences(cells[0].command(out), new_cells[0].command(out)) != []
 
 
+def test_a_rerun_says_which_cells_are_done_and_which_still_run(tmp_path):
+  """Run again while a cell is still running (another sweep's, or stopping after a Ctrl-C: its
+  run holds its folder's lock), the sweep leaves it and says the same command resumes it once it
+  has stopped; done cells are named done, not "done or running"."""
+  import fcntl
+  out = tmp_path / "sweep"
+  grid = dict(_GRID, envs=["point-mass"])
+  grid_file = tmp_path / "grid.json"
+  grid_file.write_text(json.dumps(grid))
+  done, running = sweep.expand(grid)                 # point-mass/sac, point-mass/sac-warmup
+  sweep.save_manifest(out, [done, running], str(grid_file))
+  for cell, state in ((done, "done"), (running, "running")):
+    sweep.write_json(sweep.status_path(out, cell.name), {"cell": cell.name, "state": state,
+                                                         "attempt": 1})
+    cell.workdir(out).mkdir(parents=True)
+  with open(running.workdir(out) / ".lock", "a+") as lock:     # what its run holds
+    fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    result = run_launch("launch.sweep", f"--grid={grid_file}", f"--out={out}", "--dry_run")
+  assert result.returncode == 0, result.stderr[-3000:]
+  assert "1 cell already done: left as it is." in result.stdout
+  assert ("1 cell still running (point-mass/sac-warmup: another launch.sweep's, or stopping "
+          "after a Ctrl-C): left as it is; once it has stopped, the same command resumes it."
+          ) in result.stderr
+  assert "0 cells to run" in result.stdout
+
+
 def test_status_names_interrupted_cells_and_says_the_same_command_resumes_them(tmp_path, capsys):
   out = tmp_path / "sweep"
   cells = sweep.expand(dict(_GRID, envs=["point-mass"]))
