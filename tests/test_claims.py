@@ -208,6 +208,27 @@ def test_a_report_says_where_seeds_have_fewer_than_last_n_and_drops_an_older_rep
   assert [r.short for r in full] == [0, 0] and "†" not in (out / "final_scores.md").read_text()
 
 
+def test_runs_of_one_arm_compare_paths_by_where_they_led(tmp_path):
+  """A run resumed with `runs/offline/` (or from another folder) records that spelling in
+  config.json; its checkpoints' description says where it led. Runs whose pretrained agent is
+  the same folder are one experiment, whatever the text; another folder is not."""
+  import dataclasses
+  made = [runs.read(write_run(tmp_path / name, dict(pretrained=text, seed=seed),
+                              curve(50, 48, 80, seeds=2)))
+          for name, text, seed in (("a", "runs/offline", 0), ("b", "../x/runs/offline/", 1),
+                                   ("c", "runs/offline", 2))]
+  where = {"a": "/data/runs/offline", "b": "/data/runs/offline", "c": "/elsewhere/runs/offline"}
+  a, b, c = [dataclasses.replace(run, description={"resolved_paths": {"pretrained": where[name]}})
+             for run, name in zip(made, "abc")]
+  arms, _ = report.group([a, b])
+  assert [len(arm.members) for arm in arms] == [4]
+  with pytest.raises(report.ReportError, match="configs differ: pretrained "
+                     r"\('/data/runs/offline' vs '/elsewhere/runs/offline'\)"):
+    report.group([a, c])
+  with pytest.raises(report.ReportError, match="configs differ: pretrained"):
+    report.group(made[:2])          # recorded no resolved paths: the text is all there is
+
+
 def test_tolerances_move_the_verdicts(study):
   results = report.make_report([study], study.parent / "report-tight", resamples=RESAMPLES)
   found = by_comparison(claims.check(results, resamples=RESAMPLES, collapse_tolerance=1.0,

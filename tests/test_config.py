@@ -109,7 +109,7 @@ def test_a_resume_compares_where_paths_lead_not_how_they_are_written(tmp_path, m
   with `runs/offline`; the same text from another working folder (another agent) does not, nor
   does another folder. A run recorded before `resolved_paths` existed compares its text
   resolved from here. Pretraining's comma-separated dataset files are compared file by file."""
-  from wsrl_mjx import host_loop, pretrain
+  from wsrl_mjx import host_loop, pretrain, runs
   for name in ("a/runs/offline", "b/runs/offline", "a/data"):
     (tmp_path / name).mkdir(parents=True)
   (tmp_path / "a" / "link").symlink_to(tmp_path / "a" / "runs" / "offline")
@@ -135,7 +135,7 @@ def test_a_resume_compares_where_paths_lead_not_how_they_are_written(tmp_path, m
   monkeypatch.chdir(tmp_path / "a")
   files = "data/x.npy,data/y.npy"
   saved = {"dataset": files}
-  paths = host_loop.resolved_paths(saved)
+  paths = runs.resolved_paths(saved)
   assert paths == {"dataset": f"{tmp_path}/a/data/x.npy,{tmp_path}/a/data/y.npy"}
   host_loop.check_same_fields(saved, {"dataset": "data/x.npy, ./data/y.npy"}, ["dataset"],
                               tmp_path, paths)

@@ -21,7 +21,7 @@ from absl import logging
 
 import envs
 from wsrl_mjx import (checkpoint, configs, host_loop, jsrl, learners, methods, offline, online,
-                      per_seed, pretrain, replay)
+                      per_seed, pretrain, replay, runs)
 from wsrl_mjx.agents import cql, sac
 from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.host_loop import seed_keys, seed_mesh, seed_sharding  # noqa: F401 (re-exported)
@@ -274,7 +274,7 @@ def run_description(config, env_spec, agent_block: dict, seed_overrides) -> dict
       "agent": agent_block,
       "per_seed": seed_overrides,
       "config": config.to_dict(),
-      "resolved_paths": host_loop.resolved_paths(config),
+      "resolved_paths": runs.resolved_paths(config),
   }
 
 

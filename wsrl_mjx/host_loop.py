@@ -40,7 +40,7 @@ from jax.experimental import multihost_utils
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from envs import EnvSpec
-from wsrl_mjx import checkpoint, metrics_log
+from wsrl_mjx import checkpoint, metrics_log, runs
 from wsrl_mjx.errors import ConfigError, WorkdirError
 
 
@@ -424,37 +424,22 @@ def chunk_lengths(start: int, total: int, chunk: int, eval_interval: int,
   return lengths
 
 
-PATH_FIELDS = ("pretrained", "dataset")   # config fields naming a file or folder
-
-
-def _resolved(value: str) -> str:
-  """A path, or comma-separated paths (Adroit's dataset files), made absolute, links resolved."""
-  return ",".join(os.path.realpath(part.strip()) for part in value.split(","))
-
-
-def resolved_paths(config) -> dict[str, str]:
-  """{field: absolute path with links resolved} of the config's non-empty `PATH_FIELDS`, for a
-  run's description: a resume compares where its paths lead, not how they were written."""
-  return {field: _resolved(config[field]) for field in PATH_FIELDS
-          if field in config and isinstance(config[field], str) and config[field]}
-
-
 def check_same_fields(saved_config: dict, config, fields, workdir,
                       saved_paths: dict[str, str] | None = None) -> None:
   """Refuses to resume a run whose shape-defining settings differ from `config`'s, naming every
-  field that differs. A path field (`PATH_FIELDS`) is the same where it leads to the same place:
-  `saved_paths` (the run's `resolved_paths`) where the run recorded them, else the saved text
-  resolved from the current folder; so `runs/x`, `runs/x/` and its absolute path all resume,
-  and the same text leading elsewhere (another working folder) does not."""
+  field that differs. A path field (`runs.PATH_FIELDS`) is the same where it leads to the same
+  place: `saved_paths` (the run's `runs.resolved_paths`) where the run recorded them, else the
+  saved text resolved from the current folder; so `runs/x`, `runs/x/` and its absolute path all
+  resume, and the same text leading elsewhere (another working folder) does not."""
   differences = []
   for field in fields:
     have, want = saved_config.get(field), config[field]
     if isinstance(want, (list, tuple)):
       have, want = list(have or []), list(want)
-    if field in PATH_FIELDS and isinstance(have, str) and isinstance(want, str) and have \
+    if field in runs.PATH_FIELDS and isinstance(have, str) and isinstance(want, str) and have \
         and want:
-      was = (saved_paths or {}).get(field) or _resolved(have)
-      now = _resolved(want)
+      was = (saved_paths or {}).get(field) or runs.resolved(have)
+      now = runs.resolved(want)
       if was != now:
         differences.append(f"config.{field}={have!r}, which was {was} (this one: {want!r}, "
                            f"which is {now})")

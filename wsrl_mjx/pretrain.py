@@ -17,7 +17,7 @@ import numpy as np
 from absl import logging
 
 import envs
-from wsrl_mjx import configs, data, host_loop, offline
+from wsrl_mjx import configs, data, host_loop, offline, runs
 
 ALGOS = configs.ALGOS
 _RESUME_FIELDS = ("env_name", "dataset", "algo", "num_seeds", "seed", "batch_size",
@@ -80,7 +80,7 @@ def run_description(config, env_spec: envs.EnvSpec, agent_block: dict, source: s
       "env_name": env_spec.name, "task": env_spec.task, "family": env_spec.family,
       "dataset": source, "dataset_transitions": int(num_transitions),
       "num_seeds": config.num_seeds, "agent": agent_block, "config": config.to_dict(),
-      "resolved_paths": host_loop.resolved_paths(config)}
+      "resolved_paths": runs.resolved_paths(config)}
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,

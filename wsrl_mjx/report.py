@@ -78,7 +78,13 @@ class Arm:
 
 
 def _experiment(run: runs_lib.Run, point: dict) -> dict[str, Any]:
-  return {k: v for k, v in (run.config or {}).items()
+  """The run's config fields that define its experiment; a path field (`runs.PATH_FIELDS`) as
+  where it led (`runs.resolved_paths` in its checkpoints' description), where the run recorded
+  that: a run resumed with `runs/x/` for `runs/x`, or from another folder, is the same
+  experiment."""
+  resolved = (run.description or {}).get("resolved_paths") or {}
+  return {k: resolved.get(k, v) if k in runs_lib.PATH_FIELDS and v else v
+          for k, v in (run.config or {}).items()
           if k not in NOT_THE_EXPERIMENT and k not in point}
 
 

@@ -134,6 +134,21 @@ class Run:
     return None if self.config is None else int(self.config["warmup_steps"])
 
 
+PATH_FIELDS = ("pretrained", "dataset")   # config fields naming a file or folder
+
+
+def resolved(value: str) -> str:
+  """A path, or comma-separated paths (Adroit's dataset files), made absolute, links resolved."""
+  return ",".join(os.path.realpath(part.strip()) for part in value.split(","))
+
+
+def resolved_paths(config) -> dict[str, str]:
+  """{field: absolute path with links resolved} of the config's non-empty `PATH_FIELDS`, for a
+  run's description: a resume compares where its paths lead, not how they were written."""
+  return {field: resolved(config[field]) for field in PATH_FIELDS
+          if field in config and isinstance(config[field], str) and config[field]}
+
+
 def finished_checkpoint_steps(run_dir: pathlib.Path) -> list[int]:
   """The steps of the run's finished checkpoints, ascending ([] without any). Orbax renames a
   checkpoint's folder to its step only once it is complete, so numeric folders are finished
