@@ -205,6 +205,8 @@ def _parse_flags(argv):
 def check_new_file(path: str, overwrite: bool, flag: str = "--output") -> None:
   """Refuses (UserError) to write `path` where something is there already, unless `overwrite`
   (the launcher's --overwrite): e.g. a dataset that a pretraining was made from."""
+  if os.path.isdir(path):
+    raise UserError(f"{flag}={path}: is a folder; give the file to write")
   if os.path.lexists(path) and not overwrite:
     raise UserError(f"{flag}={path}: exists; pass --overwrite to replace it, or choose "
                     "another file")

@@ -226,15 +226,18 @@ def test_per_seed_values_and_the_buffer_obey_the_field_rules():
 
 
 def test_a_fine_tuning_run_that_ends_before_its_first_update_is_warned_about(caplog):
+  """Once, by finetune.log_start (configs.validate said it too, in other words)."""
   caplog.set_level("WARNING")
   demo = finetune_config.get_config("hopper-medium-v2,demo")   # warmup 500, batch 256
   demo.online_steps = 400
   configs.validate(demo)
-  assert any("config.online_steps=400 ends before the first update (step index 501" in
-             r.getMessage() for r in caplog.records)
+  finetune.log_start(demo, per_seed.seed_settings(demo)[0])
+  assert [r.getMessage()[:75] for r in caplog.records] == [
+      "config.online_steps=400 ends before any update for warmup_steps=500 (2 of 2"]
   caplog.clear()
   demo.online_steps = 502                                      # index 501 is its last step
   configs.validate(demo)
+  finetune.log_start(demo, per_seed.seed_settings(demo)[0])
   assert not caplog.records
 
 

@@ -115,6 +115,8 @@ def test_the_collector_refuses_to_overwrite_a_dataset_unless_asked(tmp_path):
   (tmp_path / "dangling").symlink_to(tmp_path / "nowhere")
   with pytest.raises(UserError, match="dangling: exists"):
     runtime.check_new_file(str(tmp_path / "dangling"), overwrite=False)
+  with pytest.raises(UserError, match=f"^--output={tmp_path}: is a folder; give the file"):
+    runtime.check_new_file(str(tmp_path), overwrite=True)
 
 
 def test_bridge_check_refuses_windows_it_cannot_replay():

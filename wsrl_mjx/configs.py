@@ -12,8 +12,6 @@ import dataclasses
 import math
 from typing import Any, Callable
 
-from absl import logging
-
 import envs
 from envs import antmaze
 from wsrl_mjx import checkpoint, data, host_loop, methods, networks, per_seed
@@ -113,12 +111,7 @@ def validate(config) -> envs.EnvSpec:
                         f"one batch (config.batch_size={config.batch_size}).")
     sac.SAC(sac_config(config, env_spec))
     check_method(config, env_spec, settings)
-    # online.py: step index k trains only if k > max(warmup_steps, batch_size).
-    floor = max(int(min(settings.warmup_steps)), config.batch_size)
-    if config.online_steps - 1 <= floor:
-      logging.warning("config.online_steps=%d ends before the first update (step index %d, "
-                      "past max(warmup_steps, batch_size)): this run only collects and "
-                      "evaluates.", config.online_steps, floor + 1)
+    # A run that ends before some seeds' first update is warned of by finetune.log_start.
   return env_spec
 
 
