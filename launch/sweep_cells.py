@@ -63,6 +63,7 @@ import time
 import warnings
 from typing import Any
 
+from wsrl_mjx import runs
 from wsrl_mjx.errors import UserError
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -285,11 +286,20 @@ def _flag_values(command: list[str]) -> dict[str, str]:
   return dict(argument.partition("=")[::2] for argument in command[3:])
 
 
+_PATH_FLAGS = tuple(f"--config.{field}" for field in runs.PATH_FIELDS)
+
+
 def command_differences(old: list[str], new: list[str]) -> list[str]:
   """`--name=old -> new` for each flag whose value the two commands of a cell differ in
   (`(unset)` for one that only one of them has). Neither the Python executable nor `--workdir`
-  (the cell's name under the sweep folder, which may have moved) is compared."""
+  (the cell's name under the sweep folder, which may have moved) is compared; paths
+  (`runs.PATH_FIELDS`) are compared by where they lead from the repository's root."""
   before, after = _flag_values(old), _flag_values(new)
+  for values in (before, after):     # paths as where they lead (cells run from ROOT)
+    for name in _PATH_FLAGS:
+      if values.get(name):
+        values[name] = ",".join(os.path.realpath(os.path.join(ROOT, part.strip()))
+                                for part in values[name].split(","))
   names = [name for name in dict.fromkeys([*after, *before]) if name != "--workdir"]
   return [f"{name}={before.get(name, '(unset)')} -> {after.get(name, '(unset)')}"
           for name in names if before.get(name) != after.get(name)]

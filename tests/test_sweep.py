@@ -245,6 +245,11 @@ def test_a_changed_grid_may_change_the_cells_that_have_not_started(tmp_path):
                                    cells[0].command(out)) == []
   assert sweep.check_unchanged(out, cells, "g.json") == []
   assert sweep.check_unchanged(tmp_path / "new", new_cells, "new.json") == []
+  # Paths compare by where they lead from the repository's root, where cells run.
+  spelt = lambda text: [*cells[0].command(out), f"--config.pretrained={text}"]
+  assert sweep.command_differences(spelt("runs/pre"), spelt(f"{ROOT}/runs/../runs/pre/")) == []
+  assert sweep.command_differences(spelt("runs/pre"), spelt("runs/other")) == [
+      f"--config.pretrained={ROOT}/runs/pre -> {ROOT}/runs/other"]
   # A sweep folder moved elsewhere: its cells' run directories moved with it.
   assert sweep.command_differences(cells[0].command(out), cells[0].command(tmp_path / "moved")) \
       == []
