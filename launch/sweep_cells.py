@@ -21,9 +21,9 @@ its flags), in that order (later ones win). String values are templates: `{env}`
 `"pretrained": "runs/pretrain/{env}-{algo}"`). Names and values go to `launch.finetune` as they
 are, after a check (`check_flags`, before anything is written or run, `--dry_run` too) that
 the config file exists, that each name is a field of the config it gives the cell's env and each
-value parses for that field's type (the parsing `launch.finetune` does), and that a `per_seed`
-spec parses; a cell that fails it refuses the grid in one line naming the grid file, the cell and
-the field. Everything else `launch.finetune` checks when the cell runs (value ranges, a
+value parses for that field's type (the parsing `launch.finetune` does) and lies in its range
+(`configs.check_field_rules`), and that a `per_seed` spec parses; a cell that fails it refuses the grid in one line naming the grid file, the cell and
+the field. Everything else `launch.finetune` checks when the cell runs (a
 `pretrained` checkpoint, `num_seeds` against the devices and the per-seed grid's points):
 `--config.method` and envs this checkout does not have fail their cell only, with its error line
 in the status (a cell of an env this checkout does not have is not checked beforehand).
@@ -254,7 +254,7 @@ def check_flags(cells: list[Cell], where: str = "grid") -> None:
   from ml_collections import config_flags
 
   from launch.runtime import flag_error_message
-  from wsrl_mjx import per_seed
+  from wsrl_mjx import configs, per_seed
   for config in dict.fromkeys(cell.config for cell in cells):
     if not (ROOT / config).is_file():
       raise GridError(f"{where}: config: {config}: no such file (a path from {ROOT})")
@@ -277,6 +277,7 @@ def check_flags(cells: list[Cell], where: str = "grid") -> None:
       raise GridError(f"{where}: cell {cell.name}: {message.removeprefix('flag ')}") from None
     try:
       per_seed.parse_grid(config.get("per_seed", "") or "")
+      configs.check_field_rules(config)      # value ranges, e.g. actor_hidden_sizes=("64x64",)
     except UserError as error:
       raise GridError(f"{where}: cell {cell.name}: {error}") from None
 

@@ -167,6 +167,11 @@ _GRID = {"config": "launch/configs/finetune.py", "envs": ["point-mass", "no-such
      "g.json: cell point-mass/sac-warmup: config.per_seed: 'warmup_step' cannot vary per seed"),
     ({"config": "launch/configs/finetun.py"},
      "g.json: config: launch/configs/finetun.py: no such file"),
+    ({"flags": {"actor_hidden_sizes": "64x64"}},
+     "g.json: cell point-mass/sac: config.actor_hidden_sizes=('64x64',): must be a non-empty "
+     "list of layer widths"),
+    ({"flags": {"num_seeds": 0}},
+     "g.json: cell point-mass/sac: config.num_seeds=0: must be a whole number >= 1"),
 ])
 def test_flags_that_do_not_fit_the_config_refuse_the_grid_naming_the_cell_and_field(change,
                                                                                     message):

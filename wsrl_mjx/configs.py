@@ -84,21 +84,11 @@ def validate(config) -> envs.EnvSpec:
   its range (`_FIELD_RULES`), a per-seed grid that does not parse or fit `num_seeds`, seeds that
   do not split over the devices, or a combination the agent refuses (`sac_config`, `sac.SAC`,
   `make_learner`), or what the fine-tuning arm needs (`check_method`); a `pretrained` path that
-  holds no checkpoint, or one of another algorithm than the arm's, is a `CheckpointError`. Warns
-  where a fine-tuning run would end before its first update. Schedules need not line up with
-  `steps_per_chunk` (host_loop.chunk_lengths).
+  holds no checkpoint, or one of another algorithm than the arm's, is a `CheckpointError`.
+  Schedules need not line up with `steps_per_chunk` (host_loop.chunk_lengths).
   """
   env_spec = env_spec_of(config)
-  for fields, requirement, check in _FIELD_RULES:
-    for field in fields:
-      if field in config and not check(config[field]):
-        raise ConfigError(f"config.{field}={config[field]!r}: must be {requirement}.")
-  # A value of the per-seed grid obeys its field's rule.
-  for name, values in per_seed.parse_grid(config.get("per_seed", "")).items():
-    for fields, requirement, check in _FIELD_RULES:
-      for value in values:
-        if name in fields and not check(value):
-          raise ConfigError(f"config.per_seed: {name}={value!r}: must be {requirement}.")
+  check_field_rules(config)
   host_loop.seed_mesh(config.num_seeds)
   if config.get("pretrained"):
     checkpoint.resolve(config.pretrained)       # CheckpointError naming it if there is none
@@ -113,6 +103,22 @@ def validate(config) -> envs.EnvSpec:
     check_method(config, env_spec, settings)
     # A run that ends before some seeds' first update is warned of by finetune.log_start.
   return env_spec
+
+
+def check_field_rules(config) -> None:
+  """`ConfigError` naming the first field, or per-seed grid value, out of its range
+  (`_FIELD_RULES`): the checks of `validate` that need neither devices nor files (launch.sweep
+  runs them on every cell before anything runs)."""
+  for fields, requirement, check in _FIELD_RULES:
+    for field in fields:
+      if field in config and not check(config[field]):
+        raise ConfigError(f"config.{field}={config[field]!r}: must be {requirement}.")
+  # A value of the per-seed grid obeys its field's rule.
+  for name, values in per_seed.parse_grid(config.get("per_seed", "")).items():
+    for fields, requirement, check in _FIELD_RULES:
+      for value in values:
+        if name in fields and not check(value):
+          raise ConfigError(f"config.per_seed: {name}={value!r}: must be {requirement}.")
 
 
 def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
