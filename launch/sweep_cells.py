@@ -299,8 +299,7 @@ def command_differences(old: list[str], new: list[str]) -> list[str]:
   for values in (before, after):     # paths as where they lead (cells run from ROOT)
     for name in _PATH_FLAGS:
       if values.get(name):
-        values[name] = ",".join(os.path.realpath(os.path.join(ROOT, part.strip()))
-                                for part in values[name].split(","))
+        values[name] = runs.resolved(values[name], ROOT)
   names = [name for name in dict.fromkeys([*after, *before]) if name != "--workdir"]
   return [f"{name}={before.get(name, '(unset)')} -> {after.get(name, '(unset)')}"
           for name in names if before.get(name) != after.get(name)]

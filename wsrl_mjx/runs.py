@@ -137,9 +137,10 @@ class Run:
 PATH_FIELDS = ("pretrained", "dataset")   # config fields naming a file or folder
 
 
-def resolved(value: str) -> str:
-  """A path, or comma-separated paths (Adroit's dataset files), made absolute, links resolved."""
-  return ",".join(os.path.realpath(part.strip()) for part in value.split(","))
+def resolved(value: str, base: str | os.PathLike = "") -> str:
+  """A path, or comma-separated paths (Adroit's dataset files), made absolute from `base`
+  (default: the current folder), links resolved."""
+  return ",".join(os.path.realpath(os.path.join(base, part.strip())) for part in value.split(","))
 
 
 def resolved_paths(config) -> dict[str, str]:
