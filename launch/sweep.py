@@ -33,10 +33,10 @@ import sys
 from absl import app, flags
 
 from launch import runtime
-from launch.sweep_cells import (DONE, FAILED, INTERRUPTED, ROOT, RUNNING, cell_states,
-                                check_flags, check_unchanged, command_differences, error_line,
-                                expand, load_grid, plural, read_manifest, report_states,
-                                run_cell, run_local, save_manifest)
+from launch.sweep_cells import (DONE, FAILED, INTERRUPTED, ROOT, RUNNING, CellFailed,
+                                cell_states, check_flags, check_unchanged, command_differences,
+                                error_line, expand, load_grid, plural, read_manifest,
+                                report_states, run_cell, run_local, save_manifest)
 from wsrl_mjx.errors import UserError
 
 _GRID = flags.DEFINE_string("grid", None, "Grid file (.json, or .py with get_grid()).")
@@ -127,7 +127,12 @@ def main(argv):
     raise app.UsageError("--out: the sweep folder is required")
   sweep = pathlib.Path(_OUT.value).absolute()
   if _RUN_CELL.value:
-    if run_cell(str(sweep), _RUN_CELL.value):     # else it raised where the cell failed
+    try:
+      stopped = run_cell(str(sweep), _RUN_CELL.value)
+    except CellFailed as failure:           # one line in the SLURM task's output, exit status 1
+      print(f"error: {failure}", file=sys.stderr)
+      sys.exit(1)
+    if stopped:
       raise runtime.Interrupted(f"{_RUN_CELL.value} stopped; running it again resumes it")
     return
   if _STATUS.value:

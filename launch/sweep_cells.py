@@ -443,8 +443,8 @@ def error_line(text: str) -> str:
 def run_cell(sweep: str, name: str, cuda_visible_devices: str | None = None) -> int:
   """Runs cell `name` of `sweep` (its command from sweep.json) to its end, appending its output
   to `logs/<cell>.log` and recording `status/<cell>.json` (with this process's id while it
-  runs); returns its exit status and raises RuntimeError (which marks the submitit job failed)
-  where it failed. Of a cell's several SLURM processes only the first records the status.
+  runs); returns its exit status and raises CellFailed (a RuntimeError, which marks the submitit
+  job failed) where it failed. Of a cell's several SLURM processes only the first records the status.
   `cuda_visible_devices`: the GPUs the sweep was started with (submitit's LocalExecutor hides
   them from its jobs).
 
@@ -494,8 +494,15 @@ def run_cell(sweep: str, name: str, cuda_visible_devices: str | None = None) -> 
     for signum, handler in handlers.items():
       signal.signal(signum, handler)
   if state == FAILED:
-    raise RuntimeError(f"cell {name} failed (exit status {code}): {error}")
+    raise CellFailed(f"cell {name} failed (exit status {code}; its output: {log}): "
+                     f"{error.removeprefix('error: ')}")
   return code
+
+
+class CellFailed(RuntimeError):
+  """A cell's run ended with a non-zero exit status other than an interruption's. A
+  RuntimeError, so that submitit marks the job failed; `launch.sweep --run_cell` prints it as one
+  line."""
 
 
 class _StoppableRun:

@@ -391,6 +391,14 @@ def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   status = run_launch("launch.sweep", f"--out={out}", "--status")
   assert status.returncode == 1 and failed_line in status.stdout.splitlines(), status
 
+  # A SLURM array task (--run_cell) whose cell fails: one line, exit status 1, no traceback.
+  log = out / "logs" / "point-mass__scratch-warmup.log"
+  task = run_launch("launch.sweep", f"--out={out}", "--run_cell=point-mass/scratch-warmup")
+  assert (task.returncode, task.stderr.splitlines()) == (1, [
+      f"error: cell point-mass/scratch-warmup failed (exit status 2; its output: {log}): "
+      + error.removeprefix("error: ")]), task
+  assert log.read_text().count("=== attempt") == 2
+
   # The grid changed for the cell that is done: refused in one line, nothing written.
   manifest = (out / "sweep.json").read_text()
   changed = copy.deepcopy(grid)
@@ -424,7 +432,7 @@ def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   assert "2 of 2 cells done, 0 failed" in second.stdout
   assert json.loads((out / "status" / "point-mass__scratch.json").read_text()) == done_status
   warmup = json.loads((out / "status" / "point-mass__scratch-warmup.json").read_text())
-  assert (warmup["state"], warmup["attempt"]) == ("done", 2)
+  assert (warmup["state"], warmup["attempt"]) == ("done", 3)
   assert "--config.per_seed=warmup_steps=50,60" in warmup["command"]
   assert (out / "failed.txt").read_text() == ""
   assert (out / "logs" / "point-mass__scratch.log").read_text().count("=== attempt") == 1

@@ -214,8 +214,7 @@ def checkpoint_step(run: runs.Run, step: int | None) -> tuple[pathlib.Path, int]
     raise ExportError(str(error)) from None
   if step is None:
     return directory, latest
-  available = sorted(int(p.name) for p in directory.iterdir()
-                     if p.name.isdigit() and (p / "description").is_dir())
+  available = runs.finished_checkpoint_steps(run.path)
   if step not in available:
     unit = run.step_unit.replace("_", " ")
     raise ExportError(f"--step={step}: {directory} has checkpoints at {unit}s "
