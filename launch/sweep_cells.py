@@ -471,6 +471,9 @@ def run_cell(sweep: str, name: str, cuda_visible_devices: str | None = None) -> 
   run = _StoppableRun()
   handlers = {signum: signal.signal(signum, run.stop) for signum in (signal.SIGINT,
                                                                     signal.SIGTERM)}
+  # run_local's job controllers start with SIGINT blocked (and their jobs inherit that): a
+  # SIGINT held back until now arrives here, and the run does not start.
+  signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
   try:       # the handlers stay until the cell's end is recorded
     if records:
       write_json(path, record)
@@ -555,9 +558,11 @@ def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_
 
   Ctrl-C (KeyboardInterrupt here) stops the running cells (`stop_running`, waiting up to
   `stop_wait_s` for them to record it) and raises KeyboardInterrupt saying which stopped and
-  that the same command resumes them. submitit's job controllers ignore SIGINT (its own
-  handler would print a traceback and kill the cell's job before it records its end); each
-  cell's job takes the SIGINT itself (`run_cell`)."""
+  that the same command resumes them. submitit's job controllers never take SIGINT (its own
+  handler would print a traceback and kill the cell's job before it records its end): they
+  start with it blocked, a mask their jobs inherit and `run_cell` lifts, so each cell's job
+  takes the SIGINT itself. Blocked rather than ignored here while a cell is handed over, a
+  Ctrl-C in that moment is taken once the cell counts as running, not lost."""
   import submitit
   executor = submitit.LocalExecutor(folder=sweep / "submitit" / "%j")
   executor.update_parameters(timeout_min=timeout_min)
@@ -572,12 +577,19 @@ def run_local(sweep: pathlib.Path, names: list[str], max_parallel: int, timeout_
         name = waiting.pop(0)
         print(f"started   {name}", flush=True)
         attempt = _read_record(sweep, name).get("attempt", 0)
-        handler = signal.signal(signal.SIGINT, signal.SIG_IGN)   # the controller inherits it
+        # While the cell is handed over, SIGINT is blocked in this thread (submitit's job
+        # controller inherits the mask) and noted where another thread takes it; either way
+        # the Ctrl-C is taken here once the cell counts as running.
+        noted = []
+        handler = signal.signal(signal.SIGINT, lambda signum, frame: noted.append(signum))
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT})
         try:
-          job = executor.submit(run_cell, str(sweep), name, gpus)
+          running.append((name, executor.submit(run_cell, str(sweep), name, gpus), attempt))
         finally:
           signal.signal(signal.SIGINT, handler)
-        running.append((name, job, attempt))
+          signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGINT})
+        if noted and callable(handler):
+          handler(signal.SIGINT, None)      # Python's: KeyboardInterrupt
       time.sleep(0.5)
       for name, job, attempt in [r for r in running if r[1].done()]:
         running.remove((name, job, attempt))

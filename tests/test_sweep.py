@@ -368,6 +368,49 @@ def test_ctrl_c_stops_a_sweep_in_one_line_and_records_its_cell_interrupted(tmp_p
       "resumes it")
 
 
+def test_a_ctrl_c_while_a_cell_is_handed_to_submitit_stops_the_sweep(tmp_path, monkeypatch):
+  """The SIGINT comes while submitit starts the first cell's job controller (which must not get
+  it): it is held back until the cell counts as running, then stops the sweep before the second
+  cell is handed over, and the stop names the first cell."""
+  import submitit
+  submitted = []
+
+  class Job:
+    def __init__(self):
+      self.started = time.monotonic()
+
+    def done(self):            # ends on its own a second later (had the SIGINT been lost)
+      return time.monotonic() > self.started + 1
+
+    def exception(self):
+      return None
+
+  class Executor:
+    def __init__(self, folder):
+      del folder
+
+    def update_parameters(self, **parameters):
+      del parameters
+
+    def submit(self, function, sweep_folder, name, gpus):
+      del function, sweep_folder, gpus
+      submitted.append((name, signal.SIGINT in signal.pthread_sigmask(signal.SIG_BLOCK, [])))
+      os.kill(os.getpid(), signal.SIGINT)
+      time.sleep(0.05)
+      return Job()
+
+  monkeypatch.setattr(submitit, "LocalExecutor", Executor)
+  out = tmp_path / "sweep"
+  with pytest.raises(KeyboardInterrupt) as stopped:
+    sweep.run_local(out, ["point-mass/a", "point-mass/b"], max_parallel=2, timeout_min=1,
+                    stop_wait_s=0.2)
+  assert submitted == [("point-mass/a", True)]     # the controller would start with it blocked
+  assert str(stopped.value) == (
+      "point-mass/a still stopping; the same command resumes the sweep's unfinished cells "
+      "(--status shows each cell's state)")
+  assert signal.SIGINT not in signal.pthread_sigmask(signal.SIG_BLOCK, [])
+
+
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
   # warmup_steps=50,60,70: 3 grid points, which num_seeds=2 is no multiple of. The flags parse
   # (check_flags lets them through); launch.finetune refuses the cell when it runs.
