@@ -22,7 +22,8 @@ The agent:
 - Fine-tuning continues the pretraining's Adam moments and counts (at its own learning rates);
   per-seed option: fresh Adam; checkpoints without optimiser state warn and start fresh.
 - Pretraining: the max-target backup for every family; CQL's alpha a softplus Lagrange
-  multiplier; the CQL penalty on 2 critics drawn with replacement (option: all critics).
+  multiplier; the CQL penalty on 2 critics drawn with replacement (option: all critics); the
+  actor's step on the critics from before the update's critic step (option: after it).
 - The online budget: 500,000 env steps for every family.
 """
 
@@ -50,6 +51,7 @@ from numpy_reference import np_actor, np_ensemble, np_sample, random_transitions
 from wsrl_mjx import checkpoint, configs, data, finetune, per_seed, replay
 from wsrl_mjx.datagen import collect
 from wsrl_mjx.agents import cql, sac
+from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.data import adroit, d4rl, transitions
 
 DISCOUNT = 0.99
@@ -616,6 +618,49 @@ def test_cql_alpha_is_a_softplus_lagrange_multiplier():
     assert float(learner.alpha(state)) == pytest.approx(np_softplus(raw), rel=1e-5)
   # exp(log_alpha) after three Adam steps of 0.1 up would be ~1.35; softplus gives ~1.20.
   assert float(learner.alpha(state)) < 1.25
+
+
+# wsrl/agents/sac.py (update -> loss_fns) and wsrl/common/common.py (apply_loss_fns): offline,
+# one update computes the critic, actor and temperature losses all from `self.state.params`, so
+# the actor's step sees the critics before that update's critic step.
+@pytest.mark.parametrize("order", ["simultaneous", "critic_first"])
+def test_cql_actor_step_sees_the_critics_before_the_critic_step(order):
+  """Default "simultaneous": the actor's first Adam step (hand-computed: -lr g / (|g| + eps)) is
+  that of the actor loss on the critics the update started from; option "critic_first": on the
+  critics its critic step made. The critics, targets and critic Adam are the critic step's."""
+  assert pretrain_config.get_config("hopper-medium-v2").cql_update_order == "simultaneous"
+  assert cql.CQLConfig(sac=AGENT_CONFIG).update_order == "simultaneous"
+  learner = cql.CQL(cql.CQLConfig(sac=dataclasses.replace(AGENT_CONFIG, utd=1),
+                                  num_sampled_actions=3, actor_learning_rate=1e-2,
+                                  critic_learning_rate=1e-2, update_order=order))
+  state = learner.init(jax.random.PRNGKey(0))
+  params, batch, key = state.agent.params, agent_batch(3, AGENT_B), jax.random.PRNGKey(1)
+  new, _ = jax.jit(learner.update)(state, batch, key)
+  actor_key = jax.random.split(jax.random.split(key)[1])[0]
+  temperature = learner.sac.temperature(params)
+
+  def actor_after_one_step(critic):
+    grads = jax.grad(lambda actor: learner.sac.actor_loss(
+        actor, critic, temperature, batch.observation, actor_key)[0])(params.actor)
+    return jax.tree.map(lambda p, g: np.asarray(p) - 1e-2 * np.asarray(g) / (
+        np.abs(np.asarray(g)) + 1e-8), params.actor, grads)
+
+  before = actor_after_one_step(params.critic)
+  after = actor_after_one_step(new.agent.params.critic)
+  seen, unseen = (before, after) if order == "simultaneous" else (after, before)
+  jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6),
+               new.agent.params.actor, seen)
+  assert max(float(np.max(np.abs(np.asarray(a) - e))) for a, e in zip(
+      jax.tree.leaves(new.agent.params.actor), jax.tree.leaves(unseen))) > 1e-4
+  assert int(new.agent.critic_opt_state.inner_state[0].count) == 1
+  critic, old_target = (np.asarray(jax.tree.leaves(t)[0]) for t in (
+      new.agent.params.critic, params.target_critic))
+  assert not np.allclose(critic, jax.tree.leaves(params.critic)[0])
+  np.testing.assert_allclose(jax.tree.leaves(new.agent.params.target_critic)[0],
+                             0.995 * old_target + 0.005 * critic, rtol=1e-5, atol=1e-7)
+  with pytest.raises(ConfigError, match=r"config.cql_update_order='later'; choose one of "
+                     "simultaneous, critic_first"):
+    cql.CQL(cql.CQLConfig(sac=dataclasses.replace(AGENT_CONFIG, utd=1), update_order="later"))
 
 
 # wsrl/agents/cql.py (_get_cql_q_diff): with critic_subsample_size (--use_redq), the penalty's

@@ -277,5 +277,6 @@ def make_learner(config, env_spec: envs.EnvSpec, algo: str | None = None):
       temperature_learning_rate=config.temperature_learning_rate,
       max_target_backup=config.cql_max_target_backup,
       importance_sample=config.cql_importance_sample, cql_temperature=config.cql_temperature,
-      penalty_on_all_critics=config.cql_penalty_on_all_critics)
+      penalty_on_all_critics=config.cql_penalty_on_all_critics,
+      update_order=config.cql_update_order)
   return cql.CQL(cql_config), dict(agent_description(sac_settings), algo=algo)

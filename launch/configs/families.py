@@ -171,6 +171,10 @@ def add_offline_learner_fields(c: config_dict.ConfigDict, family: dict) -> None:
   # False: the penalty falls on num_target_critics critics drawn per step (the reference with
   # its ensemble); true: on every critic.
   c.cql_penalty_on_all_critics = False
+  # "simultaneous": the actor and temperature step from the critics the update started from, as
+  # the reference computes every loss from the same parameters; "critic_first": from the
+  # critics its critic step made.
+  c.cql_update_order = "simultaneous"
   # Importance-weight the sampled actions' logsumexp (the reference: off for kitchen only).
   c.cql_importance_sample = family.get("cql_importance_sample", True)
   c.cql_temperature = 1.0       # the penalty's logsumexp temperature

@@ -18,7 +18,8 @@ As the reference does with the ensemble (`wsrl/agents/cql.py`, `_get_cql_q_diff`
 `critic_subsample_size`), the penalty falls on `num_target_critics` (2) critics drawn at random
 each step, with replacement, rather than on all of them (`penalty_on_all_critics` restores the
 latter). The max-target backup over `num_sampled_actions` next actions is on by default, as the
-reference's `cql_max_target_backup` is for every family.
+reference's `cql_max_target_backup` is for every family. The actor and temperature step from
+the parameters the critic step started from, as the reference's (`update_order`).
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ from flax import struct
 
 from wsrl_mjx import networks, tanh_gaussian
 from wsrl_mjx.agents import sac
+from wsrl_mjx.errors import ConfigError
 from wsrl_mjx.replay import Transition
 
 
@@ -53,6 +55,14 @@ class CQLConfig:
   importance_sample: bool = True
   cql_temperature: float = 1.0
   penalty_on_all_critics: bool = False   # False: num_target_critics drawn per step (reference)
+  update_order: str = "simultaneous"     # or "critic_first" (UPDATE_ORDERS)
+
+
+# "simultaneous" (the reference): the critic, actor and temperature steps of an update all start
+# from its parameters, as the reference's `update` computes every loss from `self.state.params`
+# (`wsrl/common/common.py`, `apply_loss_fns`). "critic_first": the actor step sees the critics
+# the critic step just made.
+UPDATE_ORDERS = ("simultaneous", "critic_first")
 
 
 @struct.dataclass
@@ -68,6 +78,9 @@ class CQL:
   def __init__(self, config: CQLConfig):
     if config.sac.utd != 1:
       raise ValueError("Offline CQL takes one critic step per update (utd=1).")
+    if config.update_order not in UPDATE_ORDERS:
+      raise ConfigError(f"config.cql_update_order={config.update_order!r}; choose one of "
+                        f"{', '.join(UPDATE_ORDERS)}.")
     self.config = config
     num_next_actions = config.num_sampled_actions if config.max_target_backup else 1
     self.sac = sac.SAC(dataclasses.replace(config.sac, num_next_actions=num_next_actions))
@@ -144,7 +157,8 @@ class CQL:
     return soft_max - q_data
 
   def update(self, state: CQLState, batch: Transition, key: jax.Array):
-    """One critic step (TD + penalty), one actor/temperature step, one alpha step."""
+    """One critic step (TD + penalty), one actor/temperature step (from the critics before the
+    critic step, or after it: `update_order`), one alpha step."""
     critic_key, actor_key = jax.random.split(key)
     alpha = self.alpha(state)
     actor_params = state.agent.params.actor
@@ -161,7 +175,13 @@ class CQL:
       return alpha * (penalty - gap), {"cql_gap": penalty}
 
     agent, critic_metrics = self.sac.critic_step(state.agent, batch, critic_key, regularizer)
-    agent, actor_metrics = self.sac.actor_temperature_step(agent, batch, actor_key)
+    before = state.agent if self.config.update_order == "simultaneous" else agent
+    stepped, actor_metrics = self.sac.actor_temperature_step(before, batch, actor_key)
+    agent = agent.replace(
+        params=agent.params.replace(actor=stepped.params.actor,
+                                    temperature=stepped.params.temperature),
+        actor_opt_state=stepped.actor_opt_state,
+        temperature_opt_state=stepped.temperature_opt_state)
 
     raw_alpha, alpha_opt_state = state.raw_alpha, state.alpha_opt_state
     if self.config.autotune_alpha:
