@@ -3,8 +3,10 @@
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
-from wsrl_mjx import finetune, per_seed, tanh_gaussian
+from envs.mjx_env import State
+from wsrl_mjx import evaluation, finetune, per_seed, tanh_gaussian
 
 
 def settings_for(config, **per_seed_values):
@@ -180,6 +182,44 @@ def test_evaluation_is_deterministic_given_the_step(tiny_programs):
   assert np.all(np.isfinite(first))
   # The point mass earns 1 - (distance to the goal) <= 1 per step, for <= 40 steps.
   assert np.all(first <= config.episode_length)
+
+
+class ScriptedEpisode:
+  """An env whose step t (1-based, counted in obs[0]) pays 10 t + the action it was given,
+  reports the `success` metric SUCCESS[t] and terminates at step `terminate_at`; it steps on
+  after that (a finished evaluation episode is stepped until the scan's end)."""
+  SUCCESS = (0.0, 0.0, 0.5, 0.0, 0.0, 1.0, 0.0)      # 0.5 at step 2, 1.0 at step 5
+
+  def __init__(self, terminate_at):
+    self.terminate_at = terminate_at
+
+  def reset(self, key):
+    del key
+    return State(pipeline_state=None, obs=jnp.zeros((1,)), reward=jnp.zeros(()),
+                 done=jnp.zeros(()), metrics={"success": jnp.zeros(())})
+
+  def step(self, state, action):
+    t = state.obs[0] + 1
+    success = jnp.asarray(self.SUCCESS)[t.astype(jnp.int32)]
+    return state.replace(obs=state.obs + 1, reward=10.0 * t + action[0],
+                         done=(t == self.terminate_at).astype(jnp.float32),
+                         metrics={"success": success})
+
+
+@pytest.mark.parametrize("terminate_at, expected_return, expected_success", [
+    (4, sum(10.0 * t + 0.5 for t in range(1, 5)), 0.5),     # the steps after 4 do not count
+    (99, sum(10.0 * t + 0.5 for t in range(1, 7)), 1.0),    # the time limit (6 steps) ends it
+])
+def test_evaluation_sums_rewards_to_the_episode_end_and_keeps_the_largest_success(
+    terminate_at, expected_return, expected_success):
+  """Hand-worked: the policy asks for 2.0, clipped to 0.5; the return counts the terminating
+  step and nothing after it; success is the largest value the metric took while the episode
+  ran (0.5 at step 2 beats step 3's 0), not its last value."""
+  results = jax.jit(lambda key: evaluation.evaluate(
+      ScriptedEpisode(terminate_at), lambda params, observation: jnp.full((1,), 2.0), None, key,
+      num_episodes=3, episode_length=6, action_clip=0.5))(jax.random.PRNGKey(0))
+  np.testing.assert_array_equal(results.returns, [expected_return] * 3)
+  np.testing.assert_array_equal(results.successes, [expected_success] * 3)
 
 
 # --- skipping idle work (issue 17): batch-level branches over the seed axis ------------------
