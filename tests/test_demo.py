@@ -3,6 +3,7 @@ and what the log says about where the agent came from and when updates start."""
 
 import jax
 import numpy as np
+import orbax.checkpoint as ocp
 from flax import serialization
 
 import envs
@@ -24,11 +25,22 @@ def test_the_demo_fine_tunes_the_shipped_pretrained_agent_seed_by_seed():
   _, step = checkpoint.resolve(shipped)
   saved = checkpointed_agent(shipped, step)
   # Every run seed starts from the checkpoint's seed (i mod its seed count), Adam states included.
+  saved_seeds = description["num_seeds"]
   for run_seed in range(config.num_seeds):
-    source = run_seed % description["num_seeds"]
+    source = run_seed % saved_seeds
     jax.tree.map(lambda have, want: np.testing.assert_array_equal(have[run_seed], want[source]),
                  serialization.to_state_dict(jax.device_get(params)), saved)
-  assert optimizer is not None
+  # The Adam states too, leaf by leaf from the checkpoint's `optimizer` item: moments and the
+  # counts of its 10,000 pretraining steps (checkpoints/README.md).
+  raw = ocp.CheckpointManager(shipped / "checkpoints").restore(
+      step, args=ocp.args.Composite(optimizer=ocp.args.StandardRestore())).optimizer
+  handed = checkpoint.flatten_for_saving(jax.device_get(optimizer))
+  assert sorted(handed) == sorted(raw) and any("count" in name for name in raw)
+  for name, have in handed.items():
+    for run_seed in range(config.num_seeds):
+      np.testing.assert_array_equal(have[run_seed], np.asarray(raw[name])[run_seed % saved_seeds])
+    if "count" in name:
+      np.testing.assert_array_equal(have, 10_000)
 
 
 def test_the_shipped_hopper_behaviour_policy_scores_a_third_of_expert():
