@@ -93,6 +93,7 @@ class Critic(nn.Module):
   hidden_sizes: Sequence[int]
   layer_norm: bool = True
   initializer: str = "orthogonal"
+  head_initializer: str | None = None   # None: `initializer`
   last_hidden_init_scale: float | None = 1e-2
   dtype: Any = jnp.float32
   precision: Any = None
@@ -107,6 +108,7 @@ class ValueNetwork(nn.Module):
   hidden_sizes: Sequence[int]
   layer_norm: bool = True
   initializer: str = "orthogonal"
+  head_initializer: str | None = None   # None: `initializer`
   last_hidden_init_scale: float | None = 1e-2
   dtype: Any = jnp.float32
   precision: Any = None
@@ -116,13 +118,21 @@ class ValueNetwork(nn.Module):
     return _mlp_scalar(self, x)
 
 
+def head_init(module):
+  """The output layer's initialiser: `head_initializer` (else the body's `initializer`) at sqrt 2
+  (orthogonal) or 1 (variance scaling). The reference's IQL has variance-scaling bodies and
+  orthogonal(sqrt 2) heads: its `Policy`, `Critic` and `ValueCritic` take no `kernel_init_type`
+  (`wsrl/networks/actor_critic_nets.py`, `wsrl/common/initialization.py`)."""
+  kind = module.head_initializer or module.initializer
+  return kernel_init(kind, math.sqrt(2.0) if kind == "orthogonal" else 1.0)
+
+
 def _mlp_scalar(module, x):
   """MLP body and a float32 scalar head, created inside `module`'s compact call."""
   x = MLP(module.hidden_sizes, module.layer_norm, module.last_hidden_init_scale, module.initializer,
           dtype=module.dtype, precision=module.precision)(x)
-  head_scale = math.sqrt(2.0) if module.initializer == "orthogonal" else 1.0
-  value = nn.Dense(1, kernel_init=kernel_init(module.initializer, head_scale),
-                   precision=module.precision)(x.astype(jnp.float32))
+  value = nn.Dense(1, kernel_init=head_init(module), precision=module.precision)(
+      x.astype(jnp.float32))
   return value[..., 0]
 
 
@@ -137,6 +147,7 @@ class GaussianActor(nn.Module):
   state_dependent_std: bool = True
   layer_norm: bool = True
   initializer: str = "orthogonal"
+  head_initializer: str | None = None   # None: `initializer`
   last_hidden_init_scale: float | None = 1e-2
   dropout_rate: float = 0.0
   dtype: Any = jnp.float32
@@ -147,11 +158,10 @@ class GaussianActor(nn.Module):
     x = MLP(self.hidden_sizes, self.layer_norm, self.last_hidden_init_scale, self.initializer,
             self.dropout_rate, dtype=self.dtype,
             precision=self.precision)(observation, deterministic).astype(jnp.float32)
-    head_init = kernel_init(self.initializer, math.sqrt(2.0) if self.initializer == "orthogonal" else 1.0)
-    mean = nn.Dense(self.action_size, kernel_init=head_init, name="mean",
+    mean = nn.Dense(self.action_size, kernel_init=head_init(self), name="mean",
                     precision=self.precision)(x)
     if self.state_dependent_std:
-      log_std = nn.Dense(self.action_size, kernel_init=head_init, name="log_std",
+      log_std = nn.Dense(self.action_size, kernel_init=head_init(self), name="log_std",
                          precision=self.precision)(x)
     else:
       log_std = jnp.broadcast_to(

@@ -4,8 +4,9 @@ Three networks learn at once from the same parameters each step: V(s) by expecti
 towards the min of the 2 target critics, Q(s, a) towards r + gamma V(s'), and the actor by
 advantage-weighted regression, weights exp(beta (Q - V)) capped at 100. The actor is a plain
 (unsquashed) Gaussian with one learned log-std; evaluation acts with its mean, clipped to the
-action bounds. Networks are 2x256 without LayerNorm, variance-scaling initialised, as in the
-WSRL reference's IQL. IQL checkpoints are not WSRL-shaped (different actor, a V network), so
+action bounds. Networks are 2x256 without LayerNorm, variance-scaling initialised (the actor's
+last hidden layer at scale 1e-2) with orthogonal(sqrt 2) output layers, as in the WSRL
+reference's IQL. IQL checkpoints are not WSRL-shaped (different actor, a V network), so
 `launch.finetune` refuses them; they are for the IQL baselines.
 """
 
@@ -73,8 +74,8 @@ class IQL:
   def __init__(self, config: IQLConfig):
     self.config = config
     dtype, precision = networks.PRECISIONS[config.matmul_precision]
-    body = dict(layer_norm=False, initializer="variance_scaling", dtype=dtype,
-                precision=precision)
+    body = dict(layer_norm=False, initializer="variance_scaling", head_initializer="orthogonal",
+                dtype=dtype, precision=precision)
     self.actor = networks.GaussianActor(
         config.action_size, tuple(config.hidden_sizes), state_dependent_std=False,
         last_hidden_init_scale=1e-2, dropout_rate=config.actor_dropout, **body)
