@@ -26,6 +26,43 @@ def test_registry_accepts_d4rl_names_and_returns_facts():
   assert {"halfcheetah-expert-v2", "walker2d-medium-expert-v2", "hopper"} <= set(envs.names())
 
 
+# D4RL's reference returns (d4rl/infos.py, REF_MIN_SCORE / REF_MAX_SCORE) and normalised scores
+# 100 (R - min) / (max - min) worked by hand for returns of 0, 1000 and 3000, e.g. halfcheetah at
+# 3000: 100 x 3280.178953 / 12415.178953 = 26.420714...; walker2d at 0 is just below 0.
+D4RL_LOCOMOTION_SCORES = {
+    "halfcheetah": (-280.178953, 12135.0, {0.0: 2.256745183, 1000.0: 10.31140153,
+                                           3000.0: 26.42071424}),
+    "hopper": (-20.272305, 3234.3, {0.0: 0.6228869142, 1000.0: 31.34889040,
+                                    3000.0: 92.80089738}),
+    "walker2d": (1.629008, 4592.3, {0.0: -0.03548518295, 1000.0: 21.74782279,
+                                    3000.0: 65.31443872}),
+}
+
+
+@pytest.mark.parametrize("task_name", sorted(D4RL_LOCOMOTION_SCORES))
+def test_locomotion_normalised_scores_match_d4rl_reference_returns(task_name):
+  """Every D4RL locomotion task (and each of its dataset names) normalises returns with D4RL's
+  published reference min / max: the min scores 0, the max 100, and hand-worked returns their
+  hand-computed scores. The registry's locomotion tasks are exactly these three."""
+  locomotion = {envs.spec(name).task for name in envs.names()
+                if envs.spec(name).family == "locomotion"}
+  assert locomotion == set(D4RL_LOCOMOTION_SCORES)
+  low, high, worked = D4RL_LOCOMOTION_SCORES[task_name]
+  for name in (task_name, f"{task_name}-medium-v2", f"{task_name}-expert-v2",
+               f"{task_name}-medium-replay-v2"):
+    env_spec = envs.spec(name)
+    assert (env_spec.score_min, env_spec.score_max) == (low, high), name
+    assert not env_spec.score_is_success_rate
+    assert env_spec.normalized_score(low) == pytest.approx(0.0, abs=1e-9)
+    assert env_spec.normalized_score(high) == pytest.approx(100.0, rel=1e-12)
+    for episode_return, score in worked.items():
+      assert env_spec.normalized_score(episode_return) == pytest.approx(score, rel=1e-8), (
+          name, episode_return)
+    returns = np.array(list(worked))
+    np.testing.assert_allclose(env_spec.normalized_score(returns), list(worked.values()),
+                               rtol=1e-8)
+
+
 def test_unknown_name_is_a_clear_error_with_suggestions():
   with pytest.raises(ValueError, match=r"Unknown environment 'hoper-medium-v2'.*hopper-medium-v2"):
     envs.spec("hoper-medium-v2")

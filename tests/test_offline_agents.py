@@ -24,8 +24,10 @@ def batch():
   return random_transitions(1, B, OBS, ACT)
 
 
-def np_penalty_gap(learner, params, batch, key, calql, importance_sample):
-  """The CQL gap per critic and state, recomputed from the same random draws."""
+def np_penalty_gap(learner, params, batch, key, calql, importance_sample, temperature=1.0):
+  """The CQL gap per critic and state, recomputed from the same random draws: the soft maximum
+  T logsumexp(q / T) over the importance-weighted sampled values, or without importance sampling
+  the soft mean T log mean exp(q / T) over the sampled and the data actions' values."""
   random_key, current_key, next_key = jax.random.split(key, 3)
   random_actions = np.asarray(jax.random.uniform(random_key, (B, N, ACT), minval=-1, maxval=1),
                               np.float64)
@@ -49,25 +51,34 @@ def np_penalty_gap(learner, params, batch, key, calql, importance_sample):
   if importance_sample:
     log_density = np.concatenate([np.full((B, N), ACT * np.log(0.5)), current_log_prob,
                                   next_log_prob], axis=1)
-    q = q - log_density
+    soft_max = temperature * logsumexp((q - log_density) / temperature, axis=-1)
   else:
-    q = np.concatenate([q, q_data[..., None]], axis=-1) - np.log(3 * N + 1)
-  return logsumexp(q, axis=-1) - q_data
+    q = np.concatenate([q, q_data[..., None]], axis=-1)                            # [E, B, 3N+1]
+    soft_max = temperature * np.log(np.mean(np.exp(q / temperature), axis=-1))
+  return soft_max - q_data
 
 
-@pytest.mark.parametrize("calql, importance_sample", [(False, True), (True, True),
-                                                      (False, False)])
-def test_cql_penalty_matches_numpy(batch, calql, importance_sample):
+@pytest.mark.parametrize("calql, importance_sample, temperature", [
+    (False, True, 1.0), (True, True, 1.0), (False, False, 1.0),
+    (False, True, 0.5), (True, True, 2.0), (False, False, 2.0)])
+def test_cql_penalty_matches_numpy(batch, calql, importance_sample, temperature):
+  """penalty_gap against np_penalty_gap (float64, the same random draws), with and without
+  importance sampling and Cal-QL's bound, at cql_temperature 1 and away from it (0.5, 2)."""
   learner = cql.CQL(cql.CQLConfig(sac=SAC_CONFIG, calql=calql, num_sampled_actions=N,
-                                  importance_sample=importance_sample))
+                                  importance_sample=importance_sample,
+                                  cql_temperature=temperature))
   state = learner.init(jax.random.PRNGKey(0))
   params = state.agent.params
   key = jax.random.PRNGKey(4)
   q_data = jnp.asarray(np_ensemble(params.critic, np.asarray(batch.observation, np.float64),
                                    np.asarray(batch.action, np.float64)), jnp.float32)
   got = learner.penalty_gap(params.critic, params.actor, batch, q_data, key)
-  expected = np_penalty_gap(learner, params, batch, key, calql, importance_sample)
+  expected = np_penalty_gap(learner, params, batch, key, calql, importance_sample, temperature)
   np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  if temperature != 1.0:
+    # The temperature matters here: the same gap at T = 1 is measurably different.
+    at_one = np_penalty_gap(learner, params, batch, key, calql, importance_sample)
+    assert np.abs(at_one - expected).max() > 1e-2
 
 
 def test_calql_bound_raises_the_penalty_only_through_policy_actions(batch):
@@ -169,19 +180,84 @@ def test_iql_losses_match_numpy(batch):
       pytest.approx(-np.mean(weight * log_prob), rel=1e-4)
 
 
-def test_iql_update_moves_all_three_networks(batch):
+def iql_log_prob(params, batch):
+  """log N(a | mean(s), std) of the batch actions under IQL's unsquashed Gaussian actor -> [B]."""
+  observation, action = (np.asarray(x, np.float64) for x in (batch.observation, batch.action))
+  mean, std = np_actor(params.actor, observation, layer_norm=False)
+  return np.sum(-0.5 * ((action - mean) / std) ** 2 - np.log(std) - 0.5 * np.log(2 * np.pi), -1)
+
+
+def test_iql_advantage_weights_are_capped_at_100(batch):
+  """The actor's per-row weights against numpy: exp(beta (Q - V)) where that is below 100, and
+  exactly 100 on the rows whose advantage exceeds ln(100) / beta. The value head's bias is shifted
+  so that the cap binds on some rows and not on others (at init no advantage comes near it). Each
+  row's weight is read off the loss of a one-row batch: -weight * log pi(a | s)."""
   learner = iql.IQL(IQL_CONFIG)
+  params = learner.init_params(jax.random.PRNGKey(3))
+  observation, action = (np.asarray(x, np.float64) for x in (batch.observation, batch.action))
+  advantage = (np_ensemble(params.target_critic, observation, action, layer_norm=False).min(0)
+               - np_value(params.value, observation, layer_norm=False))
+  # Put ln(100) / beta in the widest gap between sorted advantages, 2 or more rows either side.
+  ordered = np.sort(advantage)
+  k = 2 + int(np.argmax(np.diff(ordered)[1:B - 2]))
+  assert ordered[k] - ordered[k - 1] > 1e-2
+  shift = 0.5 * (ordered[k - 1] + ordered[k]) - np.log(100.0) / 3.0
+  head = params.value["params"]["Dense_0"]
+  value = {"params": {**params.value["params"],
+                      "Dense_0": {**head, "bias": head["bias"] + jnp.float32(shift)}}}
+  params = params.replace(value=value)
+  advantage = advantage - shift
+  capped = 3.0 * advantage > np.log(100.0)
+  assert capped.sum() == B - k and 2 <= capped.sum() <= B - 2
+  expected = np.where(capped, 100.0, np.exp(3.0 * advantage))
+
+  log_prob = iql_log_prob(params, batch)
+  rows = [jax.tree.map(lambda x, i=i: x[i:i + 1], batch) for i in range(B)]
+  weight = np.array([-float(learner.actor_loss(params.actor, params, row, jax.random.PRNGKey(0)))
+                     for row in rows]) / log_prob
+  np.testing.assert_allclose(weight, expected, rtol=1e-4)
+  assert np.all(np.exp(3.0 * advantage[capped]) > 100.0 * (1 + 1e-3))   # the cap is what binds
+  # The whole batch's loss is the mean of those rows'.
+  assert float(learner.actor_loss(params.actor, params, batch, jax.random.PRNGKey(0))) == \
+      pytest.approx(-np.mean(expected * log_prob), rel=1e-4)
+
+
+def test_iql_update_steps_every_network_from_the_pre_update_parameters(batch):
+  """Value, critic and actor each take a first Adam step (p - lr g / (|g| + eps)) on its loss's
+  gradient at the parameters before the update: the critic's target uses the old V, the actor's
+  advantage the old V, not the ones this update makes. The learning rate is large (0.05) so that
+  a step from the new V would move the critics and the actor measurably differently (checked).
+  The target critics then move by tau towards the new critics."""
+  lr = 0.05
+  learner = iql.IQL(dataclasses.replace(IQL_CONFIG, learning_rate=lr))
   state = learner.init(jax.random.PRNGKey(0))
-  new, metrics = jax.jit(learner.update)(state, batch, jax.random.PRNGKey(1))
+  params = state.params
+  key = jax.random.PRNGKey(1)
+  new, metrics = jax.jit(learner.update)(state, batch, key)
   assert bool(metrics["finite"])
-  for name in ("actor", "critic", "value", "target_critic"):
-    before, after = jax.tree.leaves(getattr(state.params, name)), jax.tree.leaves(
-        getattr(new.params, name))
-    assert any(not np.array_equal(a, b) for a, b in zip(before, after)), name
-  # Targets move by tau towards the new critics.
+
+  def first_step(loss_fn, own, at, *args):
+    grads = jax.grad(loss_fn)(own, at, batch, *args)
+    return jax.tree.map(lambda p, g: np.asarray(p, np.float64) - lr * np.asarray(g, np.float64)
+                        / (np.abs(np.asarray(g, np.float64)) + 1e-8), own, grads)
+
+  expected = {"value": first_step(learner.value_loss, params.value, params),
+              "critic": first_step(learner.critic_loss, params.critic, params),
+              "actor": first_step(learner.actor_loss, params.actor, params, key)}
+  for name, tree in expected.items():
+    jax.tree.map(lambda a, e, name=name: np.testing.assert_allclose(
+        a, e, rtol=1e-5, atol=lr * 1e-3, err_msg=name), getattr(new.params, name), tree)
+  # Stepping the critic or the actor from the new V would have been told apart.
+  stale = params.replace(value=new.params.value)
+  for name, loss_fn, args in (("critic", learner.critic_loss, ()),
+                              ("actor", learner.actor_loss, (key,))):
+    other = first_step(loss_fn, getattr(params, name), stale, *args)
+    gap = max(np.abs(a - e).max() for a, e in zip(jax.tree.leaves(other),
+                                                  jax.tree.leaves(expected[name])))
+    assert gap > 0.5 * lr, name
   jax.tree.map(lambda t, c, old: np.testing.assert_allclose(t, 0.995 * old + 0.005 * c,
                                                             rtol=1e-5, atol=1e-7),
-               new.params.target_critic, new.params.critic, state.params.target_critic)
+               new.params.target_critic, new.params.critic, params.target_critic)
 
 
 def test_iql_actor_dropout_is_active_only_in_training():

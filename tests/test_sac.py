@@ -91,6 +91,46 @@ def test_td_target_uses_two_random_target_critics(state, batch, with_replacement
   assert not np.allclose(online_q[subset].min(0), target_q[subset].min(0), atol=1e-3)
 
 
+@pytest.mark.parametrize("num_next_actions", [1, 3])
+def test_td_target_with_backup_entropy_subtracts_the_scaled_log_prob_before_the_max(
+    state, batch, num_next_actions):
+  """backup_entropy: each sampled next action's value is min_i Q_i(s', a') - alpha log pi(a'|s')
+  (alpha the temperature, 0.3 here); with several next actions the largest of these soft values
+  is backed up, the entropy term taken before the max. Against numpy with the same draws."""
+  agent = sac.SAC(dataclasses.replace(CONFIG, backup_entropy=True,
+                                      num_next_actions=num_next_actions))
+  params = state.params.replace(temperature=jnp.float32(sac.inverse_softplus(0.3)))
+  key = jax.random.PRNGKey(9)
+  b = first(batch, CONFIG.minibatch_size)
+  got = np.asarray(agent.td_target(params, b, key))
+
+  action_key, subset_key = jax.random.split(key)
+  n = num_next_actions
+  shape = (n, CONFIG.minibatch_size, ACT) if n > 1 else (CONFIG.minibatch_size, ACT)
+  noise = np.asarray(jax.random.normal(action_key, shape), np.float64).reshape(
+      n, CONFIG.minibatch_size, ACT)
+  subset = np.asarray(jax.random.randint(subset_key, (2,), 0, 10))
+  next_observation = np.asarray(b.next_observation, np.float64)
+  mean, std = np_actor(params.actor, next_observation)
+  q, log_prob = [], []
+  for j in range(n):
+    action, lp = np_sample(mean, std, noise[j])
+    q.append(np_ensemble(params.target_critic, next_observation, action)[subset].min(0))
+    log_prob.append(lp)
+  q, log_prob = np.stack(q), np.stack(log_prob)                             # [n, B]
+  soft = (q - 0.3 * log_prob).max(0)
+  done = np.asarray(b.terminal)
+  expected = np.asarray(b.reward) * 2.0 - 1.0 + 0.99 * (1 - done) * soft
+  np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+  # The entropy term is not negligible here: without it the targets are far off.
+  plain = np.asarray(b.reward) * 2.0 - 1.0 + 0.99 * (1 - done) * q.max(0)
+  assert np.abs(plain - expected).max() > 0.1
+  if n > 1:
+    # The order matters on this batch: the max of Q alone picks another action in some row.
+    alive = done == 0
+    assert np.any((np.argmax(q, 0) != np.argmax(q - 0.3 * log_prob, 0)) & alive)
+
+
 def test_critic_loss_is_mean_squared_error_over_ensemble_and_batch(agent, state, batch):
   b = first(batch, CONFIG.minibatch_size)
   target = jnp.linspace(-1.0, 1.0, CONFIG.minibatch_size)
@@ -150,6 +190,17 @@ def test_critic_step_trains_only_the_critics(agent, state, batch):
   assert float(new.params.temperature) == float(state.params.temperature)
 
 
+def np_next_observation_entropy(actor_params, batch, key):
+  """-mean log pi(a'|s') over one sample a' per s' (float64), drawn with the noise the actor and
+  temperature step draws for its entropy estimate (the second key split from the step's key)."""
+  _, entropy_key = jax.random.split(key)
+  next_observation = np.asarray(batch.next_observation, np.float64)
+  noise = np.asarray(jax.random.normal(entropy_key, (next_observation.shape[0], ACT)),
+                     np.float64)
+  mean, std = np_actor(actor_params, next_observation)
+  return -float(np.mean(np_sample(mean, std, noise)[1]))
+
+
 def test_actor_step_trains_actor_and_temperature_only(agent, state, batch):
   key = jax.random.PRNGKey(5)
   new, metrics = jax.jit(agent.actor_temperature_step)(state, batch, key)
@@ -161,13 +212,66 @@ def test_actor_step_trains_actor_and_temperature_only(agent, state, batch):
                           state.params.actor, grads)
   jax.tree.map(lambda a, e: np.testing.assert_allclose(a, e, rtol=1e-4, atol=1e-6),
                new.params.actor, expected)
-  entropy = float(metrics["entropy"])
+  # The temperature's entropy estimate: fresh samples of the pre-step actor at s', drawn with the
+  # second key split from the step's key, recomputed in numpy.
+  entropy = np_next_observation_entropy(state.params.actor, batch, key)
+  assert float(metrics["entropy"]) == pytest.approx(entropy, rel=1e-5)
   temperature_grad = float(jax.grad(agent.temperature_loss)(state.params.temperature, entropy))
   assert float(new.params.temperature) == pytest.approx(
       adam_first_step(float(state.params.temperature), temperature_grad, 1e-2), rel=1e-5)
   jax.tree.map(np.testing.assert_array_equal, new.params.critic, state.params.critic)
   jax.tree.map(np.testing.assert_array_equal, new.params.target_critic, state.params.target_critic)
   jax.tree.map(np.testing.assert_array_equal, new.critic_opt_state, state.critic_opt_state)
+
+
+def np_adam(param, m, v, t, grad, lr, b1=0.9, b2=0.999, eps=1e-8):
+  """One step of Adam (optax.adam's defaults) on a float64 scalar -> (param, m, v, t)."""
+  t += 1
+  m = b1 * m + (1 - b1) * grad
+  v = b2 * v + (1 - b2) * grad * grad
+  return param - lr * (m / (1 - b1 ** t)) / (np.sqrt(v / (1 - b2 ** t)) + eps), m, v, t
+
+
+@pytest.mark.parametrize("temperature_entropy", ["next_observations", "actor_samples"])
+def test_temperature_step_follows_the_entropy_of_the_pre_step_actor(state, batch,
+                                                                    temperature_entropy):
+  """The temperature step against numpy: its entropy estimate is -mean log pi of the actor before
+  the step, over fresh samples at s' ("next_observations", drawn with the step's second key) or
+  over the actor step's own samples at s ("actor_samples", the first key); the gradient
+  sigmoid(raw) (entropy - target) then takes an Adam step from moments already under way (a
+  first Adam step only sees the gradient's sign). The actor's learning rate is large (0.1), so
+  the actor after the step has a clearly different entropy, and the temperature's (0.1) and
+  small second moment make its step tell the two apart (both checked)."""
+  agent = sac.SAC(dataclasses.replace(CONFIG, temperature_entropy=temperature_entropy))
+  fresh = agent.init_state(state.params, sac.LearningRates(actor=0.1, critic=3e-3,
+                                                           temperature=0.1))
+  m0, v0, t0 = -0.5, 0.05, 3
+  opt = fresh.temperature_opt_state
+  adam = opt.inner_state[0]._replace(count=jnp.asarray(t0, jnp.int32), mu=jnp.float32(m0),
+                                     nu=jnp.float32(v0))
+  start = fresh.replace(temperature_opt_state=opt._replace(inner_state=(adam,
+                                                                        *opt.inner_state[1:])))
+  key = jax.random.PRNGKey(5)
+  new, metrics = jax.jit(agent.actor_temperature_step)(start, batch, key)
+
+  if temperature_entropy == "next_observations":
+    entropy = np_next_observation_entropy(state.params.actor, batch, key)
+    after = np_next_observation_entropy(new.params.actor, batch, key)
+  else:
+    actor_key, _ = jax.random.split(key)
+    observation = np.asarray(batch.observation, np.float64)
+    noise = np.asarray(jax.random.normal(actor_key, (CONFIG.batch_size, ACT)), np.float64)
+    entropy = -float(np.mean(np_sample(*np_actor(state.params.actor, observation), noise)[1]))
+    after = -float(np.mean(np_sample(*np_actor(new.params.actor, observation), noise)[1]))
+  assert abs(after - entropy) > 1e-2                    # the post-step actor is told apart
+  assert float(metrics["entropy"]) == pytest.approx(entropy, rel=1e-5)
+  raw = float(state.params.temperature)
+  softplus, sigmoid = np.log1p(np.exp(raw)), 1 / (1 + np.exp(-raw))
+  assert float(metrics["temperature_loss"]) == pytest.approx(softplus * (entropy + ACT), rel=1e-5)
+  expected, _, _, _ = np_adam(raw, m0, v0, t0, sigmoid * (entropy + ACT), 0.1)
+  stale, _, _, _ = np_adam(raw, m0, v0, t0, sigmoid * (after + ACT), 0.1)
+  assert abs(stale - expected) > 1e-5
+  assert float(new.params.temperature) == pytest.approx(expected, rel=1e-6, abs=1e-7)
 
 
 def momentum_only(agent, names):
