@@ -20,6 +20,7 @@ import pathlib
 import re
 import signal
 import sys
+import tempfile
 import threading
 
 import jax
@@ -204,12 +205,42 @@ def _parse_flags(argv):
 
 def check_new_file(path: str, overwrite: bool, flag: str = "--output") -> None:
   """Refuses (UserError) to write `path` where something is there already, unless `overwrite`
-  (the launcher's --overwrite): e.g. a dataset that a pretraining was made from."""
+  (the launcher's --overwrite): e.g. a dataset that a pretraining was made from; and where it
+  could not be written (`check_can_write`), before any work is done."""
+  if not path.strip():
+    raise UserError(f"{flag}=: names no file; give the file to write")
   if os.path.isdir(path):
     raise UserError(f"{flag}={path}: is a folder; give the file to write")
   if os.path.lexists(path) and not overwrite:
     raise UserError(f"{flag}={path}: exists; pass --overwrite to replace it, or choose "
                     "another file")
+  check_can_write(os.path.dirname(os.path.abspath(path)), f"{flag}={path}")
+
+
+def check_can_write(folder: str | os.PathLike, what: str) -> None:
+  """Refuses (UserError, starting with `what`) where nothing could be written in `folder`
+  (created later where missing): its nearest existing ancestor is not a folder, or a file
+  cannot be made there (tried, then removed: root passes permission checks, not /proc).
+  Nothing is left behind."""
+  ancestor = pathlib.Path(folder).absolute()
+  while not ancestor.exists() and ancestor != ancestor.parent:
+    ancestor = ancestor.parent
+  if not ancestor.is_dir():
+    raise UserError(f"{what}: {ancestor} is a file, so no folder can be made under it")
+  try:
+    handle, probe = tempfile.mkstemp(prefix=".wsrl_mjx_write_check.", dir=ancestor)
+  except OSError as error:
+    raise UserError(f"{what}: cannot write in {ancestor} ({error.strerror or error})") from None
+  os.close(handle)
+  os.remove(probe)
+
+
+def check_workdir_named(workdir: str | None, flag: str = "--workdir") -> None:
+  """An empty run directory flag would run in the current folder (from the repository root:
+  into the repository and its shipped checkpoints/): UsageError."""
+  if workdir is not None and not workdir.strip():
+    raise app.UsageError(f"{flag}=: names no folder; give the run directory "
+                         f"(e.g. {flag}=runs/my-run)")
 
 
 class Interrupted(KeyboardInterrupt):
@@ -286,6 +317,7 @@ def phase_main(train_and_evaluate, config_flag, workdir_flag, config_of=None):
       config_flag.value.to_dict()   # ml_collections defers a file's load error to a use
     except OSError as error:
       raise app.UsageError(f"--config: {str(error).strip().splitlines()[-1].strip()}") from None
+    check_workdir_named(workdir_flag.value)
     configure(distributed)
     config = config_of() if config_of else config_flag.value
     try:

@@ -113,10 +113,10 @@ def tiny_pretrain_config(dataset, **overrides):
   return config
 
 
-def run_launch(module, *flags, timeout=300):
-  """`python -m module flags...` from the repository root, its output captured."""
+def run_launch(module, *flags, timeout=300, cwd=ROOT):
+  """`python -m module flags...` from the repository root (or `cwd`), its output captured."""
   import subprocess
-  return subprocess.run([sys.executable, "-m", module, *flags], cwd=ROOT,
+  return subprocess.run([sys.executable, "-m", module, *flags], cwd=cwd,
                         env=dict(os.environ, PYTHONPATH=str(ROOT)), capture_output=True,
                         text=True, timeout=timeout)
 

@@ -7,7 +7,7 @@ import fcntl
 
 import pytest
 
-from conftest import SIGINT_AS_IN_A_TERMINAL, run_launch
+from conftest import ROOT, SIGINT_AS_IN_A_TERMINAL, run_launch
 
 FINETUNE = ["launch.finetune", "--config=launch/configs/finetune.py:hopper-medium-v2,demo"]
 PRETRAIN = ["launch.pretrain", "--config=launch/configs/pretrain.py:hopper-medium-v2,demo"]
@@ -72,6 +72,17 @@ def test_a_workdir_that_cannot_be_created_is_one_line_naming_it(tmp_path):
   assert_one_line_error(result, f"{blocker / 'run'}: cannot be used as the run directory")
 
 
+@pytest.mark.parametrize("launcher", [FINETUNE, PRETRAIN])
+def test_an_empty_workdir_is_refused_before_anything_is_written(tmp_path, launcher):
+  """--workdir= would run in the current folder: from the repository root, into the repository
+  and its shipped checkpoints/."""
+  module, config = launcher
+  result = run_launch(module, config.replace("=launch/", f"={ROOT}/launch/"), "--workdir=",
+                      cwd=tmp_path)
+  assert_one_line_error(result, "--workdir=: names no folder; give the run directory")
+  assert list(tmp_path.iterdir()) == []
+
+
 def test_a_workdir_another_run_holds_is_refused_and_left_as_it_was(tmp_path):
   workdir = tmp_path / "run"
   workdir.mkdir()
@@ -117,6 +128,19 @@ def test_the_collector_refuses_to_overwrite_a_dataset_unless_asked(tmp_path):
     runtime.check_new_file(str(tmp_path / "dangling"), overwrite=False)
   with pytest.raises(UserError, match=f"^--output={tmp_path}: is a folder; give the file"):
     runtime.check_new_file(str(tmp_path), overwrite=True)
+  # Where the file could not be written: refused before the rollout, nothing left behind.
+  with pytest.raises(UserError, match="^--output=: names no file; give the file to write$"):
+    runtime.check_new_file("", overwrite=False)
+  with pytest.raises(UserError, match=f"^--output={existing}/sub/x.hdf5: {existing} is a file, "
+                     "so no folder can be made under it$"):
+    runtime.check_new_file(str(existing / "sub" / "x.hdf5"), overwrite=False)
+  with pytest.raises(UserError, match=r"^--output=/proc/x.hdf5: cannot write in /proc \("):
+    runtime.check_new_file("/proc/x.hdf5", overwrite=False)
+  runtime.check_new_file(str(tmp_path / "new" / "deeper" / "x.hdf5"), overwrite=False)
+  assert sorted(p.name for p in tmp_path.iterdir()) == ["dangling", "data.hdf5"]
+  result = run_launch("launch.collect", "--env=point-mass", "--policy=random", "--steps=10",
+                      "--output=/proc/x.hdf5")
+  assert_one_line_error(result, "--output=/proc/x.hdf5: cannot write in /proc")
 
 
 def test_bridge_check_refuses_windows_it_cannot_replay():
