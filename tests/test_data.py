@@ -337,6 +337,42 @@ def test_minari_observations_need_one_more_row(tmp_path):
     minari.read_minari_hdf5(path)
 
 
+def test_a_minari_dataset_folder_is_read_at_either_level(tmp_path):
+  episodes = [minari_episode(3, start=100 * i, terminated=True) for i in range(2)]
+  main = minari.write_minari_dataset("hopper/medium-v0", episodes, root=tmp_path)
+  for folder in (tmp_path / "hopper" / "medium-v0", tmp_path / "hopper" / "medium-v0" / "data"):
+    assert data.resolve(str(folder)) == main
+    assert len(data.read(str(folder))) == 6
+
+
+def test_a_folder_of_dataset_files_is_refused_naming_some_and_saying_how_to_pass_them(tmp_path):
+  """--config.dataset=runs/data read a folder as a Minari dataset and said 'runs/data/
+  main_data.hdf5: no such file'."""
+  folder = tmp_path / "data"
+  folder.mkdir()
+  for index, name in enumerate(["d.hdf5", "b.hdf5", "c.hdf5", "a.hdf5"]):
+    write_hopper(folder, name, rewards=np.full(12, index, np.float32))
+  (folder / "notes.txt").write_text("not data")
+  message = (f"{folder}: is a folder, and the only folders read are Minari dataset folders, "
+             "holding data/main_data.hdf5 or main_data.hdf5; it holds a.hdf5, b.hdf5, c.hdf5 and "
+             f"1 more: give one file's path, or several comma-separated (e.g. {folder}/a.hdf5,"
+             f"{folder}/b.hdf5)")
+  with pytest.raises(DatasetError) as error:
+    data.load(str(folder), HOPPER)
+  assert str(error.value) == message
+  # The suggestion works: a.hdf5's rewards (3) then b.hdf5's (1), 10 kept rows each.
+  suggested = str(error.value).rsplit("(e.g. ", 1)[1].rstrip(")")
+  np.testing.assert_array_equal(data.load(suggested, HOPPER).rewards, [3] * 10 + [1] * 10)
+  empty = tmp_path / "empty"
+  empty.mkdir()
+  with pytest.raises(DatasetError) as error:
+    data.load(str(empty), HOPPER)
+  assert str(error.value) == (
+      f"{empty}: is a folder, and the only folders read are Minari dataset folders, holding "
+      "data/main_data.hdf5 or main_data.hdf5; it holds no dataset file (.hdf5, .h5, .npy): "
+      "give a file's path")
+
+
 # --- validation -----------------------------------------------------------------------------
 
 def write_hopper(tmp_path, name="hopper.hdf5", **changes):
@@ -365,19 +401,81 @@ def test_validation_names_the_file_and_the_field(tmp_path, changes, message):
     data.load(path, HOPPER)
 
 
-def test_a_file_of_another_env_is_refused_naming_the_env_it_was_recorded_on(tmp_path):
-  """launch.collect writes `metadata/env`; where a file's sizes do not fit, the error says which
-  env the file was recorded on. A file that does not say (D4RL's own) gets the plain message."""
+def test_a_file_of_another_env_is_refused_naming_the_env_it_was_recorded_on(tmp_path, caplog):
+  """launch.collect writes `metadata/env`; a file recorded on another task is refused by it
+  (below); one whose name the registry does not know is loaded with a warning, and where its
+  sizes do not fit, the error says which env it was recorded on. A file that does not say
+  (D4RL's own) gets the plain message."""
   said = d4rl.write_d4rl_hdf5(tmp_path / "said.hdf5", **three_episodes(),
                               metadata={"env": "hopper-medium-v2"})
   assert data.read(said).recorded_on == "hopper-medium-v2"
-  with raises_naming(said, "field 'observations' has 11 columns but point-mass observes 4 "
-                           r"\(its metadata/env says it was recorded on hopper-medium-v2\)$"):
+  with raises_naming(said, r"field 'metadata/env' says it was recorded on hopper-medium-v2 "
+                           r"\(task hopper\), but this run's env is point-mass "
+                           r"\(task point-mass\); give a dataset recorded on point-mass$"):
     data.load(said, envs.spec("point-mass"))
+  odd = d4rl.write_d4rl_hdf5(tmp_path / "odd.hdf5", **three_episodes(),
+                             metadata={"env": "hopper-v4"})
+  caplog.set_level("WARNING")
+  assert data.load(odd, HOPPER).size == 10     # three_episodes: 12 steps less 9 and 11
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert any(w.startswith(f"{odd}: field 'metadata/env' says it was recorded on 'hopper-v4', "
+                          "which is not a known env") for w in warnings), warnings
+  with raises_naming(odd, "field 'observations' has 11 columns but point-mass observes 4 "
+                          r"\(its metadata/env says it was recorded on hopper-v4\)$"):
+    data.load(odd, envs.spec("point-mass"))
   silent = write_hopper(tmp_path, "silent.hdf5")
   assert data.read(silent).recorded_on is None
   with raises_naming(silent, "field 'observations' has 11 columns but point-mass observes 4$"):
     data.load(silent, envs.spec("point-mass"))
+
+
+def locomotion_steps(env_spec, num_steps=12, seed=0):
+  """`num_steps` steps of `env_spec`'s sizes (halfcheetah's and walker2d's are the same)."""
+  rng = np.random.default_rng(seed)
+  terminals = np.zeros(num_steps, bool)
+  terminals[4] = True
+  return dict(observations=rng.normal(size=(num_steps, env_spec.observation_size)),
+              actions=rng.uniform(-0.9, 0.9, (num_steps, env_spec.action_size)),
+              rewards=np.ones(num_steps), terminals=terminals, timeouts=np.zeros(num_steps, bool))
+
+
+def test_a_file_recorded_on_another_task_of_the_same_sizes_is_refused(tmp_path):
+  """halfcheetah's data fits walker2d's 17 observations and 6 actions exactly; its
+  `metadata/env` is what tells it apart."""
+  walker = envs.spec("walker2d-medium-v2")
+  cheetah = envs.spec("halfcheetah-medium-v2")
+  assert (cheetah.observation_size, cheetah.action_size) == (walker.observation_size,
+                                                              walker.action_size)
+  path = d4rl.write_d4rl_hdf5(tmp_path / "cheetah.hdf5", **locomotion_steps(cheetah),
+                              metadata={"env": "halfcheetah-medium-v2"})
+  message = (f"{path}: field 'metadata/env' says it was recorded on halfcheetah-medium-v2 (task "
+             "halfcheetah), but this run's env is walker2d-medium-v2 (task walker2d); give a "
+             "dataset recorded on walker2d")
+  with pytest.raises(DatasetError) as error:
+    data.load(path, walker)
+  assert str(error.value) == message
+  # As the launchers print it: one line.
+  assert "\n" not in str(error.value)
+
+
+@pytest.mark.parametrize("recorded, run", [
+    ("hopper-medium-v2", "hopper-expert-v2"), ("hopper-medium-v2", "hopper"),
+    ("hopper", "hopper-medium-replay-v2"), ("hopper-medium-v2", "hopper-medium-v2")])
+def test_a_file_recorded_on_the_same_task_under_another_name_is_accepted(tmp_path, recorded,
+                                                                          run):
+  path = d4rl.write_d4rl_hdf5(tmp_path / "hopper.hdf5", **three_episodes(),
+                              metadata={"env": recorded})
+  dataset = data.load(path, envs.spec(run))
+  # three_episodes' rows but the timed-out 9 and the file's last, 11
+  np.testing.assert_array_equal(dataset.observations[:, 0], [0, 1, 2, 3, 4, 5, 6, 7, 8, 10])
+
+
+def test_a_file_without_metadata_env_is_accepted_for_any_task_of_its_sizes(tmp_path):
+  """D4RL's own files have no `metadata/env`: nothing to compare, so only the sizes count."""
+  path = d4rl.write_d4rl_hdf5(tmp_path / "cheetah.hdf5",
+                              **locomotion_steps(envs.spec("halfcheetah")))
+  assert data.read(path).recorded_on is None
+  assert data.load(path, envs.spec("walker2d-medium-v2")).size == 11
 
 
 def test_validation_catches_nan_in_infos_and_mismatched_lengths(tmp_path):

@@ -42,11 +42,14 @@ _FILE_SUFFIXES = (".hdf5", ".h5", ".npy")
 
 
 def resolve(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None) -> pathlib.Path:
-  """The file a path, a D4RL dataset name or a local Minari dataset id refers to."""
+  """The file a path, a D4RL dataset name or a local Minari dataset id refers to (a Minari
+  dataset folder: its main data file)."""
   path = pathlib.Path(path_or_name).expanduser()
   if path.exists() or isinstance(path_or_name, os.PathLike) or path.suffix in _FILE_SUFFIXES:
     if not path.exists():
       raise DatasetError(f"{path}: no such file")
+    if path.is_dir():
+      return _minari_main_file(path)
     return path
   name = os.fspath(path_or_name)
   if env_spec is not None and name == env_spec.name and env_spec.dataset_file:
@@ -67,6 +70,26 @@ def resolve(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None) ->
   return path
 
 
+def _minari_main_file(folder: pathlib.Path) -> pathlib.Path:
+  """The main data file of a Minari dataset folder (`<id>` or `<id>/data`); DatasetError saying
+  what a folder must be where `folder` is not one, naming the dataset files it holds."""
+  for candidate in (folder / "data" / minari.MAIN_FILE, folder / minari.MAIN_FILE):
+    if candidate.is_file():
+      return candidate
+  message = (f"{folder}: is a folder, and the only folders read are Minari dataset folders, "
+             f"holding data/{minari.MAIN_FILE} or {minari.MAIN_FILE}")
+  files = sorted(child for child in folder.iterdir()
+                 if child.suffix in _FILE_SUFFIXES and child.is_file())
+  if not files:
+    raise DatasetError(f"{message}; it holds no dataset file ({', '.join(_FILE_SUFFIXES)}): "
+                       "give a file's path")
+  shown = ", ".join(child.name for child in files[:3])
+  more = f" and {len(files) - 3} more" if len(files) > 3 else ""
+  raise DatasetError(
+      f"{message}; it holds {shown}{more}: give one file's path, or several comma-separated "
+      f"(e.g. {','.join(map(str, files[:2]))})")
+
+
 def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
          observation_keys: Sequence[str] | None = None) -> Trajectories:
   """The recorded steps of one dataset, whatever its format (chosen by suffix and contents).
@@ -80,8 +103,6 @@ def read(path_or_name: str | os.PathLike, env_spec: EnvSpec | None = None, *,
     observation_keys = minari.FAMILY_OBSERVATION_KEYS.get(family)
   if path.suffix == ".npy":
     return adroit.read_adroit_npy(path)
-  if path.is_dir():
-    return minari.read_minari_hdf5(path, observation_keys=observation_keys)
   with validation.open_hdf5(path) as file:
     is_minari = minari.is_minari_file(file)
   if is_minari:

@@ -25,6 +25,7 @@ import h5py
 import numpy as np
 from absl import logging
 
+import envs
 from wsrl_mjx.errors import UserError
 
 # Fields every `Trajectories` has, and the ones that carry an episode boundary flag.
@@ -94,19 +95,21 @@ def require_fields(source: str, present: Iterable[str], required: Iterable[str],
 def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
   """Raises `DatasetError` unless `trajectories` can train an agent for `env_spec`.
 
-  Checked: every field has the same number of rows; observations and actions have the columns
-  the environment takes; every value is finite; terminals and timeouts are 0/1 flags; actions lie
-  in [-1, 1] up to `action_tolerance` (the policy is a tanh-Gaussian, so data outside that box
-  means the file was recorded with unnormalised actions); a sparse task's rewards are its
-  values (`EnvSpec.reward_values`: a file with other rewards was recorded for another task, e.g.
-  D4RL's dense Adroit reward, whose Monte-Carlo returns reach 11,299 where the binary task's lie
-  in -500..+5). Integer observations are warned about (a file that rounded its observations
+  Checked: the file was not recorded on another task, where its `metadata/env` (launch.collect
+  writes it) says (`check_recorded_task`); every field has the same number of rows; observations and
+  actions have the columns the environment takes; every value is finite; terminals and timeouts are
+  0/1 flags; actions lie in [-1, 1] up to `action_tolerance` (the policy is a tanh-Gaussian, so data
+  outside that box means the file was recorded with unnormalised actions); a sparse task's rewards
+  are its values (`EnvSpec.reward_values`: a file with other rewards was recorded for another task,
+  e.g. D4RL's dense Adroit reward, whose Monte-Carlo returns reach 11,299 where the binary task's
+  lie in -500..+5). Integer observations are warned about (a file that rounded its observations
   trains, but on coarser states than the env gives).
   """
   source = trajectories.source
   name = env_spec.name
   columns = dict(trajectories.fields())
   columns.update({f"infos/{key}": value for key, value in trajectories.infos.items()})
+  check_recorded_task(trajectories, env_spec)
 
   num_steps = len(trajectories.rewards)
   if num_steps == 0:
@@ -177,6 +180,34 @@ def check(trajectories, env_spec, *, action_tolerance: float = 1e-3) -> None:
     raise DatasetError(
         f"{source}: field 'actions' has values outside [-1, 1] in {int(outside.sum())} rows "
         f"(largest |action| {magnitude[row]:.4g} at row {row}); {name} takes actions in [-1, 1]")
+
+
+def check_recorded_task(trajectories, env_spec) -> None:
+  """Raises `DatasetError` where the file's `metadata/env` names another task than `env_spec`'s.
+
+  Tasks are compared, not names: hopper-medium-v2 data trains hopper-expert-v2 or hopper, but
+  not walker2d, whose sizes halfcheetah's data fits exactly. A file that does not say (D4RL's
+  own) passes. A name the registry does not know (written by another tool, or an env since
+  renamed) is warned about and passes: the file cannot be told apart from a right one, and
+  refusing it would leave no way to train on it but editing the file; its sizes, values and
+  rewards are still checked.
+  """
+  recorded = trajectories.recorded_on
+  if recorded is None or recorded == env_spec.name:
+    return
+  try:
+    recorded_task = envs.spec(recorded).task
+  except ValueError:
+    logging.warning(
+        "%s: field 'metadata/env' says it was recorded on %r, which is not a known env "
+        "(envs.names() lists them); whether it is %s data cannot be checked. Going on with it.",
+        trajectories.source, recorded, env_spec.task)
+    return
+  if recorded_task != env_spec.task:
+    raise DatasetError(
+        f"{trajectories.source}: field 'metadata/env' says it was recorded on {recorded} (task "
+        f"{recorded_task}), but this run's env is {env_spec.name} (task {env_spec.task}); give "
+        f"a dataset recorded on {env_spec.task}")
 
 
 def _is_one_of(values: np.ndarray, allowed) -> np.ndarray:
