@@ -4,6 +4,7 @@ and what the log says about where the agent came from and when updates start."""
 import jax
 import numpy as np
 import orbax.checkpoint as ocp
+import pytest
 from flax import serialization
 
 import envs
@@ -11,7 +12,8 @@ from conftest import checkpointed_agent, tiny_config
 from launch.configs import families
 from launch.configs import finetune as finetune_config
 from launch.configs import pretrain as pretrain_config
-from wsrl_mjx import checkpoint, finetune, per_seed
+from wsrl_mjx import checkpoint, configs, finetune, per_seed
+from wsrl_mjx.errors import ConfigError
 
 
 def test_the_demo_fine_tunes_the_shipped_pretrained_agent_seed_by_seed():
@@ -76,12 +78,35 @@ def test_both_demo_configs_build_the_same_networks_so_a_demo_pretraining_hands_o
   online = finetune_config.get_config("hopper-medium-v2,demo")
   offline = pretrain_config.get_config("hopper-medium-v2,demo")
   for field in ("actor_hidden_sizes", "critic_hidden_sizes", "num_critics", "state_dependent_std",
-                "layer_norm", "num_seeds", "steps_per_chunk"):
+                "layer_norm", "num_seeds", "steps_per_chunk", "iql_hidden_sizes"):
     assert online[field] == offline[field], field
   assert online.actor_hidden_sizes == (64, 64) and online.num_critics == 10
+  assert online.iql_hidden_sizes == (64, 64)
   # Envs without a shipped agent run SAC from scratch, and the log says so
   # (tests/test_config.py, test_only_a_demo_that_falls_back_to_sac_warns).
   assert finetune_config.get_config("walker2d-medium-v2,demo").pretrained == ""
+
+
+@pytest.mark.parametrize("method", ["cql", "calql", "iql"])
+def test_an_offline_learner_demo_asks_for_its_own_pretraining(method):
+  """The shipped demo agent keeps only its agent, not the learner state these arms continue:
+  a `,demo,<method>` names no checkpoint and says which run to give; the shipped agent given
+  by hand is refused, naming what it lacks."""
+  config = finetune_config.get_config(f"hopper-medium-v2,demo,{method}")
+  assert config.pretrained == ""
+  with pytest.raises(ConfigError, match=(
+      rf"^config.pretrained is empty but config.method='{method}' continues a pretraining: set "
+      rf"--config.pretrained to the run directory of a `launch.pretrain --config.algo={method}` "
+      r"run.$")):
+    configs.validate(config)
+  if method == "cql":         # the shipped agent is a CQL pretraining's
+    config.pretrained = str(families.DEMO_AGENTS["hopper-medium-v2"])
+    with pytest.raises(checkpoint.CheckpointError, match=(
+        r"checkpoints/10000: holds the agent but not its learner's state \(train_state\), which "
+        r"config.method='cql' continues; the shipped agents in checkpoints/ keep only the agent. "
+        r"Give the run directory of a `launch.pretrain --config.algo=cql` run "
+        r"\(config.pretrained\).$")):
+      configs.validate(config)
 
 
 def test_the_log_says_where_the_agent_comes_from_and_when_updates_start(caplog):
@@ -109,3 +134,17 @@ def test_the_log_says_where_the_agent_comes_from_and_when_updates_start(caplog):
       "config.online_steps=200 ends before any update for warmup_steps=199,5000 (2 of 4 seeds): "
       "they only collect with the pretrained agent frozen, so their curves are the starting "
       "policy's. Give them more online_steps or a shorter warmup."]
+  # Cal-QL waits for an episode (here 300 steps) whatever the warmup: the messages say so.
+  caplog.clear()
+  config = tiny_config(pretrained="/some/run", method="calql", utd=1, batch_size=32,
+                       warmup_steps=0, online_steps=250, episode_length=300)
+  finetune.log_start(config, per_seed.seed_settings(config)[0])
+  assert ("updates (UTD 1) start once it holds 302 transitions (the reference's rule: the first "
+          "step whose index exceeds max(warmup_steps, the batch's online rows, and for Cal-QL "
+          "one episode: 300 steps))") in caplog.text
+  warnings = [r.getMessage() for r in caplog.records if r.levelname == "WARNING"]
+  assert warnings == [
+      "config.online_steps=250 ends before any update for warmup_steps=0 (2 of 2 seeds): they "
+      "only collect with the pretrained agent frozen, so their curves are the starting policy's. "
+      "Cal-QL's updates wait for one episode (300 steps: config.episode_length, else the env's). "
+      "Give the run more than 301 online_steps."]

@@ -183,7 +183,7 @@ def checkpoints(tmp_path_factory):
     (dict(method="calql", pretrained="cql_pretrain", utd=1), checkpoint.CheckpointError,
      r"holds a cql agent, but config.method='calql' starts from calql"),
     (dict(method="wsrl", pretrained="iql_pretrain"), checkpoint.CheckpointError,
-     r"holds a iql agent, but config.method='wsrl' starts from calql or cql or sac"),
+     r"holds an iql agent, but config.method='wsrl' starts from calql or cql or sac"),
     (dict(method="cql", pretrained="cql_pretrain"), ConfigError,
      r"config.utd=4: config.method='cql' takes one update per environment step"),
     (dict(method="cql", pretrained="cql_pretrain", utd=1, init_critic=False), ConfigError,
@@ -372,8 +372,9 @@ def test_iql_continues_online_with_the_data_appended(random_dataset, tmp_path_fa
   assert np.all(np.isfinite(last["returns"]))
   # A pretraining of other networks, or of another reward transform, is refused by name.
   for overrides, message in [
-      (dict(iql_hidden_sizes=(64, 64)), r"agent.hidden_sizes is \[32, 32\] but this run needs "
-                                        r"\[64, 64\]"),
+      (dict(iql_hidden_sizes=(64, 64)), r"agent.hidden_sizes is \[32, 32\] but this run's "
+                                        r"config.iql_hidden_sizes gives \[64, 64\]; "
+                                        r"--config.iql_hidden_sizes=32,32 fine-tunes this "),
       (dict(reward_scale=2.0), r"agent.reward_scale is 1.0 but this run has 2.0")]:
     with pytest.raises(checkpoint.CheckpointError, match=message):
       finetune.load_pretrained_learner(tiny_config(**dict(arm, **overrides)), programs, SPEC)

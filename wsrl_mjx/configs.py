@@ -105,6 +105,11 @@ def validate(config) -> envs.EnvSpec:
   return env_spec
 
 
+def _article(word: str) -> str:
+  """"an" before the algorithms said with a vowel sound ("an iql agent"), else "a"."""
+  return "an" if word[:1] in "aeio" else "a"
+
+
 def check_field_rules(config) -> None:
   """`ConfigError` naming the first field, or per-seed grid value, out of its range
   (`_FIELD_RULES`): the checks of `validate` that need neither devices nor files (launch.sweep
@@ -135,6 +140,11 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
     raise ConfigError(f"config.offline_interleave alternates offline and online rows: it needs "
                       f"config.offline_data_ratio=0.5, not {config.offline_data_ratio}.")
   if method.needs_checkpoint and not config.pretrained:
+    if method.offline_learner:
+      raise ConfigError(
+          f"config.pretrained is empty but {name} continues a pretraining: set "
+          f"--config.pretrained to the run directory of a `launch.pretrain "
+          f"--config.algo={method.learner}` run.")
     raise ConfigError(
         f"config.pretrained is empty but {name} starts from a pretrained agent "
         f"({', '.join(method.checkpoint_algos)}): set --config.pretrained=RUN_DIR"
@@ -149,12 +159,18 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
     where = directory / str(step) / "description" / "metadata"
     if algo not in method.checkpoint_algos:
       raise checkpoint.CheckpointError(
-          f"{where}: holds a {algo} agent, but {name} starts from "
+          f"{where}: holds {_article(algo)} {algo} agent, but {name} starts from "
           f"{' or '.join(method.checkpoint_algos)} (config.pretrained).")
     if method.offline_learner and description.get("kind") != "wsrl-mjx pretrain":
       raise checkpoint.CheckpointError(
           f"{where}: {name} continues a pretraining's whole learner; this is a "
           f"{description.get('kind', 'different')} checkpoint (config.pretrained).")
+    if method.offline_learner and not (directory / str(step) / "train_state").is_dir():
+      raise checkpoint.CheckpointError(
+          f"{directory / str(step)}: holds the agent but not its learner's state (train_state), "
+          f"which {name} continues; the shipped agents in checkpoints/ keep only the agent. Give "
+          f"the run directory of a `launch.pretrain --config.algo={algo}` run "
+          "(config.pretrained).")
   if method.offline_learner:
     if config.utd != 1:
       raise ConfigError(f"config.utd={config.utd}: {name} takes one update per environment "

@@ -253,9 +253,13 @@ def load_pretrained_learner(config, programs: Programs, env_spec):
     if isinstance(want, (list, tuple)):
       want, have = list(want), list(have or [])
     if field in checkpoint.AGENT_SHAPE_FIELDS + ("hidden_sizes", "num_critics") and have != want:
+      # The config field that sets it: IQL's networks have a field of their own.
+      setting = "iql_hidden_sizes" if field == "hidden_sizes" else field
+      value = ",".join(map(str, have)) if isinstance(have, list) else have
       raise checkpoint.CheckpointError(
           f"{directory / str(step) / 'description' / 'metadata'}: agent.{field} is {have!r} but "
-          f"this run needs {want!r} (config.pretrained).")
+          f"this run's config.{setting} gives {want!r}; --config.{setting}={value} fine-tunes "
+          "this pretraining (config.pretrained).")
   state, description = checkpoint.load_train_state(config.pretrained, abstract_for)
   sources = checkpoint.seed_sources(config.num_seeds, description["num_seeds"])
   logging.info("Pretrained %s learner: %s (%s, %s %s), continued whole (networks, Adam states"
@@ -327,24 +331,36 @@ def log_start(config, settings: online.SeedSettings) -> None:
     source = "the untrained agent"
   # The step with index k (from 0) trains if k > max(warmup, floor) (online.py): the first
   # update comes once the buffer holds that floor + 2 transitions.
-  floor = update_floor(config, config.episode_length
-                       or envs.spec(config.env_name).episode_length)
+  episode_length = config.episode_length or envs.spec(config.env_name).episode_length
+  floor = update_floor(config, episode_length)
+  online_rows = config.batch_size - _offline_rows(config)
+  calql_waits = method.learner == "calql" and floor > online_rows
   starts = sorted({max(int(k), floor) + 2 for k in np.ravel(settings.warmup_steps)})
   buffer = ("a replay buffer holding the offline data" if _appends(config)
-            else "an empty replay buffer")
+            else "an empty replay buffer (the offline data sampled beside it)"
+            if config.offline_data == "keep" else "an empty replay buffer")
+  rule = ("max(warmup_steps, the batch's online rows, and for Cal-QL one episode: "
+          f"{episode_length:,} steps)" if method.learner == "calql"
+          else "max(warmup_steps, the batch's online rows)")
   logging.info("Warmup: %s collects into %s; updates (UTD %d) start once it "
                "holds %s transitions (the reference's rule: the first step whose index exceeds "
-               "max(warmup_steps, the batch's online rows))", source, buffer, config.utd,
-               " or ".join(f"{s:,}" for s in starts))
+               "%s)", source, buffer, config.utd, " or ".join(f"{s:,}" for s in starts), rule)
   warmups = np.ravel(settings.warmup_steps).astype(int)
   never = [int(w) for w in np.unique(warmups) if max(int(w), floor) + 2 > config.online_steps]
   if never:
     seeds = int(np.isin(warmups, never).sum())
+    if all(w <= floor for w in never):     # the floor, not the warmup, holds the updates back
+      wait = (f"Cal-QL's updates wait for one episode ({episode_length:,} steps: "
+              "config.episode_length, else the env's)" if calql_waits else
+              f"updates wait for the batch's {online_rows:,} online rows")
+      advice = f"{wait}. Give the run more than {floor + 1:,} online_steps."
+    else:
+      advice = "Give them more online_steps or a shorter warmup."
     logging.warning(
         "config.online_steps=%d ends before any update for warmup_steps=%s (%d of %d seeds): "
-        "they only collect with %s, so their curves are the starting policy's. Give them more "
-        "online_steps or a shorter warmup.", config.online_steps,
-        ",".join(map(str, never)), seeds, warmups.size, source.replace(",", "").strip())
+        "they only collect with %s, so their curves are the starting policy's. %s",
+        config.online_steps, ",".join(map(str, never)), seeds, warmups.size,
+        source.replace(",", "").strip(), advice)
 
 
 def train_and_evaluate(config, workdir: str | pathlib.Path,

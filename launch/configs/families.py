@@ -199,3 +199,4 @@ DEMO_AGENTS = {"hopper-medium-v2": REPOSITORY / "checkpoints" / "hopper-medium-v
 def add_demo_fields(c: config_dict.ConfigDict) -> None:
   """Overrides `c` (either phase's config) with the `,demo` settings both phases share."""
   c.update(DEMO)
+  c.iql_hidden_sizes = c.critic_hidden_sizes   # IQL's networks too (its own field)

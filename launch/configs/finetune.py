@@ -4,8 +4,8 @@
 gives a run of a few thousand steps that finishes in minutes on a CPU. `--config.method` chooses
 the arm (WSRL by default; `wsrl_mjx/methods.py`, README "Methods") and brings the settings the
 WSRL reference's script for that arm uses (e.g. calql: utd 1, batch 256, no warmup) to every
-field the command line does not set (`from_flag`); appending `,<method>` does the same. Any field can be overridden on the command line:
-`--config.num_seeds=64 --config.warmup_steps=0`.
+field the command line does not set (`from_flags`); appending `,<method>` does the same. Any
+field can be overridden on the command line: `--config.num_seeds=64 --config.warmup_steps=0`.
 """
 
 import pathlib
@@ -124,11 +124,13 @@ def get_config(arg: str = DEFAULT_ARG):
     c.online_steps = 2_000
     c.warmup_steps //= 10
     c.batch_size = max(c.utd, c.batch_size // 4 // c.utd * c.utd)
-    # An arm that starts from a checkpoint starts from the shipped demo agent (checkpoints/);
-    # WSRL where none ships is SAC from scratch (WSRL again where the command line gives a
-    # checkpoint: `from_flags`).
-    if methods.get(c.method).needs_checkpoint:
-      c.pretrained = str(DEMO_AGENTS.get(env_name, ""))
+    # An arm that starts from a SAC-shaped agent starts from the shipped demo agent
+    # (checkpoints/); WSRL where none ships is SAC from scratch (WSRL again where the command
+    # line gives a checkpoint: `from_flags`). The offline learners continue a pretraining's
+    # whole state, which no shipped agent keeps: the command line must name one.
+    method = methods.get(c.method)
+    if method.needs_checkpoint:
+      c.pretrained = "" if method.offline_learner else str(DEMO_AGENTS.get(env_name, ""))
     if not c.pretrained and c.method == "wsrl":
       c.method = "sac"
   return c

@@ -49,6 +49,5 @@ def get_config(arg: str = "hopper-medium-v2"):
 
   if "demo" in options:
     add_demo_fields(c)
-    c.iql_hidden_sizes = c.critic_hidden_sizes
     c.offline_steps = 2_000
   return c
