@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import envs
-from conftest import run_launch, tiny_config
+from conftest import ROOT, run_launch, tiny_config
 from wsrl_mjx import export, finetune, networks, report, runs, statistics
 
 # A fixed [10 runs, 3 tasks] array and rliable 1.2.0's numbers for it:
@@ -245,6 +245,89 @@ def test_a_folder_of_runs_given_as_one_run_is_named_as_such(tmp_path):
       "one of them: runs/a/sac, runs/a/wsrl, runs/a/wsrl-warmup, ...")
 
 
+def hand_run(path, phase, algo, scores_at):
+  """A run directory without training: 2 seeds that both score `scores_at[step]` at each
+  evaluation, as a fine-tuning (`--config.method=algo`, env steps) or a pretraining
+  (`--config.algo=algo`, gradient steps) on hopper-medium-v2 would log them."""
+  path.mkdir()
+  unit = {"finetune": "env_step", "pretrain": "gradient_step"}[phase]
+  lines = [{unit: step, "normalized_scores": [score, score], "diverged_at": [None, None]}
+           for step, score in scores_at.items()]
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  last = max(scores_at)
+  config = ({"method": algo, "pretrained": "runs/x", "offline_data": "none", "warmup_steps": 0,
+             "online_steps": last} if phase == "finetune" else
+            {"algo": algo, "offline_steps": last})
+  (path / "config.json").write_text(json.dumps(
+      dict(config, env_name="hopper-medium-v2", seed=0, num_seeds=2)))
+  return path
+
+
+def test_final_scores_tell_a_pretraining_arm_from_a_fine_tuning_arm_of_the_same_name(tmp_path):
+  """launch.report ft-cql pre-cql ft-iql pre-iql: both phases have a 'cql' and an 'iql' arm.
+  The table gets a phase column and the † footnote names each arm's phase; with one phase
+  there is no phase column. Every seed of an arm scores the same, so each estimate and its
+  interval is that score (by hand: the mean of the evaluations after step 0, last 3)."""
+  hand_run(tmp_path / "ft-cql", "finetune", "cql", {0: 10.0, 100: 20.0, 200: 40.0})
+  hand_run(tmp_path / "pre-cql", "pretrain", "cql", {0: 5.0, 50: 15.0})
+  hand_run(tmp_path / "ft-iql", "finetune", "iql", {0: 30.0, 100: 50.0, 200: 60.0, 300: 70.0})
+  hand_run(tmp_path / "pre-iql", "pretrain", "iql", {0: 1.0, 50: 2.0, 100: 3.0, 150: 9.0})
+  runs_in_order = [tmp_path / name for name in ("ft-cql", "pre-cql", "ft-iql", "pre-iql")]
+  report.make_report(runs_in_order, tmp_path / "both", resamples=200)
+
+  def row(label, phase, final_step, last, mean_of_last, short):
+    mark = " †" if short else ""
+    estimates = [f"{last:.1f} [{last:.1f}, {last:.1f}]"] * 2 + [
+        f"{mean_of_last:.1f} [{mean_of_last:.1f}, {mean_of_last:.1f}]{mark}"] * 2
+    return " | ".join([f"| {label}", *phase, "hopper-medium-v2", "2*", final_step, *estimates,
+                       "0 |"])
+
+  columns = ("last evaluation: IQM [95% CI] | mean [95% CI] | mean of last 3 after step 0: IQM "
+             "[95% CI] | mean [95% CI] | diverged seeds |")
+  footnote = ("† seeds with fewer than 3 evaluations after step 0, whose mean is over the ones "
+              "they have: ")
+  assert (tmp_path / "both" / "final_scores.md").read_text() == "\n".join([
+      f"| arm | phase | env | seeds | final step | {columns}",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      row("cql", ["finetune"], "200", 40, 30, short=True),    # (20 + 40) / 2
+      row("cql", ["pretrain"], "50", 15, 15, short=True),
+      row("iql", ["finetune"], "300", 70, 60, short=False),   # (50 + 60 + 70) / 3
+      row("iql", ["pretrain"], "150", 9, 14 / 3, short=False),   # (2 + 3 + 9) / 3
+      "", report.FEW_SEEDS_FOOTNOTE, "",
+      footnote + "'cql' (hopper-medium-v2, finetune) 2 of 2, 'cql' (hopper-medium-v2, pretrain) "
+      "2 of 2.", ""])
+  # One phase: the table as it was, no phase column, the footnote naming the env alone.
+  report.make_report(runs_in_order[::2], tmp_path / "one", resamples=200)
+  assert (tmp_path / "one" / "final_scores.md").read_text() == "\n".join([
+      f"| arm | env | seeds | final step | {columns}",
+      "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
+      row("cql", [], "200", 40, 30, short=True), row("iql", [], "300", 70, 60, short=False),
+      "", report.FEW_SEEDS_FOOTNOTE, "", footnote + "'cql' (hopper-medium-v2) 2 of 2.", ""])
+
+
+def test_report_command_refuses_an_empty_or_unwritable_out_before_reading_the_runs(tmp_path):
+  """--out= would be the current folder, /proc takes no folders and a file is no folder: each
+  is one line naming --out, exit status 2, before the runs are read (the run given here does
+  not exist, and the error is --out's), nothing written in the current folder (the repository
+  root)."""
+  missing = tmp_path / "no-such-run"
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("x")
+  before = sorted(p.name for p in ROOT.iterdir())
+  for out, message in (
+      ("", "--out=: names no folder; give the folder to write the report into "
+           "(e.g. --out=runs/report)"),
+      ("/proc/report", "--out=/proc/report: cannot write in /proc (No such file or directory)"),
+      (str(a_file), f"--out={a_file}: is a file, not a folder; give the folder to write the "
+                    "report into")):
+    result = run_launch("launch.report", str(missing), f"--out={out}")
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n"), result.stderr
+    assert result.stdout == ""
+  assert sorted(p.name for p in ROOT.iterdir()) == before
+  with pytest.raises(report.ReportError, match=r"^--out=: names no folder; "):
+    report.make_report([missing], "")
+
+
 # --- export -------------------------------------------------------------------------------------
 
 def checkpoint_actor(workdir, step, seed):
@@ -315,6 +398,7 @@ def test_policy_json_matches_the_env_and_the_run(grid_run, tmp_path):
   assert [a["name"] for a in info["action"]["actuators"]] == ["x", "y"]
   assert info["network"]["hidden_sizes"] == [32, 32] and info["network"]["layer_norm"]
   assert all(field["clip"] is None for field in layout)   # the point mass clips nothing
+  assert [field["units"] for field in layout] == [["m", "m"], ["m/s", "m/s"]]   # x, y slides
   assert not info["observation"]["clipped_by_the_policy"]
   assert [a["gear"] for a in info["action"]["actuators"]] == list(env.mj_model.actuator_gear[:, 0])
   last = records(grid_run)[-1]
@@ -642,3 +726,110 @@ def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(g
       f"error: {agentless / 'checkpoints' / '200'}: holds no agent item "
       "(checkpoints/<step>/agent); there is no policy to export")
   assert not (tmp_path / "x").exists()
+
+
+def test_export_command_refuses_an_empty_or_unwritable_out_before_reading_the_run(tmp_path):
+  """--out= would export into the current folder, /proc takes no folders, a file is no folder:
+  one line naming --out each, exit status 2, before the run is read (it does not exist here;
+  the error is --out's), no policy.* written in the current folder (the repository root)."""
+  missing = tmp_path / "no-such-run"
+  a_file = tmp_path / "notes.txt"
+  a_file.write_text("x")
+  before = sorted(p.name for p in ROOT.iterdir())
+  for out, message in (
+      ("", "--out=: names no folder; give the folder to write the policy into "
+           "(e.g. --out=runs/policy)"),
+      ("/proc/policy", "--out=/proc/policy: cannot write in /proc (No such file or "
+                       "directory)"),
+      (str(a_file), f"--out={a_file}: is a file, not a folder; give the folder to write the "
+                    "policy into")):
+    result = run_launch("launch.export", f"--run={missing}", "--seed=1", f"--out={out}")
+    assert (result.returncode, result.stderr) == (2, f"error: {message}\n"), result.stderr
+    assert result.stdout == ""
+  assert sorted(p.name for p in ROOT.iterdir()) == before
+  with pytest.raises(export.ExportError, match=r"^--out=: names no folder; give the folder"):
+    export.export(missing, "", seed=1)
+
+
+def test_an_iql_run_is_refused_naming_which_runs_export(grid_run, tmp_path):
+  """An IQL agent's description (agent.policy 'gaussian', algo 'iql', as configs.make_learner
+  writes it): the message names the file and field, says which runs export and that IQL
+  agents cannot yet."""
+  iql = tmp_path / "iql"
+  shutil.copytree(grid_run, iql)
+  metadata = iql / "checkpoints" / "200" / "description" / "metadata"
+  description = json.loads(metadata.read_text())
+  description["agent"].update(policy="gaussian", algo="iql")
+  metadata.write_text(json.dumps(description))
+  with pytest.raises(export.ExportError) as refused:
+    export.export(iql, tmp_path / "x", seed=0)
+  assert str(refused.value) == (
+      f"{metadata}: agent.policy is 'gaussian': an IQL agent, whose actor is a Gaussian "
+      "without the tanh squashing; IQL agents cannot be exported yet. launch.export exports "
+      "runs of WSRL, SAC, RLPD, CQL and Cal-QL (pretraining or fine-tuning) and the other "
+      "SAC-based methods, whose actor is a tanh-squashed Gaussian (agent.policy "
+      "'tanh_gaussian').")
+  assert not (tmp_path / "x").exists()
+
+
+def joint_units(model):
+  """(unit of each qpos value [nq], of each qvel value [nv]) from the model's joint types, by
+  MuJoCo's conventions: slide m and m/s, hinge rad and rad/s, free joint a position (m) and a
+  quaternion (unitless), then a linear (m/s) and an angular velocity (rad/s)."""
+  import mujoco
+  qpos, qvel = [None] * model.nq, [None] * model.nv
+  for joint in range(model.njnt):
+    at, dof = model.jnt_qposadr[joint], model.jnt_dofadr[joint]
+    kind = mujoco.mjtJoint(int(model.jnt_type[joint]))
+    if kind == mujoco.mjtJoint.mjJNT_FREE:
+      qpos[at:at + 7] = ["m"] * 3 + ["unitless"] * 4
+      qvel[dof:dof + 6] = ["m/s"] * 3 + ["rad/s"] * 3
+    else:
+      assert kind in (mujoco.mjtJoint.mjJNT_SLIDE, mujoco.mjtJoint.mjJNT_HINGE)
+      slide = kind == mujoco.mjtJoint.mjJNT_SLIDE
+      qpos[at], qvel[dof] = ("m", "m/s") if slide else ("rad", "rad/s")
+  return qpos, qvel
+
+
+def expected_observation_units(task, model):
+  """Each observation value's unit, from how the env builds its observation (envs/*.py) and
+  the joints of its model: joint coordinates take their joint's unit, site and body positions
+  m, directions, quaternions and flags unitless."""
+  qpos, qvel = joint_units(model)
+  if task in ("hopper", "walker2d", "halfcheetah"):
+    return qpos[1:] + qvel                                  # x is not observed
+  if task == "point-mass":
+    return qpos + qvel
+  if task == "antmaze-umaze":
+    return qpos[:15] + qvel[:14]
+  if task == "pen":   # hand, pen position, pen qvel, 2 axes, position error, axis error
+    return (qpos[:-6] + ["m"] * 3 + qvel[-6:] + ["unitless"] * 6 + ["m"] * 3
+            + ["unitless"] * 3)
+  if task == "door":   # arm and hand, latch, door hinge, palm/handle/difference, open flag
+    return qpos[1:-2] + [qpos[-1], qpos[28]] + ["m"] * 9 + ["unitless"]
+  if task == "relocate":
+    return qpos[:-6] + ["m"] * 9
+  assert task == "kitchen-mixed"
+  return qpos[:30] * 2                                      # positions, then their goal
+
+
+@pytest.mark.parametrize("task", ["hopper", "walker2d", "halfcheetah", "point-mass",
+                                  "antmaze-umaze", "pen", "door", "relocate", "kitchen-mixed"])
+def test_every_observation_value_of_every_task_has_its_unit(task):
+  env, spec = envs.make(task)
+  layout = export.observation_layout(env, spec.observation_size)
+  assert layout[0]["start"] == 0 and layout[-1]["stop"] == spec.observation_size
+  assert all(a["stop"] == b["start"] for a, b in zip(layout, layout[1:]))
+  for field in layout:
+    assert len(field["units"]) == field["stop"] - field["start"], field["name"]
+  units = [unit for field in layout for unit in field["units"]]
+  assert units == expected_observation_units(task, env.mj_model)
+  if task == "hopper":   # by hand: rootz, rooty, 3 joints; their velocities and rootx's
+    assert [f["units"] for f in layout] == [["m", "rad"], ["rad"] * 3, ["m/s", "m/s", "rad/s"],
+                                           ["rad/s"] * 3]
+  if task == "kitchen-mixed":   # the goal the env appends, which the policy needs fed too
+    from envs import kitchen
+    assert layout[-1]["name"] == "goal" and (layout[-1]["start"], layout[-1]["stop"]) == (30, 60)
+    observation = env.observe(jnp.asarray(env.mj_model.qpos0, jnp.float32), None)
+    np.testing.assert_array_equal(layout[-1]["value"], np.asarray(observation)[30:])
+    assert layout[-1]["value"][22] == kitchen.ELEMENT_GOALS["microwave"][0] == -0.75

@@ -15,17 +15,19 @@ this changes nothing.
   it has any, Gemm, LayerNormalization, Relu, Tanh, Clip; opset 17), input `observation`
   [batch, obs_dim] float32, output `action` [batch, act_dim] float32;
 - `policy.npz`: the weights, read by `policy.py` (a copy of `standalone_policy.py`);
-- `policy.json`: env, observation layout and bounds, action scaling to controls, control period,
-  network sizes, the source run, checkpoint and seed, the seed's evaluation of that checkpoint,
-  and the SHA-256 of the other three files.
+- `policy.json`: env, observation layout (each field's index range, bounds, and the unit of
+  each value: m, rad, m/s, rad/s or unitless, `observation_units`), action scaling to controls,
+  control period, network sizes, the source run, checkpoint and seed, the seed's evaluation of
+  that checkpoint, and the SHA-256 of the other three files.
 
 The files are written into a folder beside `out` and moved into it once all are written, so a
 failed export leaves an earlier export in `out` as it was.
 
 What is refused (ExportError, one line naming the file or flag): a seed out of range, a seed
 that diverged at or before the checkpoint, a step with no checkpoint, a checkpoint without an
-`agent` item, an agent that is not a tanh-Gaussian, a checkpoint whose agent does not fit the env
-it names (or that names another env than the run's config), an `out` that cannot be written.
+`agent` item, an agent that is not a tanh-Gaussian (an IQL agent: `not_exportable_message`), a
+checkpoint whose agent does not fit the env it names (or that names another env than the run's
+config), an empty `out` or one that cannot be written.
 """
 
 from __future__ import annotations
@@ -43,6 +45,7 @@ import jax
 import numpy as np
 
 import envs
+from envs import adroit, antmaze, kitchen, locomotion, point_mass
 from wsrl_mjx import checkpoint, configs, runs
 from wsrl_mjx.agents import sac
 from wsrl_mjx.errors import UserError
@@ -187,10 +190,101 @@ def action_scaling(env) -> dict[str, Any]:
           "offset": offset.tolist(), "scale": scale.tolist(), "actuators": actuators}
 
 
+# Units of observation values (`observation_units`), in the SI units MuJoCo's models use: a
+# joint's position (qpos) is m for a slide joint and rad for a hinge (MuJoCo keeps hinge angles in
+# rad whatever unit the XML writes them in), its velocity (qvel) m/s or rad/s; a free joint's qpos
+# is a position (m) and a unit quaternion (w, x, y, z), its qvel a linear velocity (m/s, world
+# frame) then an angular velocity (rad/s, the body's own frame); a site's or body's position is
+# m in the world frame. UNITLESS: a direction, a quaternion or a flag.
+M, RAD, M_S, RAD_S, UNITLESS = "m", "rad", "m/s", "rad/s", "unitless"
+QUATERNION_NOTE = "unit quaternion (w, x, y, z), MuJoCo's order"
+
+
+def observation_units(env) -> dict[str, tuple[list[str], str | None]]:
+  """{field name: (the unit of each of its values, in order; a note or None)} for the fields of
+  `env.observation_fields()`, as each env builds its observation (envs/locomotion.py,
+  antmaze.py, adroit.py, kitchen.py, point_mass.py) from the joints of its model; a field name
+  the table does not know is absent (`observation_layout` marks it "unknown"). The Kitchen's
+  goal (values 30-59, not one of its named fields) is `observation_layout`'s."""
+  if isinstance(env, locomotion.Locomotion):
+    joints = int(env.mj_model.nq) - 3           # planar: rootx, rootz, rooty, then the joints
+    return {"root height, angle": ([M, RAD], "the torso's z slide (rootz) and pitch hinge "
+                                             "(rooty); x is not observed"),
+            "joint angles": ([RAD] * joints, None),
+            "root velocities": ([M_S, M_S, RAD_S], "of rootx, rootz (slides) and rooty "
+                                                   "(hinge)"),
+            "joint velocities": ([RAD_S] * joints, None)}
+  if isinstance(env, point_mass.PointMass):
+    return {"position": ([M, M], "x and y slides"), "velocity": ([M_S, M_S], None)}
+  if isinstance(env, antmaze.AntMaze):
+    return {"xy": ([M, M], "the torso's position, world frame"),
+            "z": ([M], "the torso's height, world frame"),
+            "orientation": ([UNITLESS] * 4, f"the torso's {QUATERNION_NOTE}"),
+            "joint angles": ([RAD] * 8, "hip and ankle hinges"),
+            "root linear velocity": ([M_S] * 3, "world frame (MuJoCo free joint)"),
+            "root angular velocity": ([RAD_S] * 3, "the torso's own frame (MuJoCo free joint)"),
+            "joint velocities": ([RAD_S] * 8, None)}
+  if isinstance(env, adroit.Adroit):
+    if env.task_name == "pen":
+      axis = f"(top - bottom) / its length ({adroit.PEN_LENGTH} m), a unit vector"
+      return {"hand joint angles": ([RAD] * 24, None),
+              "pen position": ([M] * 3, "world frame"),
+              "pen velocity": ([M_S] * 3 + [RAD_S] * 3, "of the pen's slides (OBJTx, OBJTy, "
+                               "OBJTz), then of its hinges (OBJRx, OBJRy, OBJRz)"),
+              "pen orientation": ([UNITLESS] * 3, f"the pen's axis: {axis}"),
+              "goal orientation": ([UNITLESS] * 3, f"the goal's axis: {axis}"),
+              "pen position error": ([M] * 3, "pen position minus the goal's (site eps_ball)"),
+              "pen orientation error": ([UNITLESS] * 3, "pen orientation minus goal "
+                                                        "orientation")}
+    if env.task_name == "door":
+      return {"arm and hand joint angles": ([RAD] * 27, "the arm's hinges (ARRx, ARRy, ARRz), "
+                                                        "then the hand's; the arm's slide ARTz "
+                                                        "is not observed"),
+              "latch and door angles": ([RAD, RAD], "the latch, then the door hinge"),
+              "palm and handle positions": ([M] * 9, "palm (site S_grasp), handle (site "
+                                                     "S_handle), palm minus handle; world "
+                                                     "frame"),
+              "door open": ([UNITLESS], "1 where the door hinge is past 1.0 rad, else -1")}
+    return {"arm and hand joint angles": ([M] * 3 + [RAD] * 27, "the arm's slides (ARTx, ARTy, "
+                                          "ARTz) in m, then its hinges and the hand's in rad"),
+            "palm-ball-target offsets": ([M] * 9, "palm minus ball, palm minus target, ball "
+                                                  "minus target; world frame")}
+  if isinstance(env, kitchen.Kitchen):
+    return {"robot joints": ([RAD] * 7, "the arm's 7 hinges"),
+            "fingers": ([M] * 2, "the two finger slides"),
+            "burners and light": ([RAD, M] * 5, "per burner (4): its knob's hinge (rad), then its "
+                                                "slide (m); then the light switch's hinge (rad) "
+                                                "and the light's slide (m)"),
+            "cabinets and microwave": ([M, RAD, RAD, RAD], "the slide cabinet (m), the hinge "
+                                                           "cabinet's two doors and the "
+                                                           "microwave door (rad)"),
+            "kettle position": ([M] * 3, "world frame"),
+            "kettle orientation": ([UNITLESS] * 4, f"the kettle's {QUATERNION_NOTE}")}
+  return {}
+
+
+def _kitchen_goal(env, observation_size: int, layout: list[dict[str, Any]]) -> dict[str, Any]:
+  """The Kitchen's goal (its values 30-59): the task's goal positions for values 0-29, in their
+  units, with the values the env appends (a constant of the task)."""
+  positions = [unit for field in layout for unit in field["units"]]
+  goal = kitchen.task_goal(env.task_name)
+  return {"name": "goal", "start": len(positions), "stop": observation_size, "clip": None,
+          "units": positions,
+          "note": "the task's goal for values 0-29, in their units (0 except at the task's "
+                  "elements); a constant of the task: feed `value`",
+          "value": [float(v) for v in goal]}
+
+
 def observation_layout(env, observation_size: int) -> list[dict[str, Any]]:
   """The env's named observation fields as [start, stop) index ranges, in order, each with the
-  [low, high] the env clips it to (`MjxEnv.observation_bounds`), or None where it does not."""
+  [low, high] the env clips it to (`MjxEnv.observation_bounds`), or None where it does not, the
+  unit of each of its values (`observation_units`; "unknown" where the table has none) and,
+  where one helps, a note on what the values are. The Kitchen's goal (30-59), which its named
+  fields leave out, is a field of its own.
+
+  Raises ExportError where a field's bounds differ within it."""
   low, high = env.observation_bounds()
+  units = observation_units(env)
   layout = []
   for name, part in env.observation_fields().items():
     start, stop, _ = part.indices(observation_size)
@@ -199,10 +293,22 @@ def observation_layout(env, observation_size: int) -> list[dict[str, Any]]:
       raise ExportError(f"{type(env).__name__}: the observation field {name!r} has bounds that "
                         "differ within it; policy.json cannot give them as one [low, high]")
     clip = next(iter(bounds), (-np.inf, np.inf))
-    layout.append({"name": name, "start": start, "stop": stop,
-                   "clip": ([v if np.isfinite(v) else None for v in clip]
-                            if np.isfinite(clip).any() else None)})
-  return sorted(layout, key=lambda field: field["start"])
+    field_units, note = units.get(name, (["unknown"] * (stop - start), None))
+    if len(field_units) != stop - start:
+      raise ExportError(f"{type(env).__name__}: the observation field {name!r} has "
+                        f"{stop - start} values but export.observation_units gives "
+                        f"{len(field_units)} units")
+    field = {"name": name, "start": start, "stop": stop,
+             "clip": ([v if np.isfinite(v) else None for v in clip]
+                      if np.isfinite(clip).any() else None),
+             "units": list(field_units)}
+    if note:
+      field["note"] = note
+    layout.append(field)
+  layout.sort(key=lambda field: field["start"])
+  if isinstance(env, kitchen.Kitchen) and layout[-1]["stop"] < observation_size:
+    layout.append(_kitchen_goal(env, observation_size, layout))
+  return layout
 
 
 def checkpoint_step(run: runs.Run, step: int | None) -> tuple[pathlib.Path, int]:
@@ -258,6 +364,23 @@ def choose_seed(run: runs.Run, seed: int | None, best: bool, step: int) -> int:
   return seed
 
 
+EXPORTABLE = ("launch.export exports runs of WSRL, SAC, RLPD, CQL and Cal-QL (pretraining or "
+              "fine-tuning) and the other SAC-based methods, whose actor is a tanh-squashed "
+              "Gaussian (agent.policy 'tanh_gaussian')")
+
+
+def not_exportable_message(description_file: pathlib.Path, agent: dict[str, Any]) -> str:
+  """Why the agent a checkpoint describes (its description's `agent` block, read from
+  `description_file`) cannot be exported: which runs can, and that IQL agents cannot yet."""
+  policy = agent.get("policy")
+  if agent.get("algo") == "iql" or policy == "gaussian":
+    what = ("an IQL agent, whose actor is a Gaussian without the tanh squashing; IQL agents "
+            "cannot be exported yet")
+  else:
+    what = "not an actor launch.export knows"
+  return f"{description_file}: agent.policy is {policy!r}: {what}. {EXPORTABLE}."
+
+
 def load_actor(directory: pathlib.Path, step: int, description: dict[str, Any], seed: int, env,
                run_config: dict[str, Any], config_source: str | None):
   """(actor params of `seed`, checkpoint step folder) from `directory/<step>`.
@@ -273,8 +396,7 @@ def load_actor(directory: pathlib.Path, step: int, description: dict[str, Any], 
                       "policy to export")
   agent = description.get("agent", {})
   if agent.get("policy") != "tanh_gaussian":
-    raise ExportError(f"{description_file}: agent.policy is "
-                      f"{agent.get('policy')!r}; only SAC-shaped (tanh_gaussian) agents export")
+    raise ExportError(not_exportable_message(description_file, agent))
   named = run_config.get("env_name")
   if named and named != description.get("env_name"):
     raise ExportError(f"{description_file}: env_name is {description.get('env_name')!r} but the "
@@ -308,7 +430,11 @@ def export(run_dir: str | pathlib.Path, out: str | pathlib.Path, seed: int | Non
            best: bool = False, step: int | None = None) -> dict[str, Any]:
   """Exports one seed's policy from the run's checkpoint at `step` (None: the latest) into
   `out` (see the module docstring); returns `policy.json`'s contents. Raises runs.RunError or
-  ExportError; where it raises, `out` is as it was."""
+  ExportError (an empty `out` among them: it would be the current folder); where it raises,
+  `out` is as it was."""
+  if not str(out).strip():
+    raise ExportError("--out=: names no folder; give the folder to write the policy into "
+                      "(e.g. --out=runs/policy)")
   run = runs.read(run_dir)
   directory, step = checkpoint_step(run, step)
   seed = choose_seed(run, seed, best, step)

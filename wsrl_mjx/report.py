@@ -15,8 +15,9 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
   `last_n` after step 0 (the starting policy's), aggregated per arm, an arm of fewer than
   `claims.FEW_SEEDS` seeds starred (its interval is narrower than 95%) and one with seeds of
-  fewer than `last_n` evaluations after step 0 marked †; `curves.csv`: every arm's estimates
-  at every step;
+  fewer than `last_n` evaluations after step 0 marked †; where the runs span both phases, the
+  .md has a phase column (a pretraining's and a fine-tuning's arm may share a label, e.g. `cql`);
+  `curves.csv`: every arm's estimates at every step;
 - `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
   comparison at a time (`wsrl_mjx.claims`);
 - `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
@@ -287,15 +288,23 @@ FEW_SEEDS_FOOTNOTE = (
 
 
 def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
-  lines = [f"| arm | env | seeds | final step | last evaluation: IQM [95% CI] | mean [95% CI] | "
-           f"mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
+  """The final-score table (markdown) of `results`, one row per arm, with its footnotes (* few
+  seeds, † seeds short of `last_n` evaluations). Where the arms span both phases, a phase column
+  follows the arm's label (a pretraining's `cql` and a fine-tuning's `cql` arm share a label)
+  and the footnotes name each arm's phase beside its env."""
+  both = len({result.arm.phase for result in results}) > 1
+  phase_header, phase_rule = ("phase | ", "--- | ") if both else ("", "")
+  lines = [f"| arm | {phase_header}env | seeds | final step | last evaluation: IQM [95% CI] | "
+           f"mean [95% CI] | mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
            "diverged seeds |",
-           "| --- | --- | --- | --- | --- | --- | --- | --- | --- |"]
+           f"| --- | {phase_rule}--- | --- | --- | --- | --- | --- | --- | --- |"]
   few, short = False, []
   for result in results:
     arm = result.arm
+    phase = f"{arm.phase} | " if both else ""
+    where = f"{arm.env_name}, {arm.phase}" if both else arm.env_name
     if result.last is None:
-      lines.append(f"| {arm.label} | {arm.env_name} | 0 | - | - | - | - | - | "
+      lines.append(f"| {arm.label} | {phase}{arm.env_name} | 0 | - | - | - | - | - | "
                    f"{len(result.diverged)} |")
       continue
     low, high = result.final_steps
@@ -307,11 +316,11 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
                  _interval_text(estimate.mean, estimate.mean_low, estimate.mean_high)])
     if result.short:
       cells[2:4] = [f"{cell} †" for cell in cells[2:4]]
-      short.append(f"'{arm.label}' ({arm.env_name}) {result.short} of {result.last_n.seeds}")
+      short.append(f"'{arm.label}' ({where}) {result.short} of {result.last_n.seeds}")
     seeds = f"{result.last.seeds}"
     if result.last.seeds < claims_lib.FEW_SEEDS:
       seeds, few = seeds + "*", True
-    lines.append(f"| {arm.label} | {arm.env_name} | {seeds} | {final} | "
+    lines.append(f"| {arm.label} | {phase}{arm.env_name} | {seeds} | {final} | "
                  f"{' | '.join(cells)} | {len(result.diverged)} |")
   if few:
     lines += ["", FEW_SEEDS_FOOTNOTE]
@@ -438,9 +447,9 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
   them: `runs.find`), writes the report into `out` (created) and returns the arms' results.
 
   Raises runs.RunError for a directory that is not a run (naming it), ReportError for configs
-  that would be pooled without `pool` or `last_n` < 1. Nothing is written before
-  every run has been read and grouped. `claims_window` (env steps), `collapse_tolerance` and
-  `match_tolerance` (normalised score) are `claims.check`'s.
+  that would be pooled without `pool`, `last_n` < 1, or an `out` that is empty or a file.
+  Nothing is written before every run has been read and grouped. `claims_window` (env steps),
+  `collapse_tolerance` and `match_tolerance` (normalised score) are `claims.check`'s.
   """
   if last_n < 1:
     raise ReportError(f"--last_n must be at least 1, got {last_n}")
@@ -453,6 +462,9 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
                         f"got {value}")
   if not run_dirs:
     raise ReportError("no run directories given")
+  if not str(out).strip():   # would be the current folder
+    raise ReportError("--out=: names no folder; give the folder to write the report into "
+                      "(e.g. --out=runs/report)")
   if pathlib.Path(out).exists() and not pathlib.Path(out).is_dir():
     raise ReportError(f"--out={out} is a file; give a folder to write the report into")
   runs = [runs_lib.read(d) for given in run_dirs for d in runs_lib.find(given)]

@@ -6,13 +6,15 @@
 
   python policy.py policy.npz 0.1 0.2 ...   # prints the action for one observation
 
-The policy is deterministic: the observation clipped to the env's bounds where the env clips it
-(`policy.json`'s `observation.layout[].clip`; e.g. hopper's velocities to +-10), the actor's
-hidden layers (Dense, LayerNorm where the export says so, ReLU), the Gaussian mean head, tanh,
-then the clip to +-action_clip. Actions are in [-1, 1]; `policy.json` says how the env maps them
-onto actuator controls. Computed in float64 (`policy.onnx` computes the same in float32). This
-file is copied verbatim from wsrl-mjx's `wsrl_mjx/standalone_policy.py` and imports nothing but
-numpy.
+The observation is the env's, value for value: `policy.json`'s `observation.layout` names each
+field, its index range and the unit of each value (m, rad, m/s, rad/s or unitless, with a note
+on frames, quaternion order and flags where one helps). The policy is deterministic: the
+observation clipped to the env's bounds where the env clips it (`observation.layout[].clip`;
+e.g. hopper's velocities to +-10), the actor's hidden layers (Dense, LayerNorm where the export
+says so, ReLU), the Gaussian mean head, tanh, then the clip to +-action_clip. Actions are in
+[-1, 1]; `policy.json` says how the env maps them onto actuator controls. Computed in float64
+(`policy.onnx` computes the same in float32). This file is copied verbatim from wsrl-mjx's
+`wsrl_mjx/standalone_policy.py` and imports nothing but numpy.
 """
 
 import pathlib
@@ -53,9 +55,10 @@ class Policy:
     return self.weights["mean_bias"].shape[0]
 
   def __call__(self, observation):
-    """Actions for `observation` ([..., observation_size] real numbers, units as the env's
-    observation: policy.json's layout) -> [..., action_size] float64 in [-action_clip,
-    action_clip].
+    """Actions for `observation` ([..., observation_size] real numbers in the env's order and
+    units: policy.json's `observation.layout` gives each field's index range [start, stop) and
+    each value's unit in `units`: m, rad, m/s, rad/s or unitless) -> [..., action_size]
+    float64 in [-action_clip, action_clip].
 
     Raises ValueError where the last axis is not observation_size, where the values are not
     real numbers (strings, complex, None), or where any is NaN or infinite: a policy fed a
