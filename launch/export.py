@@ -12,13 +12,11 @@ the seed whose evaluation of that checkpoint is best among those that had not di
 that replaces another seed's or checkpoint's policy there says which.
 """
 
-import os
 
 from absl import app, flags
 
 from launch import runtime
 from wsrl_mjx import export
-from wsrl_mjx.errors import UserError
 
 _RUN = flags.DEFINE_string("run", None, "The run directory to export from.")
 _SEED = flags.DEFINE_integer("seed", None, "The seed to export (0-based).")
@@ -30,23 +28,10 @@ _OUT = flags.DEFINE_string("out", None, "Folder to write the policy into (create
 flags.mark_flags_as_required(["run", "out"])
 
 
-def check_out(out: str) -> None:
-  """Refuses (UserError, one line naming --out) an empty --out, which would be the current
-  folder, a file, and a folder where nothing can be written (`runtime.check_can_write`: under
-  /proc, read-only), before the checkpoint is read."""
-  if not out.strip():
-    raise UserError("--out=: names no folder; give the folder to write the policy into "
-                    "(e.g. --out=runs/policy)")
-  if os.path.isfile(out):
-    raise UserError(f"--out={out}: is a file, not a folder; give the folder to write the policy "
-                    "into")
-  runtime.check_can_write(out, f"--out={out}")
-
-
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-  check_out(_OUT.value)
+  runtime.check_out_folder(_OUT.value, "the policy", "runs/policy")   # before the run is read
   runtime.configure()
   previous = export.exported_source(_OUT.value)
   info = export.export(_RUN.value, _OUT.value, seed=_SEED.value, best=_BEST.value,

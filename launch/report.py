@@ -9,7 +9,6 @@ checked where the study has the arms they compare (wsrl_mjx/claims.py). An empty
 one where nothing can be written (read-only, under /proc), is refused before any run is read.
 """
 
-import os
 import pathlib
 import shlex
 import sys
@@ -18,7 +17,6 @@ from absl import app, flags
 
 from launch import runtime
 from wsrl_mjx import claims, report, statistics
-from wsrl_mjx.errors import UserError
 
 _OUT = flags.DEFINE_string("out", None, "Folder to write the report into (created).")
 _LAST_N = flags.DEFINE_integer("last_n", 3, "The final-score table also averages each seed's "
@@ -41,25 +39,12 @@ _MATCH_TOLERANCE = flags.DEFINE_float(
 flags.mark_flags_as_required(["out"])
 
 
-def check_out(out: str) -> None:
-  """Refuses (UserError, one line naming --out) an empty --out, which would be the current
-  folder, a file, and a folder where nothing can be written (`runtime.check_can_write`: under
-  /proc, read-only), before any run is read."""
-  if not out.strip():
-    raise UserError("--out=: names no folder; give the folder to write the report into "
-                    "(e.g. --out=runs/report)")
-  if os.path.isfile(out):
-    raise UserError(f"--out={out}: is a file, not a folder; give the folder to write the report "
-                    "into")
-  runtime.check_can_write(out, f"--out={out}")
-
-
 def main(argv):
   if len(argv) < 2:
     raise app.UsageError("Give one or more run directories: python -m launch.report RUN_DIR "
                          "[RUN_DIR ...] --out=DIR")
   out = _OUT.value
-  check_out(out)
+  runtime.check_out_folder(out, "the report", "runs/report")   # before any run is read
   command = "python -m launch.report " + shlex.join(sys.argv[1:])
   report.make_report(argv[1:], _OUT.value, last_n=_LAST_N.value,
                      exclude_diverged=_EXCLUDE_DIVERGED.value, pool=_POOL.value,

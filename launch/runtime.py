@@ -235,6 +235,20 @@ def check_can_write(folder: str | os.PathLike, what: str) -> None:
   os.remove(probe)
 
 
+def check_out_folder(out: str, what: str, example: str, flag: str = "--out") -> None:
+  """Refuses (UserError, one line naming `flag`) an empty folder flag, which would be the
+  current folder, a file, and a folder where nothing can be written (`check_can_write`: under
+  /proc, read-only), before any work. `what`: what is written there ("the report");
+  `example`: a folder to suggest."""
+  if not out.strip():
+    raise UserError(f"{flag}=: names no folder; give the folder to write {what} into "
+                    f"(e.g. {flag}={example})")
+  if os.path.isfile(out):
+    raise UserError(f"{flag}={out}: is a file, not a folder; give the folder to write {what} "
+                    "into")
+  check_can_write(out, f"{flag}={out}")
+
+
 def check_workdir_named(workdir: str | None, flag: str = "--workdir") -> None:
   """An empty run directory flag would run in the current folder (from the repository root:
   into the repository and its shipped checkpoints/): UsageError."""

@@ -305,27 +305,35 @@ def test_final_scores_tell_a_pretraining_arm_from_a_fine_tuning_arm_of_the_same_
       "", report.FEW_SEEDS_FOOTNOTE, "", footnote + "'cql' (hopper-medium-v2) 2 of 2.", ""])
 
 
-def test_report_command_refuses_an_empty_or_unwritable_out_before_reading_the_runs(tmp_path):
-  """--out= would be the current folder, /proc takes no folders and a file is no folder: each
-  is one line naming --out, exit status 2, before the runs are read (the run given here does
-  not exist, and the error is --out's), nothing written in the current folder (the repository
-  root)."""
+@pytest.mark.parametrize("launcher, what, example", [
+    ("launch.report", "the report", "runs/report"), ("launch.export", "the policy", "runs/policy")])
+def test_an_empty_or_unwritable_out_is_refused_before_the_runs_are_read(tmp_path, launcher, what,
+                                                                       example):
+  """--out= would write into the current folder, /proc takes no folders and a file is no
+  folder: each is one line naming --out, exit status 2, before the run is read (it does not
+  exist here, and the error is --out's), nothing written in the current folder (the repository
+  root); the library refuses an empty folder too."""
   missing = tmp_path / "no-such-run"
   a_file = tmp_path / "notes.txt"
   a_file.write_text("x")
   before = sorted(p.name for p in ROOT.iterdir())
+  run = [str(missing)] if launcher == "launch.report" else [f"--run={missing}", "--seed=1"]
   for out, message in (
-      ("", "--out=: names no folder; give the folder to write the report into "
-           "(e.g. --out=runs/report)"),
-      ("/proc/report", "--out=/proc/report: cannot write in /proc (No such file or directory)"),
-      (str(a_file), f"--out={a_file}: is a file, not a folder; give the folder to write the "
-                    "report into")):
-    result = run_launch("launch.report", str(missing), f"--out={out}")
+      ("", f"--out=: names no folder; give the folder to write {what} into "
+           f"(e.g. --out={example})"),
+      ("/proc/x", "--out=/proc/x: cannot write in /proc (No such file or directory)"),
+      (str(a_file), f"--out={a_file}: is a file, not a folder; give the folder to write "
+                    f"{what} into")):
+    result = run_launch(launcher, *run, f"--out={out}")
     assert (result.returncode, result.stderr) == (2, f"error: {message}\n"), result.stderr
     assert result.stdout == ""
   assert sorted(p.name for p in ROOT.iterdir()) == before
-  with pytest.raises(report.ReportError, match=r"^--out=: names no folder; "):
-    report.make_report([missing], "")
+  if launcher == "launch.report":
+    with pytest.raises(report.ReportError, match=r"^--out=: names no folder; "):
+      report.make_report([missing], "")
+  else:
+    with pytest.raises(export.ExportError, match=r"^--out=: names no folder; give the folder"):
+      export.export(missing, "", seed=1)
 
 
 # --- export -------------------------------------------------------------------------------------
@@ -726,29 +734,6 @@ def test_export_command_refuses_a_wrong_seed_and_a_checkpoint_without_an_agent(g
       f"error: {agentless / 'checkpoints' / '200'}: holds no agent item "
       "(checkpoints/<step>/agent); there is no policy to export")
   assert not (tmp_path / "x").exists()
-
-
-def test_export_command_refuses_an_empty_or_unwritable_out_before_reading_the_run(tmp_path):
-  """--out= would export into the current folder, /proc takes no folders, a file is no folder:
-  one line naming --out each, exit status 2, before the run is read (it does not exist here;
-  the error is --out's), no policy.* written in the current folder (the repository root)."""
-  missing = tmp_path / "no-such-run"
-  a_file = tmp_path / "notes.txt"
-  a_file.write_text("x")
-  before = sorted(p.name for p in ROOT.iterdir())
-  for out, message in (
-      ("", "--out=: names no folder; give the folder to write the policy into "
-           "(e.g. --out=runs/policy)"),
-      ("/proc/policy", "--out=/proc/policy: cannot write in /proc (No such file or "
-                       "directory)"),
-      (str(a_file), f"--out={a_file}: is a file, not a folder; give the folder to write the "
-                    "policy into")):
-    result = run_launch("launch.export", f"--run={missing}", "--seed=1", f"--out={out}")
-    assert (result.returncode, result.stderr) == (2, f"error: {message}\n"), result.stderr
-    assert result.stdout == ""
-  assert sorted(p.name for p in ROOT.iterdir()) == before
-  with pytest.raises(export.ExportError, match=r"^--out=: names no folder; give the folder"):
-    export.export(missing, "", seed=1)
 
 
 def test_an_iql_run_is_refused_naming_which_runs_export(grid_run, tmp_path):
