@@ -104,6 +104,42 @@ def test_extending_a_run_beyond_its_buffer_is_refused(tmp_path):
                               {"config": saved}, tmp_path)
 
 
+def test_a_resume_refuses_changed_settings_and_takes_changed_schedules(tmp_path):
+  """What a record means (eval_episodes) and what is learned (a learning rate) cannot change on
+  resume; schedules, retention and speed settings can. A field the run did not record (made by
+  an older version) is not compared."""
+  saved = tiny_config().to_dict()
+  finetune._check_resumable(
+      tiny_config(eval_interval=50, checkpoint_interval=100, keep_checkpoints=5,
+                  skip_idle_work=not saved["skip_idle_work"]), {"config": saved}, tmp_path)
+  with pytest.raises(checkpoint.CheckpointError) as error:
+    finetune._check_resumable(tiny_config(eval_episodes=7, actor_learning_rate=1e-3),
+                              {"config": saved}, tmp_path)
+  assert str(error.value) == (
+      f"{tmp_path}: holds a run with config.actor_learning_rate=0.0001 (this one: 0.001), "
+      f"config.eval_episodes={saved['eval_episodes']} (this one: 7). Resume with the same "
+      "settings or choose a new --workdir.")
+  del saved["eval_episodes"]
+  finetune._check_resumable(tiny_config(eval_episodes=7), {"config": saved}, tmp_path)
+
+
+def test_init_switches_and_repeated_grid_values_are_refused_where_they_mean_nothing():
+  """SAC from scratch has no pretrained part to leave out; a value given twice makes two grid
+  points of one setting (one arm whose seeds the log and report would split in two)."""
+  config = tiny_config(method="sac", num_seeds=2, per_seed="init_critic=true,false")
+  with pytest.raises(ConfigError, match=r"^config.init_critic \(or config.per_seed\): "
+                     r"config.method='sac' starts from scratch, so there is no pretrained part"):
+    configs.validate(config)
+  with pytest.raises(ConfigError, match=r"^config.init_actor \(or config.per_seed\)"):
+    configs.validate(tiny_config(method="sac", init_actor=False))
+  with pytest.raises(ConfigError, match=r"^config.per_seed: warmup_steps gives 0 more than "
+                     r"once; give each value once \(more seeds per point: raise "):
+    configs.check_field_rules(tiny_config(num_seeds=4, per_seed="warmup_steps=0,5,0.0"))
+  with pytest.raises(ConfigError, match=r"^config.per_seed defines 3 grid points; "
+                     r"config.num_seeds \(2\) must be a multiple of that.$"):
+    configs.check_field_rules(tiny_config(num_seeds=2, per_seed="warmup_steps=0,5,10"))
+
+
 def test_a_resume_compares_where_paths_lead_not_how_they_are_written(tmp_path, monkeypatch):
   """`runs/offline`, `runs/offline/`, its absolute path and a link to it resume the run made
   with `runs/offline`; the same text from another working folder (another agent) does not, nor

@@ -172,6 +172,11 @@ _GRID = {"config": "launch/configs/finetune.py", "envs": ["point-mass", "no-such
      "list of layer widths"),
     ({"flags": {"num_seeds": 0}},
      "g.json: cell point-mass/sac: config.num_seeds=0: must be a whole number >= 1"),
+    ({"methods": {"sac": {"per_seed": {"warmup": "warmup_steps=0,500,1000"}}}},
+     "g.json: cell point-mass/sac-warmup: config.per_seed defines 3 grid points; "
+     "config.num_seeds (2) must be a multiple of that."),
+    ({"methods": {"sac": {"per_seed": {"warmup": "warmup_steps=0,0"}}}},
+     "g.json: cell point-mass/sac-warmup: config.per_seed: warmup_steps gives 0 more than once"),
 ])
 def test_flags_that_do_not_fit_the_config_refuse_the_grid_naming_the_cell_and_field(change,
                                                                                     message):
@@ -412,19 +417,20 @@ def test_a_ctrl_c_while_a_cell_is_handed_to_submitit_stops_the_sweep(tmp_path, m
 
 
 def test_a_local_sweep_lists_its_failed_cell_and_resubmits_only_it(tmp_path):
-  # warmup_steps=50,60,70: 3 grid points, which num_seeds=2 is no multiple of. The flags parse
-  # (check_flags lets them through); launch.finetune refuses the cell when it runs.
+  # init_critic=true,false for SAC from scratch: the flags parse and fit the config
+  # (check_flags lets them through); launch.finetune refuses the arm when the cell runs.
   grid = {"config": "launch/configs/finetune.py",
           "flags": dict(TINY_OVERRIDES, method="sac"),
           "envs": ["point-mass"],
-          "methods": {"scratch": {"per_seed": {"warmup": "warmup_steps=50,60,70"}}}}
+          "methods": {"scratch": {"per_seed": {"warmup": "init_critic=true,false"}}}}
   grid_file, out = tmp_path / "grid.json", tmp_path / "sweep"
   grid_file.write_text(json.dumps(grid))
   common = [f"--grid={grid_file}", f"--out={out}", "--max_parallel=2", "--cell_timeout_min=10"]
   first = run_launch("launch.sweep", *common, timeout=600)
   assert first.returncode == 1, first.stderr[-3000:]
-  error = ("error: config.per_seed defines 3 grid points; config.num_seeds (2) must be a "
-           "multiple of that.")
+  error = ("error: config.init_critic (or config.per_seed): config.method='sac' starts from "
+           "scratch, so there is no pretrained part to leave out; the initialisation switches "
+           "are WSRL's ablations (--config.method=wsrl with --config.pretrained=RUN_DIR).")
   failed_line = f"  failed  point-mass/scratch-warmup  {error}"
   assert failed_line in first.stdout.splitlines(), first.stdout
   assert "    done  point-mass/scratch" in first.stdout.splitlines()

@@ -118,12 +118,14 @@ def check_field_rules(config) -> None:
     for field in fields:
       if field in config and not check(config[field]):
         raise ConfigError(f"config.{field}={config[field]!r}: must be {requirement}.")
-  # A value of the per-seed grid obeys its field's rule.
+  # A value of the per-seed grid obeys its field's rule, and the seeds fill the grid evenly.
   for name, values in per_seed.parse_grid(config.get("per_seed", "")).items():
     for fields, requirement, check in _FIELD_RULES:
       for value in values:
         if name in fields and not check(value):
           raise ConfigError(f"config.per_seed: {name}={value!r}: must be {requirement}.")
+  if config.get("per_seed") and "num_seeds" in config:
+    per_seed.seed_settings(config)
 
 
 def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
@@ -171,6 +173,13 @@ def check_method(config, env_spec: envs.EnvSpec, settings) -> methods.Method:
           f"which {name} continues; the shipped agents in checkpoints/ keep only the agent. Give "
           f"the run directory of a `launch.pretrain --config.algo={algo}` run "
           "(config.pretrained).")
+  if not method.needs_checkpoint:
+    for switch in ("init_actor", "init_critic", "init_temperature", "init_optimizer"):
+      if not all(getattr(settings, switch)):
+        raise ConfigError(
+            f"config.{switch} (or config.per_seed): {name} starts from scratch, so there is no "
+            "pretrained part to leave out; the initialisation switches are WSRL's ablations "
+            "(--config.method=wsrl with --config.pretrained=RUN_DIR).")
   if method.offline_learner:
     if config.utd != 1:
       raise ConfigError(f"config.utd={config.utd}: {name} takes one update per environment "

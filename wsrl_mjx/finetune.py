@@ -292,9 +292,11 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
     held = min(saved["replay_capacity"], saved["online_steps"])
   if held is not None and held != capacity:
     raise checkpoint.CheckpointError(
-        f"{workdir}: its replay buffers hold {held} transitions, this config asks for "
-        f"{capacity} (the buffer is capped at online_steps, plus an appended dataset). Extend a "
-        "run only within its buffer size, or choose a new --workdir.")
+        f"{workdir}: its replay buffers hold {held:,} transitions and this config's would hold "
+        f"{capacity:,} (min(replay_capacity, online_steps), plus an appended dataset). A run "
+        "goes on only with buffers of the size it started with, so a run whose buffers are "
+        "capped at its online_steps cannot be extended: to train longer, start a new --workdir "
+        "with the longer online_steps.")
   if saved:
     # Runs made before config.method existed were WSRL with a checkpoint, SAC without, and
     # kept no offline data.
@@ -302,8 +304,8 @@ def _check_resumable(config, description: dict, workdir, capacity: int | None = 
     for field in ("offline_data", "offline_sampling", "offline_data_ratio",
                   "offline_interleave"):
       saved.setdefault(field, config[field])
-  host_loop.check_same_fields(saved, config, _RESUME_FIELDS, workdir,
-                              description.get("resolved_paths"))
+  host_loop.check_same_fields(saved, config, host_loop.resume_fields(saved, config, _RESUME_FIELDS),
+                              workdir, description.get("resolved_paths"))
 
 
 def _chunk_summary(stats: online.ChunkStats) -> dict[str, np.ndarray]:

@@ -424,6 +424,22 @@ def chunk_lengths(start: int, total: int, chunk: int, eval_interval: int,
   return lengths
 
 
+# Config fields a resume may change: schedules, retention and speed settings that leave what
+# is learned and what a record means as they were. Any other field the run recorded must match
+# (`resume_fields`): a changed eval_episodes or learning rate would mix two experiments in one
+# run, which launch.report then cannot pool with its siblings.
+MAY_CHANGE_ON_RESUME = ("online_steps", "offline_steps", "eval_interval", "checkpoint_interval",
+                        "keep_checkpoints", "allow_transfer", "skip_idle_work",
+                        "unroll_critic_steps")
+
+
+def resume_fields(saved_config: dict, config, shape_fields) -> list[str]:
+  """The fields a resume compares: `shape_fields` (always; a run that did not record one
+  compares it as unset) and every other field the run recorded, but `MAY_CHANGE_ON_RESUME`."""
+  recorded = [k for k in config.keys() if k in saved_config and k not in MAY_CHANGE_ON_RESUME]
+  return list(dict.fromkeys([*shape_fields, *recorded]))
+
+
 def check_same_fields(saved_config: dict, config, fields, workdir,
                       saved_paths: dict[str, str] | None = None) -> None:
   """Refuses to resume a run whose shape-defining settings differ from `config`'s, naming every
@@ -675,6 +691,7 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
                "eval/diverged_seeds": float(len(record["diverged_seeds"]))}
     scalars.update({f"train/{k}": nanmean(v) for k, v in (summary or {}).items()})
     scalars.update({f"eval/{k}_mean": nanmean(v) for k, v in fields.items()})
+    scalars.update(metrics_log.point_scalars(record))     # per per_seed grid point, if any
     log.write_scalars(step, scalars)
     return state, record
 
@@ -732,7 +749,9 @@ def _run_chunks(phase: Phase, workdir: pathlib.Path, checkpoints: checkpoint.Run
             "(its losses are logged as NaN from here).", seed, unit, int(diverged_at[seed]))
       reported.add(seed)
     if not evaluating:
-      log.write_scalars(step, {f"train/{k}": nanmean(v) for k, v in summary.items()})
+      scalars = {f"train/{k}": nanmean(v) for k, v in summary.items()}
+      scalars.update(metrics_log.point_scalars({"train": summary, **phase.record_extras}))
+      log.write_scalars(step, scalars)
     score = nanmean(last_record["normalized_scores"]) if last_record else float("nan")
     no_update_reason = _no_update_reason(summary, diverged_at)
     details = _progress_details(phase, summary, no_update_reason)

@@ -62,6 +62,10 @@ def parse_grid(spec: str) -> dict[str, list]:
     grid[name] = [_parse_value(name, v) for v in values.split(",") if v.strip()]
     if not grid[name]:
       raise ConfigError(f"config.per_seed: {name!r} has no values")
+    repeated = sorted({repr(v) for v in grid[name] if grid[name].count(v) > 1})
+    if repeated:       # two grid points of the same settings: one arm, its seeds split in two
+      raise ConfigError(f"config.per_seed: {name} gives {', '.join(repeated)} more than once; "
+                        "give each value once (more seeds per point: raise config.num_seeds)")
   return grid
 
 

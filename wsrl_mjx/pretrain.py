@@ -103,7 +103,9 @@ def train_and_evaluate(config, workdir: str | pathlib.Path,
     return state, host_loop.per_seed_summary(vars(stats), "updates")
 
   def check_resumable(description):
-    host_loop.check_same_fields(description.get("config", {}), config, _RESUME_FIELDS, workdir,
+    saved = description.get("config", {})
+    host_loop.check_same_fields(saved, config,
+                                host_loop.resume_fields(saved, config, _RESUME_FIELDS), workdir,
                                 description.get("resolved_paths"))
 
   description = run_description(config, env_spec, agent_block, source, num_transitions)
