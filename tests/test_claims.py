@@ -19,9 +19,11 @@ NO_INIT = "wsrl init_actor=False init_critic=False warmup_steps=5000"
 RESAMPLES = 4000
 
 
-def write_run(path, config, scores, points=None, steps=STEPS):
+def write_run(path, config, scores, points=None, steps=STEPS, updates=None):
   """A fine-tuning run directory: metrics.jsonl with `scores` [evaluations, seeds] at `steps`
-  (NaN written as null) and config.json: `config` over WSRL's defaults."""
+  (NaN written as null), each evaluation after the first with `updates` [evaluations - 1,
+  seeds] as its chunk's `train.updates` where given, and config.json: `config` over WSRL's
+  defaults."""
   path.mkdir(parents=True)
   full = dict(env_name=ENV, method="wsrl", pretrained="runs/offline", warmup_steps=5000,
               offline_data="none", init_actor=True, init_critic=True, online_steps=steps[-1],
@@ -33,6 +35,8 @@ def write_run(path, config, scores, points=None, steps=STEPS):
               "normalized_scores": [None if np.isnan(s) else float(s) for s in row]}
     if points is not None:
       record["per_seed"] = points
+    if updates is not None and step != steps[0]:
+      record["train"] = {"updates": [int(u) for u in updates[len(lines) - 1]]}
     lines.append(json.dumps(record) + "\n")
   (path / "metrics.jsonl").write_text("".join(lines))
   (path / "config.json").write_text(json.dumps(full))
@@ -405,3 +409,57 @@ def test_arms_that_ran_the_same_settings_in_separate_programs_are_noted(tmp_path
                                              resamples=500), resamples=500)
   b = next(f for f in findings if f.claim == "b")
   assert b.compared == "wsrl vs calql" and b.seeds == (4, 4)
+
+
+def test_an_arm_that_never_updated_is_left_out_of_the_claims(tmp_path):
+  """The README's warmup grid cut short: one program, seed i at warmup_steps (0, 1000, 5000,
+  20000)[i mod 4], 5,000 online steps. The 5000 and 20000 seeds never update (their chunks'
+  `updates` are 0 throughout) and score the pretrained policy, 50 + JITTER; they would be the
+  claims' WSRL arm (K = 5,000). The reference is warmup 1000, the longest that trained; claim
+  (a) on the two frozen arms is not measured, saying why."""
+  steps = [0, 1_000, 2_000, 3_000, 4_000, 5_000]
+  late = [80 + JITTER] * 3
+  arms = {0: np.stack([[50] * 6, [10] * 6, [60] * 6, *[70 + JITTER] * 3]),
+          1000: np.stack([[50] * 6, [50] * 6, [48] * 6, *late]),
+          5000: np.stack([50 + JITTER] * 6), 20000: np.stack([50 + JITTER] * 6)}
+  trains = {0: [5] * 5, 1000: [0, 5, 5, 5, 5], 5000: [0] * 5, 20000: [0] * 5}
+  warmups = list(arms)
+  scores = np.stack([arms[w] for w in warmups], axis=-1).reshape(len(steps), -1)
+  updates = np.tile(np.stack([trains[w] for w in warmups], axis=-1), 6)   # [5, 24]
+  write_run(tmp_path / "runs" / "warmup-grid", {"per_seed": "warmup_steps=0,1000,5000,20000"},
+            scores, points=[{"warmup_steps": w} for w in warmups] * 6, steps=steps,
+            updates=updates)
+  results = report.make_report([tmp_path / "runs"], tmp_path / "out", resamples=500)
+  assert [len(r.never_updated) for r in results] == [0, 0, 6, 6]
+  findings = claims.check(results, resamples=500, window=2_000)
+  assert [(f.claim, f.compared) for f in findings] == [
+      ("a", "wsrl warmup_steps=1000"), ("a", "wsrl warmup_steps=5000"),
+      ("a", "wsrl warmup_steps=20000"), ("c", "wsrl warmup_steps=1000 vs wsrl warmup_steps=0"),
+      ("c", "wsrl warmup_steps=1000 vs wsrl warmup_steps=0")]
+  a, frozen, frozen_long, c_drop, c_final = findings
+  # (a) warmup 1000: lowest in (1000, 3000] is 48 (step 2,000), step 0 is 50: a drop of 2.
+  assert (a.value, a.seeds, a.verdict) == (-2.0, (6,), claims.REPRODUCED)
+  for finding, warmup in ((frozen, 5000), (frozen_long, 20000)):
+    assert (finding.verdict, finding.seeds) == (claims.NOT_MEASURED, (0,))
+    assert finding.reason == (
+        f"'wsrl warmup_steps={warmup}' never updated: the run ended before its first update "
+        f"(warmup_steps={warmup}, not shorter than online_steps=5000)")
+  # (c) no warmup: lowest in (0, 2000] is 10, a drop of 40; 38 less with warmup 1000. Finals:
+  # IQM 80.25 vs 70.25 (the frozen 5000 arm's 50.25 would have made it "not reproduced").
+  assert (c_drop.value, c_drop.seeds) == (38.0, (6, 6))
+  assert c_final.value == pytest.approx(10.0) and c_final.verdict == claims.REPRODUCED
+  text = (tmp_path / "out" / "claims.md").read_text()
+  assert "wsrl warmup_steps=5000 vs" not in text and "| not measured | 'wsrl warmup_steps=5000' " \
+      "never updated: the run ended before its first update" in text
+
+  # With no warmup arm that trained, the frozen one stays the reference and its comparisons
+  # are not measured, naming it.
+  only_frozen = [r for r in results if r.arm.label in ("wsrl warmup_steps=0",
+                                                       "wsrl warmup_steps=5000")]
+  findings = claims.check(only_frozen, resamples=500, window=2_000)
+  assert [(f.claim, f.verdict) for f in findings] == [("a", claims.NOT_MEASURED)] + [
+      ("c", claims.NOT_MEASURED)] * 2
+  assert {f.reason for f in findings} == {
+      "'wsrl warmup_steps=5000' never updated: the run ended before its first update "
+      "(warmup_steps=5000, not shorter than online_steps=5000)"}
+  assert findings[2].seeds == (0, 6)

@@ -20,7 +20,7 @@ import pytest
 
 import envs
 from conftest import ROOT, run_launch, tiny_config
-from wsrl_mjx import export, finetune, networks, report, runs, statistics
+from wsrl_mjx import claims, export, finetune, networks, report, runs, statistics
 
 # A fixed [10 runs, 3 tasks] array and rliable 1.2.0's numbers for it:
 # rly.get_interval_estimates({"a": SCORES}, lambda x: np.array([metrics.aggregate_iqm(x),
@@ -303,6 +303,93 @@ def test_final_scores_tell_a_pretraining_arm_from_a_fine_tuning_arm_of_the_same_
       "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
       row("cql", [], "200", 40, 30, short=True), row("iql", [], "300", 70, 60, short=False),
       "", report.FEW_SEEDS_FOOTNOTE, "", footnote + "'cql' (hopper-medium-v2) 2 of 2.", ""])
+
+
+def warmup_grid_run(path, online_steps, scores_at, updates):
+  """A fine-tuning program without training: 4 seeds, seed i at warmup_steps (0, 5000)[i mod 2]
+  (`--config.per_seed="warmup_steps=0,5000"`), scoring `scores_at[step]` [4] at each evaluation,
+  `updates` [evaluations - 1, 4] the `train.updates` of the chunk before each evaluation after
+  the first, as the fine-tuning loop logs them."""
+  path.mkdir()
+  points = [{"warmup_steps": 0}, {"warmup_steps": 5000}] * 2
+  lines = [{"env_step": step, "normalized_scores": list(scores), "diverged_at": [None] * 4,
+            "per_seed": points} for step, scores in scores_at.items()]
+  for record, counts in zip(lines[1:], updates):
+    record["train"] = {"updates": list(counts), "critic_loss": [1.0] * 4}
+  (path / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  (path / "config.json").write_text(json.dumps(
+      {"method": "wsrl", "pretrained": "runs/x", "offline_data": "none", "warmup_steps": 0,
+       "online_steps": online_steps, "per_seed": "warmup_steps=0,5000",
+       "env_name": "hopper-medium-v2", "seed": 0, "num_seeds": 4}))
+  return path
+
+
+def test_seeds_that_never_updated_are_noted_marked_and_counted(tmp_path):
+  """The README's warmup grid with too few online steps: the warmup_steps=5000 seeds (1, 3) of
+  a 2,000-step run log 0 updates in every chunk. report.md names them and why, final_scores
+  marks their arm ‡ with a footnote, the csv counts them. By hand: warmup 0 scores 40, 60, 80
+  (last 80, mean after step 0 70), warmup 5000 stays at 40."""
+  grid = warmup_grid_run(tmp_path / "grid", 2000, {0: [40.0] * 4, 1000: [60.0, 40.0] * 2,
+                                                   2000: [80.0, 40.0] * 2},
+                         updates=[[7, 0, 7, 0], [8, 0, 8, 0]])
+  assert [runs.read(grid).updated(seed) for seed in range(4)] == [True, False, True, False]
+  report.make_report([grid], tmp_path / "out", resamples=200)
+  text = (tmp_path / "out" / "report.md").read_text()
+  assert (f"- Arm 'wsrl warmup_steps=5000' (hopper-medium-v2): 2 of 2 seeds never updated "
+          f"({grid} seeds 1, 3): the run ended before its first update (warmup_steps=5000, not "
+          "shorter than online_steps=2000). Their scores are the starting policy's, not "
+          "fine-tuning's: final_scores.md marks the arm ‡ and the claims do not use it.\n") in text
+  assert "warmup_steps=0' (hopper-medium-v2): " not in text
+  never = ("‡ seeds that never updated: their run stopped before their first update (report.md's "
+           "notes say why), so their scores are the starting policy's, not fine-tuning's, and "
+           "the claims do not use them: ")
+  assert (tmp_path / "out" / "final_scores.md").read_text().splitlines()[2:] == [
+      "| wsrl warmup_steps=0 | hopper-medium-v2 | 2* | 2,000 | 80.0 [80.0, 80.0] | "
+      "80.0 [80.0, 80.0] | 70.0 [70.0, 70.0] † | 70.0 [70.0, 70.0] † | 0 |",
+      "| wsrl warmup_steps=5000 ‡ | hopper-medium-v2 | 2* | 2,000 | 40.0 [40.0, 40.0] | "
+      "40.0 [40.0, 40.0] | 40.0 [40.0, 40.0] † | 40.0 [40.0, 40.0] † | 0 |",
+      "", report.FEW_SEEDS_FOOTNOTE, "",
+      "† seeds with fewer than 3 evaluations after step 0, whose mean is over the ones they "
+      "have: 'wsrl warmup_steps=0' (hopper-medium-v2) 2 of 2, 'wsrl warmup_steps=5000' "
+      "(hopper-medium-v2) 2 of 2.", "",
+      never + "'wsrl warmup_steps=5000' (hopper-medium-v2) 2 of 2."]
+  assert [(r["arm"], r["never_updated_seeds"])
+          for r in read_csv(tmp_path / "out" / "final_scores.csv")] == [
+      ("wsrl warmup_steps=0", "0"), ("wsrl warmup_steps=5000", "2")]
+
+  # Unfinished (a 100,000-step run stopped at 2,000) and pooled with a 6,000-step run whose
+  # warmup-5000 seeds updated after step 5,000: 2 of the arm's 4 seeds, the unfinished ones.
+  unfinished = warmup_grid_run(tmp_path / "unfinished", 100_000,
+                               {0: [40.0] * 4, 2000: [80.0, 40.0] * 2}, updates=[[9, 0, 9, 0]])
+  long = warmup_grid_run(tmp_path / "long", 6000, {0: [40.0] * 4, 3000: [80.0, 40.0] * 2,
+                                                   6000: [90.0, 70.0] * 2},
+                         updates=[[9, 0, 9, 0], [9, 9, 9, 9]])
+  results = report.make_report([unfinished, long], tmp_path / "pooled", pool=True,
+                               resamples=200)
+  assert [len(r.never_updated) for r in results] == [0, 2]
+  text = (tmp_path / "pooled" / "report.md").read_text()
+  assert (f"- Arm 'wsrl warmup_steps=5000' (hopper-medium-v2): 2 of 4 seeds never updated "
+          f"({unfinished} seeds 1, 3): the run is unfinished and its last evaluation, at env step "
+          "2,000 of 100,000, comes before its first update (warmup_steps=5000). Their scores "
+          "are the starting policy's, not fine-tuning's: final_scores.md marks the arm ‡ and "
+          "the claims do not use these seeds.\n") in text
+  assert (tmp_path / "pooled" / "final_scores.md").read_text().endswith(
+      never + "'wsrl warmup_steps=5000' (hopper-medium-v2) 2 of 4.\n")
+  # The claims' final scores of that arm: the 2 seeds that trained, (40 + 70) / 2 each, not
+  # the frozen ones' 40. The 0 arm's: 80, 80 (unfinished) and 85, 85: IQM mean(80, 85).
+  final = [f for f in claims.check(results, resamples=200) if f.statistic.startswith("final")]
+  assert [(f.compared, f.seeds) for f in final] == [
+      ("wsrl warmup_steps=5000 vs wsrl warmup_steps=0", (2, 4))]
+  assert final[0].value == pytest.approx(55.0 - 82.5)
+  # A pretraining counts gradient steps: its updates say nothing of a warmup.
+  offline = hand_run(tmp_path / "offline", "pretrain", "cql", {0: 1.0, 50: 2.0})
+  lines = records(offline)
+  lines[1]["train"] = {"updates": [0, 0]}
+  (offline / "metrics.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines))
+  assert runs.read(offline).updated(0) is None
+  assert [r.never_updated for r in report.make_report([offline], tmp_path / "pre",
+                                                       resamples=200)] == [[]]
+  assert "‡" not in (tmp_path / "pre" / "final_scores.md").read_text()
 
 
 @pytest.mark.parametrize("launcher, what, example", [

@@ -22,19 +22,23 @@
     `init_actor=false` and/or `init_critic=false`, final score, judged as (b).
 
 Otherwise the verdict is "not distinguishable". A comparison with fewer than 2 seeds on a side,
-or without the evaluations it needs (step 0, one inside the window), is "not measured", with
-the reason. A verdict either way from fewer than `FEW_SEEDS` seeds on a side keeps its verdict
-but says it is indicative only, in its reason and in the claim's overall line: a percentile
-bootstrap cannot reach past the seeds' own range, so with a handful of seeds its interval is
-narrower than a 95% one (with 2, a mean's is their range, which holds the true mean half the
-time for a symmetric distribution).
+without the evaluations it needs (step 0, one inside the window), or with an arm none of whose
+seeds made an update (`report.ArmResult.never_updated`: its run stopped before its first update,
+so its scores are its starting policy's), is "not measured", with the reason; seeds that never
+updated in an arm whose other seeds did are left out of its statistics. A verdict either way
+from fewer than `FEW_SEEDS` seeds on a side keeps its verdict but says it is indicative only,
+in its reason and in the claim's overall line: a percentile bootstrap cannot reach past the
+seeds' own range, so with a handful of seeds its interval is narrower than a 95% one (with 2, a
+mean's is their range, which holds the true mean half the time for a symmetric distribution).
 
 Arms (`report.Arm`, fine-tuning phase): the method is the run's `--config.method`
 (`runs.Run.method`); warmup and the init switches are the arm's grid point's or its config's.
 "The WSRL arm" of an env is method `wsrl` with both inits on, no offline data and a warmup; where
 several warmups exist, the paper's K = 5,000 if present, else the longest (claim (a) is checked
 for each); where several arms ran K = 5,000 (a sweep's plain cell and its ablations' matching
-points), the one with the most seeds.
+points), the one with the most seeds. Arms none of whose seeds updated are passed over where
+another warmup's arm did update (a 2,000-step run's warmup_steps=5000 arm never trains: its
+warmup_steps=1000 arm is the reference).
 """
 
 from __future__ import annotations
@@ -152,6 +156,43 @@ def early_drops(result, window: int) -> tuple[np.ndarray, str]:
   return np.asarray(values, np.float64), why
 
 
+def no_update_reason(run, seed: int) -> str:
+  """Why a fine-tuning seed made no update in its run (`runs.Run.updated` False), in words: its
+  run stopped before the first update, which comes once the buffer holds
+  max(warmup_steps, the batch's online rows; for Cal-QL also one episode) + 2 transitions."""
+  warmup, total, last = run.warmup_steps(seed), run.total_steps, int(run.steps[-1])
+  if run.finished is False:
+    return (f"the run is unfinished and its last evaluation, at env step {last:,} of "
+            f"{int(total):,}, comes before its first update (warmup_steps={warmup})")
+  if warmup is None or total is None:
+    return (f"the run's last evaluation, at env step {last:,}, comes before its first update "
+            "(no config recorded to say why)")
+  if warmup >= int(total):
+    return (f"the run ended before its first update (warmup_steps={warmup}, not shorter than "
+            f"online_steps={total})")
+  return (f"the run ended before its first update (online_steps={total} ran out while, after "
+          f"warmup_steps={warmup}, updates waited for the buffer to hold a batch's online rows, "
+          "or for Cal-QL one episode)")
+
+
+def untrained(result) -> str:
+  """Why none of the arm's seeds trained, "" where some did: `result`, a `report.ArmResult`,
+  whose every used seed is one of its `never_updated`. Its runs' reasons, each once."""
+  if not result.used or len(result.never_updated) < len(result.used):
+    return ""
+  reasons = dict.fromkeys(no_update_reason(run, seed) for run, seed in result.never_updated)
+  return f"'{result.arm.label}' never updated: {'; '.join(reasons)}"
+
+
+def trained(result):
+  """`result` with its seeds that never updated left out of `used`: the claims are about
+  fine-tuning, and such a seed's scores are its starting policy's."""
+  if not result.never_updated:
+    return result
+  return dataclasses.replace(result, used=[member for member in result.used
+                                           if member not in result.never_updated])
+
+
 # --- intervals ----------------------------------------------------------------------------------
 
 def _mean(x, axis=-1):
@@ -211,52 +252,58 @@ def check(results: Sequence[Any], *, last_n: int = 3, window: int = WINDOW,
     warmed = [(r, s) for r, s in wsrl if s.warmup]
     if not warmed:
       continue
-    paper = [(r, s) for r, s in warmed if s.warmup == PAPER_WARMUP]
+    # An arm none of whose seeds updated (the run ended within its warmup) is its starting
+    # policy: the reference is chosen among the others where there are any.
+    candidates = [(r, s) for r, s in warmed if not untrained(r)] or warmed
+    paper = [(r, s) for r, s in candidates if s.warmup == PAPER_WARMUP]
     reference, reference_settings = (
         max(paper, key=lambda rs: len(rs[0].used)) if paper     # first of the largest
-        else max(warmed, key=lambda rs: rs[1].warmup))
+        else max(candidates, key=lambda rs: rs[1].warmup))
     label = reference.arm.label
-    final = final_scores(reference, last_n)
-    drops, why = early_drops(reference, window)
+    reference_why = untrained(reference)
+    final = final_scores(trained(reference), last_n)
+    drops, why = early_drops(trained(reference), window)
     final_text = f"final score IQM difference (mean of each seed's last {last_n})"
 
+    def final_finding(claim, result, lower_bound):
+      """The reference's final score against `result`'s (not measured where either arm never
+      updated)."""
+      return _finding(claim, env_name, f"{label} vs {result.arm.label}", final_text,
+                      [final, final_scores(trained(result), last_n)], _iqm_difference,
+                      lower_bound, resamples, reference_why or untrained(result))
+
     for result, _ in warmed:                                              # (a)
-      arm_drops, arm_why = (drops, why) if result is reference else early_drops(result, window)
+      arm_drops, arm_why = ((drops, why) if result is reference
+                            else early_drops(trained(result), window))
       findings.append(_finding(
           "a", env_name, result.arm.label,
           f"mean drop: lowest evaluation in the {window:,} env steps after the warmup minus "
-          "step 0", [arm_drops], _mean, -collapse_tolerance, resamples, arm_why))
+          "step 0", [arm_drops], _mean, -collapse_tolerance, resamples,
+          untrained(result) or arm_why))
 
     for result, settings in arms:                                         # (b)
       if settings.method in OFFLINE_LEARNERS and settings.offline_data == "none":
-        findings.append(_finding("b", env_name, f"{label} vs {result.arm.label}", final_text,
-                                 [final, final_scores(result, last_n)], _iqm_difference, 0.0,
-                                 resamples))
+        findings.append(final_finding("b", result, 0.0))
 
     for result, _ in (rs for rs in wsrl if rs[1].warmup == 0):            # (c)
-      other_drops, other_why = early_drops(result, window)
+      other_drops, other_why = early_drops(trained(result), window)
       findings.append(_finding(
           "c", env_name, f"{label} vs {result.arm.label}",
           "mean early drop difference (warmup minus none; above 0: a smaller drop with warmup)",
-          [drops, other_drops], _mean_difference, 0.0, resamples, why or other_why))
-      findings.append(_finding("c", env_name, f"{label} vs {result.arm.label}", final_text,
-                               [final, final_scores(result, last_n)], _iqm_difference, 0.0,
-                               resamples))
+          [drops, other_drops], _mean_difference, 0.0, resamples,
+          reference_why or untrained(result) or why or other_why))
+      findings.append(final_finding("c", result, 0.0))
 
     for result, settings in arms:                                         # (d)
       if settings.method == "rlpd" or (settings.method in OFFLINE_LEARNERS
                                        and settings.offline_data == "keep"):
-        findings.append(_finding("d", env_name, f"{label} vs {result.arm.label}", final_text,
-                                 [final, final_scores(result, last_n)], _iqm_difference,
-                                 -match_tolerance, resamples))
+        findings.append(final_finding("d", result, -match_tolerance))
 
     for result, settings in arms:                                         # (e)
       if (settings.method == "wsrl" and settings.offline_data == "none"
           and settings.warmup == reference_settings.warmup
           and not (settings.init_actor and settings.init_critic)):
-        findings.append(_finding("e", env_name, f"{label} vs {result.arm.label}", final_text,
-                                 [final, final_scores(result, last_n)], _iqm_difference, 0.0,
-                                 resamples))
+        findings.append(final_finding("e", result, 0.0))
   order = {claim: i for i, claim in enumerate(CLAIMS)}
   return sorted(findings, key=lambda f: order[f.claim])
 

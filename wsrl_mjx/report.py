@@ -15,12 +15,15 @@ curve's strata are one task and the bootstrap resamples seeds. `make_report` wri
 - `final_scores.md`, `final_scores.csv`: each seed's last evaluation and the mean of its last
   `last_n` after step 0 (the starting policy's), aggregated per arm, an arm of fewer than
   `claims.FEW_SEEDS` seeds starred (its interval is narrower than 95%) and one with seeds of
-  fewer than `last_n` evaluations after step 0 marked †; where the runs span both phases, the
-  .md has a phase column (a pretraining's and a fine-tuning's arm may share a label, e.g. `cql`);
+  fewer than `last_n` evaluations after step 0 marked †, one with fine-tuning seeds that never
+  updated (their run stopped before the first update: `runs.Run.updated`) marked ‡ and left out
+  of the claims; where the runs span both phases, the .md has a phase column (a pretraining's
+  and a fine-tuning's arm may share a label, e.g. `cql`);
   `curves.csv`: every arm's estimates at every step;
 - `claims.md`, `claims.csv`: where the study has the arms, the WSRL paper's claims checked one
   comparison at a time (`wsrl_mjx.claims`);
-- `report.md`: the runs, what is unfinished or diverged, the figures and the tables.
+- `report.md`: the runs, what is unfinished or diverged or never updated, the figures and the
+  tables.
 
 Files an earlier report left in `out` that this one does not write (its claims, its figures)
 are removed, so the folder describes these runs only.
@@ -186,6 +189,10 @@ class ArmResult:
   final_steps: tuple[int, int] | None         # smallest and largest last step of its seeds
   warmup: list[int]                           # the seeds' distinct warmup lengths
   short: int = 0                              # seeds with 1 to last_n - 1 evaluations after 0
+  # Fine-tuning seeds of `used` that made no update (`runs.Run.updated` False; diverged ones
+  # are listed as such): their run stopped before their first update, so they score the
+  # starting policy.
+  never_updated: list[tuple[runs_lib.Run, int]] = dataclasses.field(default_factory=list)
 
 
 def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
@@ -214,12 +221,14 @@ def aggregate(arm: Arm, last_n: int, exclude_diverged: bool,
   curve = [statistics.estimate(np.asarray(by_step[s]), resamples) for s in steps]
   warmup = sorted({w for run, seed in arm.members
                    if (w := run.warmup_steps(seed)) is not None})
+  never_updated = [(run, seed) for run, seed in used
+                   if run.updated(seed) is False and run.diverged_at[seed] is None]
   return ArmResult(
       arm=arm, used=used, diverged=diverged, steps=steps, curve=curve,
       last=statistics.estimate(np.asarray(lasts), resamples) if lasts else None,
       last_n=statistics.estimate(np.asarray(last_means), resamples) if last_means else None,
       final_steps=(min(final_steps), max(final_steps)) if final_steps else None, warmup=warmup,
-      short=short)
+      short=short, never_updated=never_updated)
 
 
 # --- files --------------------------------------------------------------------------------------
@@ -264,7 +273,7 @@ def write_curves_csv(results: list[ArmResult], path: pathlib.Path) -> None:
 
 def write_final_scores_csv(results: list[ArmResult], last_n: int, path: pathlib.Path) -> None:
   header = ["arm", "env", "phase", "method", "point", "step_unit", "final_step_min",
-            "final_step_max", "diverged_seeds"]
+            "final_step_max", "diverged_seeds", "never_updated_seeds"]
   for prefix in ("last", f"last{last_n}"):
     header += [f"{prefix}_{c}" for c in ("seeds", "mean", "mean_ci_low", "mean_ci_high", "iqm",
                                           "iqm_ci_low", "iqm_ci_high")]
@@ -272,7 +281,7 @@ def write_final_scores_csv(results: list[ArmResult], last_n: int, path: pathlib.
   for result in results:
     low, high = result.final_steps or ("", "")
     rows.append(_arm_columns(result.arm) + [result.arm.step_unit, low, high,
-                                            len(result.diverged)]
+                                            len(result.diverged), len(result.never_updated)]
                 + _estimate_columns(result.last) + _estimate_columns(result.last_n))
   _write_csv(path, header, rows)
 
@@ -287,9 +296,16 @@ FEW_SEEDS_FOOTNOTE = (
     "the mean's interval is their range); read it as indicative.")
 
 
+NEVER_UPDATED_FOOTNOTE = (
+    "‡ seeds that never updated: their run stopped before their first update (report.md's notes "
+    "say why), so their scores are the starting policy's, not fine-tuning's, and the claims do "
+    "not use them: ")
+
+
 def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
   """The final-score table (markdown) of `results`, one row per arm, with its footnotes (* few
-  seeds, † seeds short of `last_n` evaluations). Where the arms span both phases, a phase column
+  seeds, † seeds short of `last_n` evaluations, ‡ after the label: seeds that never updated).
+  Where the arms span both phases, a phase column
   follows the arm's label (a pretraining's `cql` and a fine-tuning's `cql` arm share a label)
   and the footnotes name each arm's phase beside its env."""
   both = len({result.arm.phase for result in results}) > 1
@@ -298,13 +314,17 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
            f"mean [95% CI] | mean of last {last_n} after step 0: IQM [95% CI] | mean [95% CI] | "
            "diverged seeds |",
            f"| --- | {phase_rule}--- | --- | --- | --- | --- | --- | --- | --- |"]
-  few, short = False, []
+  few, short, frozen = False, [], []
   for result in results:
     arm = result.arm
     phase = f"{arm.phase} | " if both else ""
     where = f"{arm.env_name}, {arm.phase}" if both else arm.env_name
+    label = arm.label
+    if result.never_updated:
+      label += " ‡"
+      frozen.append(f"'{arm.label}' ({where}) {len(result.never_updated)} of {len(result.used)}")
     if result.last is None:
-      lines.append(f"| {arm.label} | {phase}{arm.env_name} | 0 | - | - | - | - | - | "
+      lines.append(f"| {label} | {phase}{arm.env_name} | 0 | - | - | - | - | - | "
                    f"{len(result.diverged)} |")
       continue
     low, high = result.final_steps
@@ -320,13 +340,15 @@ def final_scores_markdown(results: list[ArmResult], last_n: int) -> str:
     seeds = f"{result.last.seeds}"
     if result.last.seeds < claims_lib.FEW_SEEDS:
       seeds, few = seeds + "*", True
-    lines.append(f"| {arm.label} | {phase}{arm.env_name} | {seeds} | {final} | "
+    lines.append(f"| {label} | {phase}{arm.env_name} | {seeds} | {final} | "
                  f"{' | '.join(cells)} | {len(result.diverged)} |")
   if few:
     lines += ["", FEW_SEEDS_FOOTNOTE]
   if short:
     lines += ["", f"† seeds with fewer than {last_n} evaluations after step 0, whose mean is over "
                  f"the ones they have: {', '.join(short)}."]
+  if frozen:
+    lines += ["", NEVER_UPDATED_FOOTNOTE + ", ".join(frozen) + "."]
   return "\n".join(lines) + "\n"
 
 
@@ -437,6 +459,28 @@ def _run_notes(runs: Sequence[runs_lib.Run]) -> list[str]:
   return notes
 
 
+def _never_updated_notes(results: list[ArmResult]) -> list[str]:
+  """Per arm with seeds that never updated: which (run and seed), why, and what it means."""
+  notes = []
+  for result in results:
+    if not result.never_updated:
+      continue
+    by_run: dict[runs_lib.Run, list[int]] = {}
+    for run, seed in result.never_updated:
+      by_run.setdefault(run, []).append(seed)
+    which = ", ".join(f"{run.name} seed{'' if len(seeds) == 1 else 's'} "
+                      f"{', '.join(map(str, seeds))}" for run, seeds in by_run.items())
+    reasons = "; ".join(dict.fromkeys(claims_lib.no_update_reason(run, seed)
+                                      for run, seed in result.never_updated))
+    count, used = len(result.never_updated), len(result.used)
+    unused = "it" if count == used else "these seeds"   # claims.untrained, claims.trained
+    notes.append(f"Arm '{result.arm.label}' ({result.arm.env_name}): {count} of {used} "
+                 f"seed{'' if used == 1 else 's'} never updated ({which}): {reasons}. Their "
+                 "scores are the starting policy's, not fine-tuning's: final_scores.md marks "
+                 f"the arm ‡ and the claims do not use {unused}.")
+  return notes
+
+
 def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path, *,
                 last_n: int = 3, exclude_diverged: bool = False, pool: bool = False,
                 resamples: int = statistics.DEFAULT_RESAMPLES,
@@ -524,7 +568,7 @@ def make_report(run_dirs: Sequence[str | pathlib.Path], out: str | pathlib.Path,
             "redone steps count twice), from its start to its last evaluation.", "",
             f"{len(arms)} arm{'' if len(arms) == 1 else 's'}: seeds grouped by phase, env, "
             "method and per-seed grid point.", ""]
-  notes = _run_notes(runs) + pool_notes
+  notes = _run_notes(runs) + pool_notes + _never_updated_notes(results)
   diverged = [(r, d) for r in results for d in r.diverged]
   if diverged:
     what = ("excluded from the aggregates (--exclude_diverged)" if exclude_diverged else

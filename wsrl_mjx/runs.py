@@ -100,6 +100,17 @@ class Run:
         values[i] = np.where(updates > 0, value, np.nan)
     return values
 
+  def updated(self, seed: int) -> bool | None:
+    """Whether a fine-tuning seed made an update in the run: some evaluation's `train.updates`
+    (the count of the chunk before it) above 0. None where the run does not say: a pretraining
+    (its count is of gradient steps, which every chunk makes) or a fine-tuning without an
+    `updates` record (one stopped after its step-0 evaluation, or older than the count)."""
+    if self.phase != "finetune":
+      return None
+    counts = [record["train"]["updates"][seed] for record in self.records
+              if "updates" in (record.get("train") or {})]
+    return any((count or 0) > 0 for count in counts) if counts else None
+
   @property
   def diverged_at(self) -> list[int | None]:
     """Per seed, the step of its first non-finite update (it stopped learning), or None."""
