@@ -142,6 +142,95 @@ def test_wall_time_sums_each_session_once_and_skips_a_cut_line(tmp_path):
   assert metrics_log.wall_time(tmp_path / "nowhere") is None
 
 
+def test_a_grid_runs_tensorboard_has_each_points_mean_beside_the_mean_of_all_seeds(tmp_path):
+  """A hand-built record of 4 seeds on a 2-point grid (seeds 0 and 2: point A, 1 and 3: B),
+  written as the run writes it and read back from the event file."""
+  from test_finetune import tensorboard_scalars
+  from wsrl_mjx import metrics_log
+  a, b = {"warmup_steps": 0, "init_critic": True}, {"warmup_steps": 5000, "init_critic": False}
+  nan = float("nan")
+  record = {"env_step": 100, "per_seed": [a, b, a, b],
+            "normalized_scores": np.array([10.0, 40.0, 30.0, 80.0]),
+            "returns": np.array([100.0, 400.0, 300.0, 800.0]),
+            "train": {"updates": np.array([50, 0, 50, 0]),
+                      "critic_loss": np.array([1.0, nan, 3.0, nan]),    # B: in its warmup
+                      "q": np.array([4.0, nan, 6.0, 8.0])}}             # a NaN is left out
+  a, b = "warmup_steps_0/init_critic_True", "warmup_steps_5000/init_critic_False"
+  expected = {f"eval/normalized_score/{a}": 20.0, f"eval/normalized_score/{b}": 60.0,
+              f"eval/return/{a}": 200.0, f"eval/return/{b}": 600.0,
+              f"train/updates/{a}": 50.0, f"train/updates/{b}": 0.0,
+              f"train/critic_loss/{a}": 2.0, f"train/q/{a}": 5.0, f"train/q/{b}": 8.0}
+  scalars = metrics_log.point_scalars(record)
+  assert np.isnan(scalars.pop(f"train/critic_loss/{b}"))   # all NaN: NaN, which is not written
+  assert scalars == expected
+  log = metrics_log.MetricsLog(tmp_path)
+  log.write_evaluation(record)
+  # From metrics.jsonl (NaN written as null, the points' true as JSON's): the same numbers.
+  read_back = metrics_log.point_scalars(log.records()[-1])
+  assert np.isnan(read_back.pop(f"train/critic_loss/{b}")) and read_back == expected
+  log.write_scalars(100, {"eval/normalized_score_mean": 40.0, **metrics_log.point_scalars(record)})
+  log.close()
+  assert tensorboard_scalars(tmp_path) == sorted(
+      [("eval/normalized_score_mean", 100, 40.0)]
+      + [(tag, 100, value) for tag, value in expected.items()])
+  # One label per setting, in the grid's order, in the characters TensorBoard keeps.
+  assert metrics_log.point_label({"critic_learning_rate": 3e-4, "init_actor": False}) == (
+      "critic_learning_rate_0.0003/init_actor_False")
+  # No grid, a grid of one point, a record without per_seed (pretraining): nothing per point.
+  for per_seed in ([{}] * 4, [{"warmup_steps": 5000}] * 4, None):
+    assert metrics_log.point_scalars(dict(record, per_seed=per_seed)) == {}
+
+
+def test_a_grid_run_writes_each_points_scores_and_updates_to_tensorboard(grid_run):
+  """The tiny grid run (seed 0: warmup 50, seed 1: warmup 100; batch 64, so updates start past
+  env step max(warmup, 64); chunks of 50, evaluations every 100): each point's curves, at the
+  evaluations and at the chunks between them."""
+  from test_finetune import tensorboard_scalars
+  shown = {(tag, step): value for tag, step, value in tensorboard_scalars(grid_run)}
+  points = ("warmup_steps_50", "warmup_steps_100")
+  fields = {"eval/normalized_score": "normalized_scores", "eval/return": "returns"}
+  for record in records(grid_run):
+    for seed, point in enumerate(points):    # one seed per point: its own numbers
+      for tag, field in fields.items():
+        assert shown[(f"{tag}/{point}", record["env_step"])] == pytest.approx(
+            record[field][seed], rel=1e-6)
+  # Updates per chunk, by hand: seed 0 from step 65, seed 1 from step 101 on.
+  updates = {50: (0, 0), 100: (35, 0), 150: (50, 49), 200: (50, 50)}
+  assert {step: tuple(shown[(f"train/updates/{point}", step)] for point in points)
+          for step in updates} == updates
+  assert {step: shown[("train/updates", step)] for step in updates} == {
+      step: np.mean(counts) for step, counts in updates.items()}
+  # A point's loss only where it updated (a mean of nothing is not written).
+  losses = [step for tag, step in shown if tag == "train/critic_loss/warmup_steps_100"]
+  assert sorted(losses) == [150, 200]
+  assert not any(tag.startswith("train/") for tag, step in shown if step == 0)
+
+
+def test_a_resumed_grid_run_shows_the_same_per_point_curves(grid_run, tiny_programs, tmp_path,
+                                                            monkeypatch):
+  """Killed after its checkpoint at step 100 and resumed: TensorBoard shows what the grid run
+  that ran through shows, its per-point curves included (step 150's from the chunk after the
+  resume, which no evaluation record precedes in that session)."""
+  from test_finetune import tensorboard_scalars
+  from wsrl_mjx import checkpoint
+  save = checkpoint.RunCheckpoints.save
+
+  def save_then_die(self, step, *args, **kwargs):
+    save(self, step, *args, **kwargs)
+    if step == 100:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
+  programs = tiny_programs[3]
+  with pytest.raises(KeyboardInterrupt):
+    finetune.train_and_evaluate(tiny_config(per_seed=GRID), tmp_path, programs)
+  monkeypatch.undo()
+  finetune.train_and_evaluate(tiny_config(per_seed=GRID), tmp_path, programs)
+  shown = tensorboard_scalars(tmp_path)
+  assert ("train/updates/warmup_steps_100", 150, 49.0) in shown
+  assert shown == tensorboard_scalars(grid_run)
+
+
 def test_seeds_of_runs_pool_into_arms_with_their_iqm_and_intervals(grid_run, tmp_path):
   shifts = [0.0, 10.0, 20.0, 40.0]
   dirs = [copy_of_metrics(grid_run, tmp_path / f"run{i}", shift) for i, shift in

@@ -12,6 +12,11 @@ seconds since this process's session of the run started (`session`: its start, I
 and the devices it ran on. It only grows: a resumed run's redone stretch is counted again, as it
 was paid for again, and `wall_time.seconds` sums each session's last line.
 
+A fine-tuning run with a `--config.per_seed` grid of more than one point also writes, per grid
+point, the means over that point's seeds of the evaluation's normalised score and return and of
+each training statistic (`point_scalars`): `eval/normalized_score/warmup_steps_0`,
+`train/critic_loss/warmup_steps_0/init_critic_True`, ... beside the means over all seeds.
+
 Of a run's several processes only process 0 writes (`write=False` elsewhere: the writing methods
 do nothing; `records` reads what process 0 wrote).
 """
@@ -23,6 +28,7 @@ import json
 import math
 import os
 import pathlib
+import re
 import time
 
 import numpy as np
@@ -113,6 +119,51 @@ def _append_line(path: pathlib.Path, line: str) -> None:
       if f.read(1) != b"\n":
         f.write(b"\n")
     f.write(line.encode() + b"\n")
+
+
+# What tensorboardX keeps of a tag: other characters it rewrites to "_" (its summary._clean_tag).
+_NOT_IN_TAGS = re.compile(r"[^-/\w.]")
+
+
+def point_label(point: dict) -> str:
+  """A `--config.per_seed` grid point as the last part of a TensorBoard tag, in the characters
+  TensorBoard tags keep: `name_value` per setting, in the grid's order, joined by "/";
+  {"warmup_steps": 0, "init_critic": True} -> "warmup_steps_0/init_critic_True"."""
+  return "/".join(_NOT_IN_TAGS.sub("_", f"{name}_{_plain(value)}")
+                  for name, value in point.items())
+
+
+def _nanmean(values) -> float:
+  values = np.asarray(values, np.float64)
+  return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
+
+
+# A record's per-seed fields written per grid point, and their tags (before the point's label).
+_PER_POINT_FIELDS = {"normalized_scores": "eval/normalized_score", "returns": "eval/return"}
+
+
+def point_scalars(record: dict) -> dict[str, float]:
+  """TensorBoard scalars per `--config.per_seed` grid point of an evaluation record (or of the
+  part of one, e.g. {"train": summary, "per_seed": ...}): for each point, the mean over that
+  point's seeds (NaN left out; NaN where all are) of the normalised score
+  (`eval/normalized_score/<point_label>`), the return (`eval/return/<point_label>`) and each
+  training statistic (`train/<name>/<point_label>`); a field that is not one value per seed is
+  left out. {} where the record's seeds do not span more than one point (no grid, a grid of one
+  point, or a record without `per_seed`)."""
+  labels = [point_label(point) for point in record.get("per_seed") or []]
+  if len(set(labels)) < 2:
+    return {}
+  per_seed = {tag: record[field] for field, tag in _PER_POINT_FIELDS.items() if field in record}
+  per_seed.update({f"train/{name}": values for name, values in (record.get("train") or {}).items()})
+  labels = np.asarray(labels)
+  scalars = {}
+  for tag, values in per_seed.items():
+    values = np.asarray(values, np.float64)       # None (non-finite, in metrics.jsonl) -> NaN
+    if values.shape != labels.shape:              # not one value per seed
+      continue
+    for label in dict.fromkeys(labels.tolist()):  # the grid's order
+      scalars[f"{tag}/{label}"] = _nanmean(values[labels == label])
+  return scalars
 
 
 class MetricsLog:
