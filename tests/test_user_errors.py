@@ -35,9 +35,13 @@ def assert_one_line_error(result, *expected):
     (["--config.num_seedz=3"], ["--config.num_seedz: no such config field", "num_seeds"]),
     (["--config.num_seeds=many"], ["--config.num_seeds=many"]),
     (["--config.pretrained=/nonexistent/run"], ["/nonexistent/run: no such checkpoint directory"]),
-    # The arms (wsrl_mjx/methods.py): the shipped demo agent is a CQL pretraining.
-    (["--config.method=iql", "--config.utd=1"],
+    # The arms (wsrl_mjx/methods.py): the shipped demo agent is a CQL pretraining, which the
+    # offline learners' demos do not default to.
+    (["--config.method=iql", "--config.utd=1",
+      "--config.pretrained=checkpoints/hopper-medium-v2-demo"],
      ["description/metadata: holds a cql agent, but config.method='iql' starts from iql"]),
+    (["--config.method=iql", "--config.utd=1"],
+     ["config.pretrained is empty but config.method='iql' continues a pretraining"]),
     (["--config.method=rlpd", "--config.pretrained=", "--config.offline_data=keep",
       "--config.dataset=/nonexistent/d.hdf5"],
      ["config.offline_data='keep' (config.method='rlpd') needs the offline dataset",
