@@ -19,7 +19,7 @@ import pathlib
 import sys
 
 import numpy as np
-from absl import app, flags
+from absl import app, flags, logging
 
 import envs
 from envs import bridge
@@ -179,6 +179,8 @@ def main(argv):
         "target, which the replay does not restore); run on generated trajectories")
   trajectories = describe(identity)
   print(f"Trajectories: {trajectories_line(trajectories)}\n")
+  if not _DATASET.value:
+    logging.info("Generating the trajectories in C MuJoCo ...")
   trajectory = (bridge.trajectory_from_file(_DATASET.value) if _DATASET.value
                 else generated(env, np.random.default_rng(_SEED.value), policy))
   reports = []
@@ -188,6 +190,9 @@ def main(argv):
             "contacts); the model's cones only.\n")
       continue
     # The same windows for every cone.
+    logging.info("Replaying %d windows of %d steps through MJX (%s cones; the first compiles, "
+                 "minutes for AntMaze and Adroit on a CPU) and C MuJoCo ...", _STARTS.value,
+                 _HORIZON.value, cone)
     report = bridge.check(env, env_spec.name, trajectory, _HORIZON.value, _STARTS.value,
                           np.random.default_rng(_SEED.value), cone=cone)
     print(report.format() + "\n")

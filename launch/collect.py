@@ -251,6 +251,10 @@ def main(argv):
   rollout = kind.build(argument, env, env_spec)
   started = time.time()
   steps_per_env = _STEPS.value // _NUM_ENVS.value
+  # One call compiles, then rolls out: say so, or minutes pass without a line.
+  logging.info("Collecting %s steps in %d %s envs with %s: compiling the rollout (minutes for "
+               "AntMaze, Adroit and kitchen on a CPU), then running it ...", f"{_STEPS.value:,}",
+               _NUM_ENVS.value, env_spec.name, rollout.source)
   if rollout.planner is not None:
     rows = collect.collect_with_planner(env, env_spec, rollout.planner,
                                         jax.random.PRNGKey(_SEED.value), steps_per_env,

@@ -68,6 +68,7 @@ def test_bridge_check_passes_on_an_exported_policy_s_trajectories(tmp_path):
                       f"--policy={folder}", "--episodes=2", "--steps=30", "--starts=8",
                       "--horizon=4", "--cones=model", f"--json={report}")
   assert result.returncode == 0, result.stderr[-3000:]
+  assert "Replaying 8 windows of 4 steps through MJX (model cones; " in result.stderr
   (checked,) = json.loads(report.read_text())
   assert checked["starts"] == 8 and not checked["failures"]
   # Which policy was checked, so that the report can be tied to the files handed over.

@@ -124,6 +124,14 @@ def test_the_log_says_where_the_agent_comes_from_and_when_updates_start(caplog):
   assert "updates (UTD 4) start once it holds 66 transitions" in caplog.text
   assert "the untrained agent" not in caplog.text
   assert not [r for r in caplog.records if r.levelname == "WARNING"]
+  # Seeds with init_actor=false collect with a fresh actor: the line says so.
+  for grid, source in (("init_actor=true,false", "the pretrained agent (a fresh actor for the "
+                        "1 seed with init_actor=false), frozen, collects"),
+                       ("init_actor=false", "a fresh actor (init_actor=false), frozen, collects")):
+    caplog.clear()
+    config = tiny_config(pretrained="/some/run", per_seed=grid)
+    finetune.log_start(config, per_seed.seed_settings(config)[0])
+    assert source in caplog.text
   # 200 env steps, indices 0-199: a warmup of 198 trains at index 199; one of 199 never does.
   caplog.clear()
   config = tiny_config(pretrained="/some/run", num_seeds=4,

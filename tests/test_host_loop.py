@@ -350,3 +350,19 @@ def test_remove_if_untouched_removes_only_what_a_run_added_before_any_result(
     assert not workdir.exists()
   else:
     assert listing() == sorted(before)
+
+
+def test_the_final_line_gives_each_seed_its_grid_point_and_names_the_diverged():
+  """Hand-written records: a grid of two points labels every seed's score; a run without a
+  grid (or with one point) prints the scores alone; a diverged seed is named with its step."""
+  record = {"normalized_scores": [7.46, 2.3, float("nan"), 11.7],
+            "per_seed": [{"init_actor": True}, {"init_actor": False}] * 2,
+            "diverged_at": [None, None, 1500, None]}
+  assert host_loop.final_summary(record, "env_step") == (
+      "Done. Final normalised scores per seed: 7.5 (init_actor=True), 2.3 (init_actor=False), "
+      "n/a (init_actor=True), 11.7 (init_actor=False). Diverged (stopped learning at a "
+      "non-finite update; scored with their last finite parameters): seed 2 at env step 1500")
+  for per_seed in ([{}] * 4, [{"warmup_steps": 0}] * 4, None):
+    assert host_loop.final_summary(dict(record, per_seed=per_seed, diverged_at=None),
+                                   "env_step") == (
+        "Done. Final normalised scores per seed: 7.5, 2.3, n/a, 11.7")

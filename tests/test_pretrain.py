@@ -179,6 +179,7 @@ def test_collect_pretrain_finetune_from_the_command_line(tmp_path):
   collected = run("launch.collect", f"--env={TINY_ENV}", "--policy=random", "--steps=600",
                   "--num_envs=2", "--episode_length=40", f"--output={dataset}")
   assert dataset.exists()
+  assert "Collecting 600 steps in 2 point-mass envs with " in collected.stderr   # before compiling
   # The log states the data's quality: its finished episodes' mean return and D4RL score, by
   # hand from the file. Finished: leaving the arena (terminal) or the 40-step limit; each env's
   # stream of 300 steps ends in an episode that had neither (a timeout row, under 40 steps), not

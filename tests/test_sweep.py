@@ -406,9 +406,15 @@ def test_a_ctrl_c_while_a_cell_is_handed_to_submitit_stops_the_sweep(tmp_path, m
 
   monkeypatch.setattr(submitit, "LocalExecutor", Executor)
   out = tmp_path / "sweep"
-  with pytest.raises(KeyboardInterrupt) as stopped:
-    sweep.run_local(out, ["point-mass/a", "point-mass/b"], max_parallel=2, timeout_min=1,
-                    stop_wait_s=0.2)
+  # Python's SIGINT handler, as in a terminal: CI runs the suite as a background job, whose
+  # processes start with SIGINT ignored (and a sweep started so rightly goes on).
+  previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+  try:
+    with pytest.raises(KeyboardInterrupt) as stopped:
+      sweep.run_local(out, ["point-mass/a", "point-mass/b"], max_parallel=2, timeout_min=1,
+                      stop_wait_s=0.2)
+  finally:
+    signal.signal(signal.SIGINT, previous)
   assert submitted == [("point-mass/a", True)]     # the controller would start with it blocked
   assert str(stopped.value) == (
       "point-mass/a still stopping; the same command resumes the sweep's unfinished cells "

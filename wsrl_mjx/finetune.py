@@ -327,10 +327,16 @@ def log_start(config, settings: online.SeedSettings) -> None:
     data_line = (f"; offline data kept ({config.offline_sampling}"
                  f"{f', {config.offline_data_ratio:g} of each batch' if _mixes(config) else ''})")
   logging.info("Method %s: %s%s", method.name, method.summary, data_line)
-  if config.pretrained:
-    source = "the pretrained agent, frozen,"
-  else:
+  fresh_actors = int(np.sum(~np.asarray(settings.init_actor, bool)))
+  if not config.pretrained:
     source = "the untrained agent"
+  elif fresh_actors == np.size(settings.init_actor):
+    source = "a fresh actor (init_actor=false), frozen,"
+  elif fresh_actors:
+    source = (f"the pretrained agent (a fresh actor for the {fresh_actors} "
+              f"seed{'s' if fresh_actors > 1 else ''} with init_actor=false), frozen,")
+  else:
+    source = "the pretrained agent, frozen,"
   # The step with index k (from 0) trains if k > max(warmup, floor) (online.py): the first
   # update comes once the buffer holds that floor + 2 transitions.
   episode_length = config.episode_length or envs.spec(config.env_name).episode_length

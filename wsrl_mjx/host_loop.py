@@ -518,10 +518,14 @@ def diverged_seeds(record: dict[str, Any]) -> list[int]:
 
 def final_summary(record: dict[str, Any], unit: str) -> str:
   """The run's last line: every seed's final normalised score and the seeds that diverged."""
-  scores = record.get("normalized_scores")
+  scores = [] if record.get("normalized_scores") is None else list(record["normalized_scores"])
+  points = record.get("per_seed") or [{}] * len(scores)
+  # Each seed's grid point where the run has a per-seed grid of more than one point.
+  labels = ([" (" + " ".join(f"{k}={v}" for k, v in point.items()) + ")" for point in points]
+            if len({json.dumps(p, sort_keys=True) for p in points}) > 1 else [""] * len(scores))
   line = "Done. Final normalised scores per seed: " + ", ".join(
-      "n/a" if s is None or not np.isfinite(s) else f"{s:.1f}"
-      for s in ([] if scores is None else list(scores)))
+      ("n/a" if s is None or not np.isfinite(s) else f"{s:.1f}") + label
+      for s, label in zip(scores, labels))
   diverged = diverged_seeds(record)
   if diverged:
     at = record["diverged_at"]
