@@ -121,6 +121,24 @@ def run_launch(module, *flags, timeout=300, cwd=ROOT):
                         text=True, timeout=timeout)
 
 
+def killed_then_resumed(train, monkeypatch, step=100):
+  """Runs `train()` as a run killed right after writing its checkpoint at `step`, then
+  `train()` again, the resume, whose result it returns. Undoes `monkeypatch`'s patches."""
+  from wsrl_mjx import checkpoint
+  save = checkpoint.RunCheckpoints.save
+
+  def save_then_die(self, at, *args, **kwargs):
+    save(self, at, *args, **kwargs)
+    if at == step:
+      raise KeyboardInterrupt("killed")
+
+  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
+  with pytest.raises(KeyboardInterrupt):
+    train()
+  monkeypatch.undo()
+  return train()
+
+
 def checkpointed_agent(workdir, step):
   """The agent item of the checkpoint at `step` in `workdir` (either phase), as numpy arrays."""
   import jax

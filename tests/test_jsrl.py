@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import envs
-from conftest import checkpointed_agent, tiny_config, untrained_checkpoint
+from conftest import checkpointed_agent, killed_then_resumed, tiny_config, untrained_checkpoint
 from wsrl_mjx import checkpoint, configs, finetune, jsrl, per_seed
 from wsrl_mjx.agents import sac
 from wsrl_mjx.errors import ConfigError
@@ -174,18 +174,9 @@ def test_jsrl_moves_h_down_its_curriculum_at_each_evaluation(jsrl_run):
 
 def test_a_killed_jsrl_run_resumes_with_its_curriculum(jsrl_run, tmp_path, monkeypatch):
   programs, pretrained, _, full_dir = jsrl_run
-  save = checkpoint.RunCheckpoints.save
-
-  def save_then_die(self, step, *args, **kwargs):
-    save(self, step, *args, **kwargs)
-    if step == 100:
-      raise KeyboardInterrupt("killed")
-
-  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
-  with pytest.raises(KeyboardInterrupt):
-    finetune.train_and_evaluate(jsrl_config(pretrained), tmp_path, programs)
-  monkeypatch.undo()
-  finetune.train_and_evaluate(jsrl_config(pretrained), tmp_path, programs)
+  killed_then_resumed(
+      lambda: finetune.train_and_evaluate(jsrl_config(pretrained), tmp_path, programs),
+      monkeypatch)
   assert read_records(tmp_path) == read_records(full_dir)
   jax.tree.map(np.testing.assert_array_equal, checkpointed_agent(tmp_path, 200),
                checkpointed_agent(full_dir, 200))

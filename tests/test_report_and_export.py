@@ -19,7 +19,7 @@ import orbax.checkpoint as ocp
 import pytest
 
 import envs
-from conftest import ROOT, run_launch, tiny_config
+from conftest import ROOT, killed_then_resumed, run_launch, tiny_config
 from wsrl_mjx import claims, export, finetune, networks, report, runs, statistics
 
 # A fixed [10 runs, 3 tasks] array and rliable 1.2.0's numbers for it:
@@ -212,20 +212,8 @@ def test_a_resumed_grid_run_shows_the_same_per_point_curves(grid_run, tiny_progr
   that ran through shows, its per-point curves included (step 150's from the chunk after the
   resume, which no evaluation record precedes in that session)."""
   from test_finetune import tensorboard_scalars
-  from wsrl_mjx import checkpoint
-  save = checkpoint.RunCheckpoints.save
-
-  def save_then_die(self, step, *args, **kwargs):
-    save(self, step, *args, **kwargs)
-    if step == 100:
-      raise KeyboardInterrupt("killed")
-
-  monkeypatch.setattr(checkpoint.RunCheckpoints, "save", save_then_die)
-  programs = tiny_programs[3]
-  with pytest.raises(KeyboardInterrupt):
-    finetune.train_and_evaluate(tiny_config(per_seed=GRID), tmp_path, programs)
-  monkeypatch.undo()
-  finetune.train_and_evaluate(tiny_config(per_seed=GRID), tmp_path, programs)
+  killed_then_resumed(lambda: finetune.train_and_evaluate(tiny_config(per_seed=GRID), tmp_path,
+                                                          tiny_programs[3]), monkeypatch)
   shown = tensorboard_scalars(tmp_path)
   assert ("train/updates/warmup_steps_100", 150, 49.0) in shown
   assert shown == tensorboard_scalars(grid_run)
