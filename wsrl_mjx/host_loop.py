@@ -42,6 +42,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 from envs import EnvSpec
 from wsrl_mjx import checkpoint, metrics_log, runs
 from wsrl_mjx.errors import ConfigError, WorkdirError
+from wsrl_mjx.metrics_log import nanmean
 
 
 @dataclasses.dataclass
@@ -466,11 +467,6 @@ def check_same_fields(saved_config: dict, config, fields, workdir,
     raise checkpoint.CheckpointError(
         f"{workdir}: holds a run with {', '.join(differences)}. Resume with the same settings "
         "or choose a new --workdir.")
-
-
-def nanmean(x) -> float:
-  x = np.asarray(x, np.float64)
-  return float(np.nanmean(x)) if np.isfinite(x).any() else float("nan")
 
 
 @contextlib.contextmanager

@@ -133,7 +133,8 @@ def point_label(point: dict) -> str:
                   for name, value in point.items())
 
 
-def _nanmean(values) -> float:
+def nanmean(values) -> float:
+  """The mean of the finite values of `values` (None counts as NaN); NaN where there are none."""
   values = np.asarray(values, np.float64)
   return float(np.nanmean(values)) if np.isfinite(values).any() else float("nan")
 
@@ -162,7 +163,7 @@ def point_scalars(record: dict) -> dict[str, float]:
     if values.shape != labels.shape:              # not one value per seed
       continue
     for label in dict.fromkeys(labels.tolist()):  # the grid's order
-      scalars[f"{tag}/{label}"] = _nanmean(values[labels == label])
+      scalars[f"{tag}/{label}"] = nanmean(values[labels == label])
   return scalars
 
 
