@@ -165,8 +165,11 @@ def test_reset_computes_positions_only_and_the_next_step_is_unchanged():
   env, _, reset, step = compiled("hopper")
   state = reset(jax.random.PRNGKey(4))
   data = state.pipeline_state
+  # The model closed over, not passed: its arrays are committed to a device and would make the
+  # output committed, which the compiled `step` (made for the reset's uncommitted state) would
+  # be compiled again for (~30 s on the 2-core CPU).
   with jax.default_matmul_precision("highest"):
-    forwarded = jax.jit(mjx.forward)(env.mjx_model, data)
+    forwarded = jax.jit(lambda data: mjx.forward(env.mjx_model, data))(data)
   assert not np.allclose(data.qfrc_bias, forwarded.qfrc_bias)   # the reset did skip it
   np.testing.assert_array_equal(data.xpos, forwarded.xpos)      # but has the positions
   action = jnp.array([0.3, -0.5, 0.8])
