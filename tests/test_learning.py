@@ -12,16 +12,8 @@ Two learners are checked, each against the same bar:
   with the bandit standing in for the MJX env (1,000 env steps).
 Both runs carry a second seed whose actor learning rate is 0 in the same program, which must
 stay below the bar: the bar is out of reach without learning. Seeds are fixed, so the numbers
-are the same on every run.
-
-Unlike the rest of the suite, whose programs compile for longer than they run, these two run
-1,000 updates each: they are built at LLVM's level 2 (`OPTIMISED`), not at the tests' level 0
-(tests/conftest.py), which costs 2-4 s more to compile and saves more running: the file alone
-from empty caches on the 2-core CPU took 32-34 s against 44-53 s at level 0, and 43 s at XLA's
-default level 3 (2026-12-02).
+are the same on every run; compiling the two programs takes most of the time.
 """
-
-import functools
 
 import jax
 import jax.numpy as jnp
@@ -37,7 +29,6 @@ LEARNING_RATE = 1e-3
 AGENT_CONFIG = sac.SACConfig(
     observation_size=OBSERVATION_SIZE, action_size=ACTION_SIZE, actor_hidden_sizes=(32, 32),
     critic_hidden_sizes=(32, 32), utd=4, minibatch_size=16)
-OPTIMISED = {"xla_backend_optimization_level": 2}     # LLVM -O2 (XLA defaults to 3)
 ACTOR_LEARNING_RATES = jnp.array([LEARNING_RATE, 0.0])   # per seed: learning, and not
 
 
@@ -87,7 +78,7 @@ def test_sac_update_learns_the_bandit_from_random_transitions():
       next_observation=observations, terminal=jnp.ones(size)))
   test_observations = uniform(test_key, (1000, OBSERVATION_SIZE))
 
-  @functools.partial(jax.jit, compiler_options=OPTIMISED)
+  @jax.jit
   @jax.vmap
   def train(actor_learning_rate, key):
     """1,000 updates on batches from the buffer -> deterministic policy's mean reward."""
@@ -129,7 +120,7 @@ def test_the_fused_online_loop_learns_the_bandit():
       init_actor=constant(False, bool), init_critic=constant(False, bool),
       init_temperature=constant(False, bool), init_optimizer=constant(False, bool))
 
-  @functools.partial(jax.jit, compiler_options=OPTIMISED)
+  @jax.jit
   @jax.vmap
   def train(key, settings):
     """`steps` env steps of the loop -> (mean evaluation reward before, after; chunk stats)."""
