@@ -66,26 +66,24 @@ def pytest_configure(config):
 # compile; `cache_hits` counts them), and each compile over 3 s by program. Launchers the test
 # starts are not seen (their seconds are in `seconds` only). Both workers may append to one file.
 COMPILE_REPORT = os.environ.get("WSRL_MJX_COMPILE_REPORT")
-_JAX_PHASES = {"/jax/core/compile/jaxpr_trace_duration": "trace_s",
-               "/jax/core/compile/jaxpr_to_mlir_module_duration": "lower_s",
-               "/jax/core/compile/backend_compile_duration": "compile_s"}
 _compile_seconds: dict = {}
 
-
-def _on_jax_duration(event, duration, fun_name=None, **_):
-  phase = _JAX_PHASES.get(event)
-  if phase:
-    _compile_seconds[phase] = _compile_seconds.get(phase, 0.0) + duration
-    if phase == "compile_s" and duration > 3.0:
-      _compile_seconds.setdefault("compiles_over_3s", []).append([fun_name, round(duration, 1)])
-
-
-def _on_jax_event(event, **_):
-  if event == "/jax/compilation_cache/cache_hits":
-    _compile_seconds["cache_hits"] = _compile_seconds.get("cache_hits", 0) + 1
-
-
 if COMPILE_REPORT:
+  from wsrl_mjx import host_loop   # noqa: E402  (the names of JAX's events, CompileClock's)
+  _PHASES = dict(zip(host_loop.COMPILE_EVENTS, ("trace_s", "lower_s", "compile_s")))
+
+  def _on_jax_duration(event, duration, fun_name=None, **_):
+    phase = _PHASES.get(event)
+    if phase:
+      _compile_seconds[phase] = _compile_seconds.get(phase, 0.0) + duration
+      if phase == "compile_s" and duration > 3.0:
+        _compile_seconds.setdefault("compiles_over_3s", []).append(
+            [fun_name, round(duration, 1)])
+
+  def _on_jax_event(event, **_):
+    if event == host_loop.CACHE_HIT_EVENT:
+      _compile_seconds["cache_hits"] = _compile_seconds.get("cache_hits", 0) + 1
+
   jax.monitoring.register_event_duration_secs_listener(_on_jax_duration)
   jax.monitoring.register_event_listener(_on_jax_event)
 
@@ -97,8 +95,8 @@ if COMPILE_REPORT:
     _compile_seconds.clear()
     start = time.perf_counter()
     yield
-    record = {"test": item.nodeid, "seconds": round(time.perf_counter() - start, 1),
-              **{k: round(v, 1) if isinstance(v, float) else v
+    record = {"test": item.nodeid, "seconds": round(time.perf_counter() - start, 2),
+              **{k: round(v, 2) if isinstance(v, float) else v
                  for k, v in _compile_seconds.items()}}
     with open(COMPILE_REPORT, "a") as report:
       report.write(json.dumps(record) + "\n")

@@ -31,8 +31,7 @@ import envs
 from conftest import tiny_config, tiny_pretrain_config
 from wsrl_mjx import configs, data, finetune, host_loop, per_seed, pretrain
 
-TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
-LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+TRACE_EVENT, LOWER_EVENT = host_loop.TRACE_EVENT, host_loop.LOWER_EVENT
 PROGRAMS = ("init", "run", "evaluate")
 
 
@@ -199,3 +198,33 @@ def test_a_new_chunk_length_traces_run_again(offline_run):
   with counts.recording():
     programs.run.lower(state, dataset, config.steps_per_chunk + 1)
   assert counts.since(before) == {"run": (1, 1)}
+
+
+def test_the_compile_report_gives_each_tests_seconds_and_its_compiles(tmp_path):
+  """WSRL_MJX_COMPILE_REPORT (conftest.py), on a file of its own: one line per test, with the
+  tracing and compile seconds where the test compiles and none where it does not."""
+  import json
+  import os
+  import subprocess
+  import sys
+  from conftest import ROOT
+  (tmp_path / "test_two.py").write_text(
+      "import jax, jax.numpy as jnp\n"
+      "def test_compiles():\n"      # a loop of matmuls: tens of ms of XLA compile
+      "  f = jax.jit(lambda x: jax.lax.fori_loop(0, 3, lambda i, y: jnp.tanh(y @ y), x))\n"
+      "  assert float(f(jnp.eye(16)).sum()) > 0\n"
+      "def test_plain():\n"
+      "  assert 1 + 1 == 2\n")
+  (tmp_path / "conftest.py").write_text((ROOT / "tests" / "conftest.py").read_text())
+  report = tmp_path / "report.jsonl"
+  result = subprocess.run(
+      [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "no:xdist",
+       str(tmp_path / "test_two.py")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+      env=dict(os.environ, PYTHONPATH=str(ROOT), WSRL_MJX_COMPILE_REPORT=str(report),
+               WSRL_MJX_TEST_CACHE=str(tmp_path / "cache")))
+  assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+  compiles, plain = (json.loads(line) for line in report.read_text().splitlines())
+  assert compiles["test"].endswith("test_two.py::test_compiles")
+  assert compiles["seconds"] >= compiles["compile_s"] > 0 and compiles["trace_s"] >= 0
+  assert plain["test"].endswith("test_two.py::test_plain")
+  assert set(plain) == {"test", "seconds"}

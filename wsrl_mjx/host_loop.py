@@ -156,10 +156,11 @@ def seed_keys(config) -> jax.Array:
 # jax.monitoring events: tracing to a jaxpr, lowering to MLIR, XLA's compile (or the persistent
 # cache's read, which the compile event wraps) and a persistent cache hit (jax/_src/dispatch.py,
 # compiler.py).
-_COMPILE_EVENTS = ("/jax/core/compile/jaxpr_trace_duration",
-                   "/jax/core/compile/jaxpr_to_mlir_module_duration",
-                   "/jax/core/compile/backend_compile_duration")
-_CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
+TRACE_EVENT = "/jax/core/compile/jaxpr_trace_duration"
+LOWER_EVENT = "/jax/core/compile/jaxpr_to_mlir_module_duration"
+COMPILE_EVENT = "/jax/core/compile/backend_compile_duration"
+COMPILE_EVENTS = (TRACE_EVENT, LOWER_EVENT, COMPILE_EVENT)
+CACHE_HIT_EVENT = "/jax/compilation_cache/cache_hits"
 
 
 class CompileClock:
@@ -187,12 +188,12 @@ class CompileClock:
 
   def _span(self, event, start_time, end_time, **kwargs):
     del kwargs
-    if event in _COMPILE_EVENTS and threading.get_ident() == self._thread:
+    if event in COMPILE_EVENTS and threading.get_ident() == self._thread:
       self._spans.append((start_time, end_time))
 
   def _scalar(self, event, value, **kwargs):
     del value, kwargs    # JAX records each compile step's start time as a scalar when it begins
-    if (event in _COMPILE_EVENTS and not self._started
+    if (event in COMPILE_EVENTS and not self._started
         and threading.get_ident() == self._thread):
       self._started = True
       if self._on_start:
@@ -200,7 +201,7 @@ class CompileClock:
 
   def _event(self, event, **kwargs):
     del kwargs
-    if event == _CACHE_HIT_EVENT and threading.get_ident() == self._thread:
+    if event == CACHE_HIT_EVENT and threading.get_ident() == self._thread:
       self.cache_hits += 1
 
   def __enter__(self):
